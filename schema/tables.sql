@@ -1,0 +1,186 @@
+-- schedlens analysis database: the SQLite schema `schedlens analyze/query/summary` load traces into.
+--
+-- Format of this file (it is parsed, and served to models as documentation):
+--   * `-- @table NAME: one line` before each CREATE TABLE / CREATE VIEW says what a row is.
+--   * `-- ` lines after it add detail.
+--   * each column line ends with `-- doc` for that column.
+-- Tables named as in Perfetto's trace_processor keep its column names and meanings, so queries
+-- written for Perfetto work unchanged. Timestamps (ts, *_ts) are nanoseconds on the trace clock
+-- (CLOCK_BOOTTIME, as in the trace file); durations (dur, latency) are nanoseconds.
+-- utid/upid are row ids of `thread`/`process`: a tid or pid that the kernel reused gets a new row.
+
+-- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+CREATE TABLE trace_bounds (
+  start_ts INTEGER NOT NULL, -- Earliest event timestamp, ns.
+  end_ts INTEGER NOT NULL -- Latest event timestamp, ns.
+);
+
+-- @table metadata: Facts about the trace and the recording as key/value rows (Perfetto's metadata).
+-- Keys include: trace_path, trace_size_bytes, system_name, system_release, system_version,
+-- system_machine, num_cpus, page_size, timezone_off_mins, realtime_offset_ns (add to ts for Unix-epoch ns),
+-- recorder_version, recorder_argv, unknown_packets, loaded_packets, schema_version.
+CREATE TABLE metadata (
+  name TEXT PRIMARY KEY, -- Key.
+  key_type TEXT NOT NULL, -- 'single' (one value per trace) as in Perfetto.
+  int_value INTEGER, -- Value when it is an integer, else NULL.
+  str_value TEXT -- Value when it is a string, else NULL.
+);
+
+-- @table stats: Importer and recorder counters (Perfetto's stats), e.g. mismatched_sched_switch_tids.
+CREATE TABLE stats (
+  name TEXT NOT NULL, -- Counter name.
+  idx INTEGER, -- Index for per-CPU counters (the cpu), else NULL.
+  severity TEXT NOT NULL, -- 'info', 'data_loss' or 'error'.
+  source TEXT NOT NULL, -- 'trace' (written by the recorder) or 'analysis' (found while importing).
+  value INTEGER NOT NULL, -- Count.
+  description TEXT -- What the counter means.
+);
+
+-- @table cpu: One row per CPU (Perfetto's cpu), with the recording machine's topology.
+-- Topology columns are NULL for traces not recorded by schedlens.
+CREATE TABLE cpu (
+  id INTEGER PRIMARY KEY, -- Row id (equals ucpu).
+  cpu INTEGER NOT NULL, -- CPU number as the kernel names it.
+  cluster_id INTEGER, -- CPUs of equal capacity (or max frequency) share a cluster, ordered from the smallest.
+  processor TEXT, -- Processor model name.
+  capacity INTEGER, -- Relative compute capacity (cpu_capacity, 1024 = biggest), NULL if unknown.
+  machine_id INTEGER, -- Always NULL: one machine per trace.
+  package_id INTEGER, -- Physical package (socket).
+  core_id INTEGER, -- Core within the package; SMT siblings share it.
+  llc_id INTEGER, -- Last-level cache group; CPUs with the same llc_id share an LLC.
+  numa_node INTEGER, -- NUMA node.
+  max_freq_khz INTEGER, -- Maximum frequency, kHz.
+  shard INTEGER -- Recorder ring-buffer shard this CPU's events went through.
+);
+
+-- @table process: One row per process instance (Perfetto's process). upid 0 is the idle 'process' (pid 0).
+CREATE TABLE process (
+  upid INTEGER PRIMARY KEY, -- Unique process id within this trace.
+  pid INTEGER NOT NULL, -- Process id (tgid) as the kernel gave it.
+  name TEXT, -- argv[0] from the process snapshot, else the main thread's comm.
+  start_ts INTEGER, -- When the process started (fork seen in the trace or start time from /proc), NULL if unknown.
+  end_ts INTEGER, -- When the process ended (its main thread was freed), NULL if alive at the end.
+  parent_upid INTEGER, -- upid of the parent process, NULL if unknown.
+  uid INTEGER, -- User id, NULL if unknown.
+  android_appid INTEGER, -- Always NULL (Perfetto compatibility).
+  cmdline TEXT, -- Command line, arguments joined by spaces.
+  arg_set_id INTEGER, -- Always NULL (Perfetto compatibility).
+  machine_id INTEGER, -- Always NULL (Perfetto compatibility).
+  is_kthread INTEGER -- 1 for kernel threads, 0 for user processes, NULL if unknown.
+);
+
+-- @table thread: One row per thread instance (Perfetto's thread). utid 0 is the idle thread 'swapper' (tid 0).
+CREATE TABLE thread (
+  utid INTEGER PRIMARY KEY, -- Unique thread id within this trace.
+  tid INTEGER NOT NULL, -- Thread id as the kernel gave it.
+  name TEXT, -- Thread name (comm); the process snapshot's name wins over names seen in events.
+  start_ts INTEGER, -- When the thread was created, NULL if it existed before the trace.
+  end_ts INTEGER, -- When the thread was freed, NULL if alive at the end.
+  upid INTEGER, -- Process (upid) the thread belongs to, NULL if unknown.
+  is_main_thread INTEGER, -- 1 if tid equals the process's pid, 0 if not, NULL if the process is unknown.
+  is_idle INTEGER, -- 1 for the per-CPU idle threads (tid 0).
+  machine_id INTEGER -- Always NULL (Perfetto compatibility).
+);
+
+-- @table sched_slice: One row per period a thread ran on a CPU (Perfetto's sched_slice).
+-- The view `sched` is the same with ts_end = ts + dur.
+CREATE TABLE sched_slice (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- When the thread was switched in, ns.
+  dur INTEGER NOT NULL, -- How long it ran, ns; -1 if still running at the end of the trace.
+  cpu INTEGER NOT NULL, -- CPU it ran on.
+  utid INTEGER NOT NULL, -- Thread that ran (thread.utid); utid 0 is idle.
+  end_state TEXT, -- State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still running.
+  priority INTEGER NOT NULL, -- Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
+  ucpu INTEGER -- Same as cpu (Perfetto compatibility).
+);
+CREATE VIEW sched AS SELECT *, ts + dur AS ts_end FROM sched_slice;
+
+-- @table thread_state: One row per period a thread spent in one scheduling state (Perfetto's thread_state).
+-- States: 'Running', 'R' (runnable, waiting for a CPU), 'R+' (preempted, runnable), 'S' (sleeping),
+-- 'D' (uninterruptible), 'I' (idle kernel thread), 'T', 't', 'X', 'Z', 'P'.
+CREATE TABLE thread_state (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- Start of the state, ns.
+  dur INTEGER NOT NULL, -- Length, ns; -1 if the state lasts to the end of the trace.
+  cpu INTEGER, -- CPU for Running; target CPU for a wakeup's R; else NULL.
+  utid INTEGER NOT NULL, -- Thread (thread.utid).
+  state TEXT NOT NULL, -- State code, see the table description.
+  io_wait INTEGER, -- For D: 1 if the wait was for I/O (when the trace says), else NULL.
+  blocked_function TEXT, -- For D: kernel function it blocked in (when the trace says), else NULL.
+  waker_utid INTEGER, -- For R after a wakeup or a new task: the thread that woke or created it.
+  waker_id INTEGER, -- For R after a wakeup: thread_state.id of the waker's row at that time.
+  irq_context INTEGER, -- 1 if the wakeup came from interrupt context, NULL if unknown.
+  ucpu INTEGER -- Same as cpu (Perfetto compatibility).
+);
+
+-- @table ftrace_event: Raw kernel events that do not build the tables above, one row each (Perfetto's ftrace_event).
+-- name is the tracepoint: sched_wakeup, sched_wakeup_new, sched_process_fork, sched_process_exec,
+-- sched_process_exit, sched_migrate_task, print, ...
+CREATE TABLE ftrace_event (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- Event time, ns.
+  name TEXT NOT NULL, -- Tracepoint name.
+  cpu INTEGER NOT NULL, -- CPU it fired on.
+  utid INTEGER, -- Thread that was running when it fired.
+  arg_set_id INTEGER, -- Always NULL: arguments are in args.
+  common_flags INTEGER, -- Kernel common_flags, NULL if absent.
+  ucpu INTEGER, -- Same as cpu (Perfetto compatibility).
+  args TEXT -- The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"}.
+);
+
+-- @table counter: Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.
+CREATE TABLE counter (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- Sample time, ns.
+  track_id INTEGER NOT NULL, -- counter_track.id the sample belongs to.
+  value REAL NOT NULL -- Sample value.
+);
+
+-- @table counter_track: One row per counter time series, e.g. 'cpufreq' for a CPU.
+CREATE TABLE counter_track (
+  id INTEGER PRIMARY KEY, -- Track id (counter.track_id).
+  name TEXT NOT NULL, -- Series name, e.g. 'cpufreq'.
+  cpu INTEGER -- CPU the series describes, NULL if none.
+);
+
+-- @table wakeup: One row per wakeup (sched_waking) of a thread, with how long it waited for a CPU.
+-- latency = run_ts - ts: the scheduling latency (waking to running). NULL when the thread did not run
+-- again before the trace ended or the wakeup found the thread already runnable.
+CREATE TABLE wakeup (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- When the wakeup happened (sched_waking), ns.
+  utid INTEGER NOT NULL, -- Thread woken (the wakee).
+  waker_utid INTEGER, -- Thread that woke it (running on the waking CPU), NULL if unknown.
+  waking_cpu INTEGER NOT NULL, -- CPU the wakeup was issued on.
+  target_cpu INTEGER, -- CPU the kernel chose to run the wakee on.
+  run_ts INTEGER, -- When the wakee next started running, ns; NULL if never in the trace.
+  run_cpu INTEGER, -- CPU it then ran on; differs from target_cpu if it migrated.
+  latency INTEGER, -- run_ts - ts, ns; NULL if run_ts is NULL.
+  priority INTEGER -- Wakee priority at the wakeup.
+);
+
+-- @table task_event: Task lifecycle: one row per fork, exec, exit, free or rename of a thread.
+CREATE TABLE task_event (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- Event time, ns.
+  type TEXT NOT NULL, -- 'fork' (new thread or process), 'exec', 'exit', 'free' (task_struct released), 'rename'.
+  utid INTEGER NOT NULL, -- Thread it happened to (for fork: the new thread).
+  tid INTEGER NOT NULL, -- Its tid.
+  pid INTEGER, -- Its process id (tgid), NULL if unknown.
+  parent_utid INTEGER, -- For fork: the thread that created it.
+  parent_tid INTEGER, -- For fork: the creating thread's tid.
+  comm TEXT, -- Name after the event (new comm for exec and rename).
+  filename TEXT, -- For exec: the executed file.
+  clone_flags INTEGER, -- For fork: clone flags (0x10000 CLONE_THREAD means a new thread, not a process).
+  cpu INTEGER -- CPU it happened on.
+);
+
+-- @table lost_events: Gaps: events the recorder could not keep because a ring buffer was full.
+-- Analyses over a CPU and time range that contains a gap undercount; see stats for the totals.
+CREATE TABLE lost_events (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- First event after the gap, ns.
+  cpu INTEGER NOT NULL, -- CPU whose events were lost.
+  count INTEGER NOT NULL -- How many events were lost.
+);

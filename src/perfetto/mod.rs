@@ -1,0 +1,5 @@
+//! The Perfetto trace file format: generated protobuf types, reader and writer.
+
+pub mod proto;
+pub mod reader;
+pub mod writer;

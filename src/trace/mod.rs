@@ -1,0 +1,3 @@
+//! `schedlens trace`: the recorder. (See issue 2.)
+
+pub mod event;
