@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use schedlens::{analyze, trace};
 use std::process::ExitCode;
 
 /// See what the Linux scheduler did: record with BPF, analyze offline.
@@ -10,9 +11,30 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Record the scheduler into a compressed Perfetto trace (root or CAP_BPF+CAP_PERFMON).
+    Trace(trace::TraceArgs),
+    /// Print an overview of a trace: machine, CPU use, top tasks, latencies.
+    Summary(analyze::summary::SummaryArgs),
+    /// Run SQL against a trace's tables.
+    Query(analyze::query::QueryArgs),
+    /// Serve MCP over stdio so an AI assistant can query traces offline.
+    Analyze(analyze::mcp::AnalyzeArgs),
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => trace::run(args),
+        Command::Summary(args) => analyze::summary::run(args),
+        Command::Query(args) => analyze::query::run(args),
+        Command::Analyze(args) => analyze::mcp::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("schedlens: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,1 @@
+//! Perfetto trace -> SQLite, following trace_processor's rules. (Issue 3; owner: analyze.)
