@@ -261,12 +261,17 @@ struct Sw {
     next_pid: i32,
 }
 
-/// Per CPU: switches in stream order (within a bundle ordered by time, as a
-/// bundle does not record how full and compact events interleave); and every
-/// full event with its cpu.
-fn switches_and_events(
-    packets: &[TracePacket],
-) -> (BTreeMap<u32, Vec<Sw>>, Vec<(u32, FtraceEvent)>, u64) {
+/// What the ftrace bundles hold.
+struct Bundles {
+    /// Per CPU: switches in stream order (within a bundle ordered by time, as
+    /// a bundle does not record how full and compact events interleave).
+    switches: BTreeMap<u32, Vec<Sw>>,
+    /// Every full event with its cpu.
+    events: Vec<(u32, FtraceEvent)>,
+    lost: u64,
+}
+
+fn bundles(packets: &[TracePacket]) -> Bundles {
     let mut per_cpu: BTreeMap<u32, Vec<Sw>> = BTreeMap::new();
     let mut events = Vec::new();
     let mut lost = 0;
@@ -305,7 +310,11 @@ fn switches_and_events(
         sws.sort_by_key(|s| s.ts);
         per_cpu.entry(b.cpu()).or_default().extend(sws);
     }
-    (per_cpu, events, lost)
+    Bundles {
+        switches: per_cpu,
+        events,
+        lost,
+    }
 }
 
 /// Checks per-CPU continuity: each switch's prev is the previous switch's
@@ -356,7 +365,11 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         "no ProcessTree"
     );
     assert!(packets.iter().any(|p| p.has_system_info()), "no SystemInfo");
-    let (per_cpu, events, lost) = switches_and_events(&packets);
+    let Bundles {
+        switches: per_cpu,
+        events,
+        lost,
+    } = bundles(&packets);
     assert_eq!(lost, 0, "lost events in bundles");
     let switched_in = check_switches(&per_cpu);
 

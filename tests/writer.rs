@@ -121,8 +121,20 @@ struct Waking {
 
 enum Item {
     Full(perfetto_protos::ftrace_event::FtraceEvent),
-    CompactSwitch { ts: u64, state: i64, pid: i32, prio: i32, comm: String },
-    CompactWaking { ts: u64, pid: i32, tcpu: i32, prio: i32, comm: String },
+    CompactSwitch {
+        ts: u64,
+        state: i64,
+        pid: i32,
+        prio: i32,
+        comm: String,
+    },
+    CompactWaking {
+        ts: u64,
+        pid: i32,
+        tcpu: i32,
+        prio: i32,
+        comm: String,
+    },
 }
 
 fn item_ts(i: &Item) -> u64 {
@@ -212,7 +224,13 @@ fn reconstruct(packets: &[TracePacket]) -> (Vec<Switch>, Vec<Waking>) {
                     }),
                     _ => {}
                 },
-                Item::CompactSwitch { ts, state, pid, prio, comm } => {
+                Item::CompactSwitch {
+                    ts,
+                    state,
+                    pid,
+                    prio,
+                    comm,
+                } => {
                     if let Some((ppid, pcomm, pprio)) = last.take() {
                         switches.push(Switch {
                             ts,
@@ -228,7 +246,13 @@ fn reconstruct(packets: &[TracePacket]) -> (Vec<Switch>, Vec<Waking>) {
                     }
                     last = Some((pid, comm, prio));
                 }
-                Item::CompactWaking { ts, pid, tcpu, prio, comm } => {
+                Item::CompactWaking {
+                    ts,
+                    pid,
+                    tcpu,
+                    prio,
+                    comm,
+                } => {
                     if let Some((running, _, _)) = &last {
                         wakings.push(Waking {
                             ts,
@@ -319,21 +343,39 @@ fn random_stream(enc: &mut ShardEncoder, seed: u64, events: usize, cpus: u32) ->
         enc.push(&h, &ev).unwrap();
     }
     let mut running: Vec<usize> = (0..cpus as usize).collect();
-    let mut exp = Expected { switches: vec![], wakings: vec![] };
+    let mut exp = Expected {
+        switches: vec![],
+        wakings: vec![],
+    };
     for _ in 0..events {
         ts += 1 + rng.below(20_000);
         let cpu = rng.below(u64::from(cpus)) as u32;
         let cur = &all[running[cpu as usize]];
-        let h = Header { ts, cpu, pid: cur.pid };
+        let h = Header {
+            ts,
+            cpu,
+            pid: cur.pid,
+        };
         match rng.below(100) {
             0 => {
-                enc.push(&h, &Event::Lost { count: 1 + rng.below(5) }).unwrap();
+                enc.push(
+                    &h,
+                    &Event::Lost {
+                        count: 1 + rng.below(5),
+                    },
+                )
+                .unwrap();
             }
             1 => enc.flush().unwrap(),
             2..=40 => {
                 let w = &all[rng.below(all.len() as u64) as usize];
                 let target_cpu = rng.below(u64::from(cpus)) as i32;
-                let ev = Event::Waking { wakee: w.id, pid: w.pid, prio: w.prio, target_cpu };
+                let ev = Event::Waking {
+                    wakee: w.id,
+                    pid: w.pid,
+                    prio: w.prio,
+                    target_cpu,
+                };
                 enc.push(&h, &ev).unwrap();
                 exp.wakings.push(Waking {
                     ts,
@@ -449,7 +491,11 @@ fn check_roundtrip(compression: Compression) {
         EVENT_NAMES[0]
     );
     // previous_bundle_end_timestamp is never set: it is not exact here.
-    assert!(bundles(&packets).iter().all(|b| b.previous_bundle_end_timestamp.is_none()));
+    assert!(
+        bundles(&packets)
+            .iter()
+            .all(|b| b.previous_bundle_end_timestamp.is_none())
+    );
 }
 
 #[test]
@@ -492,7 +538,15 @@ fn first_switch_and_switch_after_loss_are_full() {
             comm: &x.comm,
             is_kthread: false,
         };
-        enc.push(&Header { ts: 1, cpu: 0, pid: 0 }, &ev).unwrap();
+        enc.push(
+            &Header {
+                ts: 1,
+                cpu: 0,
+                pid: 0,
+            },
+            &ev,
+        )
+        .unwrap();
     }
     let sw = |a: &T, b: &T| Event::Switch {
         prev: a.id,
@@ -505,11 +559,17 @@ fn first_switch_and_switch_after_loss_are_full() {
     };
     let h = |ts, cpu, pid| Header { ts, cpu, pid };
     // A waking before the CPU's first switch must be full.
-    let wk = Event::Waking { wakee: t[1].id, pid: t[1].pid, prio: 120, target_cpu: 2 };
+    let wk = Event::Waking {
+        wakee: t[1].id,
+        pid: t[1].pid,
+        prio: 120,
+        target_cpu: 2,
+    };
     enc.push(&h(10, 2, t[0].pid), &wk).unwrap();
     enc.push(&h(20, 2, t[0].pid), &sw(&t[0], &t[1])).unwrap();
     enc.push(&h(30, 2, t[1].pid), &sw(&t[1], &t[2])).unwrap();
-    enc.push(&h(40, 2, t[2].pid), &Event::Lost { count: 7 }).unwrap();
+    enc.push(&h(40, 2, t[2].pid), &Event::Lost { count: 7 })
+        .unwrap();
     enc.push(&h(50, 2, t[0].pid), &sw(&t[0], &t[1])).unwrap();
     enc.push(&h(60, 2, t[1].pid), &sw(&t[1], &t[0])).unwrap();
     enc.flush().unwrap();
@@ -520,7 +580,12 @@ fn first_switch_and_switch_after_loss_are_full() {
     let kinds: Vec<_> = full
         .iter()
         .map(|(_, e)| match &e.event {
-            Some(Fe::SchedSwitch(s)) => ("switch", e.timestamp(), s.prev_pid(), s.prev_comm().to_string()),
+            Some(Fe::SchedSwitch(s)) => (
+                "switch",
+                e.timestamp(),
+                s.prev_pid(),
+                s.prev_comm().to_string(),
+            ),
             Some(Fe::SchedWaking(w)) => ("waking", e.timestamp(), w.pid(), w.comm().to_string()),
             _ => ("other", e.timestamp(), 0, String::new()),
         })
@@ -539,11 +604,18 @@ fn first_switch_and_switch_after_loss_are_full() {
     assert_eq!(b[0].compact_sched.switch_timestamp, vec![30]);
     assert_eq!(b[1].compact_sched.switch_timestamp, vec![60]);
     let (_, full_switch) = &full[1];
-    let Some(Fe::SchedSwitch(s)) = &full_switch.event else { panic!() };
-    assert_eq!((s.prev_prio(), s.prev_state(), s.next_pid(), s.next_comm()), (t[0].prio, 1, t[1].pid, "worker-1"));
+    let Some(Fe::SchedSwitch(s)) = &full_switch.event else {
+        panic!()
+    };
+    assert_eq!(
+        (s.prev_prio(), s.prev_state(), s.next_pid(), s.next_comm()),
+        (t[0].prio, 1, t[1].pid, "worker-1")
+    );
     let lost: Vec<_> = packets.iter().filter_map(schedlens_of).collect();
     assert_eq!(lost.len(), 1);
-    let Some(schedlens_packet::Data::LostEvents(l)) = &lost[0].data else { panic!() };
+    let Some(schedlens_packet::Data::LostEvents(l)) = &lost[0].data else {
+        panic!()
+    };
     assert_eq!((l.cpu(), l.count()), (2, 7));
     assert_eq!(enc.stats().lost_per_cpu, vec![0, 0, 7]);
 }
@@ -557,8 +629,19 @@ fn task_lifecycle_events() {
     let parent = 0xa000u64;
     let child = 0xb000u64;
     let pcomm = comm("bash");
-    let info = |task, pid, tgid, c| Event::TaskInfo { task, pid, tgid, ppid: 1, comm: c, is_kthread: false };
-    let h = |ts| Header { ts, cpu: 1, pid: 500 };
+    let info = |task, pid, tgid, c| Event::TaskInfo {
+        task,
+        pid,
+        tgid,
+        ppid: 1,
+        comm: c,
+        is_kthread: false,
+    };
+    let h = |ts| Header {
+        ts,
+        cpu: 1,
+        pid: 500,
+    };
     enc.push(&h(1), &info(parent, 500, 500, &pcomm)).unwrap();
     let fork = Event::Fork {
         parent,
@@ -572,18 +655,67 @@ fn task_lifecycle_events() {
     // A thread first announced: the chunk carries ProcessTree.Thread.
     enc.push(&h(3), &info(child, 501, 500, &pcomm)).unwrap();
     let newcomm = comm("ls");
-    let exec = Event::Exec { task: parent, pid: 500, old_pid: 500, comm: &newcomm, filename: b"/usr/bin/ls" };
+    let exec = Event::Exec {
+        task: parent,
+        pid: 500,
+        old_pid: 500,
+        comm: &newcomm,
+        filename: b"/usr/bin/ls",
+    };
     enc.push(&h(4), &exec).unwrap();
     let rn = comm("lister");
-    enc.push(&h(5), &Event::Rename { task: parent, pid: 500, newcomm: &rn }).unwrap();
-    enc.push(&h(6), &Event::WakeupNew { task: child, pid: 501, prio: 120, target_cpu: 0 }).unwrap();
-    enc.push(&h(7), &Event::Exit { task: child, pid: 501, tgid: 500, prio: 120 }).unwrap();
-    enc.push(&h(8), &Event::Free { task: child, pid: 501, prio: 120 }).unwrap();
+    enc.push(
+        &h(5),
+        &Event::Rename {
+            task: parent,
+            pid: 500,
+            newcomm: &rn,
+        },
+    )
+    .unwrap();
+    enc.push(
+        &h(6),
+        &Event::WakeupNew {
+            task: child,
+            pid: 501,
+            prio: 120,
+            target_cpu: 0,
+        },
+    )
+    .unwrap();
+    enc.push(
+        &h(7),
+        &Event::Exit {
+            task: child,
+            pid: 501,
+            tgid: 500,
+            prio: 120,
+        },
+    )
+    .unwrap();
+    enc.push(
+        &h(8),
+        &Event::Free {
+            task: child,
+            pid: 501,
+            prio: 120,
+        },
+    )
+    .unwrap();
     assert_eq!(enc.task_count(), 1);
     enc.push(&h(9), &Event::Forget { task: parent }).unwrap();
     assert_eq!(enc.task_count(), 0);
     // Freed: the comm is no longer known.
-    enc.push(&h(10), &Event::Exit { task: child, pid: 501, tgid: 500, prio: 120 }).unwrap();
+    enc.push(
+        &h(10),
+        &Event::Exit {
+            task: child,
+            pid: 501,
+            tgid: 500,
+            prio: 120,
+        },
+    )
+    .unwrap();
     assert_eq!(enc.stats().unknown_tasks, 1);
     enc.flush().unwrap();
     writer.finish().unwrap();
@@ -594,17 +726,37 @@ fn task_lifecycle_events() {
     let e = it.next().unwrap();
     assert_eq!((e.timestamp(), e.pid()), (2, 500));
     let n = e.task_newtask();
-    assert_eq!((n.pid(), n.comm(), n.clone_flags()), (501, "bash", 0x3d0f00));
+    assert_eq!(
+        (n.pid(), n.comm(), n.clone_flags()),
+        (501, "bash", 0x3d0f00)
+    );
     let f = it.next().unwrap().sched_process_fork();
-    assert_eq!((f.parent_comm(), f.parent_pid(), f.child_comm(), f.child_pid()), ("bash", 500, "bash", 501));
+    assert_eq!(
+        (
+            f.parent_comm(),
+            f.parent_pid(),
+            f.child_comm(),
+            f.child_pid()
+        ),
+        ("bash", 500, "bash", 501)
+    );
     let x = it.next().unwrap().sched_process_exec();
-    assert_eq!((x.filename(), x.pid(), x.old_pid()), ("/usr/bin/ls", 500, 500));
+    assert_eq!(
+        (x.filename(), x.pid(), x.old_pid()),
+        ("/usr/bin/ls", 500, 500)
+    );
     let r = it.next().unwrap().task_rename();
     assert_eq!((r.pid(), r.oldcomm(), r.newcomm()), (500, "ls", "lister"));
     let w = it.next().unwrap().sched_wakeup_new();
-    assert_eq!((w.comm(), w.pid(), w.prio(), w.target_cpu()), ("bash", 501, 120, 0));
+    assert_eq!(
+        (w.comm(), w.pid(), w.prio(), w.target_cpu()),
+        ("bash", 501, 120, 0)
+    );
     let x = it.next().unwrap().sched_process_exit();
-    assert_eq!((x.comm(), x.pid(), x.tgid(), x.prio()), ("bash", 501, 500, 120));
+    assert_eq!(
+        (x.comm(), x.pid(), x.tgid(), x.prio()),
+        ("bash", 501, 500, 120)
+    );
     let fr = it.next().unwrap().sched_process_free();
     assert_eq!((fr.comm(), fr.pid(), fr.prio()), ("bash", 501, 120));
     assert_eq!(it.next().unwrap().sched_process_exit().comm(), "");
@@ -612,7 +764,10 @@ fn task_lifecycle_events() {
     assert_eq!(trees.len(), 1);
     let th = &trees[0].process_tree().threads;
     assert_eq!(th.len(), 1);
-    assert_eq!((th[0].tid(), th[0].tgid(), th[0].has_name()), (501, 500, false));
+    assert_eq!(
+        (th[0].tid(), th[0].tgid(), th[0].has_name()),
+        (501, 500, false)
+    );
     assert_eq!(trees[0].timestamp(), 3);
 }
 
@@ -634,7 +789,12 @@ fn unknown_tasks_and_idle() {
     let h = |ts, pid| Header { ts, cpu: 3, pid };
     enc.push(&h(1, 0), &sw(0x10, 0, 0x20, 77)).unwrap();
     enc.push(&h(2, 77), &sw(0x20, 77, 0x10, 0)).unwrap();
-    let wk = Event::Waking { wakee: 0x30, pid: 78, prio: 120, target_cpu: 3 };
+    let wk = Event::Waking {
+        wakee: 0x30,
+        pid: 78,
+        prio: 120,
+        target_cpu: 3,
+    };
     enc.push(&h(3, 0), &wk).unwrap();
     enc.push(&h(4, 0), &Event::Lost { count: 0 }).unwrap();
     enc.flush().unwrap();
@@ -673,7 +833,11 @@ fn truncated_last_chunk_keeps_earlier_chunks() {
         for chunk in 0..5 {
             for k in 0..2000 {
                 ts += 10;
-                let (a, b) = if k % 2 == 0 { (&t[0], &t[1]) } else { (&t[1], &t[0]) };
+                let (a, b) = if k % 2 == 0 {
+                    (&t[0], &t[1])
+                } else {
+                    (&t[1], &t[0])
+                };
                 let ev = Event::Switch {
                     prev: a.id,
                     prev_pid: a.pid,
@@ -683,7 +847,15 @@ fn truncated_last_chunk_keeps_earlier_chunks() {
                     next_pid: b.pid,
                     next_prio: 120,
                 };
-                enc.push(&Header { ts, cpu: chunk % 2, pid: a.pid }, &ev).unwrap();
+                enc.push(
+                    &Header {
+                        ts,
+                        cpu: chunk % 2,
+                        pid: a.pid,
+                    },
+                    &ev,
+                )
+                .unwrap();
             }
             enc.flush().unwrap();
             sizes.push(writer.bytes_written());
@@ -717,7 +889,10 @@ fn file_mode_and_errors() {
 
     let bad = dir.path().join("missing-dir").join("t.pftrace");
     let err = TraceWriter::create(&bad, Compression::Zstd).err().unwrap();
-    assert!(format!("{err:#}").contains("missing-dir/t.pftrace"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("missing-dir/t.pftrace"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -751,7 +926,10 @@ fn write_packets_roundtrip() {
 #[test]
 #[ignore]
 fn bench_switch_stream() {
-    let n: usize = std::env::var("BENCH_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(5_000_000);
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000_000);
     let all = tasks(200);
     // Pre-build the stream so only push+flush is timed.
     let mut rng = Rng(42);
@@ -764,11 +942,27 @@ fn bench_switch_stream() {
         let cur = running[cpu as usize];
         if rng.below(100) < 30 {
             let w = rng.below(all.len() as u64) as usize;
-            stream.push((Header { ts, cpu, pid: all[cur].pid }, None, w));
+            stream.push((
+                Header {
+                    ts,
+                    cpu,
+                    pid: all[cur].pid,
+                },
+                None,
+                w,
+            ));
         } else {
             // Mostly a few tasks ping-pong per CPU, as in a switch-heavy load.
             let next = (cpu as usize * 8 + rng.below(8) as usize) % all.len();
-            stream.push((Header { ts, cpu, pid: all[cur].pid }, Some(cur), next));
+            stream.push((
+                Header {
+                    ts,
+                    cpu,
+                    pid: all[cur].pid,
+                },
+                Some(cur),
+                next,
+            ));
             running[cpu as usize] = next;
         }
     }
@@ -786,8 +980,23 @@ fn bench_switch_stream() {
         let writer = Arc::new(TraceWriter::create_with_level(&path, compression, level).unwrap());
         let mut enc = ShardEncoder::new(Arc::clone(&writer));
         for t in &all {
-            let ev = Event::TaskInfo { task: t.id, pid: t.pid, tgid: t.tgid, ppid: 1, comm: &t.comm, is_kthread: false };
-            enc.push(&Header { ts: 1, cpu: 0, pid: 0 }, &ev).unwrap();
+            let ev = Event::TaskInfo {
+                task: t.id,
+                pid: t.pid,
+                tgid: t.tgid,
+                ppid: 1,
+                comm: &t.comm,
+                is_kthread: false,
+            };
+            enc.push(
+                &Header {
+                    ts: 1,
+                    cpu: 0,
+                    pid: 0,
+                },
+                &ev,
+            )
+            .unwrap();
         }
         let start = std::time::Instant::now();
         for (h, prev, x) in &stream {
@@ -801,7 +1010,12 @@ fn bench_switch_stream() {
                     next_pid: all[*x].pid,
                     next_prio: all[*x].prio,
                 },
-                None => Event::Waking { wakee: all[*x].id, pid: all[*x].pid, prio: all[*x].prio, target_cpu: h.cpu as i32 },
+                None => Event::Waking {
+                    wakee: all[*x].id,
+                    pid: all[*x].pid,
+                    prio: all[*x].prio,
+                    target_cpu: h.cpu as i32,
+                },
             };
             enc.push(h, &ev).unwrap();
         }

@@ -213,11 +213,14 @@ impl TraceWriter {
             ),
         };
         scratch.frame.clear();
-        scratch.frame.reserve(zstd::zstd_safe::compress_bound(payload.len()));
+        scratch
+            .frame
+            .reserve(zstd::zstd_safe::compress_bound(payload.len()));
         z.compress_to_buffer(payload, &mut scratch.frame)
             .context("zstd compression of a chunk")?;
         let frame_len = scratch.frame.len() as u64;
-        let packet_len = pb::tag_len(ZSTD_PACKETS_FIELD) + pb::varint_len(frame_len) + scratch.frame.len();
+        let packet_len =
+            pb::tag_len(ZSTD_PACKETS_FIELD) + pb::varint_len(frame_len) + scratch.frame.len();
         let out = &mut scratch.out;
         out.clear();
         pb::put_tag(out, 1, pb::WIRE_LEN);
@@ -243,7 +246,8 @@ impl TraceWriter {
                 let counting = gz
                     .finish()
                     .with_context(|| format!("finishing gzip stream of {}", self.path.display()))?;
-                self.bytes.fetch_add(counting.written - before, Ordering::Relaxed);
+                self.bytes
+                    .fetch_add(counting.written - before, Ordering::Relaxed);
                 counting.file
             }
             Sink::Closed => return Ok(self.bytes_written()),
