@@ -297,8 +297,9 @@ static __always_inline s32 task_cpu(struct task_struct *t)
 {
 	struct task_struct___old *o = (void *)t;
 
+	/* A direct load, not a probe-read helper call: waking is a hot path. */
 	if (bpf_core_field_exists(t->thread_info.cpu))
-		return BPF_CORE_READ(t, thread_info.cpu);
+		return t->thread_info.cpu;
 	return BPF_CORE_READ(o, cpu);
 }
 

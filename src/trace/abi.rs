@@ -334,22 +334,6 @@ pub fn type_of(ev: &Event<'_>) -> u8 {
     }
 }
 
-/// Names of the record types for the summary: Perfetto's event names where the
-/// type becomes one, and `None` for the bookkeeping records.
-pub fn perfetto_name(ty: u8) -> Option<&'static str> {
-    Some(match ty {
-        SL_SWITCH => "sched_switch",
-        SL_WAKING => "sched_waking",
-        SL_WAKEUP_NEW => "sched_wakeup_new",
-        SL_FORK => "sched_process_fork",
-        SL_EXEC => "sched_process_exec",
-        SL_EXIT => "sched_process_exit",
-        SL_FREE => "sched_process_free",
-        SL_RENAME => "task_rename",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

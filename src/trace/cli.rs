@@ -148,18 +148,6 @@ pub fn check_btf() -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "record")]
-/// CLOCK_BOOTTIME now, in ns (the trace clock).
-pub fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-#[cfg(feature = "record")]
 /// The uid/gid to run `-- CMD` as: the invoking user's when under sudo, so
 /// the user's command does not run as root.
 pub fn sudo_ids() -> anyhow::Result<Option<(u32, u32)>> {

@@ -56,17 +56,17 @@ struct State<S> {
 }
 
 /// Starts the consumer of one shard. `make_sink` runs on the new thread.
-/// The thread returns once `stop` is set and the ring is drained (set it only
-/// after the programs are detached, so nothing arrives after the drain).
+/// The thread returns the sink once `stop` is set and the ring is drained
+/// (set it only after the programs are detached, so nothing arrives after).
 pub fn spawn<S, F>(
     shard: usize,
     ring: MapHandle,
     make_sink: F,
     stop: Arc<AtomicBool>,
     counters: Arc<ShardCounters>,
-) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>
+) -> anyhow::Result<JoinHandle<anyhow::Result<S>>>
 where
-    S: EventSink,
+    S: EventSink + Send + 'static,
     F: FnOnce() -> S + Send + 'static,
 {
     std::thread::Builder::new()
@@ -80,7 +80,7 @@ fn consume<S: EventSink>(
     sink: S,
     stop: &AtomicBool,
     counters: &ShardCounters,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<S> {
     let state = RefCell::new(State {
         sink,
         by_type: [0; N_TYPES],
@@ -131,11 +131,14 @@ fn consume<S: EventSink>(
         }
         counters.malformed.store(st.malformed, Ordering::Relaxed);
         if stopping {
-            return st.sink.flush();
+            st.sink.flush()?;
+            break;
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             st.sink.flush()?;
             last_flush = Instant::now();
         }
     }
+    drop(rb);
+    Ok(state.into_inner().sink)
 }

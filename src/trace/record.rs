@@ -1,6 +1,6 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
-use crate::perfetto::writer::{ShardEncoder, TraceWriter};
+use crate::perfetto::writer::{EncoderStats, ShardEncoder, TraceWriter};
 use crate::trace::abi::{self, N_TYPES};
 use crate::trace::bpf::{self, Recorder, SwitchVariant};
 use crate::trace::consumer::{self, ShardCounters};
@@ -14,6 +14,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Recording length without -d and without a command.
@@ -31,6 +32,8 @@ enum End {
     Duration,
     Signal,
     Command(ExitStatus),
+    /// A consumer thread stopped early (its error is reported after the drain).
+    ConsumerFailed,
 }
 
 pub fn record(args: TraceArgs) -> anyhow::Result<()> {
@@ -77,12 +80,23 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         },
     };
     let mut object = MaybeUninit::uninit();
-    let mut recorder = Recorder::load(&mut object, &cfg)?;
-    recorder.attach()?;
-    let start_ts = cli::boottime_ns();
+    let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
+    let mut recorder = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was recorded: do not leave an empty trace behind.
+            let _ = std::fs::remove_file(&output);
+            return Err(e);
+        }
+    };
+    let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
 
-    writer.write_packets(&snapshot::machine_packets(&topology)?)?;
+    let mut shard_cpus = vec![Vec::new(); nr_shards];
+    for (cpu, &shard) in cfg.cpu_shard.iter().enumerate() {
+        shard_cpus[usize::from(shard)].push(cpu as u32);
+    }
+    writer.write_packets(&snapshot::machine_packets_sharded(&topology, &shard_cpus)?)?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<ShardCounters>> = (0..nr_shards).map(|_| Arc::default()).collect();
     let mut consumers = Vec::with_capacity(nr_shards);
@@ -134,6 +148,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
             &progress,
             &recorder,
             &counters,
+            &consumers,
             &writer,
             ncpus,
         )?
@@ -141,16 +156,20 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
 
     recorder.detach();
     std::thread::sleep(DETACH_GRACE);
-    let end_ts = cli::boottime_ns();
+    let end_ts = snapshot::boottime_ns();
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Release);
     let mut consumer_error = None;
+    let mut written = EncoderStats::default();
     for c in consumers {
-        let res = c
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("a consumer thread panicked")));
-        if let Err(e) = res {
-            consumer_error.get_or_insert(e);
+        match c.join() {
+            Ok(Ok(encoder)) => written.merge(encoder.stats()),
+            Ok(Err(e)) => {
+                consumer_error.get_or_insert(e);
+            }
+            Err(_) => {
+                consumer_error.get_or_insert(anyhow::anyhow!("a consumer thread panicked"));
+            }
         }
     }
     progress.finish();
@@ -167,8 +186,9 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let stats = snapshot::RecordingStats {
         start_ts,
         end_ts,
-        events: (0..N_TYPES as u8)
-            .filter_map(|t| Some((abi::perfetto_name(t)?.to_string(), by_type[usize::from(t)])))
+        events: written
+            .named_events()
+            .map(|(name, n)| (name.to_string(), n))
             .collect(),
         lost_per_cpu: lost.clone(),
         bytes_written: writer.bytes_written(),
@@ -178,7 +198,15 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let size = writer
         .finish()
         .with_context(|| format!("finishing {}", output.display()))?;
-    print_summary(elapsed, &by_type, malformed, &lost, size, &output);
+    print_summary(
+        elapsed,
+        &by_type,
+        malformed,
+        written.unknown_tasks,
+        &lost,
+        size,
+        &output,
+    );
 
     if let Some(e) = consumer_error {
         return Err(e.context(format!(
@@ -190,6 +218,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     match end {
+        End::ConsumerFailed => bail!("a consumer thread stopped without an error"),
         End::Command(status) if !status.success() => bail!(
             "the command {} (the trace in {} is complete)",
             describe_status(status),
@@ -208,6 +237,7 @@ fn wait_for_end(
     progress: &Progress,
     recorder: &Recorder<'_>,
     counters: &[Arc<ShardCounters>],
+    consumers: &[JoinHandle<anyhow::Result<ShardEncoder>>],
     writer: &TraceWriter,
     ncpus: usize,
 ) -> anyhow::Result<End> {
@@ -216,6 +246,10 @@ fn wait_for_end(
     loop {
         if interrupted.load(Ordering::Relaxed) {
             return Ok(End::Signal);
+        }
+        // A consumer only returns early on an error; its ring would fill up.
+        if consumers.iter().any(|c| c.is_finished()) {
+            return Ok(End::ConsumerFailed);
         }
         if let Some(c) = child.as_deref_mut() {
             if let Some(status) = c.try_wait().context("waiting for the command")? {
@@ -294,6 +328,7 @@ fn print_summary(
     elapsed: Duration,
     by_type: &[u64; N_TYPES],
     malformed: u64,
+    unknown_tasks: u64,
     lost: &[u64],
     size: u64,
     output: &std::path::Path,
@@ -340,6 +375,11 @@ fn print_summary(
     }
     if malformed > 0 {
         eprintln!("  malformed records skipped: {malformed}");
+    }
+    if unknown_tasks > 0 {
+        eprintln!(
+            "  events naming a task never announced (written without a name): {unknown_tasks}"
+        );
     }
     eprintln!(
         "  wrote {:.2} MB ({:.1} bytes/event) to {}",

@@ -20,7 +20,10 @@ const CLOCK_BOOTTIME: u32 = 6;
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
@@ -35,7 +38,11 @@ pub fn boottime_ns() -> u64 {
 }
 
 fn c_chars(field: &[libc::c_char]) -> String {
-    let bytes: Vec<u8> = field.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = field
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -73,7 +80,9 @@ fn cpu_models(cpuinfo: &str) -> HashMap<u32, String> {
     let mut fallback = None;
     let mut current: Option<u32> = None;
     for line in cpuinfo.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         match k {
             "processor" => current = v.parse().ok(),
@@ -161,7 +170,10 @@ pub fn machine_packets_sharded(
             .cpus
             .iter()
             .map(|c| cpu_info::Cpu {
-                processor: models.get(&c.cpu).cloned().or_else(|| fallback_model.clone()),
+                processor: models
+                    .get(&c.cpu)
+                    .cloned()
+                    .or_else(|| fallback_model.clone()),
                 frequencies: c.max_freq_khz.into_iter().collect(),
                 capacity: c.capacity,
             })
@@ -366,7 +378,10 @@ pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
     };
     vec![
         packet(stats.end_ts, trace_packet::Data::FtraceStats(ftrace)),
-        schedlens(stats.end_ts, schedlens_packet::Data::RecorderStats(recorder)),
+        schedlens(
+            stats.end_ts,
+            schedlens_packet::Data::RecorderStats(recorder),
+        ),
     ]
 }
 
@@ -379,16 +394,32 @@ mod tests {
         let topo = Topology::read().unwrap();
         let groups = topo.llc_groups();
         let packets = machine_packets_sharded(&topo, &groups).unwrap();
-        let Some(trace_packet::Data::SystemInfo(si)) = &packets[1].data else { panic!() };
+        let Some(trace_packet::Data::SystemInfo(si)) = &packets[1].data else {
+            panic!()
+        };
         let u = si.utsname.as_ref().unwrap();
         assert_eq!(u.sysname.as_deref(), Some("Linux"));
-        assert!(u.release.as_deref().unwrap().chars().next().unwrap().is_ascii_digit());
+        assert!(
+            u.release
+                .as_deref()
+                .unwrap()
+                .chars()
+                .next()
+                .unwrap()
+                .is_ascii_digit()
+        );
         assert_eq!(si.num_cpus, Some(topo.cpus.len() as u32));
-        let Some(trace_packet::Data::ClockSnapshot(cs)) = &packets[0].data else { panic!() };
+        let Some(trace_packet::Data::ClockSnapshot(cs)) = &packets[0].data else {
+            panic!()
+        };
         assert_eq!(cs.clocks.len(), 3);
         assert_eq!(cs.primary_trace_clock, Some(6));
-        let Some(trace_packet::Data::Schedlens(s)) = &packets[3].data else { panic!() };
-        let Some(schedlens_packet::Data::Topology(t)) = &s.data else { panic!() };
+        let Some(trace_packet::Data::Schedlens(s)) = &packets[3].data else {
+            panic!()
+        };
+        let Some(schedlens_packet::Data::Topology(t)) = &s.data else {
+            panic!()
+        };
         assert!(t.cpus.iter().all(|c| c.shard.is_some()));
     }
 
@@ -396,28 +427,38 @@ mod tests {
     fn stat_parsing() {
         let s = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 0 0";
         let st = parse_stat(s).unwrap();
-        assert_eq!((st.comm.as_str(), st.ppid, st.flags, st.starttime), ("a (weird) name", 1, 4194560, 12345));
+        assert_eq!(
+            (st.comm.as_str(), st.ppid, st.flags, st.starttime),
+            ("a (weird) name", 1, 4194560, 12345)
+        );
         assert!(parse_stat("42 (x").is_none());
         assert!(parse_stat("").is_none());
     }
 
     #[test]
     fn cpuinfo_models() {
-        let m = cpu_models("processor\t: 0\nmodel name\t: Foo CPU\n\nprocessor\t: 1\nmodel name\t: Foo CPU\n");
+        let m = cpu_models(
+            "processor\t: 0\nmodel name\t: Foo CPU\n\nprocessor\t: 1\nmodel name\t: Foo CPU\n",
+        );
         assert_eq!(m.get(&1).map(String::as_str), Some("Foo CPU"));
     }
 
     #[test]
     fn this_machines_processes() {
         let p = process_tree_packet().unwrap();
-        let Some(trace_packet::Data::ProcessTree(t)) = &p.data else { panic!() };
+        let Some(trace_packet::Data::ProcessTree(t)) = &p.data else {
+            panic!()
+        };
         let me = std::process::id() as i32;
         let mine = t.processes.iter().find(|p| p.pid == Some(me)).unwrap();
         assert!(!mine.cmdline.is_empty() && mine.is_kthread == Some(false));
         assert!(t.processes.iter().all(|p| !p.cmdline.is_empty()));
         assert!(t.threads.iter().any(|th| th.tgid == Some(me)));
         if let Some(kthreadd) = t.processes.iter().find(|p| p.pid == Some(2)) {
-            assert_eq!((kthreadd.is_kthread, kthreadd.cmdline_is_comm), (Some(true), Some(true)));
+            assert_eq!(
+                (kthreadd.is_kthread, kthreadd.cmdline_is_comm),
+                (Some(true), Some(true))
+            );
         }
     }
 
@@ -430,7 +471,9 @@ mod tests {
             ..Default::default()
         };
         let p = epilogue_packets(&stats);
-        let Some(trace_packet::Data::FtraceStats(f)) = &p[0].data else { panic!() };
+        let Some(trace_packet::Data::FtraceStats(f)) = &p[0].data else {
+            panic!()
+        };
         assert_eq!(f.phase, Some(2));
         assert_eq!(f.cpu_stats[1].dropped_events, Some(3));
         assert_eq!(p[1].timestamp, Some(9));

@@ -52,7 +52,9 @@ pub fn parse_cpulist(s: &str) -> Vec<u32> {
 }
 
 fn read_str(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn read_num<T: std::str::FromStr>(path: &Path) -> Option<T> {
@@ -76,12 +78,16 @@ fn llc_cpus(cpu_dir: &Path, cpu: u32) -> Option<Vec<u32>> {
             continue;
         }
         let dir = entry.path();
-        let Some(level) = read_num::<u32>(&dir.join("level")) else { continue };
+        let Some(level) = read_num::<u32>(&dir.join("level")) else {
+            continue;
+        };
         let kind = read_str(&dir.join("type")).unwrap_or_default();
         if kind != "Unified" && kind != "Data" {
             continue;
         }
-        let Some(list) = read_str(&dir.join("shared_cpu_list")) else { continue };
+        let Some(list) = read_str(&dir.join("shared_cpu_list")) else {
+            continue;
+        };
         let mut cpus = parse_cpulist(&list);
         if let Err(at) = cpus.binary_search(&cpu) {
             cpus.insert(at, cpu);
@@ -226,8 +232,16 @@ mod tests {
         for cpu in [0u32, 1, 2, 4, 5, 6] {
             let pkg = cpu / 4;
             let d = format!("devices/system/cpu/cpu{cpu}");
-            write(root, &format!("{d}/topology/physical_package_id"), &format!("{pkg}\n"));
-            write(root, &format!("{d}/topology/core_id"), &format!("{}\n", cpu % 4));
+            write(
+                root,
+                &format!("{d}/topology/physical_package_id"),
+                &format!("{pkg}\n"),
+            );
+            write(
+                root,
+                &format!("{d}/topology/core_id"),
+                &format!("{}\n", cpu % 4),
+            );
             let l3 = if pkg == 0 { "0-2" } else { "4-6" };
             for (i, (level, kind, shared)) in [
                 (1, "Data", cpu.to_string()),
@@ -241,9 +255,17 @@ mod tests {
                 let c = format!("{d}/cache/index{i}");
                 write(root, &format!("{c}/level"), &format!("{level}\n"));
                 write(root, &format!("{c}/type"), &format!("{kind}\n"));
-                write(root, &format!("{c}/shared_cpu_list"), &format!("{shared}\n"));
+                write(
+                    root,
+                    &format!("{c}/shared_cpu_list"),
+                    &format!("{shared}\n"),
+                );
             }
-            write(root, &format!("{d}/cpu_capacity"), if pkg == 0 { "1024\n" } else { "512\n" });
+            write(
+                root,
+                &format!("{d}/cpu_capacity"),
+                if pkg == 0 { "1024\n" } else { "512\n" },
+            );
             write(root, &format!("{d}/cpufreq/cpuinfo_max_freq"), "3000000\n");
             if node_links {
                 fs::create_dir_all(root.join(format!("{d}/node{pkg}"))).unwrap();
@@ -278,10 +300,16 @@ mod tests {
             );
             let c3 = &t.cpus[3];
             assert!(!c3.online);
-            assert_eq!((c3.package_id, c3.core_id, c3.numa_node, c3.capacity), (-1, -1, 0, None));
+            assert_eq!(
+                (c3.package_id, c3.core_id, c3.numa_node, c3.capacity),
+                (-1, -1, 0, None)
+            );
             assert_eq!(t.cpus[7].numa_node, 1);
             // Offline CPUs with nothing known get a group of their own.
-            assert_eq!(t.llc_groups(), vec![vec![0, 1, 2], vec![3], vec![4, 5, 6], vec![7]]);
+            assert_eq!(
+                t.llc_groups(),
+                vec![vec![0, 1, 2], vec![3], vec![4, 5, 6], vec![7]]
+            );
             let ids: Vec<i32> = t.cpus.iter().map(|c| c.llc_id).collect();
             assert_eq!(ids, vec![0, 0, 0, 1, 2, 2, 2, 3]);
         }
@@ -294,8 +322,16 @@ mod tests {
         for cpu in 0..4 {
             fs::create_dir_all(dir.path().join(format!("devices/system/cpu/cpu{cpu}"))).unwrap();
         }
-        write(dir.path(), "devices/system/cpu/cpu2/topology/physical_package_id", "0");
-        write(dir.path(), "devices/system/cpu/cpu3/topology/physical_package_id", "0");
+        write(
+            dir.path(),
+            "devices/system/cpu/cpu2/topology/physical_package_id",
+            "0",
+        );
+        write(
+            dir.path(),
+            "devices/system/cpu/cpu3/topology/physical_package_id",
+            "0",
+        );
         write(dir.path(), "devices/system/cpu/cpu1/online", "0");
         let t = Topology::read_from(dir.path()).unwrap();
         assert_eq!(t.cpus.len(), 4);
@@ -307,7 +343,10 @@ mod tests {
 
     #[test]
     fn cpulists() {
-        assert_eq!(parse_cpulist("0-3,8,10-14:2\n"), vec![0, 1, 2, 3, 8, 10, 12, 14]);
+        assert_eq!(
+            parse_cpulist("0-3,8,10-14:2\n"),
+            vec![0, 1, 2, 3, 8, 10, 12, 14]
+        );
         assert_eq!(parse_cpulist(""), Vec::<u32>::new());
         assert_eq!(parse_cpulist("x,3,2-1,5"), vec![3, 5]);
         assert_eq!(parse_cpulist("0-4294967295").len(), MAX_CPUS as usize);
