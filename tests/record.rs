@@ -598,3 +598,52 @@ fn a_command_that_cannot_run_fails_with_a_complete_file() {
     );
     assert!(decode(&trace).1, "file incomplete");
 }
+
+#[test]
+fn comm_filter_keeps_only_matching_tasks() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("comm");
+    let trace = tmp.0.join("t.pftrace");
+    let out = Command::new(BIN)
+        .args(["trace", "--comm", "true", "-o"])
+        .arg(&trace)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "/bin/true; /bin/true; /bin/true; sleep 0.05",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let b = bundles(&packets);
+    let mut execs = 0;
+    for (_, e) in &b.events {
+        match &e.event {
+            // Matched at exec: the new name is "true".
+            Some(Fe::SchedProcessExec(x)) => {
+                assert_eq!(x.filename(), "/bin/true");
+                execs += 1;
+            }
+            Some(Fe::SchedProcessExit(x)) => {
+                assert_eq!(x.comm(), "true", "exit of an unmatched task")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(execs, 3);
+    // Unfiltered, a second of a busy system has far more switches than this.
+    let switches: usize = b.switches.values().map(Vec::len).sum();
+    assert!(
+        switches < 200,
+        "{switches} switches: the filter did not apply"
+    );
+}
