@@ -514,15 +514,16 @@ pub struct QueryResult {
     pub elapsed_ms: u64,
 }
 
-/// Runs one statement of untrusted SQL and collects a bounded result.
-/// `limit` and `offset` are as the caller gave them; errors are messages for the caller.
+/// Runs one statement of untrusted SQL and collects a bounded result, within
+/// the `budget` armed on `db`. `limit` and `offset` are as the caller gave
+/// them; errors are messages for the caller.
 pub fn run_query(
     db: &mut ReadOnlyDb,
     sql: &str,
     limit: Option<i64>,
     offset: Option<i64>,
     limits: &Limits,
-    cancel: Arc<AtomicBool>,
+    budget: &Budget,
 ) -> Result<QueryResult, String> {
     let limit = match limit {
         None => limits.default_rows,
@@ -544,13 +545,12 @@ pub fn run_query(
     if sql.trim().is_empty() {
         return Err("sql is empty: give one SELECT statement".to_string());
     }
-    let budget = db.arm(limits.timeout, cancel);
     if let Ok(mut n) = db.denied.lock() {
         *n = None;
     }
-    let result = collect(db, sql, limit, offset, limits, &budget);
+    let result = collect(db, sql, limit, offset, limits, budget);
     result.map_err(|e| match e {
-        Failure::Sql(e) => db.explain(&e, &budget),
+        Failure::Sql(e) => db.explain(&e, budget),
         Failure::Rule(m) => m,
     })
 }
@@ -593,7 +593,7 @@ fn collect(
                 .into(),
         ));
     }
-    let columns: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+    let columns: Vec<String> = st.column_names().map(String::from).collect();
     let ncol = columns.len();
     let mut rows_iter = st.query([])?;
     let mut skipped = 0u64;
@@ -675,7 +675,8 @@ mod tests {
             timeout: Duration::from_millis(300),
             ..Limits::default()
         };
-        run_query(&mut db, sql, None, None, &limits, Arc::default())
+        let budget = db.arm(limits.timeout, Arc::default());
+        run_query(&mut db, sql, None, None, &limits, &budget)
     }
 
     #[test]
@@ -705,13 +706,14 @@ mod tests {
         let (_d, p) = fixture();
         let mut db = ReadOnlyDb::open(&p).unwrap();
         let l = Limits::default();
+        let b = db.arm(l.timeout, Arc::default());
         let r = run_query(
             &mut db,
             "SELECT tid FROM thread ORDER BY tid",
             Some(2),
             Some(1),
             &l,
-            Arc::default(),
+            &b,
         )
         .unwrap();
         assert_eq!(r.rows, [[Cell::Int(10)], [Cell::Int(11)]]);
@@ -722,17 +724,17 @@ mod tests {
             Some(1),
             None,
             &l,
-            Arc::default(),
+            &b,
         )
         .unwrap();
         assert!(r.truncated && r.truncated_by.as_deref() == Some("limit"));
-        assert!(run_query(&mut db, "SELECT 1", Some(-1), None, &l, Arc::default()).is_err());
-        assert!(run_query(&mut db, "SELECT 1", None, Some(-1), &l, Arc::default()).is_err());
+        assert!(run_query(&mut db, "SELECT 1", Some(-1), None, &l, &b).is_err());
+        assert!(run_query(&mut db, "SELECT 1", None, Some(-1), &l, &b).is_err());
         let small = Limits {
             max_bytes: 100,
             ..Limits::default()
         };
-        let r = run_query(&mut db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) SELECT x, 'padding padding' FROM c", Some(1000), None, &small, Arc::default()).unwrap();
+        let r = run_query(&mut db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) SELECT x, 'padding padding' FROM c", Some(1000), None, &small, &b).unwrap();
         assert_eq!(r.truncated_by.as_deref(), Some("bytes"));
     }
 
