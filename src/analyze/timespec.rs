@@ -104,18 +104,18 @@ impl TraceBounds {
         let dur = self.duration();
         let start = start.unwrap_or(0);
         let end = end.unwrap_or(dur);
-        if start > end {
-            return Err(format!(
-                "window start {} is after its end {}",
-                human_ns(start),
-                human_ns(end)
-            ));
-        }
         if start > dur {
             return Err(format!(
                 "window starts at {} but the trace lasts only {}",
                 human_ns(start),
                 human_ns(dur)
+            ));
+        }
+        if start > end {
+            return Err(format!(
+                "window start {} is after its end {}",
+                human_ns(start),
+                human_ns(end)
             ));
         }
         Ok(Window {
