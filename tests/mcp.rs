@@ -553,10 +553,18 @@ async fn bad_arguments_are_readable_tool_errors() {
             json!({"window": {"start": -5}}),
             "negative",
         ),
-        ("cpu_utilization", json!({"group_by": "socket"}), "group_by"),
+        (
+            "cpu_utilization",
+            json!({"group_by": "socket"}),
+            "expected one of `cpu`, `llc`, `numa`",
+        ),
         ("top_tasks", json!({"limit": -3}), "limit"),
         ("top_tasks", json!({"limit": 0}), "limit"),
-        ("top_tasks", json!({"order_by": "fun"}), "order_by"),
+        (
+            "top_tasks",
+            json!({"order_by": "fun"}),
+            "bad arguments for top_tasks",
+        ),
         (
             "scheduling_latency",
             json!({"name": "no-such-task"}),

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    Implementation, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, ContentBlock, Implementation, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -856,6 +857,34 @@ impl ServerHandler for Server {
         )
         .with_server_info(Implementation::new("schedlens", env!("CARGO_PKG_VERSION")))
         .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.clone();
+        let mut response = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await?;
+        // serde's message names the bad value but not the tool; say where to look.
+        if let CallToolResponse::Complete(result) = &mut response
+            && result.is_error == Some(true)
+            && let Some(message) = result
+                .content
+                .first()
+                .and_then(|c| c.as_text())
+                .and_then(|t| t.text.strip_prefix("failed to deserialize parameters: "))
+        {
+            let message = format!(
+                "bad arguments for {tool}: {message}. The tool's input schema (tools/list) lists \
+                 each argument with its type and meaning."
+            );
+            result.content = vec![ContentBlock::text(message)];
+        }
+        Ok(response)
     }
 
     async fn list_tools(
