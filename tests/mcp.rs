@@ -680,7 +680,6 @@ async fn trace_dir_offers_only_its_files_by_name() {
 }
 
 #[tokio::test]
-#[ignore = "needs schema::table_docs() from the analyze branch"]
 async fn schema_discovery_and_resource() {
     let f = fixture();
     let c = serve(&f.db, &[]).await;
@@ -708,5 +707,61 @@ async fn schema_discovery_and_resource() {
         .unwrap();
     let body = serde_json::to_string(&r.contents).unwrap();
     assert!(body.contains("sched_slice") && body.contains("latency"));
+    c.cancel().await.unwrap();
+}
+
+/// Latency of every analysis tool on a synthetic trace of about 10 million
+/// events (6.7M sched_slice, 10M thread_state, 3.3M wakeup rows). Slow to
+/// build: run with `cargo test --release --no-default-features --test mcp -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "builds a ~2 GB database; run by hand with --release"]
+async fn analysis_latency_on_a_large_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("large.db");
+    let started = Instant::now();
+    let w = common::workload(8, 40, 4, 416_000);
+    common::write_db(&w, &db);
+    let events = w.slices.len() + w.wakeups.len();
+    eprintln!(
+        "built {} slices, {} states, {} wakeups ({events} switch+waking events) in {:?}",
+        w.slices.len(),
+        w.states.len(),
+        w.wakeups.len(),
+        started.elapsed()
+    );
+    drop(w);
+    let c = serve(&db, &["--query-timeout", "60s"]).await;
+    let calls = [
+        ("trace_info", json!({})),
+        ("cpu_utilization", json!({})),
+        (
+            "cpu_utilization",
+            json!({"window": "10s..10.1s", "group_by": "llc"}),
+        ),
+        ("top_tasks", json!({})),
+        ("top_tasks", json!({"order_by": "switches"})),
+        ("top_tasks", json!({"order_by": "wait_time"})),
+        ("top_tasks", json!({"order_by": "latency"})),
+        (
+            "top_tasks",
+            json!({"window": "10s..10.1s", "order_by": "wait_time"}),
+        ),
+        ("scheduling_latency", json!({})),
+        ("scheduling_latency", json!({"pid": 1050})),
+        ("scheduling_latency", json!({"window": "10s..10.1s"})),
+        ("task_timeline", json!({"tid": 1050})),
+        (
+            "task_timeline",
+            json!({"tid": 1050, "window": "10s..10.1s"}),
+        ),
+        ("process_tree", json!({})),
+        ("search_events", json!({"text": "worker1"})),
+        ("list_tables", json!({})),
+    ];
+    for (tool, args) in calls {
+        let t = Instant::now();
+        ok(&c, tool, args.clone()).await;
+        eprintln!("{:>8.1} ms  {tool} {args}", t.elapsed().as_secs_f64() * 1e3);
+    }
     c.cancel().await.unwrap();
 }

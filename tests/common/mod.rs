@@ -228,7 +228,7 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
 }
 
 /// Writes the workload into a new database at `path` with the schema and the
-/// indexes the importer builds.
+/// importer's indexes.
 pub fn write_db(w: &Workload, path: &Path) {
     let mut c = Connection::open(path).unwrap();
     c.execute_batch(schedlens::analyze::schema::TABLES_SQL)
@@ -333,14 +333,8 @@ pub fn write_db(w: &Workload, path: &Path) {
         .unwrap();
     }
     tx.commit().unwrap();
-    c.execute_batch(
-        "CREATE INDEX sched_slice_utid ON sched_slice(utid);
-         CREATE INDEX sched_slice_cpu_ts ON sched_slice(cpu, ts);
-         CREATE INDEX thread_state_utid_ts ON thread_state(utid, ts);
-         CREATE INDEX wakeup_utid ON wakeup(utid);
-         CREATE INDEX wakeup_ts ON wakeup(ts);",
-    )
-    .unwrap();
+    c.execute_batch(schedlens::analyze::db::INDEXES_SQL)
+        .unwrap();
 }
 
 /// Independent answers computed from the raw rows.
