@@ -4,6 +4,8 @@
 --   * `-- @table NAME: one line` before each CREATE TABLE / CREATE VIEW says what a row is.
 --   * `-- ` lines after it add detail.
 --   * each column line ends with `-- doc` for that column.
+--   * a view gets `-- @column NAME TYPE: doc` lines for the columns it adds; a view written as
+--     `SELECT *, ... FROM t` also has every column of t.
 -- Tables named as in Perfetto's trace_processor keep its column names and meanings, so queries
 -- written for Perfetto work unchanged. Timestamps (ts, *_ts) are nanoseconds on the trace clock
 -- (CLOCK_BOOTTIME, as in the trace file); durations (dur, latency) are nanoseconds.
@@ -16,9 +18,13 @@ CREATE TABLE trace_bounds (
 );
 
 -- @table metadata: Facts about the trace and the recording as key/value rows (Perfetto's metadata).
--- Keys include: trace_path, trace_size_bytes, system_name, system_release, system_version,
--- system_machine, num_cpus, page_size, timezone_off_mins, realtime_offset_ns (add to ts for Unix-epoch ns),
--- recorder_version, recorder_argv, unknown_packets, loaded_packets, schema_version.
+-- Keys include: trace_path, trace_size_bytes, trace_mtime_ns (the cache is reused while both match),
+-- system_name, system_release, system_version, system_machine, num_cpus, page_size, timezone_off_mins,
+-- realtime_offset_ns (add to ts for Unix-epoch ns), recorder_version, recorder_argv, recorder_start_ts,
+-- recorder_end_ts, recorder_bytes_written, recorder_events_<type> (events the recorder received),
+-- unknown_packets (packets of kinds not imported), loaded_packets, loaded_events,
+-- truncated_at_offset (present only if the file was cut: byte offset of the first incomplete packet in the
+-- decompressed stream), load_seconds, schema_version.
 CREATE TABLE metadata (
   name TEXT PRIMARY KEY, -- Key.
   key_type TEXT NOT NULL, -- 'single' (one value per trace) as in Perfetto.
@@ -27,6 +33,7 @@ CREATE TABLE metadata (
 );
 
 -- @table stats: Importer and recorder counters (Perfetto's stats), e.g. mismatched_sched_switch_tids.
+-- Only counters that occurred have rows. severity 'data_loss' rows mean some analyses undercount.
 CREATE TABLE stats (
   name TEXT NOT NULL, -- Counter name.
   idx INTEGER, -- Index for per-CPU counters (the cpu), else NULL.
@@ -94,6 +101,9 @@ CREATE TABLE sched_slice (
   priority INTEGER NOT NULL, -- Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
   ucpu INTEGER -- Same as cpu (Perfetto compatibility).
 );
+
+-- @table sched: Perfetto's view of sched_slice: the same rows with their end time.
+-- @column ts_end INTEGER: ts + dur, when the thread was switched out (ts - 1 for a slice still running at the end).
 CREATE VIEW sched AS SELECT *, ts + dur AS ts_end FROM sched_slice;
 
 -- @table thread_state: One row per period a thread spent in one scheduling state (Perfetto's thread_state).
@@ -105,7 +115,7 @@ CREATE TABLE thread_state (
   dur INTEGER NOT NULL, -- Length, ns; -1 if the state lasts to the end of the trace.
   cpu INTEGER, -- CPU for Running; target CPU for a wakeup's R; else NULL.
   utid INTEGER NOT NULL, -- Thread (thread.utid).
-  state TEXT NOT NULL, -- State code, see the table description.
+  state TEXT, -- State code, see the table description; NULL if the trace's prev_state value was invalid.
   io_wait INTEGER, -- For D: 1 if the wait was for I/O (when the trace says), else NULL.
   blocked_function TEXT, -- For D: kernel function it blocked in (when the trace says), else NULL.
   waker_utid INTEGER, -- For R after a wakeup or a new task: the thread that woke or created it.
@@ -182,5 +192,5 @@ CREATE TABLE lost_events (
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- First event after the gap, ns.
   cpu INTEGER NOT NULL, -- CPU whose events were lost.
-  count INTEGER NOT NULL -- How many events were lost.
+  count INTEGER -- How many events were lost; NULL when the trace only says some were (ftrace lost_events).
 );

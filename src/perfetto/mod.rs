@@ -2,4 +2,5 @@
 
 pub mod proto;
 pub mod reader;
+pub mod wire;
 pub mod writer;

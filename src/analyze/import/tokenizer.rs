@@ -1,0 +1,699 @@
+//! Packet -> events, in file order (trace_processor's tokenization stage).
+//!
+//! Packets that only describe the trace (SystemInfo, CpuInfo, clock
+//! snapshots, service events, our topology and recorder stats) take effect
+//! here, as they do in trace_processor. Ftrace bundles and process snapshots
+//! become events for the sorter. The ftrace path walks the wire format by
+//! hand: building prost structs for every switch would cost more than the
+//! rest of the import.
+
+use super::Ctx;
+use super::events::{Ev, StatsProcess};
+use super::sorter::{Sorter, Stream};
+use super::strings::{FastMap, Str};
+use crate::perfetto::proto::{
+    ClockSnapshot, CpuInfo, ProcessTree, SchedMigrateTaskFtraceEvent, SchedProcessExecFtraceEvent,
+    SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent, SchedWakeupFtraceEvent,
+    SchedWakeupNewFtraceEvent, SystemInfo,
+    schedlens::{SchedlensPacket, schedlens_packet},
+};
+use crate::perfetto::wire::{Fields, PackedVarints, Value, WireError};
+use prost::Message;
+use serde_json::json;
+
+/// Perfetto rejects bundles of CPUs beyond this as corrupt.
+const MAX_CPUS: u32 = 1024;
+const CLOCK_REALTIME: u32 = 1;
+const CLOCK_BOOTTIME: u32 = 6;
+
+/// Why a packet could not be tokenized.
+#[derive(Debug)]
+pub enum PacketError {
+    Wire(WireError),
+    Decode(&'static str, prost::DecodeError),
+}
+
+impl std::fmt::Display for PacketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PacketError::Wire(e) => write!(f, "{e}"),
+            PacketError::Decode(what, e) => write!(f, "invalid {what}: {e}"),
+        }
+    }
+}
+
+impl From<WireError> for PacketError {
+    fn from(e: WireError) -> Self {
+        PacketError::Wire(e)
+    }
+}
+
+fn decode<M: Message + Default>(what: &'static str, b: &[u8]) -> Result<M, PacketError> {
+    M::decode(b).map_err(|e| PacketError::Decode(what, e))
+}
+
+#[derive(Default)]
+pub struct Tokenizer {
+    pub sorter: Sorter,
+    /// Interned kernel symbols per packet sequence (iid -> name).
+    symbols: FastMap<u32, FastMap<u64, Str>>,
+    first_bundle_seen: Vec<bool>,
+    latest_packet_ts: i64,
+    /// Scratch for a bundle's compact intern table.
+    comm_table: Vec<Str>,
+}
+
+impl Tokenizer {
+    pub fn new() -> Tokenizer {
+        Tokenizer {
+            sorter: Sorter::new(),
+            ..Default::default()
+        }
+    }
+
+    pub fn packet(&mut self, ctx: &mut Ctx, data: &[u8]) -> Result<(), PacketError> {
+        let mut ts = None;
+        let mut seq = 0u32;
+        let mut cleared = false;
+        let mut interned = None;
+        let mut payload = None;
+        for f in Fields::new(data) {
+            let (field, v) = f?;
+            match field {
+                8 => ts = Some(v.as_u64() as i64),
+                10 => seq = v.as_u64() as u32,
+                13 => cleared |= v.as_u64() & 1 != 0,
+                41 => cleared |= v.as_u64() != 0,
+                12 => interned = v.as_bytes(),
+                1 | 2 | 6 | 9 | 33 | 34 | 45 | 67 | 69 | 9900 => {
+                    if let Value::Bytes(b) = v {
+                        payload = Some((field, b));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if cleared {
+            self.symbols.remove(&seq);
+        }
+        if let Some(b) = interned {
+            self.interned_data(ctx, seq, b)?;
+        }
+        let packet_ts = match ts {
+            Some(t) => t,
+            None => self.latest_packet_ts.max(self.sorter.max_ts),
+        };
+        self.latest_packet_ts = self.latest_packet_ts.max(packet_ts);
+        let Some((field, b)) = payload else {
+            ctx.unknown_packets += 1;
+            return Ok(());
+        };
+        match field {
+            1 => self.bundle(ctx, b, seq)?,
+            2 => {
+                let tree: ProcessTree = decode("ProcessTree", b)?;
+                ctx.events += 1;
+                self.sorter
+                    .push(Stream::Packet, packet_ts, Ev::ProcessTree(Box::new(tree)));
+            }
+            9 => {
+                let procs = process_stats(b)?;
+                ctx.events += 1;
+                self.sorter
+                    .push(Stream::Packet, packet_ts, Ev::ProcessStats(Box::new(procs)));
+            }
+            6 => {
+                let snap: ClockSnapshot = decode("ClockSnapshot", b)?;
+                let clock = |id| {
+                    snap.clocks
+                        .iter()
+                        .find(|c| c.clock_id == Some(id))
+                        .and_then(|c| c.timestamp)
+                };
+                if let (Some(real), Some(boot)) = (clock(CLOCK_REALTIME), clock(CLOCK_BOOTTIME))
+                    && !ctx.meta.contains_key("realtime_offset_ns")
+                {
+                    ctx.set_int("realtime_offset_ns", real as i64 - boot as i64);
+                }
+            }
+            45 => self.system_info(ctx, decode("SystemInfo", b)?),
+            67 => ctx.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
+            69 => {
+                for f in Fields::new(b) {
+                    if let (2, Value::Varint(v)) = f?
+                        && v != 0
+                    {
+                        ctx.tracing_started = Some(packet_ts);
+                    }
+                }
+            }
+            9900 => self.schedlens(ctx, packet_ts, decode("schedlens packet", b)?),
+            // trace_config (33) and ftrace_stats (34) are understood but
+            // carry nothing the tables show.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn interned_data(&mut self, ctx: &mut Ctx, seq: u32, b: &[u8]) -> Result<(), PacketError> {
+        for f in Fields::new(b) {
+            let (field, v) = f?;
+            let (26, Value::Bytes(sym)) = (field, v) else {
+                continue;
+            };
+            let mut iid = 0;
+            let mut name = None;
+            for f in Fields::new(sym) {
+                match f? {
+                    (1, v) => iid = v.as_u64(),
+                    (2, Value::Bytes(s)) => name = Some(s),
+                    _ => {}
+                }
+            }
+            if let Some(name) = name {
+                let id = ctx.strings.intern_bytes(name);
+                self.symbols.entry(seq).or_default().insert(iid, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn system_info(&mut self, ctx: &mut Ctx, info: SystemInfo) {
+        if let Some(u) = &info.utsname {
+            ctx.kernel_version = kernel_version(u.sysname(), u.release());
+            for (k, v) in [
+                ("system_name", &u.sysname),
+                ("system_version", &u.version),
+                ("system_release", &u.release),
+                ("system_machine", &u.machine),
+            ] {
+                if let Some(v) = v {
+                    ctx.set_str(k, v);
+                }
+            }
+        }
+        if let Some(v) = info.timezone_off_mins {
+            ctx.set_int("timezone_off_mins", i64::from(v));
+        }
+        if let Some(v) = info.num_cpus {
+            ctx.set_int("num_cpus", i64::from(v));
+        }
+        if let Some(v) = info.page_size {
+            ctx.set_int("page_size", i64::from(v));
+        }
+        if let Some(v) = &info.tracing_service_version {
+            ctx.set_str("tracing_service_version", v);
+        }
+    }
+
+    fn schedlens(&mut self, ctx: &mut Ctx, ts: i64, p: SchedlensPacket) {
+        match p.data {
+            Some(schedlens_packet::Data::Topology(t)) => ctx.topology(t),
+            Some(schedlens_packet::Data::LostEvents(l)) => {
+                let cpu = l.cpu();
+                ctx.lost.push((ts, cpu, Some(l.count() as i64)));
+                ctx.add_stat("recorder_lost_events", Some(cpu), l.count() as i64);
+            }
+            Some(schedlens_packet::Data::RecorderStats(r)) => ctx.recorder_stats(r),
+            None => ctx.unknown_packets += 1,
+        }
+    }
+
+    fn bundle(&mut self, ctx: &mut Ctx, b: &[u8], seq: u32) -> Result<(), PacketError> {
+        let mut cpu = None;
+        let mut lost = false;
+        let mut compact = None;
+        let mut data_start = None;
+        for f in Fields::new(b) {
+            let (field, v) = f?;
+            match field {
+                1 => cpu = Some(v.as_u64()),
+                3 => lost = v.as_u64() != 0,
+                4 => compact = v.as_bytes(),
+                9 => data_start = data_start.or(Some(v.as_u64() as i64)),
+                10 => data_start = Some(v.as_u64() as i64),
+                _ => {}
+            }
+        }
+        let Some(cpu) = cpu.filter(|&c| c < u64::from(MAX_CPUS)) else {
+            ctx.add_stat("ftrace_bundle_tokenizer_errors", None, 1);
+            return Ok(());
+        };
+        let cpu = cpu as u32;
+        ctx.cpu(cpu);
+        let first_ts_before = self.sorter.max_ts;
+        let mut first_ts = None;
+        if let Some(c) = compact {
+            first_ts = self.compact(ctx, cpu, c)?;
+        }
+        for f in Fields::new(b) {
+            if let (2, Value::Bytes(e)) = f?
+                && let Some(ts) = self.event(ctx, cpu, seq, e)?
+            {
+                first_ts = Some(first_ts.map_or(ts, |f: i64| f.min(ts)));
+            }
+        }
+        if lost {
+            ctx.add_stat_set("ftrace_cpu_has_data_loss", Some(cpu), 1);
+            let at = first_ts.or(data_start).unwrap_or(first_ts_before);
+            ctx.lost.push((at, cpu, None));
+        }
+        let c = cpu as usize;
+        if self.first_bundle_seen.len() <= c {
+            self.first_bundle_seen.resize(c + 1, false);
+        }
+        if !self.first_bundle_seen[c] {
+            self.first_bundle_seen[c] = true;
+            if let Some(ts) = data_start {
+                ctx.latest_data_start = Some(ctx.latest_data_start.map_or(ts, |l| l.max(ts)));
+            }
+        }
+        Ok(())
+    }
+
+    /// CompactSched: parallel packed arrays, delta-encoded timestamps, comms
+    /// interned per bundle. Returns the earliest timestamp.
+    fn compact(&mut self, ctx: &mut Ctx, cpu: u32, b: &[u8]) -> Result<Option<i64>, PacketError> {
+        let mut arrays: [&[u8]; 13] = [&[]; 13];
+        self.comm_table.clear();
+        for f in Fields::new(b) {
+            let (field, v) = f?;
+            match (field, v) {
+                (5, Value::Bytes(s)) => self.comm_table.push(ctx.strings.intern_bytes(s)),
+                (1..=12, Value::Bytes(s)) => arrays[field as usize] = s,
+                // An unpacked single value would be legal protobuf but no
+                // writer emits it; count it rather than guess.
+                (1..=12, _) => ctx.add_stat("compact_sched_has_parse_errors", None, 1),
+                _ => {}
+            }
+        }
+        let mut first = None;
+        let mut errors = false;
+        // Switches.
+        {
+            let mut ts_it = PackedVarints::new(arrays[1]);
+            let mut state_it = PackedVarints::new(arrays[2]);
+            let mut pid_it = PackedVarints::new(arrays[3]);
+            let mut prio_it = PackedVarints::new(arrays[4]);
+            let mut comm_it = PackedVarints::new(arrays[6]);
+            let mut ts = 0i64;
+            loop {
+                let (Some(d), Some(st), Some(pid), Some(prio), Some(comm)) = (
+                    ts_it.next(),
+                    state_it.next(),
+                    pid_it.next(),
+                    prio_it.next(),
+                    comm_it.next(),
+                ) else {
+                    break;
+                };
+                ts = ts.wrapping_add(d as i64);
+                let Some(&next_comm) = self.comm_table.get(comm as usize) else {
+                    errors = true;
+                    break;
+                };
+                first.get_or_insert(ts);
+                ctx.events += 1;
+                self.sorter.push(
+                    Stream::CompactSwitch(cpu),
+                    ts,
+                    Ev::CompactSwitch {
+                        cpu,
+                        prev_state: st as i64,
+                        next_pid: pid as i32,
+                        next_prio: prio as i32,
+                        next_comm,
+                    },
+                );
+            }
+            errors |= ts_it.next().is_some()
+                || state_it.next().is_some()
+                || pid_it.next().is_some()
+                || prio_it.next().is_some()
+                || comm_it.next().is_some();
+        }
+        // Wakings.
+        {
+            let mut ts_it = PackedVarints::new(arrays[7]);
+            let mut pid_it = PackedVarints::new(arrays[8]);
+            let mut tcpu_it = PackedVarints::new(arrays[9]);
+            let mut prio_it = PackedVarints::new(arrays[10]);
+            let mut comm_it = PackedVarints::new(arrays[11]);
+            let mut flags_it = PackedVarints::new(arrays[12]);
+            let mut ts = 0i64;
+            loop {
+                let (Some(d), Some(pid), Some(tcpu), Some(prio), Some(comm)) = (
+                    ts_it.next(),
+                    pid_it.next(),
+                    tcpu_it.next(),
+                    prio_it.next(),
+                    comm_it.next(),
+                ) else {
+                    break;
+                };
+                ts = ts.wrapping_add(d as i64);
+                let Some(&comm) = self.comm_table.get(comm as usize) else {
+                    errors = true;
+                    break;
+                };
+                let first_ts = first.get_or_insert(ts);
+                *first_ts = (*first_ts).min(ts);
+                ctx.events += 1;
+                self.sorter.push(
+                    Stream::CompactWaking(cpu),
+                    ts,
+                    Ev::Waking {
+                        cpu,
+                        waker: None,
+                        pid: pid as i32,
+                        prio: prio as i32,
+                        target_cpu: tcpu as i32,
+                        comm,
+                        common_flags: flags_it.next().map(|f| f as u32),
+                    },
+                );
+            }
+            errors |= ts_it.next().is_some()
+                || pid_it.next().is_some()
+                || tcpu_it.next().is_some()
+                || prio_it.next().is_some()
+                || comm_it.next().is_some();
+        }
+        if errors {
+            ctx.add_stat("compact_sched_has_parse_errors", None, 1);
+        }
+        Ok(first)
+    }
+
+    /// One FtraceEvent; returns its timestamp if it was queued.
+    fn event(
+        &mut self,
+        ctx: &mut Ctx,
+        cpu: u32,
+        seq: u32,
+        b: &[u8],
+    ) -> Result<Option<i64>, PacketError> {
+        let mut ts = None;
+        let mut pid = 0i32;
+        let mut flags = None;
+        let mut body = None;
+        for f in Fields::new(b) {
+            match f? {
+                (1, v) => ts = Some(v.as_u64() as i64),
+                (2, v) => pid = v.as_i32(),
+                (5, v) => flags = Some(v.as_u64() as u32),
+                (id, Value::Bytes(p)) if body.is_none() => body = Some((id, p)),
+                _ => {}
+            }
+        }
+        let Some(ts) = ts else {
+            ctx.add_stat("ftrace_bundle_tokenizer_errors", None, 1);
+            return Ok(None);
+        };
+        let Some((id, p)) = body else {
+            ctx.add_stat("ftrace_missing_event_id", None, 1);
+            return Ok(None);
+        };
+        let s = &mut ctx.strings;
+        let ev = match id {
+            4 => {
+                let (mut prev_comm, mut prev_pid, mut prev_prio, mut prev_state) =
+                    (&[][..], 0, 0, 0);
+                let (mut next_comm, mut next_pid, mut next_prio) = (&[][..], 0, 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, Value::Bytes(c)) => prev_comm = c,
+                        (2, v) => prev_pid = v.as_i32(),
+                        (3, v) => prev_prio = v.as_i32(),
+                        (4, v) => prev_state = v.as_i64(),
+                        (5, Value::Bytes(c)) => next_comm = c,
+                        (6, v) => next_pid = v.as_i32(),
+                        (7, v) => next_prio = v.as_i32(),
+                        _ => {}
+                    }
+                }
+                Ev::Switch {
+                    cpu,
+                    prev_pid,
+                    prev_prio,
+                    prev_state,
+                    prev_comm: s.intern_bytes(prev_comm),
+                    next_pid,
+                    next_prio,
+                    next_comm: s.intern_bytes(next_comm),
+                }
+            }
+            20 => {
+                let (mut comm, mut wpid, mut prio, mut target_cpu) = (&[][..], 0, 0, 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, Value::Bytes(c)) => comm = c,
+                        (2, v) => wpid = v.as_i32(),
+                        (3, v) => prio = v.as_i32(),
+                        (5, v) => target_cpu = v.as_i32(),
+                        _ => {}
+                    }
+                }
+                Ev::Waking {
+                    cpu,
+                    waker: Some(pid),
+                    pid: wpid,
+                    prio,
+                    target_cpu,
+                    comm: s.intern_bytes(comm),
+                    // Perfetto takes irq context only from compact wakings.
+                    common_flags: None,
+                }
+            }
+            235 => {
+                let (mut npid, mut comm, mut clone_flags) = (0, &[][..], 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, v) => npid = v.as_i32(),
+                        (2, Value::Bytes(c)) => comm = c,
+                        (3, v) => clone_flags = v.as_u64(),
+                        _ => {}
+                    }
+                }
+                Ev::NewTask {
+                    cpu,
+                    src: pid,
+                    pid: npid,
+                    comm: s.intern_bytes(comm),
+                    clone_flags,
+                }
+            }
+            236 => {
+                let (mut rpid, mut comm) = (0, &[][..]);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, v) => rpid = v.as_i32(),
+                        (3, Value::Bytes(c)) => comm = c,
+                        _ => {}
+                    }
+                }
+                Ev::Rename {
+                    cpu,
+                    src: pid,
+                    pid: rpid,
+                    comm: s.intern_bytes(comm),
+                }
+            }
+            240 => {
+                let mut fpid = 0;
+                for f in Fields::new(p) {
+                    if let (2, v) = f? {
+                        fpid = v.as_i32();
+                    }
+                }
+                Ev::Free {
+                    cpu,
+                    src: pid,
+                    pid: fpid,
+                }
+            }
+            18 => {
+                let (mut bpid, mut caller, mut io_wait) = (0, 0u64, false);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, v) => bpid = v.as_i32(),
+                        (2, v) => caller = v.as_u64(),
+                        (3, v) => io_wait = v.as_u64() != 0,
+                        _ => {}
+                    }
+                }
+                let caller = self.symbols.get(&seq).and_then(|m| m.get(&caller)).copied();
+                Ev::BlockedReason {
+                    cpu,
+                    src: pid,
+                    pid: bpid,
+                    io_wait,
+                    caller,
+                }
+            }
+            11 => {
+                let (mut state, mut cpu_id) = (0, 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (1, v) => state = v.as_u64() as u32,
+                        (2, v) => cpu_id = v.as_u64() as u32,
+                        _ => {}
+                    }
+                }
+                Ev::CpuFreq {
+                    cpu,
+                    src: pid,
+                    state,
+                    cpu_id,
+                }
+            }
+            3 => {
+                let mut buf = String::new();
+                for f in Fields::new(p) {
+                    if let (2, Value::Bytes(c)) = f? {
+                        buf = String::from_utf8_lossy(c).into_owned();
+                    }
+                }
+                Ev::Print {
+                    cpu,
+                    src: pid,
+                    buf: buf.into(),
+                }
+            }
+            237 => {
+                let e: SchedProcessExecFtraceEvent = decode("sched_process_exec", p)?;
+                let args =
+                    json!({"filename": e.filename(), "pid": e.pid(), "old_pid": e.old_pid()});
+                Ev::Exec {
+                    cpu,
+                    src: pid,
+                    pid: e.pid(),
+                    filename: s.intern(e.filename()),
+                    args: args.to_string().into(),
+                }
+            }
+            238 => {
+                let e: SchedProcessExitFtraceEvent = decode("sched_process_exit", p)?;
+                let args =
+                    json!({"comm": e.comm(), "pid": e.pid(), "tgid": e.tgid(), "prio": e.prio()});
+                Ev::Exit {
+                    cpu,
+                    src: pid,
+                    pid: e.pid(),
+                    comm: s.intern(e.comm()),
+                    args: args.to_string().into(),
+                }
+            }
+            _ => {
+                let (name, args) = raw_args(id, p)?;
+                Ev::Raw {
+                    cpu,
+                    src: pid,
+                    name: s.intern(&name),
+                    common_flags: flags,
+                    args: args.into(),
+                }
+            }
+        };
+        ctx.events += 1;
+        self.sorter.push(Stream::Ftrace(cpu), ts, ev);
+        Ok(Some(ts))
+    }
+}
+
+/// Name and JSON arguments of an ftrace event that only lands in ftrace_event.
+fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
+    let wake = |e: &SchedWakeupFtraceEvent| json!({"comm": e.comm(), "pid": e.pid(), "prio": e.prio(), "success": e.success(), "target_cpu": e.target_cpu()});
+    let (name, args) = match id {
+        17 => ("sched_wakeup", wake(&decode("sched_wakeup", p)?)),
+        114 => {
+            let e: SchedWakeupNewFtraceEvent = decode("sched_wakeup_new", p)?;
+            let as_wakeup = SchedWakeupFtraceEvent {
+                comm: e.comm,
+                pid: e.pid,
+                prio: e.prio,
+                success: e.success,
+                target_cpu: e.target_cpu,
+            };
+            ("sched_wakeup_new", wake(&as_wakeup))
+        }
+        239 => {
+            let e: SchedProcessForkFtraceEvent = decode("sched_process_fork", p)?;
+            (
+                "sched_process_fork",
+                json!({"parent_comm": e.parent_comm(), "parent_pid": e.parent_pid(), "child_comm": e.child_comm(), "child_pid": e.child_pid()}),
+            )
+        }
+        491 => {
+            let e: SchedMigrateTaskFtraceEvent = decode("sched_migrate_task", p)?;
+            (
+                "sched_migrate_task",
+                json!({"comm": e.comm(), "pid": e.pid(), "prio": e.prio(), "orig_cpu": e.orig_cpu(), "dest_cpu": e.dest_cpu()}),
+            )
+        }
+        _ => {
+            // An event this importer has no schema for: keep its fields by number.
+            let mut m = serde_json::Map::new();
+            for f in Fields::new(p) {
+                let (field, v) = f?;
+                let val = match v {
+                    Value::Bytes(b) => match std::str::from_utf8(b) {
+                        Ok(s) => json!(s),
+                        Err(_) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+                    },
+                    other => json!(other.as_u64()),
+                };
+                m.insert(field.to_string(), val);
+            }
+            return Ok((
+                format!("ftrace_event_{id}"),
+                serde_json::Value::Object(m).to_string(),
+            ));
+        }
+    };
+    Ok((name.to_string(), args.to_string()))
+}
+
+fn process_stats(b: &[u8]) -> Result<Vec<StatsProcess>, PacketError> {
+    let mut out = Vec::new();
+    for f in Fields::new(b) {
+        let (1, Value::Bytes(p)) = f? else { continue };
+        let mut proc_ = StatsProcess {
+            pid: 0,
+            has_counters: false,
+            tids: Vec::new(),
+        };
+        for f in Fields::new(p) {
+            match f? {
+                (1, v) => proc_.pid = i64::from(v.as_i32()),
+                (11, Value::Bytes(t)) => {
+                    for f in Fields::new(t) {
+                        if let (1, v) = f? {
+                            proc_.tids.push(i64::from(v.as_i32()));
+                        }
+                    }
+                }
+                // File descriptors and Chrome-only fields make no counters.
+                (12 | 13 | 15, _) => {}
+                _ => proc_.has_counters = true,
+            }
+        }
+        out.push(proc_);
+    }
+    Ok(out)
+}
+
+/// (major, minor) from utsname, as trace_processor reads it: only for Linux.
+pub fn kernel_version(sysname: &str, release: &str) -> Option<(u32, u32)> {
+    if sysname != "Linux" {
+        return None;
+    }
+    let mut parts = release.splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
