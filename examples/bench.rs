@@ -188,9 +188,12 @@ struct TraceCounts {
 }
 
 fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
+    // Counts as the recorder kept them (RecorderStats), not as re-derived by
+    // the importer; the schedlens_* counters are bookkeeping, not events.
     let sql = "SELECT \
-        (SELECT int_value FROM metadata WHERE name = 'recorder_events_total') AS events, \
-        (SELECT int_value FROM metadata WHERE name = 'recorder_lost_total') AS lost";
+        (SELECT sum(int_value) FROM metadata WHERE name LIKE 'recorder_events_%' \
+           AND name NOT LIKE 'recorder_events_schedlens_%') AS events, \
+        (SELECT coalesce(sum(value), 0) FROM stats WHERE name = 'recorder_lost_events_total') AS lost";
     let out = Command::new(&o.schedlens)
         .args(["query", "--rebuild", "--format", "csv"])
         .arg(trace)
@@ -212,11 +215,11 @@ fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
     let events = cells
         .next()
         .and_then(|c| c.ok())
-        .context("no recorder_events_total")?;
+        .context("no recorder event counts")?;
     let lost = cells
         .next()
         .and_then(|c| c.ok())
-        .context("no recorder_lost_total")?;
+        .context("no recorder lost counts")?;
     let bytes = std::fs::metadata(trace)?.len();
     Ok(TraceCounts {
         events,
