@@ -68,13 +68,13 @@ impl<'c> Sink<'c> {
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Sink<'c>> {
         Ok(Sink {
             slice: conn.prepare(
-                "INSERT INTO sched_slice (id, ts, dur, cpu, utid, end_state, priority, ucpu) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4)",
+                "INSERT INTO sched_slice (id, ts, dur, cpu, utid, end_state, priority) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?,
             state: conn.prepare(
                 "INSERT INTO thread_state (id, ts, dur, cpu, utid, state, io_wait, blocked_function, \
-                 waker_utid, waker_id, irq_context, ucpu) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4)",
+                 waker_utid, waker_id, irq_context) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?,
             state_blocked: conn.prepare(
                 "UPDATE thread_state SET io_wait = ?2, blocked_function = coalesce(?3, blocked_function) \
@@ -82,15 +82,15 @@ impl<'c> Sink<'c> {
             )?,
             wakeup: conn.prepare(
                 "INSERT INTO wakeup (id, ts, utid, waker_utid, waking_cpu, target_cpu, run_ts, run_cpu, \
-                 latency, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7 - ?2, ?9)",
+                 priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?,
             task_event: conn.prepare(
                 "INSERT INTO task_event (id, ts, type, utid, tid, pid, parent_utid, parent_tid, comm, \
                  filename, clone_flags, cpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?,
             ftrace_event: conn.prepare(
-                "INSERT INTO ftrace_event (id, ts, name, cpu, utid, common_flags, ucpu, args) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7)",
+                "INSERT INTO ftrace_event (id, ts, name, cpu, utid, common_flags, args) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?,
             counter: conn.prepare("INSERT INTO counter (id, ts, track_id, value) VALUES (?1, ?2, ?3, ?4)")?,
             task_event_id: 0,
@@ -112,28 +112,32 @@ impl<'c> Sink<'c> {
         priority: i32,
     ) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.slice
-            .execute(params![id, ts, dur, cpu, utid, end_state, priority])
-            .map(drop)
+        let st = &mut self.slice;
+        st.raw_bind_parameter(1, id)?;
+        st.raw_bind_parameter(2, ts)?;
+        st.raw_bind_parameter(3, dur)?;
+        st.raw_bind_parameter(4, cpu)?;
+        st.raw_bind_parameter(5, utid)?;
+        st.raw_bind_parameter(6, end_state)?;
+        st.raw_bind_parameter(7, priority)?;
+        st.raw_execute().map(drop)
     }
 
     pub fn state(&mut self, r: &StateRow<'_>) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.state
-            .execute(params![
-                r.id,
-                r.ts,
-                r.dur,
-                r.cpu,
-                r.utid,
-                r.state,
-                r.io_wait,
-                r.blocked_function,
-                r.waker_utid,
-                r.waker_id,
-                r.irq_context
-            ])
-            .map(drop)
+        let st = &mut self.state;
+        st.raw_bind_parameter(1, r.id)?;
+        st.raw_bind_parameter(2, r.ts)?;
+        st.raw_bind_parameter(3, r.dur)?;
+        st.raw_bind_parameter(4, r.cpu)?;
+        st.raw_bind_parameter(5, r.utid)?;
+        st.raw_bind_parameter(6, r.state)?;
+        st.raw_bind_parameter(7, r.io_wait)?;
+        st.raw_bind_parameter(8, r.blocked_function)?;
+        st.raw_bind_parameter(9, r.waker_utid)?;
+        st.raw_bind_parameter(10, r.waker_id)?;
+        st.raw_bind_parameter(11, r.irq_context)?;
+        st.raw_execute().map(drop)
     }
 
     /// sched_blocked_reason for a thread_state row already written.
@@ -150,19 +154,17 @@ impl<'c> Sink<'c> {
 
     pub fn wakeup(&mut self, r: &WakeupRow) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.wakeup
-            .execute(params![
-                r.id,
-                r.ts,
-                r.utid,
-                r.waker_utid,
-                r.waking_cpu,
-                r.target_cpu,
-                r.run_ts,
-                r.run_cpu,
-                r.priority
-            ])
-            .map(drop)
+        let st = &mut self.wakeup;
+        st.raw_bind_parameter(1, r.id)?;
+        st.raw_bind_parameter(2, r.ts)?;
+        st.raw_bind_parameter(3, r.utid)?;
+        st.raw_bind_parameter(4, r.waker_utid)?;
+        st.raw_bind_parameter(5, r.waking_cpu)?;
+        st.raw_bind_parameter(6, r.target_cpu)?;
+        st.raw_bind_parameter(7, r.run_ts)?;
+        st.raw_bind_parameter(8, r.run_cpu)?;
+        st.raw_bind_parameter(9, r.priority)?;
+        st.raw_execute().map(drop)
     }
 
     pub fn task_event(&mut self, r: &TaskEventRow<'_>) -> rusqlite::Result<()> {
