@@ -99,7 +99,7 @@ CREATE TABLE sched_slice (
   utid INTEGER NOT NULL, -- Thread that ran (thread.utid); utid 0 is idle.
   end_state TEXT, -- State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still running.
   priority INTEGER NOT NULL, -- Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
-  ucpu INTEGER GENERATED ALWAYS AS (cpu) VIRTUAL -- Same as cpu (Perfetto compatibility).
+  ucpu INTEGER -- Same as cpu (Perfetto compatibility).
 );
 
 -- @table sched: Perfetto's view of sched_slice: the same rows with their end time.
@@ -121,7 +121,7 @@ CREATE TABLE thread_state (
   waker_utid INTEGER, -- For R after a wakeup or a new task: the thread that woke or created it.
   waker_id INTEGER, -- For R after a wakeup: thread_state.id of the waker's row at that time.
   irq_context INTEGER, -- 1 if the wakeup came from interrupt context, NULL if unknown.
-  ucpu INTEGER GENERATED ALWAYS AS (cpu) VIRTUAL -- Same as cpu (Perfetto compatibility).
+  ucpu INTEGER -- Same as cpu (Perfetto compatibility).
 );
 
 -- @table ftrace_event: Raw kernel events that do not build the tables above, one row each (Perfetto's ftrace_event).
@@ -135,7 +135,7 @@ CREATE TABLE ftrace_event (
   utid INTEGER, -- Thread that was running when it fired.
   arg_set_id INTEGER, -- Always NULL: arguments are in args.
   common_flags INTEGER, -- Kernel common_flags, NULL if absent.
-  ucpu INTEGER GENERATED ALWAYS AS (cpu) VIRTUAL, -- Same as cpu (Perfetto compatibility).
+  ucpu INTEGER, -- Same as cpu (Perfetto compatibility).
   args TEXT -- The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"}.
 );
 
@@ -166,7 +166,7 @@ CREATE TABLE wakeup (
   target_cpu INTEGER, -- CPU the kernel chose to run the wakee on.
   run_ts INTEGER, -- When the wakee next started running, ns; NULL if never in the trace.
   run_cpu INTEGER, -- CPU it then ran on; differs from target_cpu if it migrated.
-  latency INTEGER GENERATED ALWAYS AS (run_ts - ts) VIRTUAL, -- run_ts - ts, ns; NULL if run_ts is NULL.
+  latency INTEGER, -- run_ts - ts, ns; NULL if run_ts is NULL.
   priority INTEGER -- Wakee priority at the wakeup.
 );
 

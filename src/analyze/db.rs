@@ -138,7 +138,7 @@ pub fn load(trace: &Path, opts: &LoadOptions) -> anyhow::Result<LoadedTrace> {
         }
     }
     match build_at(&trace, &beside, &s, opts.progress) {
-        Ok(()) => return Ok(loaded(beside)),
+        Ok(()) => Ok(loaded(beside)),
         Err(BuildError::Unwritable(e)) => {
             let Some(db) = fallback else {
                 return Err(e.context(

@@ -136,8 +136,10 @@ pub fn write_synthetic(path: &Path, events: u64, cpus: u32, tasks: i32, per_bund
         let n = (per_bundle as u64 / 2).min(turns_per_cpu - turn);
         for cpu in 0..cpus {
             let base = 1000 + cpu as i32 * 1000;
-            let mut c = ftrace_event_bundle::CompactSched::default();
-            c.intern_table = (0..tasks).map(|t| format!("task-{cpu}-{t}")).collect();
+            let mut c = ftrace_event_bundle::CompactSched {
+                intern_table: (0..tasks).map(|t| format!("task-{cpu}-{t}")).collect(),
+                ..Default::default()
+            };
             let (mut last_sw, mut last_wk) = (0u64, 0u64);
             for i in 0..n {
                 let t = ((turn + i) % tasks as u64) as i32;

@@ -68,13 +68,13 @@ impl<'c> Sink<'c> {
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Sink<'c>> {
         Ok(Sink {
             slice: conn.prepare(
-                "INSERT INTO sched_slice (id, ts, dur, cpu, utid, end_state, priority) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO sched_slice (id, ts, dur, cpu, utid, end_state, priority, ucpu) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4)",
             )?,
             state: conn.prepare(
                 "INSERT INTO thread_state (id, ts, dur, cpu, utid, state, io_wait, blocked_function, \
-                 waker_utid, waker_id, irq_context) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 waker_utid, waker_id, irq_context, ucpu) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4)",
             )?,
             state_blocked: conn.prepare(
                 "UPDATE thread_state SET io_wait = ?2, blocked_function = coalesce(?3, blocked_function) \
@@ -82,15 +82,15 @@ impl<'c> Sink<'c> {
             )?,
             wakeup: conn.prepare(
                 "INSERT INTO wakeup (id, ts, utid, waker_utid, waking_cpu, target_cpu, run_ts, run_cpu, \
-                 priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 latency, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7 - ?2, ?9)",
             )?,
             task_event: conn.prepare(
                 "INSERT INTO task_event (id, ts, type, utid, tid, pid, parent_utid, parent_tid, comm, \
                  filename, clone_flags, cpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?,
             ftrace_event: conn.prepare(
-                "INSERT INTO ftrace_event (id, ts, name, cpu, utid, common_flags, args) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO ftrace_event (id, ts, name, cpu, utid, common_flags, ucpu, args) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7)",
             )?,
             counter: conn.prepare("INSERT INTO counter (id, ts, track_id, value) VALUES (?1, ?2, ?3, ?4)")?,
             task_event_id: 0,
