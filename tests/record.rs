@@ -317,11 +317,43 @@ fn bundles(packets: &[TracePacket]) -> Bundles {
     }
 }
 
+/// Pids the kernel never reports switching out: switched in, never the prev
+/// of a switch (full, or implied by a compact one), never seen exiting (an
+/// exiting task always switches out for the last time in do_task_dead).
+/// The test VMs' kernel never fires sched_switch with prev = a thread of PID 1
+/// (the sandbox agent): ftrace shows `==> next_pid=68` and never
+/// `prev_pid=68`. The switch after such a task ran names another prev; the
+/// writer makes it a full sched_switch so readers resync. See
+/// tests/record_bpf.rs `hidden_tasks` for the evidence.
+fn hidden_pids(per_cpu: &BTreeMap<u32, Vec<Sw>>, events: &[(u32, FtraceEvent)]) -> Vec<i32> {
+    let mut switched_in = std::collections::HashSet::new();
+    let mut switched_out = std::collections::HashSet::new();
+    for sws in per_cpu.values() {
+        let mut last: Option<&Sw> = None;
+        for s in sws {
+            if let Some(p) = s.prev_pid.or(last.map(|l| l.next_pid)) {
+                switched_out.insert(p);
+            }
+            switched_in.insert(s.next_pid);
+            last = Some(s);
+        }
+    }
+    for (_, e) in events {
+        if let Some(Fe::SchedProcessExit(x)) = &e.event {
+            switched_out.insert(x.pid());
+        }
+    }
+    switched_in
+        .into_iter()
+        .filter(|p| !switched_out.contains(p))
+        .collect()
+}
+
 /// Checks per-CPU continuity: each switch's prev is the previous switch's
-/// next, and time never goes back. Returns how often each pid was switched in.
-fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
+/// next (unless the kernel hides that task's switches: `hidden`), and time
+/// never goes back. Returns how often each pid was switched in.
+fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>, hidden: &[i32]) -> HashMap<i32, usize> {
     let mut switched_in = HashMap::new();
-    let mut mismatches = 0;
     let mut total = 0;
     for (cpu, sws) in per_cpu {
         let mut last: Option<&Sw> = None;
@@ -335,9 +367,13 @@ fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
                     s.ts
                 );
                 if let Some(p) = s.prev_pid {
-                    if p != l.next_pid {
-                        mismatches += 1;
-                    }
+                    assert!(
+                        p == l.next_pid || hidden.contains(&l.next_pid),
+                        "cpu {cpu} at {}: prev {p} is not the previous next {}, whose \
+                         switches the kernel does report: a switch was lost",
+                        s.ts,
+                        l.next_pid
+                    );
                 }
             }
             assert!(
@@ -350,10 +386,6 @@ fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
         }
     }
     assert!(total > 1000, "only {total} switches");
-    assert_eq!(
-        mismatches, 0,
-        "switches whose prev is not the previous next"
-    );
     switched_in
 }
 
@@ -371,7 +403,12 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         lost,
     } = bundles(&packets);
     assert_eq!(lost, 0, "lost events in bundles");
-    let switched_in = check_switches(&per_cpu);
+    let hidden = hidden_pids(&per_cpu, &events);
+    // The excuse must not cover the workload: the kernel reports its switches.
+    for &tid in [r.spawner].iter().chain(&r.pingpong).chain(&r.sleepers) {
+        assert!(!hidden.contains(&tid), "{tid} switched in, never out");
+    }
+    let switched_in = check_switches(&per_cpu, &hidden);
 
     let find = |what: &str, f: &dyn Fn(&FtraceEvent) -> bool| {
         events
@@ -606,15 +643,16 @@ fn comm_filter_keeps_only_matching_tasks() {
     }
     let tmp = Tmp::new("comm");
     let trace = tmp.0.join("t.pftrace");
+    // A name no other process on this shared machine runs (the filter is
+    // system-wide): exec takes the comm from the path's basename.
+    let name = format!("slc{}", std::process::id());
+    let prog = tmp.0.join(&name);
+    std::os::unix::fs::symlink("/bin/true", &prog).unwrap();
+    let p = prog.display();
     let out = Command::new(BIN)
-        .args(["trace", "--comm", "true", "-o"])
+        .args(["trace", "--comm", &name, "-o"])
         .arg(&trace)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "/bin/true; /bin/true; /bin/true; sleep 0.05",
-        ])
+        .args(["--", "sh", "-c", &format!("{p}; {p}; {p}; sleep 0.05")])
         .output()
         .unwrap();
     assert!(
@@ -628,13 +666,13 @@ fn comm_filter_keeps_only_matching_tasks() {
     let mut execs = 0;
     for (_, e) in &b.events {
         match &e.event {
-            // Matched at exec: the new name is "true".
+            // Matched at exec: the new name is the link's.
             Some(Fe::SchedProcessExec(x)) => {
-                assert_eq!(x.filename(), "/bin/true");
+                assert_eq!(x.filename(), prog.to_str().unwrap());
                 execs += 1;
             }
             Some(Fe::SchedProcessExit(x)) => {
-                assert_eq!(x.comm(), "true", "exit of an unmatched task")
+                assert_eq!(x.comm(), name, "exit of an unmatched task")
             }
             _ => {}
         }
