@@ -251,9 +251,20 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     let mut running_at_end = HashSet::new();
     for (shard, recs) in streams.iter().enumerate() {
         let mut announced = HashSet::new();
-        // Per CPU: the previous switch's next task and timestamp.
-        let mut last: HashMap<u32, (u64, u64)> = HashMap::new();
+        // Per CPU: the previous switch's next task.
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        // Per CPU, the previous record's time: every type, as the writer and
+        // the importer rely on per-CPU order. (Forget records of another
+        // shard's CPU are keyed by that CPU: their own order holds too.)
+        let mut last_ts: HashMap<u32, &Rec> = HashMap::new();
         for r in recs {
+            if let Some(prev) = last_ts.insert(r.h.cpu, r) {
+                assert!(
+                    r.h.ts >= prev.h.ts,
+                    "shard {shard} cpu {}: time went back from {prev:?} to {r:?}",
+                    r.h.cpu
+                );
+            }
             if r.kind == abi::SL_TASK_INFO {
                 announced.insert(r.tasks[0]);
                 if matches!(r.ev, OwnedEv::Info { tgid, .. } if tgid == me) {
@@ -286,8 +297,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                         [0, 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100].contains(prev_state),
                         "{r:?}"
                     );
-                    if let Some((last_next, last_ts)) = last.get(&r.h.cpu) {
-                        assert!(r.h.ts >= *last_ts, "time went back on cpu {}", r.h.cpu);
+                    if let Some(last_next) = last.get(&r.h.cpu) {
                         // Only a task the kernel never reports switching out
                         // may be followed by a switch with another prev.
                         assert!(
@@ -296,7 +306,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                              which the kernel does report switching out: a switch was lost"
                         );
                     }
-                    last.insert(r.h.cpu, (*next, r.h.ts));
+                    last.insert(r.h.cpu, *next);
                 }
                 OwnedEv::Fork { parent_pid, .. } if *parent_pid == tid => {
                     forks_of_me.push(r.clone())
@@ -305,7 +315,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                 _ => {}
             }
         }
-        running_at_end.extend(last.values().map(|(next, _)| *next));
+        running_at_end.extend(last.values().copied());
     }
     // The excuse above must not cover our own threads: the kernel reports
     // their switches, so every one of them that ran was seen switching out.
