@@ -685,3 +685,41 @@ fn comm_filter_keeps_only_matching_tasks() {
         "{switches} switches: the filter did not apply"
     );
 }
+
+/// nobody's uid and gid, from the user database.
+fn nobody() -> (u32, u32) {
+    // SAFETY: a NUL-terminated name; the result is read before any other
+    // getpw* call could overwrite it (tests do not call getpw* elsewhere).
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    assert!(!pw.is_null(), "no user nobody on this machine");
+    // SAFETY: non-null, points to libc's static passwd entry.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+#[test]
+fn under_sudo_the_trace_belongs_to_the_sudo_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_bpf() {
+        return;
+    }
+    let (uid, gid) = nobody();
+    let tmp = Tmp::new("sudo");
+    let trace = tmp.0.join("t.pftrace");
+    // What sudo sets for the user who ran `sudo schedlens trace`.
+    let out = Command::new(BIN)
+        .args(["trace", "-d", "300ms", "-o"])
+        .arg(&trace)
+        .env("SUDO_UID", uid.to_string())
+        .env("SUDO_GID", gid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&trace).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert_eq!(meta.mode() & 0o7777, 0o600, "mode {:o}", meta.mode());
+    assert!(decode(&trace).1, "file incomplete");
+}

@@ -45,11 +45,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     }
     cli::check_privileges()?;
     cli::check_btf()?;
-    let run_as = if args.command.is_empty() {
-        None
-    } else {
-        cli::sudo_ids()?
-    };
+    // Under sudo: the user who asked for the recording.
+    let sudo_user = cli::sudo_ids()?;
 
     let output = args.output.clone().unwrap_or_else(cli::default_output);
     let writer = Arc::new(
@@ -60,6 +57,17 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
             )
         })?,
     );
+    if let Some((uid, gid)) = sudo_user {
+        // So that user can analyze the trace without root. Right after
+        // creating it, so even a recording that dies early is theirs; the
+        // mode stays 0600. Not fatal: the recording itself is still wanted.
+        if let Err(e) = std::os::unix::fs::chown(&output, Some(uid), Some(gid)) {
+            eprintln!(
+                "warning: could not give {} to uid {uid} (SUDO_UID): {e}; it stays root's",
+                output.display()
+            );
+        }
+    }
 
     let topology = Topology::read().context("reading the CPU topology from /sys")?;
     let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
@@ -118,7 +126,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     if let Some((program, rest)) = args.command.split_first() {
         let mut cmd = Command::new(program);
         cmd.args(rest);
-        if let Some((uid, gid)) = run_as {
+        if let Some((uid, gid)) = sudo_user {
             cmd.uid(uid).gid(gid);
         }
         match cmd.spawn() {
