@@ -268,12 +268,15 @@ struct Bundles {
     switches: BTreeMap<u32, Vec<Sw>>,
     /// Every full event with its cpu.
     events: Vec<(u32, FtraceEvent)>,
+    /// The pids of compact sched_waking events.
+    compact_wakings: Vec<i32>,
     lost: u64,
 }
 
 fn bundles(packets: &[TracePacket]) -> Bundles {
     let mut per_cpu: BTreeMap<u32, Vec<Sw>> = BTreeMap::new();
     let mut events = Vec::new();
+    let mut compact_wakings = Vec::new();
     let mut lost = 0;
     for p in packets.iter().filter(|p| p.has_ftrace_events()) {
         let b = p.ftrace_events();
@@ -291,6 +294,7 @@ fn bundles(packets: &[TracePacket]) -> Bundles {
             events.push((b.cpu(), e.clone()));
         }
         let c = &b.compact_sched;
+        compact_wakings.extend(&c.waking_pid);
         let mut ts = 0u64;
         for k in 0..c.switch_timestamp.len() {
             let next = ts.wrapping_add(c.switch_timestamp[k]);
@@ -313,6 +317,7 @@ fn bundles(packets: &[TracePacket]) -> Bundles {
     Bundles {
         switches: per_cpu,
         events,
+        compact_wakings,
         lost,
     }
 }
@@ -401,6 +406,7 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         switches: per_cpu,
         events,
         lost,
+        ..
     } = bundles(&packets);
     assert_eq!(lost, 0, "lost events in bundles");
     let hidden = hidden_pids(&per_cpu, &events);
@@ -722,4 +728,126 @@ fn under_sudo_the_trace_belongs_to_the_sudo_user() {
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
     assert_eq!(meta.mode() & 0o7777, 0o600, "mode {:o}", meta.mode());
     assert!(decode(&trace).1, "file incomplete");
+}
+
+/// Kills a helper process if the test fails before it ends.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The subject pid of a full event other than a switch (whom it is about).
+fn subject(e: &FtraceEvent) -> Option<i32> {
+    Some(match e.event.as_ref()? {
+        Fe::SchedWaking(x) => x.pid(),
+        Fe::SchedWakeupNew(x) => x.pid(),
+        Fe::TaskNewtask(x) => x.pid(),
+        Fe::TaskRename(x) => x.pid(),
+        Fe::SchedProcessExec(x) => x.pid(),
+        Fe::SchedProcessExit(x) => x.pid(),
+        Fe::SchedProcessFork(x) => x.parent_pid(),
+        Fe::SchedProcessFree(x) => x.pid(),
+        _ => return None,
+    })
+}
+
+#[test]
+fn tgid_filter_keeps_the_process_and_its_children_only() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("tgid");
+    let trace = tmp.0.join("t.pftrace");
+    let go = tmp.0.join("go");
+    let done = tmp.0.join("done");
+    let mkfifo = Command::new("mkfifo").arg(&go).status().unwrap();
+    assert!(mkfifo.success());
+    // The filtered process: waits until the recorder runs, then forks three
+    // children that exec /bin/true.
+    let workload = KillOnDrop(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "read x < {}; /bin/true; /bin/true; /bin/true; touch {}",
+                go.display(),
+                done.display()
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let tgid = workload.0.id() as i32;
+    // The recorder's command starts once BPF is attached: it releases the
+    // workload, then keeps busy with unrelated tasks (execs of /bin/false)
+    // until the workload is done.
+    let out = Command::new(BIN)
+        .args(["trace", "--tgid", &tgid.to_string(), "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo go > {}; while [ ! -e {} ]; do /bin/false || :; done",
+            go.display(),
+            done.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let b = bundles(&packets);
+
+    // The traced set: the process and what it forked (transitively; forks
+    // come before their children's events in time).
+    let mut traced = std::collections::HashSet::from([tgid]);
+    let mut forks = 0;
+    let mut sorted: Vec<&FtraceEvent> = b.events.iter().map(|(_, e)| e).collect();
+    sorted.sort_by_key(|e| e.timestamp());
+    for e in &sorted {
+        if let Some(Fe::SchedProcessFork(f)) = &e.event {
+            if traced.contains(&f.parent_pid()) {
+                traced.insert(f.child_pid());
+                forks += usize::from(f.parent_pid() == tgid);
+            }
+        }
+    }
+    assert!(forks >= 3, "{forks} forks of the workload");
+    let mut child_execs = 0;
+    for e in &sorted {
+        if let Some(Fe::SchedProcessExec(x)) = &e.event {
+            assert_ne!(x.filename(), "/bin/false", "an unrelated exec is in");
+            if x.filename() == "/bin/true" && x.pid() != tgid && traced.contains(&x.pid()) {
+                child_execs += 1;
+            }
+        }
+        if let Some(p) = subject(e) {
+            assert!(traced.contains(&p), "an event about unrelated {p}: {e:?}");
+        }
+    }
+    assert_eq!(child_execs, 3, "the children's execs");
+    for p in &b.compact_wakings {
+        assert!(traced.contains(p), "a waking of unrelated {p}");
+    }
+    // Unrelated tasks appear only as the other side of a traced one's switch.
+    let mut switches = 0;
+    for (cpu, sws) in &b.switches {
+        let mut last: Option<&Sw> = None;
+        for s in sws {
+            // A compact switch's prev is the previous next on this CPU.
+            let prev = s.prev_pid.or(last.map(|l| l.next_pid));
+            assert!(
+                traced.contains(&s.next_pid) || prev.is_some_and(|p| traced.contains(&p)),
+                "cpu {cpu}: a switch between unrelated tasks {prev:?} -> {}",
+                s.next_pid
+            );
+            switches += 1;
+            last = Some(s);
+        }
+    }
+    assert!(switches >= 6, "{switches} switches of the workload");
 }
