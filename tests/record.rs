@@ -125,6 +125,45 @@ fn workload_entry() {
     std::fs::write(report, out).unwrap();
 }
 
+/// Not a real test: the storm role. Thread pairs ping-pong bytes over pipes
+/// as fast as they can, many more switches than a 64 KiB ring holds while
+/// its consumer waits for a CPU.
+#[test]
+fn storm_entry() {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("storm") {
+        return;
+    }
+    let pairs: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut a, mut b) = ([0i32; 2], [0i32; 2]);
+            // SAFETY: valid arrays for pipe().
+            unsafe {
+                assert_eq!(libc::pipe(a.as_mut_ptr()), 0);
+                assert_eq!(libc::pipe(b.as_mut_ptr()), 0);
+            }
+            let side = move |rd: i32, wr: i32| {
+                move || {
+                    let mut byte = [0u8; 1];
+                    for _ in 0..20_000 {
+                        // SAFETY: open pipe ends, a 1-byte buffer.
+                        unsafe {
+                            assert_eq!(libc::write(wr, byte.as_ptr().cast(), 1), 1);
+                            assert_eq!(libc::read(rd, byte.as_mut_ptr().cast(), 1), 1);
+                        }
+                    }
+                }
+            };
+            [
+                std::thread::spawn(side(a[0], b[1])),
+                std::thread::spawn(side(b[0], a[1])),
+            ]
+        })
+        .collect();
+    for t in pairs.into_iter().flatten() {
+        t.join().unwrap();
+    }
+}
+
 /// What the workload reported about itself.
 #[derive(Debug, Default)]
 struct Report {
@@ -850,4 +889,125 @@ fn tgid_filter_keeps_the_process_and_its_children_only() {
         }
     }
     assert!(switches >= 6, "{switches} switches of the workload");
+}
+
+/// The TracePacket field of schedlens's private packets.
+const SCHEDLENS_PACKET: u32 = 9900;
+
+/// Per-CPU counts from schedlens LostEvents packets, and the epilogue's totals.
+fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
+    use prost::Message as _;
+    use schedlens::perfetto::proto::schedlens::{SchedlensPacket, schedlens_packet::Data};
+    let mut per_cpu = BTreeMap::new();
+    let mut epilogue = Vec::new();
+    for p in packets {
+        let Some(UnknownValueRef::LengthDelimited(bytes)) =
+            p.special_fields.unknown_fields().get(SCHEDLENS_PACKET)
+        else {
+            continue;
+        };
+        match SchedlensPacket::decode(bytes)
+            .expect("schedlens packet")
+            .data
+        {
+            Some(Data::LostEvents(l)) => {
+                *per_cpu.entry(l.cpu()).or_insert(0) += l.count();
+            }
+            Some(Data::RecorderStats(s)) => epilogue = s.lost_per_cpu,
+            _ => {}
+        }
+    }
+    (per_cpu, epilogue)
+}
+
+/// The summary's "drops: N dropped (cpu0 X, cpu1 Y)" as per-CPU counts.
+fn summary_drops(stderr: &str) -> BTreeMap<u32, u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("drops:"))
+        .unwrap_or_else(|| panic!("no drops line: {stderr}"));
+    let Some(list) = line.split_once('(').and_then(|(_, r)| r.split_once(')')) else {
+        return BTreeMap::new();
+    };
+    list.0
+        .split(", ")
+        .map(|e| {
+            let (cpu, n) = e.split_once(' ').unwrap();
+            (
+                cpu.trim_start_matches("cpu").parse().unwrap(),
+                n.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_event_storm_drops_visibly_and_resyncs() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("storm");
+    let trace = tmp.0.join("t.pftrace");
+    let out = Command::new(BIN)
+        .args(["trace", "--ring-size", "64K", "--shards", "1", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["storm_entry", "--exact", "--test-threads=1"])
+        .env(ROLE_ENV, "storm")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary_drops(&stderr);
+    assert!(!summary.is_empty(), "the storm dropped nothing: {stderr}");
+
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let (lost_events, epilogue) = lost_packets(&packets);
+    // Every drop the summary reports is in the trace, on its CPU.
+    let in_trace: BTreeMap<u32, u64> = lost_events.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(in_trace, summary, "LostEvents packets vs the summary");
+    for (&cpu, &n) in &summary {
+        assert_eq!(epilogue.get(cpu as usize), Some(&n), "epilogue cpu {cpu}");
+    }
+
+    // Per CPU in file order: after a bundle flagged lost_events, the first
+    // switch is a full sched_switch (prev fields), so no reader pairs it with
+    // the task that ran before the gap.
+    let mut flagged: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut resync: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut resyncs = 0;
+    for p in packets.iter().filter(|p| p.has_ftrace_events()) {
+        let b = p.ftrace_events();
+        if b.lost_events() {
+            *flagged.entry(b.cpu()).or_insert(0) += 1;
+            resync.insert(b.cpu(), true);
+        }
+        let full = b
+            .event
+            .iter()
+            .filter(|e| matches!(e.event, Some(Fe::SchedSwitch(_))))
+            .map(|e| e.timestamp())
+            .min();
+        let compact = b.compact_sched.switch_timestamp.first().copied();
+        if full.is_none() && compact.is_none() {
+            continue;
+        }
+        if resync.insert(b.cpu(), false) == Some(true) {
+            resyncs += 1;
+            assert!(
+                compact.is_none_or(|c| full.is_some_and(|f| f <= c)),
+                "cpu {}: the first switch after a gap is compact",
+                b.cpu()
+            );
+        }
+    }
+    for cpu in summary.keys() {
+        assert!(
+            flagged.contains_key(cpu),
+            "cpu {cpu} dropped, no lost_events bundle"
+        );
+    }
+    assert!(resyncs > 0, "no switch after any gap");
 }

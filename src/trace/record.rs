@@ -4,6 +4,7 @@ use crate::perfetto::writer::{EncoderStats, ShardEncoder, TraceWriter};
 use crate::trace::abi::{self, N_TYPES};
 use crate::trace::bpf::{self, Recorder, SwitchVariant};
 use crate::trace::consumer::{self, ShardCounters};
+use crate::trace::event::{Event, Header};
 use crate::trace::topology::Topology;
 use crate::trace::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
@@ -168,21 +169,30 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Release);
     let mut consumer_error = None;
-    let mut written = EncoderStats::default();
+    let mut encoders = Vec::with_capacity(nr_shards);
     for c in consumers {
         match c.join() {
-            Ok(Ok(encoder)) => written.merge(encoder.stats()),
+            Ok(Ok(encoder)) => encoders.push(Some(encoder)),
             Ok(Err(e)) => {
                 consumer_error.get_or_insert(e);
+                encoders.push(None);
             }
             Err(_) => {
                 consumer_error.get_or_insert(anyhow::anyhow!("a consumer thread panicked"));
+                encoders.push(None);
             }
         }
     }
+    let lost = recorder.lost_per_cpu(ncpus);
+    if consumer_error.is_none() {
+        report_pending_lost(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
+    }
+    let mut written = EncoderStats::default();
+    for encoder in encoders.iter().flatten() {
+        written.merge(encoder.stats());
+    }
     progress.finish();
 
-    let lost = recorder.lost_per_cpu(ncpus);
     let mut by_type = [0u64; N_TYPES];
     let mut malformed = 0;
     for c in &counters {
@@ -234,6 +244,41 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Writes the drops no Lost record reported: BPF reports a CPU's failed
+/// reservations only before that CPU's next record, so those after its last
+/// record (or whose Lost record itself did not fit) are still pending when the
+/// programs are detached. Without this the trace's LostEvents would add up to
+/// less than the summary and the epilogue.
+fn report_pending_lost(
+    encoders: &mut [Option<ShardEncoder>],
+    cpu_shard: &[u8],
+    lost: &[u64],
+    end_ts: u64,
+) -> anyhow::Result<()> {
+    for (cpu, (&total, &shard)) in lost.iter().zip(cpu_shard).enumerate() {
+        let Some(encoder) = encoders
+            .get_mut(usize::from(shard))
+            .and_then(Option::as_mut)
+        else {
+            continue;
+        };
+        let reported = encoder.stats().lost_per_cpu.get(cpu).copied().unwrap_or(0);
+        let pending = total.saturating_sub(reported);
+        if pending > 0 {
+            let h = Header {
+                ts: end_ts,
+                cpu: cpu as u32,
+                pid: 0,
+            };
+            encoder.push(&h, &Event::Lost { count: pending })?;
+        }
+    }
+    for encoder in encoders.iter_mut().flatten() {
+        encoder.flush()?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
