@@ -19,6 +19,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
 /// Selects the workload role when this binary is re-executed.
 const ROLE_ENV: &str = "SCHEDLENS_TEST_ROLE";
 const REPORT_ENV: &str = "SCHEDLENS_TEST_REPORT";
+/// Round trips per thread pair in the storm role.
+const ROUNDS_ENV: &str = "SCHEDLENS_TEST_ROUNDS";
 const CHILDREN: usize = 8;
 const PINGPONGS: usize = 2000;
 const SLEEPERS: usize = 3;
@@ -133,6 +135,7 @@ fn storm_entry() {
     if std::env::var(ROLE_ENV).as_deref() != Ok("storm") {
         return;
     }
+    let rounds: u64 = std::env::var(ROUNDS_ENV).map_or(20_000, |v| v.parse().unwrap());
     let pairs: Vec<_> = (0..4)
         .map(|_| {
             let (mut a, mut b) = ([0i32; 2], [0i32; 2]);
@@ -144,7 +147,7 @@ fn storm_entry() {
             let side = move |rd: i32, wr: i32| {
                 move || {
                     let mut byte = [0u8; 1];
-                    for _ in 0..20_000 {
+                    for _ in 0..rounds {
                         // SAFETY: open pipe ends, a 1-byte buffer.
                         unsafe {
                             assert_eq!(libc::write(wr, byte.as_ptr().cast(), 1), 1);
@@ -1010,4 +1013,74 @@ fn an_event_storm_drops_visibly_and_resyncs() {
         );
     }
     assert!(resyncs > 0, "no switch after any gap");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt as _;
+        let target = CString::new(at.as_os_str().as_bytes()).unwrap();
+        let opts = CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallDisk(at.to_path_buf())
+    }
+}
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let target = std::ffi::CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path. Lazy, so a file still open elsewhere
+        // cannot leave the mount behind.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_recording_with_a_readable_file() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("full");
+    let mnt = tmp.0.join("disk");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = SmallDisk::mount(&mnt, "1m");
+    let trace = disk.0.join("t.pftrace");
+    // Busy until killed: more events than 1 MiB holds within a few seconds.
+    let _storm = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["storm_entry", "--exact", "--test-threads=1"])
+            .env(ROLE_ENV, "storm")
+            .env(ROUNDS_ENV, u64::MAX.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Command::new(BIN)
+        .args(["trace", "-d", "60s", "-o"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("disk is full"), "{stderr}");
+    // Cut at the last complete chunk: every record decodes, none is partial.
+    let (packets, complete) = decode(&trace);
+    assert!(complete, "the file ends in a partial chunk");
+    assert!(packets.iter().any(|p| p.has_process_tree()));
+    assert!(packets.iter().any(|p| p.has_ftrace_events()));
 }

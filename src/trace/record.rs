@@ -1,6 +1,6 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
-use crate::perfetto::writer::{EncoderStats, ShardEncoder, TraceWriter};
+use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWriter};
 use crate::trace::abi::{self, N_TYPES};
 use crate::trace::bpf::{self, Recorder, SwitchVariant};
 use crate::trace::consumer::{self, ShardCounters};
@@ -183,10 +183,12 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let lost = recorder.lost_per_cpu(ncpus);
-    if consumer_error.is_none() {
-        report_pending_lost(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
+    if let Some(e) = consumer_error {
+        progress.finish();
+        return Err(write_failed(e, &writer, &output, args.compress));
     }
+    let lost = recorder.lost_per_cpu(ncpus);
+    report_pending_lost(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
     let mut written = EncoderStats::default();
     for encoder in encoders.iter().flatten() {
         written.merge(encoder.stats());
@@ -226,12 +228,6 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         &output,
     );
 
-    if let Some(e) = consumer_error {
-        return Err(e.context(format!(
-            "the trace in {} ends early: writing events failed",
-            output.display()
-        )));
-    }
     if let Some(e) = spawn_error {
         return Err(e);
     }
@@ -244,6 +240,44 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Ends a recording whose events could not all be written (a full disk, an
+/// I/O error): nothing more goes into the file, and a chunk the failed write
+/// left half-written is cut off, so the file ends on its last complete chunk
+/// and decodes up to there. Returns the one-line error to show.
+fn write_failed(
+    e: anyhow::Error,
+    writer: &TraceWriter,
+    output: &std::path::Path,
+    compression: Compression,
+) -> anyhow::Error {
+    // Closing can fail the same way; the error that stopped us is the one to show.
+    let _ = writer.finish();
+    let kept = writer.bytes_written();
+    // bytes_written counts only completed appends, which all precede the
+    // failed one. A whole-file gzip stream cannot be cut at a chunk boundary;
+    // gzip readers stop at its end anyway.
+    if compression != Compression::Gzip {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .and_then(|f| f.set_len(kept));
+    }
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+    });
+    let what = if full {
+        "the disk is full; free space or record elsewhere with -o"
+    } else {
+        "writing events failed"
+    };
+    e.context(format!(
+        "recording stopped, {} ends early at its last complete chunk ({:.2} MB): {what}",
+        output.display(),
+        kept as f64 / 1e6
+    ))
 }
 
 /// Writes the drops no Lost record reported: BPF reports a CPU's failed
