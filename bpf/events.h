@@ -3,7 +3,7 @@
  * The ring buffer record ABI between bpf/schedlens.bpf.c and the Rust
  * decoder (src/trace/abi.rs). Every record is a struct sl_header followed by
  * exactly one body; BPF reserves only header + that body (exec appends its
- * filename). All fields are native endian, every struct has explicit padding
+ * filename, padded to a size class). All fields are native endian, every struct has explicit padding
  * and both sides assert the sizes, so a change on one side fails the build of
  * the other instead of silently misdecoding.
  */
@@ -85,7 +85,8 @@ struct sl_fork {
 	__u32 pad;
 };
 
-/* Followed by filename_len bytes of filename (no NUL). */
+/* Followed by filename_len bytes of filename (no NUL), then padding up to
+ * the record's size class. */
 struct sl_exec {
 	__u64 task;
 	__s32 pid;
@@ -129,7 +130,10 @@ struct sl_cpu_state {
 	__u64 lost_pending; /* failed reservations not yet reported in the stream */
 	__u64 lost_total;   /* all failed reservations, read by userspace at the end */
 	__u64 events;       /* drives the every-Nth fill check for wakeups */
-	__u64 pad[5];
+	/* Earliest timestamp taken by handlers nested in the current
+	 * reserve-to-timestamp window (schedlens.bpf.c, window_open). */
+	__u64 nested_min;
+	__u64 pad[4];
 };
 
 _Static_assert(sizeof(struct sl_header) == 16, "sl_header");

@@ -89,8 +89,8 @@ struct exec_rec {
 	char filename[SL_FILENAME_MAX];
 };
 
-/* Exec records are variable size: built here, then copied with
- * bpf_ringbuf_output at their real length. */
+/* Exec records are variable size: built here, then copied into a record of
+ * the smallest size class that holds them (emit_exec). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -146,13 +146,47 @@ static __always_inline void count_lost(struct sl_cpu_state *cs)
 	__sync_fetch_and_add(&cs->lost_total, 1);
 }
 
-static __always_inline void fill_header(struct sl_header *h, struct emitter *e, u8 type)
+/*
+ * Ring order must be time order per CPU: the writer and the importer rely on
+ * it. Handlers in task context (exec, fork, exit, rename, free in softirq)
+ * run with IRQs on, so an IRQ's handler (sched_waking) can run between our
+ * reservation and our timestamp: it reserves after us but stamps before us.
+ * Taking the timestamp after the reservation narrows that window to a few
+ * instructions but does not close it; this closes it without disabling IRQs.
+ * Nesting on one CPU is strictly LIFO, so each reservation opens a window in
+ * which nested handlers report the earliest timestamp they took, and the
+ * outer record takes no later time than that. A nested record reserved before
+ * ours (earlier in the ring) then has ts <= ours, one reserved after has ts >=
+ * ours. The clamp moves a record's time back by at most the nested handler's
+ * run, an instant the event was already in progress at.
+ */
+static __always_inline u64 window_open(struct sl_cpu_state *cs)
 {
-	h->ts = bpf_ktime_get_boot_ns();
-	h->pid = e->pid;
-	h->cpu = e->cpu;
-	h->type = type;
-	h->pad = 0;
+	u64 saved = *(volatile u64 *)&cs->nested_min;
+
+	*(volatile u64 *)&cs->nested_min = ~0ULL;
+	return saved;
+}
+
+/* Ends the window without a record (reservation failed): nested times still
+ * bound an enclosing window. */
+static __always_inline void window_abort(struct sl_cpu_state *cs, u64 saved)
+{
+	u64 nested = *(volatile u64 *)&cs->nested_min;
+
+	*(volatile u64 *)&cs->nested_min = saved < nested ? saved : nested;
+}
+
+/* Ends the window: the record's timestamp, reported to an enclosing window. */
+static __always_inline u64 window_close(struct sl_cpu_state *cs, u64 saved)
+{
+	u64 ts = bpf_ktime_get_boot_ns();
+	u64 nested = *(volatile u64 *)&cs->nested_min;
+
+	if (nested < ts)
+		ts = nested;
+	*(volatile u64 *)&cs->nested_min = saved < ts ? saved : ts;
+	return ts;
 }
 
 static __always_inline void submit(struct emitter *e, void *rec)
@@ -167,35 +201,51 @@ static __always_inline void submit(struct emitter *e, void *rec)
 	bpf_ringbuf_submit(rec, flags);
 }
 
+/* Reserves a record of constant size in `rb` and fills its header (see
+ * window_open for the timestamp). Does not count a failure. */
+static __always_inline void *reserve_in(struct emitter *e, void *rb, u64 size, u8 type)
+{
+	u64 saved = window_open(e->cs);
+	struct sl_header *h = bpf_ringbuf_reserve(rb, size, 0);
+
+	if (!h) {
+		window_abort(e->cs, saved);
+		return NULL;
+	}
+	h->ts = window_close(e->cs, saved);
+	h->pid = e->pid;
+	h->cpu = e->cpu;
+	h->type = type;
+	h->pad = 0;
+	return h;
+}
+
 /* Reports earlier failed reservations before the next record of this CPU. */
 static __attribute__((noinline)) void flush_lost(struct emitter *e)
 {
 	struct rec_lost *r;
 	u64 n = e->cs->lost_pending;
 
-	r = bpf_ringbuf_reserve(e->rb, sizeof(*r), 0);
+	r = reserve_in(e, e->rb, sizeof(*r), SL_LOST);
 	if (!r)
 		return;
-	fill_header(&r->h, e, SL_LOST);
 	r->b.count = n;
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	/* Subtract rather than zero: a nested handler may have added meanwhile. */
 	__sync_fetch_and_add(&e->cs->lost_pending, -n);
 }
 
-/* Reserves a record of constant size; the Lost record, if any, comes first. */
+/* Reserves a record of constant size in this CPU's shard; the Lost record,
+ * if any, comes first. */
 static __always_inline void *reserve(struct emitter *e, u64 size, u8 type)
 {
-	struct sl_header *h;
+	void *h;
 
 	if (e->cs->lost_pending)
 		flush_lost(e);
-	h = bpf_ringbuf_reserve(e->rb, size, 0);
-	if (!h) {
+	h = reserve_in(e, e->rb, size, type);
+	if (!h)
 		count_lost(e->cs);
-		return NULL;
-	}
-	fill_header(h, e, type);
 	return h;
 }
 
@@ -450,12 +500,30 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* Exec record sizes (header + body + filename room) short of the largest. */
+#define EXEC_FIXED (sizeof(struct sl_header) + sizeof(struct sl_exec))
+#define EXEC_SMALL 128
+#define EXEC_MEDIUM 256
+
+/* `size` is a constant at each (inlined) call: the verifier needs one. */
+static __always_inline void emit_exec(struct emitter *e, struct exec_rec *s, u32 size)
+{
+	void *r = reserve(e, size, SL_EXEC);
+
+	if (!r)
+		return;
+	/* The header is stamped; copy the body and as much filename as fits. */
+	bpf_probe_read_kernel(r + sizeof(struct sl_header), size - sizeof(struct sl_header),
+			      (void *)s + sizeof(struct sl_header));
+	submit(e, r);
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct task_ctx *c = task_ctx_of(p);
 	u32 zero = 0;
-	struct exec_rec *r;
+	struct exec_rec *s;
 	struct emitter e;
 	long len;
 	u64 comm[2] = {};
@@ -474,25 +542,29 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		count_lost(e.cs);
 		return 0;
 	}
-	r = bpf_map_lookup_elem(&exec_scratch, &zero);
-	if (!r)
+	s = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!s)
 		return 0;
-	if (e.cs->lost_pending)
-		flush_lost(&e);
-	fill_header(&r->h, &e, SL_EXEC);
-	r->b.task = (u64)p;
-	r->b.pid = p->pid;
-	r->b.old_pid = old_pid;
-	bpf_probe_read_kernel(r->b.comm, sizeof(r->b.comm), &p->comm);
-	len = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), BPF_CORE_READ(bprm, filename));
+	s->b.task = (u64)p;
+	s->b.pid = p->pid;
+	s->b.old_pid = old_pid;
+	bpf_probe_read_kernel(s->b.comm, sizeof(s->b.comm), &p->comm);
+	len = bpf_probe_read_kernel_str(s->filename, sizeof(s->filename), BPF_CORE_READ(bprm, filename));
 	/* len counts the NUL; a failed read leaves an empty filename. */
 	len = len > 0 ? len - 1 : 0;
 	if (len > SL_FILENAME_MAX)
 		len = SL_FILENAME_MAX;
-	r->b.filename_len = len;
-	r->b.pad = 0;
-	if (bpf_ringbuf_output(e.rb, r, sizeof(r->h) + sizeof(r->b) + len, BPF_RB_NO_WAKEUP))
-		count_lost(e.cs);
+	s->b.filename_len = len;
+	s->b.pad = 0;
+	/* bpf_ringbuf_output would copy the exact length but cannot stamp the
+	 * time after reserving (window_open): reserve the smallest of three
+	 * size classes instead; the reader ignores bytes past filename_len. */
+	if (len <= EXEC_SMALL - EXEC_FIXED)
+		emit_exec(&e, s, EXEC_SMALL);
+	else if (len <= EXEC_MEDIUM - EXEC_FIXED)
+		emit_exec(&e, s, EXEC_MEDIUM);
+	else
+		emit_exec(&e, s, sizeof(*s));
 	/* The comm changed: every shard must hear the new one before its next use. */
 	if (c)
 		c->announced = 0;
@@ -566,12 +638,11 @@ int BPF_PROG(handle_free, struct task_struct *p)
 		if (!rb)
 			continue;
 		/* Not reserve(): this CPU's Lost records belong in its own shard. */
-		f = bpf_ringbuf_reserve(rb, sizeof(*f), 0);
+		f = reserve_in(&e, rb, sizeof(*f), SL_FORGET);
 		if (!f) {
 			count_lost(e.cs);
 			continue;
 		}
-		fill_header(&f->h, &e, SL_FORGET);
 		f->b.task = (u64)p;
 		bpf_ringbuf_submit(f, BPF_RB_NO_WAKEUP);
 	}

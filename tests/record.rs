@@ -19,6 +19,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
 /// Selects the workload role when this binary is re-executed.
 const ROLE_ENV: &str = "SCHEDLENS_TEST_ROLE";
 const REPORT_ENV: &str = "SCHEDLENS_TEST_REPORT";
+/// Round trips per thread pair in the storm role.
+const ROUNDS_ENV: &str = "SCHEDLENS_TEST_ROUNDS";
 const CHILDREN: usize = 8;
 const PINGPONGS: usize = 2000;
 const SLEEPERS: usize = 3;
@@ -123,6 +125,46 @@ fn workload_entry() {
     }
     out.extend(rx);
     std::fs::write(report, out).unwrap();
+}
+
+/// Not a real test: the storm role. Thread pairs ping-pong bytes over pipes
+/// as fast as they can, many more switches than a 64 KiB ring holds while
+/// its consumer waits for a CPU.
+#[test]
+fn storm_entry() {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("storm") {
+        return;
+    }
+    let rounds: u64 = std::env::var(ROUNDS_ENV).map_or(20_000, |v| v.parse().unwrap());
+    let pairs: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut a, mut b) = ([0i32; 2], [0i32; 2]);
+            // SAFETY: valid arrays for pipe().
+            unsafe {
+                assert_eq!(libc::pipe(a.as_mut_ptr()), 0);
+                assert_eq!(libc::pipe(b.as_mut_ptr()), 0);
+            }
+            let side = move |rd: i32, wr: i32| {
+                move || {
+                    let mut byte = [0u8; 1];
+                    for _ in 0..rounds {
+                        // SAFETY: open pipe ends, a 1-byte buffer.
+                        unsafe {
+                            assert_eq!(libc::write(wr, byte.as_ptr().cast(), 1), 1);
+                            assert_eq!(libc::read(rd, byte.as_mut_ptr().cast(), 1), 1);
+                        }
+                    }
+                }
+            };
+            [
+                std::thread::spawn(side(a[0], b[1])),
+                std::thread::spawn(side(b[0], a[1])),
+            ]
+        })
+        .collect();
+    for t in pairs.into_iter().flatten() {
+        t.join().unwrap();
+    }
 }
 
 /// What the workload reported about itself.
@@ -268,12 +310,15 @@ struct Bundles {
     switches: BTreeMap<u32, Vec<Sw>>,
     /// Every full event with its cpu.
     events: Vec<(u32, FtraceEvent)>,
+    /// The pids of compact sched_waking events.
+    compact_wakings: Vec<i32>,
     lost: u64,
 }
 
 fn bundles(packets: &[TracePacket]) -> Bundles {
     let mut per_cpu: BTreeMap<u32, Vec<Sw>> = BTreeMap::new();
     let mut events = Vec::new();
+    let mut compact_wakings = Vec::new();
     let mut lost = 0;
     for p in packets.iter().filter(|p| p.has_ftrace_events()) {
         let b = p.ftrace_events();
@@ -291,6 +336,7 @@ fn bundles(packets: &[TracePacket]) -> Bundles {
             events.push((b.cpu(), e.clone()));
         }
         let c = &b.compact_sched;
+        compact_wakings.extend(&c.waking_pid);
         let mut ts = 0u64;
         for k in 0..c.switch_timestamp.len() {
             let next = ts.wrapping_add(c.switch_timestamp[k]);
@@ -313,15 +359,48 @@ fn bundles(packets: &[TracePacket]) -> Bundles {
     Bundles {
         switches: per_cpu,
         events,
+        compact_wakings,
         lost,
     }
 }
 
+/// Pids the kernel never reports switching out: switched in, never the prev
+/// of a switch (full, or implied by a compact one), never seen exiting (an
+/// exiting task always switches out for the last time in do_task_dead).
+/// The test VMs' kernel never fires sched_switch with prev = a thread of PID 1
+/// (the sandbox agent): ftrace shows `==> next_pid=68` and never
+/// `prev_pid=68`. The switch after such a task ran names another prev; the
+/// writer makes it a full sched_switch so readers resync. See
+/// tests/record_bpf.rs `hidden_tasks` for the evidence.
+fn hidden_pids(per_cpu: &BTreeMap<u32, Vec<Sw>>, events: &[(u32, FtraceEvent)]) -> Vec<i32> {
+    let mut switched_in = std::collections::HashSet::new();
+    let mut switched_out = std::collections::HashSet::new();
+    for sws in per_cpu.values() {
+        let mut last: Option<&Sw> = None;
+        for s in sws {
+            if let Some(p) = s.prev_pid.or(last.map(|l| l.next_pid)) {
+                switched_out.insert(p);
+            }
+            switched_in.insert(s.next_pid);
+            last = Some(s);
+        }
+    }
+    for (_, e) in events {
+        if let Some(Fe::SchedProcessExit(x)) = &e.event {
+            switched_out.insert(x.pid());
+        }
+    }
+    switched_in
+        .into_iter()
+        .filter(|p| !switched_out.contains(p))
+        .collect()
+}
+
 /// Checks per-CPU continuity: each switch's prev is the previous switch's
-/// next, and time never goes back. Returns how often each pid was switched in.
-fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
+/// next (unless the kernel hides that task's switches: `hidden`), and time
+/// never goes back. Returns how often each pid was switched in.
+fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>, hidden: &[i32]) -> HashMap<i32, usize> {
     let mut switched_in = HashMap::new();
-    let mut mismatches = 0;
     let mut total = 0;
     for (cpu, sws) in per_cpu {
         let mut last: Option<&Sw> = None;
@@ -335,9 +414,13 @@ fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
                     s.ts
                 );
                 if let Some(p) = s.prev_pid {
-                    if p != l.next_pid {
-                        mismatches += 1;
-                    }
+                    assert!(
+                        p == l.next_pid || hidden.contains(&l.next_pid),
+                        "cpu {cpu} at {}: prev {p} is not the previous next {}, whose \
+                         switches the kernel does report: a switch was lost",
+                        s.ts,
+                        l.next_pid
+                    );
                 }
             }
             assert!(
@@ -350,10 +433,6 @@ fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>) -> HashMap<i32, usize> {
         }
     }
     assert!(total > 1000, "only {total} switches");
-    assert_eq!(
-        mismatches, 0,
-        "switches whose prev is not the previous next"
-    );
     switched_in
 }
 
@@ -369,9 +448,15 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         switches: per_cpu,
         events,
         lost,
+        ..
     } = bundles(&packets);
     assert_eq!(lost, 0, "lost events in bundles");
-    let switched_in = check_switches(&per_cpu);
+    let hidden = hidden_pids(&per_cpu, &events);
+    // The excuse must not cover the workload: the kernel reports its switches.
+    for &tid in [r.spawner].iter().chain(&r.pingpong).chain(&r.sleepers) {
+        assert!(!hidden.contains(&tid), "{tid} switched in, never out");
+    }
+    let switched_in = check_switches(&per_cpu, &hidden);
 
     let find = |what: &str, f: &dyn Fn(&FtraceEvent) -> bool| {
         events
@@ -606,15 +691,16 @@ fn comm_filter_keeps_only_matching_tasks() {
     }
     let tmp = Tmp::new("comm");
     let trace = tmp.0.join("t.pftrace");
+    // A name no other process on this shared machine runs (the filter is
+    // system-wide): exec takes the comm from the path's basename.
+    let name = format!("slc{}", std::process::id());
+    let prog = tmp.0.join(&name);
+    std::os::unix::fs::symlink("/bin/true", &prog).unwrap();
+    let p = prog.display();
     let out = Command::new(BIN)
-        .args(["trace", "--comm", "true", "-o"])
+        .args(["trace", "--comm", &name, "-o"])
         .arg(&trace)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "/bin/true; /bin/true; /bin/true; sleep 0.05",
-        ])
+        .args(["--", "sh", "-c", &format!("{p}; {p}; {p}; sleep 0.05")])
         .output()
         .unwrap();
     assert!(
@@ -628,13 +714,13 @@ fn comm_filter_keeps_only_matching_tasks() {
     let mut execs = 0;
     for (_, e) in &b.events {
         match &e.event {
-            // Matched at exec: the new name is "true".
+            // Matched at exec: the new name is the link's.
             Some(Fe::SchedProcessExec(x)) => {
-                assert_eq!(x.filename(), "/bin/true");
+                assert_eq!(x.filename(), prog.to_str().unwrap());
                 execs += 1;
             }
             Some(Fe::SchedProcessExit(x)) => {
-                assert_eq!(x.comm(), "true", "exit of an unmatched task")
+                assert_eq!(x.comm(), name, "exit of an unmatched task")
             }
             _ => {}
         }
@@ -646,4 +732,355 @@ fn comm_filter_keeps_only_matching_tasks() {
         switches < 200,
         "{switches} switches: the filter did not apply"
     );
+}
+
+/// nobody's uid and gid, from the user database.
+fn nobody() -> (u32, u32) {
+    // SAFETY: a NUL-terminated name; the result is read before any other
+    // getpw* call could overwrite it (tests do not call getpw* elsewhere).
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    assert!(!pw.is_null(), "no user nobody on this machine");
+    // SAFETY: non-null, points to libc's static passwd entry.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+#[test]
+fn under_sudo_the_trace_belongs_to_the_sudo_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_bpf() {
+        return;
+    }
+    let (uid, gid) = nobody();
+    let tmp = Tmp::new("sudo");
+    let trace = tmp.0.join("t.pftrace");
+    // What sudo sets for the user who ran `sudo schedlens trace`.
+    let out = Command::new(BIN)
+        .args(["trace", "-d", "300ms", "-o"])
+        .arg(&trace)
+        .env("SUDO_UID", uid.to_string())
+        .env("SUDO_GID", gid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&trace).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert_eq!(meta.mode() & 0o7777, 0o600, "mode {:o}", meta.mode());
+    assert!(decode(&trace).1, "file incomplete");
+}
+
+/// Kills a helper process if the test fails before it ends.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The subject pid of a full event other than a switch (whom it is about).
+fn subject(e: &FtraceEvent) -> Option<i32> {
+    Some(match e.event.as_ref()? {
+        Fe::SchedWaking(x) => x.pid(),
+        Fe::SchedWakeupNew(x) => x.pid(),
+        Fe::TaskNewtask(x) => x.pid(),
+        Fe::TaskRename(x) => x.pid(),
+        Fe::SchedProcessExec(x) => x.pid(),
+        Fe::SchedProcessExit(x) => x.pid(),
+        Fe::SchedProcessFork(x) => x.parent_pid(),
+        Fe::SchedProcessFree(x) => x.pid(),
+        _ => return None,
+    })
+}
+
+#[test]
+fn tgid_filter_keeps_the_process_and_its_children_only() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("tgid");
+    let trace = tmp.0.join("t.pftrace");
+    let go = tmp.0.join("go");
+    let done = tmp.0.join("done");
+    let mkfifo = Command::new("mkfifo").arg(&go).status().unwrap();
+    assert!(mkfifo.success());
+    // The filtered process: waits until the recorder runs, then forks three
+    // children that exec /bin/true.
+    let workload = KillOnDrop(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "read x < {}; /bin/true; /bin/true; /bin/true; touch {}",
+                go.display(),
+                done.display()
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let tgid = workload.0.id() as i32;
+    // The recorder's command starts once BPF is attached: it releases the
+    // workload, then keeps busy with unrelated tasks (execs of /bin/false)
+    // until the workload is done.
+    let out = Command::new(BIN)
+        .args(["trace", "--tgid", &tgid.to_string(), "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo go > {}; while [ ! -e {} ]; do /bin/false || :; done",
+            go.display(),
+            done.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let b = bundles(&packets);
+
+    // The traced set: the process and what it forked (transitively; forks
+    // come before their children's events in time).
+    let mut traced = std::collections::HashSet::from([tgid]);
+    let mut forks = 0;
+    let mut sorted: Vec<&FtraceEvent> = b.events.iter().map(|(_, e)| e).collect();
+    sorted.sort_by_key(|e| e.timestamp());
+    for e in &sorted {
+        if let Some(Fe::SchedProcessFork(f)) = &e.event {
+            if traced.contains(&f.parent_pid()) {
+                traced.insert(f.child_pid());
+                forks += usize::from(f.parent_pid() == tgid);
+            }
+        }
+    }
+    assert!(forks >= 3, "{forks} forks of the workload");
+    let mut child_execs = 0;
+    for e in &sorted {
+        if let Some(Fe::SchedProcessExec(x)) = &e.event {
+            assert_ne!(x.filename(), "/bin/false", "an unrelated exec is in");
+            if x.filename() == "/bin/true" && x.pid() != tgid && traced.contains(&x.pid()) {
+                child_execs += 1;
+            }
+        }
+        if let Some(p) = subject(e) {
+            assert!(traced.contains(&p), "an event about unrelated {p}: {e:?}");
+        }
+    }
+    assert_eq!(child_execs, 3, "the children's execs");
+    for p in &b.compact_wakings {
+        assert!(traced.contains(p), "a waking of unrelated {p}");
+    }
+    // Unrelated tasks appear only as the other side of a traced one's switch.
+    let mut switches = 0;
+    for (cpu, sws) in &b.switches {
+        let mut last: Option<&Sw> = None;
+        for s in sws {
+            // A compact switch's prev is the previous next on this CPU.
+            let prev = s.prev_pid.or(last.map(|l| l.next_pid));
+            assert!(
+                traced.contains(&s.next_pid) || prev.is_some_and(|p| traced.contains(&p)),
+                "cpu {cpu}: a switch between unrelated tasks {prev:?} -> {}",
+                s.next_pid
+            );
+            switches += 1;
+            last = Some(s);
+        }
+    }
+    assert!(switches >= 6, "{switches} switches of the workload");
+}
+
+/// The TracePacket field of schedlens's private packets.
+const SCHEDLENS_PACKET: u32 = 9900;
+
+/// Per-CPU counts from schedlens LostEvents packets, and the epilogue's totals.
+fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
+    use prost::Message as _;
+    use schedlens::perfetto::proto::schedlens::{SchedlensPacket, schedlens_packet::Data};
+    let mut per_cpu = BTreeMap::new();
+    let mut epilogue = Vec::new();
+    for p in packets {
+        let Some(UnknownValueRef::LengthDelimited(bytes)) =
+            p.special_fields.unknown_fields().get(SCHEDLENS_PACKET)
+        else {
+            continue;
+        };
+        match SchedlensPacket::decode(bytes)
+            .expect("schedlens packet")
+            .data
+        {
+            Some(Data::LostEvents(l)) => {
+                *per_cpu.entry(l.cpu()).or_insert(0) += l.count();
+            }
+            Some(Data::RecorderStats(s)) => epilogue = s.lost_per_cpu,
+            _ => {}
+        }
+    }
+    (per_cpu, epilogue)
+}
+
+/// The summary's "drops: N dropped (cpu0 X, cpu1 Y)" as per-CPU counts.
+fn summary_drops(stderr: &str) -> BTreeMap<u32, u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("drops:"))
+        .unwrap_or_else(|| panic!("no drops line: {stderr}"));
+    let Some(list) = line.split_once('(').and_then(|(_, r)| r.split_once(')')) else {
+        return BTreeMap::new();
+    };
+    list.0
+        .split(", ")
+        .map(|e| {
+            let (cpu, n) = e.split_once(' ').unwrap();
+            (
+                cpu.trim_start_matches("cpu").parse().unwrap(),
+                n.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_event_storm_drops_visibly_and_resyncs() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("storm");
+    let trace = tmp.0.join("t.pftrace");
+    let out = Command::new(BIN)
+        .args(["trace", "--ring-size", "64K", "--shards", "1", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["storm_entry", "--exact", "--test-threads=1"])
+        .env(ROLE_ENV, "storm")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary_drops(&stderr);
+    assert!(!summary.is_empty(), "the storm dropped nothing: {stderr}");
+
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let (lost_events, epilogue) = lost_packets(&packets);
+    // Every drop the summary reports is in the trace, on its CPU.
+    let in_trace: BTreeMap<u32, u64> = lost_events.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(in_trace, summary, "LostEvents packets vs the summary");
+    for (&cpu, &n) in &summary {
+        assert_eq!(epilogue.get(cpu as usize), Some(&n), "epilogue cpu {cpu}");
+    }
+
+    // Per CPU in file order: after a bundle flagged lost_events, the first
+    // switch is a full sched_switch (prev fields), so no reader pairs it with
+    // the task that ran before the gap.
+    let mut flagged: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut resync: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut resyncs = 0;
+    for p in packets.iter().filter(|p| p.has_ftrace_events()) {
+        let b = p.ftrace_events();
+        if b.lost_events() {
+            *flagged.entry(b.cpu()).or_insert(0) += 1;
+            resync.insert(b.cpu(), true);
+        }
+        let full = b
+            .event
+            .iter()
+            .filter(|e| matches!(e.event, Some(Fe::SchedSwitch(_))))
+            .map(|e| e.timestamp())
+            .min();
+        let compact = b.compact_sched.switch_timestamp.first().copied();
+        if full.is_none() && compact.is_none() {
+            continue;
+        }
+        if resync.insert(b.cpu(), false) == Some(true) {
+            resyncs += 1;
+            assert!(
+                compact.is_none_or(|c| full.is_some_and(|f| f <= c)),
+                "cpu {}: the first switch after a gap is compact",
+                b.cpu()
+            );
+        }
+    }
+    for cpu in summary.keys() {
+        assert!(
+            flagged.contains_key(cpu),
+            "cpu {cpu} dropped, no lost_events bundle"
+        );
+    }
+    assert!(resyncs > 0, "no switch after any gap");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt as _;
+        let target = CString::new(at.as_os_str().as_bytes()).unwrap();
+        let opts = CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallDisk(at.to_path_buf())
+    }
+}
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let target = std::ffi::CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path. Lazy, so a file still open elsewhere
+        // cannot leave the mount behind.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_recording_with_a_readable_file() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("full");
+    let mnt = tmp.0.join("disk");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = SmallDisk::mount(&mnt, "1m");
+    let trace = disk.0.join("t.pftrace");
+    // Busy until killed: more events than 1 MiB holds within a few seconds.
+    let _storm = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["storm_entry", "--exact", "--test-threads=1"])
+            .env(ROLE_ENV, "storm")
+            .env(ROUNDS_ENV, u64::MAX.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Command::new(BIN)
+        .args(["trace", "-d", "60s", "-o"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("disk is full"), "{stderr}");
+    // Cut at the last complete chunk: every record decodes, none is partial.
+    let (packets, complete) = decode(&trace);
+    assert!(complete, "the file ends in a partial chunk");
+    assert!(packets.iter().any(|p| p.has_process_tree()));
+    assert!(packets.iter().any(|p| p.has_ftrace_events()));
 }

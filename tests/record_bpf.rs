@@ -49,6 +49,7 @@ enum OwnedEv {
     },
     Info {
         comm: String,
+        tgid: i32,
     },
     Fork {
         child_tgid: i32,
@@ -58,6 +59,7 @@ enum OwnedEv {
     Exec {
         filename: String,
     },
+    Exit,
     Other,
 }
 
@@ -81,10 +83,13 @@ impl EventSink for Collect {
             ),
             Event::Waking { wakee, .. } => (vec![wakee], OwnedEv::Other),
             Event::WakeupNew { task, .. } => (vec![task], OwnedEv::Other),
-            Event::TaskInfo { task, comm, .. } => (
+            Event::TaskInfo {
+                task, comm, tgid, ..
+            } => (
                 vec![task],
                 OwnedEv::Info {
                     comm: String::from_utf8_lossy(schedlens::trace::event::comm_str(comm)).into(),
+                    tgid,
                 },
             ),
             Event::Fork {
@@ -108,9 +113,8 @@ impl EventSink for Collect {
                     filename: String::from_utf8_lossy(filename).into(),
                 },
             ),
-            Event::Exit { task, .. } | Event::Free { task, .. } | Event::Rename { task, .. } => {
-                (vec![task], OwnedEv::Other)
-            }
+            Event::Exit { task, .. } => (vec![task], OwnedEv::Exit),
+            Event::Free { task, .. } | Event::Rename { task, .. } => (vec![task], OwnedEv::Other),
             Event::Forget { task } => (vec![task], OwnedEv::Other),
             Event::Lost { .. } => (vec![], OwnedEv::Other),
         };
@@ -199,20 +203,73 @@ fn workload() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
+/// Tasks the kernel never reports switching out: not the prev of any switch
+/// in any shard, and not seen exiting (an exiting task always switches out
+/// for the last time in do_task_dead, so its final switch must be there).
+///
+/// Why this exists: some kernels hide tasks from sched_switch. The test VMs'
+/// kernel never fires sched_switch with prev = a thread of PID 1 (the
+/// sandbox agent's tokio-rt-worker threads): the kernel's own ftrace
+/// (tracefs sched_switch, no BPF involved) shows `==> next_pid=68` and never
+/// `prev_pid=68`, and our handler's entry count for prev in tgid 1 is 0 with
+/// no recursion misses. So the switch after such a task runs has a prev that
+/// is not the previous next: a gap in the kernel's own stream, not a lost
+/// record. The writer resyncs readers there (a full sched_switch with prev
+/// fields); the recorder can neither see nor invent the missing switch.
+fn hidden_tasks(streams: &[Vec<Rec>]) -> HashSet<u64> {
+    let mut switched_in = HashSet::new();
+    let mut switched_out = HashSet::new();
+    let mut exited = HashSet::new();
+    for r in streams.iter().flatten() {
+        match r.ev {
+            OwnedEv::Switch { prev, next, .. } => {
+                switched_out.insert(prev);
+                switched_in.insert(next);
+            }
+            OwnedEv::Exit => {
+                exited.insert(r.tasks[0]);
+            }
+            _ => {}
+        }
+    }
+    switched_in
+        .into_iter()
+        .filter(|t| !switched_out.contains(t) && !exited.contains(t))
+        .collect()
+}
+
 /// `tid`: the thread that ran the workload (the parent of its forks).
 fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     let me = std::process::id() as i32;
+    let hidden = hidden_tasks(streams);
     let mut switches = 0;
     let mut forks_of_me = Vec::new();
     let mut execs = Vec::new();
+    // The tasks of this test process, and each CPU's last next (still
+    // running when the recording stopped, so legitimately never switched out).
+    let mut mine = HashSet::new();
+    let mut running_at_end = HashSet::new();
     for (shard, recs) in streams.iter().enumerate() {
         let mut announced = HashSet::new();
-        // Per CPU: the previous switch's next task and timestamp.
-        let mut last: HashMap<u32, (u64, u64)> = HashMap::new();
-        let mut mismatches = 0;
+        // Per CPU: the previous switch's next task.
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        // Per CPU, the previous record's time: every type, as the writer and
+        // the importer rely on per-CPU order. (Forget records of another
+        // shard's CPU are keyed by that CPU: their own order holds too.)
+        let mut last_ts: HashMap<u32, &Rec> = HashMap::new();
         for r in recs {
+            if let Some(prev) = last_ts.insert(r.h.cpu, r) {
+                assert!(
+                    r.h.ts >= prev.h.ts,
+                    "shard {shard} cpu {}: time went back from {prev:?} to {r:?}",
+                    r.h.cpu
+                );
+            }
             if r.kind == abi::SL_TASK_INFO {
                 announced.insert(r.tasks[0]);
+                if matches!(r.ev, OwnedEv::Info { tgid, .. } if tgid == me) {
+                    mine.insert(r.tasks[0]);
+                }
                 continue;
             }
             if r.kind == abi::SL_FORGET {
@@ -240,13 +297,16 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                         [0, 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100].contains(prev_state),
                         "{r:?}"
                     );
-                    if let Some((last_next, last_ts)) = last.get(&r.h.cpu) {
-                        assert!(r.h.ts >= *last_ts, "time went back on cpu {}", r.h.cpu);
-                        if last_next != prev {
-                            mismatches += 1;
-                        }
+                    if let Some(last_next) = last.get(&r.h.cpu) {
+                        // Only a task the kernel never reports switching out
+                        // may be followed by a switch with another prev.
+                        assert!(
+                            last_next == prev || hidden.contains(last_next),
+                            "shard {shard}: {r:?}: prev is not the previous next {last_next:#x}, \
+                             which the kernel does report switching out: a switch was lost"
+                        );
                     }
-                    last.insert(r.h.cpu, (*next, r.h.ts));
+                    last.insert(r.h.cpu, *next);
                 }
                 OwnedEv::Fork { parent_pid, .. } if *parent_pid == tid => {
                     forks_of_me.push(r.clone())
@@ -255,11 +315,18 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                 _ => {}
             }
         }
-        assert_eq!(
-            mismatches, 0,
-            "shard {shard}: switch prev differs from the previous next"
-        );
+        running_at_end.extend(last.values().copied());
     }
+    // The excuse above must not cover our own threads: the kernel reports
+    // their switches, so every one of them that ran was seen switching out.
+    let own_hidden: Vec<_> = hidden
+        .iter()
+        .filter(|t| mine.contains(*t) && !running_at_end.contains(*t))
+        .collect();
+    assert!(
+        own_hidden.is_empty(),
+        "tasks of this process switched in and never out: {own_hidden:x?}"
+    );
     assert!(switches > 400, "only {switches} switches");
     let threads: Vec<_> = forks_of_me
         .iter()

@@ -419,6 +419,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // BPF pads exec records to a size class: the padding is not filename.
+        let mut padded = rec.clone();
+        padded.resize(128, 0xff);
+        assert!(
+            matches!(decode(&padded).unwrap().1, Event::Exec { filename, .. } if filename == b"/bin/true")
+        );
         // A filename_len beyond the record is malformed, not a panic.
         assert_eq!(decode(&rec[..rec.len() - 1]), Err(DecodeError::Short));
         let mut huge = rec.clone();

@@ -148,8 +148,8 @@ pub fn check_btf() -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "record")]
-/// The uid/gid to run `-- CMD` as: the invoking user's when under sudo, so
-/// the user's command does not run as root.
+/// The invoking user's uid/gid when under sudo: `-- CMD` runs as them (not
+/// as root) and the trace file is given to them.
 pub fn sudo_ids() -> anyhow::Result<Option<(u32, u32)>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -1,9 +1,10 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
-use crate::perfetto::writer::{EncoderStats, ShardEncoder, TraceWriter};
+use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWriter};
 use crate::trace::abi::{self, N_TYPES};
 use crate::trace::bpf::{self, Recorder, SwitchVariant};
 use crate::trace::consumer::{self, ShardCounters};
+use crate::trace::event::{Event, Header};
 use crate::trace::topology::Topology;
 use crate::trace::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
@@ -45,11 +46,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     }
     cli::check_privileges()?;
     cli::check_btf()?;
-    let run_as = if args.command.is_empty() {
-        None
-    } else {
-        cli::sudo_ids()?
-    };
+    // Under sudo: the user who asked for the recording.
+    let sudo_user = cli::sudo_ids()?;
 
     let output = args.output.clone().unwrap_or_else(cli::default_output);
     let writer = Arc::new(
@@ -60,6 +58,17 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
             )
         })?,
     );
+    if let Some((uid, gid)) = sudo_user {
+        // So that user can analyze the trace without root. Right after
+        // creating it, so even a recording that dies early is theirs; the
+        // mode stays 0600. Not fatal: the recording itself is still wanted.
+        if let Err(e) = std::os::unix::fs::chown(&output, Some(uid), Some(gid)) {
+            eprintln!(
+                "warning: could not give {} to uid {uid} (SUDO_UID): {e}; it stays root's",
+                output.display()
+            );
+        }
+    }
 
     let topology = Topology::read().context("reading the CPU topology from /sys")?;
     let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
@@ -118,7 +127,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     if let Some((program, rest)) = args.command.split_first() {
         let mut cmd = Command::new(program);
         cmd.args(rest);
-        if let Some((uid, gid)) = run_as {
+        if let Some((uid, gid)) = sudo_user {
             cmd.uid(uid).gid(gid);
         }
         match cmd.spawn() {
@@ -160,21 +169,32 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Release);
     let mut consumer_error = None;
-    let mut written = EncoderStats::default();
+    let mut encoders = Vec::with_capacity(nr_shards);
     for c in consumers {
         match c.join() {
-            Ok(Ok(encoder)) => written.merge(encoder.stats()),
+            Ok(Ok(encoder)) => encoders.push(Some(encoder)),
             Ok(Err(e)) => {
                 consumer_error.get_or_insert(e);
+                encoders.push(None);
             }
             Err(_) => {
                 consumer_error.get_or_insert(anyhow::anyhow!("a consumer thread panicked"));
+                encoders.push(None);
             }
         }
     }
+    if let Some(e) = consumer_error {
+        progress.finish();
+        return Err(write_failed(e, &writer, &output, args.compress));
+    }
+    let lost = recorder.lost_per_cpu(ncpus);
+    report_pending_lost(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
+    let mut written = EncoderStats::default();
+    for encoder in encoders.iter().flatten() {
+        written.merge(encoder.stats());
+    }
     progress.finish();
 
-    let lost = recorder.lost_per_cpu(ncpus);
     let mut by_type = [0u64; N_TYPES];
     let mut malformed = 0;
     for c in &counters {
@@ -208,12 +228,6 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         &output,
     );
 
-    if let Some(e) = consumer_error {
-        return Err(e.context(format!(
-            "the trace in {} ends early: writing events failed",
-            output.display()
-        )));
-    }
     if let Some(e) = spawn_error {
         return Err(e);
     }
@@ -226,6 +240,79 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Ends a recording whose events could not all be written (a full disk, an
+/// I/O error): nothing more goes into the file, and a chunk the failed write
+/// left half-written is cut off, so the file ends on its last complete chunk
+/// and decodes up to there. Returns the one-line error to show.
+fn write_failed(
+    e: anyhow::Error,
+    writer: &TraceWriter,
+    output: &std::path::Path,
+    compression: Compression,
+) -> anyhow::Error {
+    // Closing can fail the same way; the error that stopped us is the one to show.
+    let _ = writer.finish();
+    let kept = writer.bytes_written();
+    // bytes_written counts only completed appends, which all precede the
+    // failed one. A whole-file gzip stream cannot be cut at a chunk boundary;
+    // gzip readers stop at its end anyway.
+    if compression != Compression::Gzip {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .and_then(|f| f.set_len(kept));
+    }
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+    });
+    let what = if full {
+        "the disk is full; free space or record elsewhere with -o"
+    } else {
+        "writing events failed"
+    };
+    e.context(format!(
+        "recording stopped, {} ends early at its last complete chunk ({:.2} MB): {what}",
+        output.display(),
+        kept as f64 / 1e6
+    ))
+}
+
+/// Writes the drops no Lost record reported: BPF reports a CPU's failed
+/// reservations only before that CPU's next record, so those after its last
+/// record (or whose Lost record itself did not fit) are still pending when the
+/// programs are detached. Without this the trace's LostEvents would add up to
+/// less than the summary and the epilogue.
+fn report_pending_lost(
+    encoders: &mut [Option<ShardEncoder>],
+    cpu_shard: &[u8],
+    lost: &[u64],
+    end_ts: u64,
+) -> anyhow::Result<()> {
+    for (cpu, (&total, &shard)) in lost.iter().zip(cpu_shard).enumerate() {
+        let Some(encoder) = encoders
+            .get_mut(usize::from(shard))
+            .and_then(Option::as_mut)
+        else {
+            continue;
+        };
+        let reported = encoder.stats().lost_per_cpu.get(cpu).copied().unwrap_or(0);
+        let pending = total.saturating_sub(reported);
+        if pending > 0 {
+            let h = Header {
+                ts: end_ts,
+                cpu: cpu as u32,
+                pid: 0,
+            };
+            encoder.push(&h, &Event::Lost { count: pending })?;
+        }
+    }
+    for encoder in encoders.iter_mut().flatten() {
+        encoder.flush()?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
