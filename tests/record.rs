@@ -4,11 +4,11 @@
 //! Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
+mod oracle;
+
 use perfetto_protos::ftrace_event::FtraceEvent;
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
-use perfetto_protos::trace::Trace;
 use perfetto_protos::trace_packet::TracePacket;
-use protobuf::Message as _;
 use protobuf::UnknownValueRef;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -242,56 +242,11 @@ fn record_workload(dir: &Path, extra: &[&str]) -> (PathBuf, Report, Output) {
 
 // ---- decoding ---------------------------------------------------------------
 
-/// Splits `Trace.packet` records; stops at an incomplete one (a cut file).
-/// Also returns whether the whole buffer was consumed.
-fn records(mut buf: &[u8]) -> (Vec<&[u8]>, bool) {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        if buf[0] != 0x0a {
-            return (out, false);
-        }
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let Some(&b) = buf.get(i) else {
-                return (out, false);
-            };
-            len |= usize::from(b & 0x7f) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let Some(body) = buf.get(i..i + len) else {
-            return (out, false);
-        };
-        out.push(body);
-        buf = &buf[i + len..];
-    }
-    (out, true)
-}
-
-/// Every packet, zstd chunks (TracePacket field 133, newer than these protos)
-/// expanded; and whether the file ended on a packet boundary.
+/// Every packet (zstd chunks expanded) and whether the file ended on a
+/// packet boundary.
 fn decode(path: &Path) -> (Vec<TracePacket>, bool) {
-    let raw = std::fs::read(path).unwrap();
-    let (recs, complete) = records(&raw);
-    let mut packets = Vec::new();
-    for rec in recs {
-        let p = TracePacket::parse_from_bytes(rec).expect("packet parses");
-        match p.special_fields.unknown_fields().get(133) {
-            Some(UnknownValueRef::LengthDelimited(frame)) => {
-                let inner = zstd::decode_all(frame).expect("zstd chunk");
-                packets.extend(
-                    Trace::parse_from_bytes(&inner)
-                        .expect("chunk parses")
-                        .packet,
-                );
-            }
-            _ => packets.push(p),
-        }
-    }
-    (packets, complete)
+    let d = oracle::decode(path);
+    (d.packets, d.complete)
 }
 
 #[derive(Debug, Clone)]
@@ -894,9 +849,6 @@ fn tgid_filter_keeps_the_process_and_its_children_only() {
     assert!(switches >= 6, "{switches} switches of the workload");
 }
 
-/// The TracePacket field of schedlens's private packets.
-const SCHEDLENS_PACKET: u32 = 9900;
-
 /// Per-CPU counts from schedlens LostEvents packets, and the epilogue's totals.
 fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
     use prost::Message as _;
@@ -904,8 +856,10 @@ fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
     let mut per_cpu = BTreeMap::new();
     let mut epilogue = Vec::new();
     for p in packets {
-        let Some(UnknownValueRef::LengthDelimited(bytes)) =
-            p.special_fields.unknown_fields().get(SCHEDLENS_PACKET)
+        let Some(UnknownValueRef::LengthDelimited(bytes)) = p
+            .special_fields
+            .unknown_fields()
+            .get(oracle::SCHEDLENS_PACKET)
         else {
             continue;
         };

@@ -2,84 +2,35 @@
 //! (perfetto_protos): what a reader following trace_processor's rules
 //! reconstructs must be exactly what was pushed.
 
+mod oracle;
+
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
-use perfetto_protos::trace::Trace;
 use perfetto_protos::trace_packet::TracePacket;
 use prost::Message as _;
-use protobuf::Message as _;
 use protobuf::UnknownValueRef;
 use schedlens::perfetto::proto::schedlens::{SchedlensPacket, schedlens_packet};
 use schedlens::perfetto::writer::{Compression, EVENT_NAMES, ShardEncoder, TraceWriter};
 use schedlens::trace::event::{COMM_LEN, Event, Header, TaskId};
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 
 // ---- decoding --------------------------------------------------------------
 
-/// Splits a stream of `Trace.packet` records; stops at an incomplete one (a
-/// truncated file).
-fn records(mut buf: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while buf.len() > 1 && buf[0] == 0x0a {
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let Some(&b) = buf.get(i) else { return out };
-            len |= usize::from(b & 0x7f) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let Some(body) = buf.get(i..i + len) else {
-            return out;
-        };
-        out.push(body);
-        buf = &buf[i + len..];
-    }
-    out
-}
-
 /// Every packet in the file, zstd chunks expanded; also the uncompressed
 /// size of each zstd chunk.
 fn decode(path: &Path) -> (Vec<TracePacket>, Vec<usize>) {
-    let raw = std::fs::read(path).unwrap();
-    let data = if raw.starts_with(&[0x1f, 0x8b]) {
-        // Read as far as the (possibly cut) stream goes.
-        let mut gz = flate2::read::GzDecoder::new(&raw[..]);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match gz.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        out
-    } else {
-        raw
-    };
-    let mut packets = Vec::new();
-    let mut chunks = Vec::new();
-    for rec in records(&data) {
-        let p = TracePacket::parse_from_bytes(rec).unwrap();
-        match p.special_fields.unknown_fields().get(133) {
-            Some(UnknownValueRef::LengthDelimited(frame)) => {
-                let inner = zstd::decode_all(frame).unwrap();
-                chunks.push(inner.len());
-                packets.extend(Trace::parse_from_bytes(&inner).unwrap().packet);
-            }
-            _ => packets.push(p),
-        }
-    }
-    (packets, chunks)
+    let d = oracle::decode(path);
+    (d.packets, d.chunk_sizes)
 }
 
 fn schedlens_of(p: &TracePacket) -> Option<SchedlensPacket> {
-    match p.special_fields.unknown_fields().get(9900) {
+    match p
+        .special_fields
+        .unknown_fields()
+        .get(oracle::SCHEDLENS_PACKET)
+    {
         Some(UnknownValueRef::LengthDelimited(b)) => Some(SchedlensPacket::decode(b).unwrap()),
         _ => None,
     }
