@@ -16,4 +16,10 @@ fi
 
 # The analyzing commands must build on machines without clang or libelf.
 "${run[@]}" cargo build --locked --no-default-features
+
+# The benchmark at tiny sizes, so it never rots (its figures mean nothing here).
+"${run[@]}" cargo build --locked --bin schedlens --example bench
+"${run[@]}" target/debug/examples/bench --smoke --schedlens target/debug/schedlens \
+  --json target/bench-smoke.json --work-dir target/bench-smoke
+
 "${run[@]}" cargo test --locked --no-fail-fast
