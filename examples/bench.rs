@@ -546,13 +546,10 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
     }
     // One long recording: the recorder's CPU per event and whether its memory
     // stays flat; its trace (>= 10 M events in a full run) feeds figure 5.
-    let long_secs = if o.smoke { 3 } else { 40 };
+    let (long_secs, long_pairs) = if o.smoke { (1, 1) } else { (40, 2 * ncpu) };
     let path = o.work.join("long.pftrace");
-    eprintln!(
-        "  long recording: {long_secs} s with {} pipe pairs and a fork/exec storm",
-        2 * ncpu
-    );
-    let (c, cost, rss) = record_under_load(o, 2 * ncpu, true, long_secs, &path)?;
+    eprintln!("  long recording: {long_secs} s with {long_pairs} pipe pairs and a fork/exec storm");
+    let (c, cost, rss) = record_under_load(o, long_pairs, true, long_secs, &path)?;
     out.recorder_ns_per_event = cost.cpu_s * 1e9 / c.events.max(1) as f64;
     out.recorder_max_rss_mib = out
         .recorder_max_rss_mib
