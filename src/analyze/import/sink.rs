@@ -119,7 +119,7 @@ impl<'c> RawStmt<'c> {
                 db,
                 sql.as_ptr().cast(),
                 sql.len() as c_int,
-                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut stmt,
                 ptr::null_mut(),
             )
