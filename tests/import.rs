@@ -251,6 +251,43 @@ fn slices_tile_cpus_and_thread_states_never_overlap() {
     assert!(int(&db, "SELECT count(*) FROM wakeup WHERE latency = 2000") > 9_000);
 }
 
+/// A thread asleep while tens of thousands of rows open and close after its
+/// own: its row leaves the importer's reorder window and is inserted late,
+/// in place; no row is lost or duplicated and ids stay dense.
+#[test]
+fn long_sleep_past_the_reorder_window_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = vec![
+        switch(1_000, (0, "swapper/0", 0), (50, "sleeper")),
+        switch(2_000, (50, "sleeper", 1), (100, "a")),
+    ];
+    let mut ts = 3_000;
+    for i in 0..30_000 {
+        let (prev, next) = if i % 2 == 0 { (100, 101) } else { (101, 100) };
+        events.push(waking(ts, prev as u32, next, "ab", 0));
+        events.push(switch(ts + 500, (prev, "ab", 1), (next, "ab")));
+        ts += 1_000;
+    }
+    let last = if 30_000 % 2 == 0 { 100 } else { 101 };
+    events.push(waking(ts, last as u32, 50, "sleeper", 0));
+    events.push(switch(ts + 500, (last, "ab", 1), (50, "sleeper")));
+    let (db, _) = load(dir.path(), "sleep.pftrace", &encode(&[bundle(0, events)])).unwrap();
+    for table in ["thread_state", "sched_slice", "wakeup"] {
+        assert_eq!(
+            int(&db, &format!("SELECT count(*) FROM {table}")),
+            int(&db, &format!("SELECT max(id) + 1 FROM {table}")),
+            "{table}"
+        );
+    }
+    assert_eq!(
+        int(
+            &db,
+            "SELECT dur FROM thread_state JOIN thread USING (utid) WHERE tid = 50 AND state = 'S'"
+        ),
+        ts as i64 - 2_000
+    );
+}
+
 #[test]
 fn cache_is_reused_until_the_trace_changes_or_rebuild() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@
 use super::Ctx;
 use super::events::{Ev, StatsProcess};
 use super::process::{NamePriority, ProcessTracker, Utid};
-use super::sink::{Sink, StateRow, TaskEventRow, WakeupRow};
+use super::sink::{Sink, SliceRow, StateRow, TaskEventRow, WakeupRow};
 use super::strings::{FastMap, Str, Strings};
 use crate::perfetto::proto::ProcessTree;
 use serde_json::json;
@@ -601,13 +601,16 @@ impl<'c> Parser<'c> {
 
     fn close_slice(&mut self, ctx: &Ctx, s: OpenSlice, end: i64, end_state: Option<Str>) -> R {
         self.sink.slice(
-            s.id,
-            s.ts,
-            end - s.ts,
-            s.cpu,
-            s.utid,
-            end_state.map(|x| ctx.strings.get(x)),
-            s.priority,
+            SliceRow {
+                id: s.id,
+                ts: s.ts,
+                dur: end - s.ts,
+                cpu: s.cpu,
+                utid: s.utid,
+                end_state,
+                priority: s.priority,
+            },
+            &ctx.strings,
         )
     }
 
@@ -644,7 +647,7 @@ impl<'c> Parser<'c> {
             Some(state) if !self.is_blocked(state) => {
                 // Already runnable or running: nothing to wake (spurious).
                 ctx.add_stat("spurious_sched_wakeup", None, 1);
-                return self.sink.wakeup(&row);
+                return self.sink.wakeup(row, &ctx.strings);
             }
             Some(_) => self.close_state(ctx, ts, wakee)?,
             None => {}
@@ -652,7 +655,7 @@ impl<'c> Parser<'c> {
         let runnable = self.runnable;
         self.open_state(ctx, ts, wakee, Some(runnable), None, waker, flags)?;
         if let Some(old) = self.info(wakee).wakeup.replace(row) {
-            self.sink.wakeup(&old)?;
+            self.sink.wakeup(old, &ctx.strings)?;
         }
         Ok(())
     }
@@ -725,7 +728,7 @@ impl<'c> Parser<'c> {
             return Ok(());
         }
         self.sink
-            .state_blocked(blocked, io_wait, caller.map(|c| ctx.strings.get(c)))
+            .state_blocked(blocked, io_wait, caller, &ctx.strings)
     }
 
     /// One sched_switch's thread states: prev gets prev_state, next Running.
@@ -751,7 +754,7 @@ impl<'c> Parser<'c> {
         if let Some(mut w) = self.info(next).wakeup.take() {
             w.run_ts = Some(ts);
             w.run_cpu = Some(cpu);
-            self.sink.wakeup(&w)?;
+            self.sink.wakeup(w, &ctx.strings)?;
         }
         Ok(())
     }
@@ -818,19 +821,22 @@ impl<'c> Parser<'c> {
     }
 
     fn write_state(&mut self, ctx: &Ctx, utid: Utid, s: &OpenState) -> R {
-        self.sink.state(&StateRow {
-            id: s.id,
-            ts: s.ts,
-            dur: s.dur.unwrap_or(-1),
-            cpu: s.cpu,
-            utid,
-            state: s.state.map(|x| ctx.strings.get(x)),
-            io_wait: s.io_wait,
-            blocked_function: s.blocked_function.map(|x| ctx.strings.get(x)),
-            waker_utid: s.waker_utid,
-            waker_id: s.waker_id,
-            irq_context: s.irq_context,
-        })
+        self.sink.state(
+            StateRow {
+                id: s.id,
+                ts: s.ts,
+                dur: s.dur.unwrap_or(-1),
+                cpu: s.cpu,
+                utid,
+                state: s.state,
+                io_wait: s.io_wait,
+                blocked_function: s.blocked_function,
+                waker_utid: s.waker_utid,
+                waker_id: s.waker_id,
+                irq_context: s.irq_context,
+            },
+            &ctx.strings,
+        )
     }
 
     /// Atrace markers (`B|pid|name`, `E|pid`, `C|pid|...`, ...) tie the
@@ -930,8 +936,18 @@ impl<'c> Parser<'c> {
     pub fn finish(&mut self, ctx: &mut Ctx) -> R {
         for cpu in 0..self.cpus.len() {
             if let Some(s) = self.cpus[cpu].slice.take() {
-                self.sink
-                    .slice(s.id, s.ts, -1, s.cpu, s.utid, None, s.priority)?;
+                self.sink.slice(
+                    SliceRow {
+                        id: s.id,
+                        ts: s.ts,
+                        dur: -1,
+                        cpu: s.cpu,
+                        utid: s.utid,
+                        end_state: None,
+                        priority: s.priority,
+                    },
+                    &ctx.strings,
+                )?;
             }
         }
         for utid in 0..self.threads.len() {
@@ -940,9 +956,10 @@ impl<'c> Parser<'c> {
                 self.write_state(ctx, utid as Utid, &l)?;
             }
             if let Some(w) = info.wakeup {
-                self.sink.wakeup(&w)?;
+                self.sink.wakeup(w, &ctx.strings)?;
             }
         }
+        self.sink.finish(&ctx.strings)?;
         if self.procs.errors > 0 {
             ctx.add_stat("process_tracker_errors", None, self.procs.errors as i64);
         }
