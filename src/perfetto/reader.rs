@@ -323,9 +323,14 @@ impl TraceReader {
                         "packet length {len} exceeds the maximum of {MAX_PACKET_SIZE} bytes"
                     ));
                 }
-                self.buf.resize(len as usize, 0);
-                if let Err(e) = self.input.read_exact(&mut self.buf) {
-                    return self.cut(start, e);
+                // Grow with the bytes that really arrive rather than trusting the
+                // declared length: a few bytes of a cut or hostile file must not
+                // cost a MAX_PACKET_SIZE allocation.
+                self.buf.clear();
+                match (&mut self.input).take(len).read_to_end(&mut self.buf) {
+                    Ok(n) if n as u64 == len => {}
+                    Ok(_) => return self.cut(start, eof()),
+                    Err(e) => return self.cut(start, e),
                 }
                 self.offset += len;
                 return Ok(true);
