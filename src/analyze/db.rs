@@ -146,6 +146,13 @@ pub fn load(trace: &Path, opts: &LoadOptions) -> anyhow::Result<LoadedTrace> {
                     "the trace's directory is not writable and there is no user cache directory",
                 ));
             };
+            // Say why the database is not beside the trace, so the user finds it
+            // (and knows a later writable copy of the trace would cache anew).
+            eprintln!(
+                "schedlens: {} is not writable; keeping the database in the user cache directory: {}",
+                beside.parent().unwrap_or(Path::new(".")).display(),
+                db.display()
+            );
             if let Some(dir) = db.parent() {
                 fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
