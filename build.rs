@@ -27,7 +27,7 @@ fn build_bpf(out_dir: &std::path::Path) {
     println!("cargo:rerun-if-changed=bpf");
     libbpf_cargo::SkeletonBuilder::new()
         .source(source)
-        .clang_args(["-Ibpf", "-O2", "-g", "-Wall"])
+        .clang_args(["-Ibpf", "-O2", "-g", "-Wall", "-mcpu=v3"])
         .build_and_generate(out_dir.join("schedlens.skel.rs"))
         .unwrap_or_else(|e| {
             panic!(

@@ -1,7 +1,611 @@
-// placeholder so the skeleton builds while the recorder is written
-typedef unsigned char __u8; typedef unsigned short __u16; typedef unsigned int __u32; typedef unsigned long long __u64;
-typedef signed char __s8; typedef short __s16; typedef int __s32; typedef long long __s64;
-typedef __u16 __be16; typedef __u32 __be32; typedef __u32 __wsum;
-enum bpf_map_type { BPF_MAP_TYPE_RINGBUF = 27 };
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * schedlens recorder: scheduler tracepoints -> sharded ring buffers.
+ *
+ * Every record is an sl_header plus one body (events.h). Records go to the
+ * ring of the shard the current CPU belongs to (CPUs grouped by LLC in
+ * userspace), so one shard's stream is in per-CPU order for its CPUs.
+ *
+ * Task identity is the task_struct pointer. Before a record names a task in
+ * a shard, the task is announced there with a TaskInfo record (pid, tgid,
+ * parent, comm); task storage remembers which shards have seen it, so the
+ * hot path sends only the event. Tasks without storage (creation failed) are
+ * announced before every event that names them: correct, only bigger.
+ */
+#include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+
 char LICENSE[] SEC("license") = "GPL";
+
+#define CLONE_THREAD 0x00010000ULL
+#define SL_MAX_FILTER 16
+/* Ancestors checked when a pre-existing task is first seen with --pid/--tgid. */
+#define SL_MAX_ANCESTORS 16
+/* Check the ring's fill level only every this many events per CPU. */
+#define SL_WAKEUP_CHECK_EVERY 32
+
+/* Configuration, written by userspace before load (rodata: the verifier sees
+ * the values, so a disabled filter costs nothing). */
+const volatile u32 nr_shards = 1;
+const volatile u8 cpu_shard[SL_MAX_CPUS];
+/* Force a consumer wakeup once a shard holds more than this many bytes. */
+const volatile u64 wakeup_bytes = 1 << 22;
+const volatile bool filter_on = false;
+const volatile u32 nr_filter_pids = 0;
+const volatile u32 nr_filter_tgids = 0;
+const volatile u32 nr_filter_comms = 0;
+const volatile s32 filter_pids[SL_MAX_FILTER];
+const volatile s32 filter_tgids[SL_MAX_FILTER];
+/* NUL-padded comms, compared as two words. */
+const volatile u64 filter_comms[SL_MAX_FILTER][2];
+
+/* Indexed by cpu; userspace reads lost_total at the end. */
+struct sl_cpu_state cpu_state[SL_MAX_CPUS];
+
+/* The template for the shard rings; userspace creates the real ones with the
+ * chosen size and passes one as the inner map before load. */
+struct ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, SL_MAX_SHARDS);
+	__type(key, u32);
+	__array(values, struct ring);
+} rings SEC(".maps");
+
+enum verdict {
+	V_UNKNOWN = 0,
+	V_TRACED = 1,
+	V_IGNORED = 2,
+};
+
+struct task_ctx {
+	/* Shards whose stream carries this task's current name. */
+	u64 announced;
+	/* Shards that ever saw it: they get a Forget when it is freed. */
+	u64 known;
+	u64 clone_flags;
+	u8 have_clone_flags;
+	u8 verdict; /* enum verdict; only used with filter_on */
+	u8 pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctx SEC(".maps");
+
+struct exec_rec {
+	struct sl_header h;
+	struct sl_exec b;
+	char filename[SL_FILENAME_MAX];
+};
+
+/* Exec records are variable size: built here, then copied with
+ * bpf_ringbuf_output at their real length. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct exec_rec);
+} exec_scratch SEC(".maps");
+
+#define REC(name, body)            \
+	struct name {              \
+		struct sl_header h; \
+		struct body b;      \
+	}
+REC(rec_switch, sl_switch);
+REC(rec_waking, sl_waking);
+REC(rec_task_info, sl_task_info);
+REC(rec_fork, sl_fork);
+REC(rec_exit, sl_exit);
+REC(rec_free, sl_free);
+REC(rec_forget, sl_forget);
+REC(rec_rename, sl_rename);
+REC(rec_lost, sl_lost);
+
+/* Where this CPU's records go. */
+struct emitter {
+	void *rb;
+	struct sl_cpu_state *cs;
+	u32 cpu;
+	u32 shard;
+	s32 pid; /* header pid */
+};
+
+static __always_inline bool emitter_init(struct emitter *e, s32 pid)
+{
+	u32 cpu = bpf_get_smp_processor_id();
+	u32 idx = cpu & (SL_MAX_CPUS - 1);
+
+	e->cpu = cpu;
+	e->cs = &cpu_state[idx];
+	e->shard = cpu_shard[idx];
+	e->pid = pid;
+	e->rb = bpf_map_lookup_elem(&rings, &e->shard);
+	return e->rb != NULL;
+}
+
+static __always_inline s32 current_pid(void)
+{
+	return (s32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline void count_lost(struct sl_cpu_state *cs)
+{
+	__sync_fetch_and_add(&cs->lost_pending, 1);
+	__sync_fetch_and_add(&cs->lost_total, 1);
+}
+
+static __always_inline void fill_header(struct sl_header *h, struct emitter *e, u8 type)
+{
+	h->ts = bpf_ktime_get_boot_ns();
+	h->pid = e->pid;
+	h->cpu = e->cpu;
+	h->type = type;
+	h->pad = 0;
+}
+
+static __always_inline void submit(struct emitter *e, void *rec)
+{
+	u64 flags = BPF_RB_NO_WAKEUP;
+
+	/* Batched wakeups: the consumer also polls on a short timeout, so a
+	 * forced wakeup is only needed when the ring is filling up. */
+	if ((++e->cs->events % SL_WAKEUP_CHECK_EVERY) == 0 &&
+	    bpf_ringbuf_query(e->rb, BPF_RB_AVAIL_DATA) > wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+}
+
+/* Reports earlier failed reservations before the next record of this CPU. */
+static __attribute__((noinline)) void flush_lost(struct emitter *e)
+{
+	struct rec_lost *r;
+	u64 n = e->cs->lost_pending;
+
+	r = bpf_ringbuf_reserve(e->rb, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_header(&r->h, e, SL_LOST);
+	r->b.count = n;
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	/* Subtract rather than zero: a nested handler may have added meanwhile. */
+	__sync_fetch_and_add(&e->cs->lost_pending, -n);
+}
+
+/* Reserves a record of constant size; the Lost record, if any, comes first. */
+static __always_inline void *reserve(struct emitter *e, u64 size, u8 type)
+{
+	struct sl_header *h;
+
+	if (e->cs->lost_pending)
+		flush_lost(e);
+	h = bpf_ringbuf_reserve(e->rb, size, 0);
+	if (!h) {
+		count_lost(e->cs);
+		return NULL;
+	}
+	fill_header(h, e, type);
+	return h;
+}
+
+static __always_inline struct task_ctx *task_ctx_of(struct task_struct *t)
+{
+	return bpf_task_storage_get(&task_ctx, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* Announces `t` to this CPU's shard unless it already knows the task's
+ * current name. False if the TaskInfo could not be written: the caller must
+ * then drop its event, since a reader could not name the task. */
+static __attribute__((noinline)) bool announce_slow(struct emitter *e, struct task_struct *t,
+						    struct task_ctx *c)
+{
+	struct rec_task_info *r;
+	u64 bit = 1ULL << (e->shard & (SL_MAX_SHARDS - 1));
+
+	r = reserve(e, sizeof(*r), SL_TASK_INFO);
+	if (!r)
+		return false;
+	r->b.task = (u64)t;
+	r->b.pid = BPF_CORE_READ(t, pid);
+	r->b.tgid = BPF_CORE_READ(t, tgid);
+	r->b.ppid = BPF_CORE_READ(t, real_parent, tgid);
+	r->b.flags = (BPF_CORE_READ(t, flags) & PF_KTHREAD) ? SL_TASK_KTHREAD : 0;
+	bpf_probe_read_kernel(r->b.comm, sizeof(r->b.comm), &t->comm);
+	submit(e, r);
+	if (c) {
+		__sync_fetch_and_or(&c->announced, bit);
+		__sync_fetch_and_or(&c->known, bit);
+	}
+	return true;
+}
+
+static __always_inline bool announce(struct emitter *e, struct task_struct *t, struct task_ctx *c)
+{
+	if (c && (c->announced & (1ULL << (e->shard & (SL_MAX_SHARDS - 1)))))
+		return true;
+	return announce_slow(e, t, c);
+}
+
+/* Reads a NUL-padded comm into two words for comparing with filter_comms. */
+static __always_inline bool comm_matches(const u64 comm[2])
+{
+	for (u32 i = 0; i < SL_MAX_FILTER && i < nr_filter_comms; i++)
+		if (filter_comms[i][0] == comm[0] && filter_comms[i][1] == comm[1])
+			return true;
+	return false;
+}
+
+static __always_inline bool id_in(const volatile s32 *ids, u32 n, s32 id)
+{
+	for (u32 i = 0; i < SL_MAX_FILTER && i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/* The filter for a task seen for the first time: its pid, tgid or comm, or
+ * an ancestor's pid or tgid (descendants of a traced task are traced; tasks
+ * born during the recording inherit the verdict at task_newtask instead). */
+static __attribute__((noinline)) bool task_matches(struct task_struct *t)
+{
+	u64 comm[2] = {};
+	struct task_struct *a = t;
+
+	bpf_probe_read_kernel(comm, sizeof(comm), &t->comm);
+	if (comm_matches(comm))
+		return true;
+	for (u32 i = 0; i < SL_MAX_ANCESTORS && a; i++) {
+		s32 pid = BPF_CORE_READ(a, pid);
+
+		if (id_in(filter_pids, nr_filter_pids, pid) ||
+		    id_in(filter_tgids, nr_filter_tgids, BPF_CORE_READ(a, tgid)))
+			return true;
+		if (pid <= 1)
+			break;
+		a = BPF_CORE_READ(a, real_parent);
+	}
+	return false;
+}
+
+static __always_inline bool traced(struct task_struct *t, struct task_ctx *c)
+{
+	bool v;
+
+	if (!filter_on)
+		return true;
+	if (c && c->verdict != V_UNKNOWN)
+		return c->verdict == V_TRACED;
+	v = task_matches(t);
+	if (c)
+		c->verdict = v ? V_TRACED : V_IGNORED;
+	return v;
+}
+
+/* task_cpu(): thread_info.cpu from 5.16, task_struct.cpu before. */
+static __always_inline s32 task_cpu(struct task_struct *t)
+{
+	struct task_struct___old *o = (void *)t;
+
+	/* A direct load, not a probe-read helper call: waking is a hot path. */
+	if (bpf_core_field_exists(t->thread_info.cpu))
+		return t->thread_info.cpu;
+	return BPF_CORE_READ(o, cpu);
+}
+
+static __always_inline int on_switch(bool preempt, struct task_struct *prev,
+				     struct task_struct *next, u32 prev_state)
+{
+	struct task_ctx *pc = task_ctx_of(prev);
+	struct task_ctx *nc = task_ctx_of(next);
+	struct rec_switch *r;
+	struct emitter e;
+
+	if (filter_on && !traced(prev, pc) && !traced(next, nc))
+		return 0;
+	if (!emitter_init(&e, prev->pid))
+		return 0;
+	if (!announce(&e, prev, pc) || !announce(&e, next, nc)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = reserve(&e, sizeof(*r), SL_SWITCH);
+	if (!r)
+		return 0;
+	r->b.prev = (u64)prev;
+	r->b.next = (u64)next;
+	r->b.prev_pid = prev->pid;
+	r->b.next_pid = next->pid;
+	r->b.prev_state = preempt ? SL_STATE_PREEMPT : (prev_state | (u32)prev->exit_state);
+	r->b.prev_prio = prev->prio;
+	r->b.next_prio = next->prio;
+	submit(&e, r);
+	return 0;
+}
+
+/* From 5.18 the tracepoint passes the state it prints. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	return on_switch(preempt, prev, next, prev_state);
+}
+
+/* Before 5.18 (loaded instead of handle_switch there): prev's state as the
+ * tracepoint would have read it. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(handle_switch_legacy, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	struct task_struct___old *o = (void *)prev;
+	u32 state;
+
+	if (bpf_core_field_exists(prev->__state))
+		state = BPF_CORE_READ(prev, __state);
+	else
+		state = BPF_CORE_READ(o, state);
+	return on_switch(preempt, prev, next, state);
+}
+
+static __always_inline int on_waking(struct task_struct *p, u8 type)
+{
+	struct task_ctx *c = task_ctx_of(p);
+	struct rec_waking *r;
+	struct emitter e;
+
+	if (!traced(p, c))
+		return 0;
+	if (!emitter_init(&e, current_pid()))
+		return 0;
+	if (!announce(&e, p, c)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = reserve(&e, sizeof(*r), type);
+	if (!r)
+		return 0;
+	r->b.task = (u64)p;
+	r->b.pid = p->pid;
+	r->b.target_cpu = task_cpu(p);
+	r->b.prio = p->prio;
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/sched_waking")
+int BPF_PROG(handle_waking, struct task_struct *p)
+{
+	return on_waking(p, SL_WAKING);
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(handle_wakeup_new, struct task_struct *p)
+{
+	return on_waking(p, SL_WAKEUP_NEW);
+}
+
+/* The only place clone flags are visible: keep them for sched_process_fork,
+ * and pass the parent's filter verdict on to the child. */
+SEC("tp_btf/task_newtask")
+int BPF_PROG(handle_newtask, struct task_struct *task, u64 clone_flags)
+{
+	struct task_ctx *c = task_ctx_of(task);
+	struct task_struct *parent;
+
+	if (!c)
+		return 0;
+	c->clone_flags = clone_flags;
+	c->have_clone_flags = 1;
+	if (filter_on) {
+		parent = bpf_get_current_task_btf();
+		if (traced(parent, task_ctx_of(parent)))
+			c->verdict = V_TRACED;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct task_ctx *pc = task_ctx_of(parent);
+	struct task_ctx *cc = task_ctx_of(child);
+	struct rec_fork *r;
+	struct emitter e;
+
+	if (filter_on && !traced(parent, pc) && !traced(child, cc))
+		return 0;
+	if (!emitter_init(&e, parent->pid))
+		return 0;
+	if (!announce(&e, parent, pc) || !announce(&e, child, cc)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = reserve(&e, sizeof(*r), SL_FORK);
+	if (!r)
+		return 0;
+	r->b.parent = (u64)parent;
+	r->b.child = (u64)child;
+	r->b.parent_pid = parent->pid;
+	r->b.child_pid = child->pid;
+	r->b.child_tgid = child->tgid;
+	r->b.pad = 0;
+	if (cc && cc->have_clone_flags)
+		r->b.clone_flags = cc->clone_flags;
+	else
+		/* task_newtask missed (attached in between, or no storage):
+		 * the one flag readers need follows from the tgids. */
+		r->b.clone_flags = child->tgid == parent->tgid ? CLONE_THREAD : 0;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct task_ctx *c = task_ctx_of(p);
+	u32 zero = 0;
+	struct exec_rec *r;
+	struct emitter e;
+	long len;
+	u64 comm[2] = {};
+
+	/* A --comm filter matches the new name too. */
+	if (filter_on && c && c->verdict != V_TRACED) {
+		bpf_probe_read_kernel(comm, sizeof(comm), &p->comm);
+		if (comm_matches(comm))
+			c->verdict = V_TRACED;
+	}
+	if (!traced(p, c))
+		return 0;
+	if (!emitter_init(&e, p->pid))
+		return 0;
+	if (!announce(&e, p, c)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!r)
+		return 0;
+	if (e.cs->lost_pending)
+		flush_lost(&e);
+	fill_header(&r->h, &e, SL_EXEC);
+	r->b.task = (u64)p;
+	r->b.pid = p->pid;
+	r->b.old_pid = old_pid;
+	bpf_probe_read_kernel(r->b.comm, sizeof(r->b.comm), &p->comm);
+	len = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), BPF_CORE_READ(bprm, filename));
+	/* len counts the NUL; a failed read leaves an empty filename. */
+	len = len > 0 ? len - 1 : 0;
+	if (len > SL_FILENAME_MAX)
+		len = SL_FILENAME_MAX;
+	r->b.filename_len = len;
+	r->b.pad = 0;
+	if (bpf_ringbuf_output(e.rb, r, sizeof(r->h) + sizeof(r->b) + len, BPF_RB_NO_WAKEUP))
+		count_lost(e.cs);
+	/* The comm changed: every shard must hear the new one before its next use. */
+	if (c)
+		c->announced = 0;
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *p)
+{
+	struct task_ctx *c = task_ctx_of(p);
+	struct rec_exit *r;
+	struct emitter e;
+
+	if (!traced(p, c))
+		return 0;
+	if (!emitter_init(&e, p->pid))
+		return 0;
+	if (!announce(&e, p, c)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = reserve(&e, sizeof(*r), SL_EXIT);
+	if (!r)
+		return 0;
+	r->b.task = (u64)p;
+	r->b.pid = p->pid;
+	r->b.tgid = p->tgid;
+	r->b.prio = p->prio;
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+/* The task_struct is released (RCU callback, any CPU): its address may be
+ * reused from now on, so every shard that knows it must drop it. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(handle_free, struct task_struct *p)
+{
+	struct task_ctx *c = bpf_task_storage_get(&task_ctx, p, 0, 0);
+	u64 known = c ? c->known : ~0ULL;
+	bool is_traced = traced(p, c);
+	struct rec_forget *f;
+	struct rec_free *r;
+	struct emitter e;
+	void *rb;
+	u32 own;
+
+	if (!known)
+		return 0;
+	if (!emitter_init(&e, current_pid()))
+		return 0;
+	own = e.shard;
+	if (is_traced && announce(&e, p, c)) {
+		r = reserve(&e, sizeof(*r), SL_FREE);
+		if (r) {
+			r->b.task = (u64)p;
+			r->b.pid = p->pid;
+			r->b.prio = p->prio;
+			submit(&e, r);
+		}
+		known &= ~(1ULL << (own & (SL_MAX_SHARDS - 1)));
+	}
+	for (u32 i = 0; i < SL_MAX_SHARDS && i < nr_shards; i++) {
+		/* A copy as the key: taking i's address would move the loop
+		 * counter to the stack, where the verifier loses its bounds. */
+		u32 key = i;
+
+		if (!(known & (1ULL << i)))
+			continue;
+		rb = bpf_map_lookup_elem(&rings, &key);
+		if (!rb)
+			continue;
+		/* Not reserve(): this CPU's Lost records belong in its own shard. */
+		f = bpf_ringbuf_reserve(rb, sizeof(*f), 0);
+		if (!f) {
+			count_lost(e.cs);
+			continue;
+		}
+		fill_header(&f->h, &e, SL_FORGET);
+		f->b.task = (u64)p;
+		bpf_ringbuf_submit(f, BPF_RB_NO_WAKEUP);
+	}
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
+{
+	struct task_ctx *c = task_ctx_of(task);
+	struct rec_rename *r;
+	struct emitter e;
+	u64 newcomm[2] = {};
+
+	bpf_probe_read_kernel_str(newcomm, sizeof(newcomm), comm);
+	if (filter_on && c && c->verdict != V_TRACED && comm_matches(newcomm))
+		c->verdict = V_TRACED;
+	if (!traced(task, c))
+		return 0;
+	if (!emitter_init(&e, current_pid()))
+		return 0;
+	if (!announce(&e, task, c)) {
+		count_lost(e.cs);
+		return 0;
+	}
+	r = reserve(&e, sizeof(*r), SL_RENAME);
+	if (!r)
+		return 0;
+	r->b.task = (u64)task;
+	r->b.pid = task->pid;
+	r->b.pad = 0;
+	__builtin_memcpy(r->b.newcomm, newcomm, sizeof(newcomm));
+	submit(&e, r);
+	if (c)
+		c->announced = 0;
+	return 0;
+}

@@ -1,14 +1,85 @@
-//! `schedlens trace`: the recorder. (Issue 2.)
+//! `schedlens trace`: the recorder.
+//!
+//! BPF programs (bpf/schedlens.bpf.c) on the scheduler tracepoints write
+//! records into one ring buffer per shard of CPUs ([`bpf`]); one consumer
+//! thread per shard decodes them ([`abi`]) and encodes them into the trace
+//! ([`consumer`], [`crate::perfetto::writer`]); [`record`] runs the whole.
 
+pub mod abi;
+#[cfg(feature = "record")]
+pub mod bpf;
+pub mod cli;
+#[cfg(feature = "record")]
+pub mod consumer;
 pub mod event;
+#[cfg(feature = "record")]
+mod record;
 pub mod snapshot;
 pub mod topology;
 
-/// Arguments of `schedlens trace` (owner: recorder).
+use crate::perfetto::writer::Compression;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `schedlens trace`.
 #[derive(Debug, clap::Args)]
-pub struct TraceArgs {}
+#[command(after_help = "Examples:\n  \
+    sudo schedlens trace -d 30s\n  \
+    sudo schedlens trace -o build.pftrace -- make -j8\n  \
+    sudo schedlens trace --tgid 1234 -d 1m")]
+pub struct TraceArgs {
+    /// How long to record [default: 10s, or until CMD exits when one is given]
+    #[arg(short, long, value_parser = cli::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Trace file to write [default: schedlens-<hostname>-<UTC time>.pftrace]
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Compression of the trace file
+    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+    pub compress: Compression,
+    /// Record only this thread and the tasks it creates (repeatable)
+    #[arg(long = "pid", value_name = "PID", value_parser = cli::parse_id)]
+    pub pids: Vec<i32>,
+    /// Record only this process, its threads and descendants (repeatable)
+    #[arg(long = "tgid", value_name = "TGID", value_parser = cli::parse_id)]
+    pub tgids: Vec<i32>,
+    /// Record only tasks with this name (at start, exec or rename) and their descendants (repeatable)
+    #[arg(long = "comm", value_name = "NAME", value_parser = cli::parse_comm)]
+    pub comms: Vec<String>,
+    /// Number of ring buffers [default: one per group of CPUs sharing a last-level cache]
+    #[arg(long, value_parser = cli::parse_shards)]
+    pub shards: Option<usize>,
+    /// Size of each ring buffer (power of two, 64K to 1G)
+    #[arg(long, default_value = "16M", value_parser = cli::parse_ring_size)]
+    pub ring_size: u32,
+    /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
+    #[arg(long, hide = true)]
+    pub legacy_switch: bool,
+    /// Command to run (as the sudo user under sudo); recording stops when it exits
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
 
 /// Runs `schedlens trace`.
-pub fn run(_args: TraceArgs) -> anyhow::Result<()> {
-    unimplemented!("issue 2: recorder")
+pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    for (flag, n) in [
+        ("--pid", args.pids.len()),
+        ("--tgid", args.tgids.len()),
+        ("--comm", args.comms.len()),
+    ] {
+        if n > abi::MAX_FILTER {
+            anyhow::bail!(
+                "at most {} {flag} values are supported, got {n}",
+                abi::MAX_FILTER
+            );
+        }
+    }
+    #[cfg(feature = "record")]
+    return record::record(args);
+    #[cfg(not(feature = "record"))]
+    anyhow::bail!(
+        "this build has no recorder (built without the `record` feature); \
+         rebuild with default features to use `schedlens trace`"
+    )
 }

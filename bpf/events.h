@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The ring buffer record ABI between bpf/schedlens.bpf.c and the Rust
+ * decoder (src/trace/abi.rs). Every record is a struct sl_header followed by
+ * exactly one body; BPF reserves only header + that body (exec appends its
+ * filename). All fields are native endian, every struct has explicit padding
+ * and both sides assert the sizes, so a change on one side fails the build of
+ * the other instead of silently misdecoding.
+ */
+#ifndef SCHEDLENS_EVENTS_H
+#define SCHEDLENS_EVENTS_H
+
+#define SL_COMM_LEN 16
+/* Longest exec filename kept; longer ones are cut (PATH_MAX would waste ring space). */
+#define SL_FILENAME_MAX 512
+/* Shards are named by bits of a u64 "announced" mask in task storage. */
+#define SL_MAX_SHARDS 64
+/* Per-CPU arrays are indexed by cpu & (SL_MAX_CPUS - 1); userspace refuses more CPUs. */
+#define SL_MAX_CPUS 4096
+
+enum sl_type {
+	SL_SWITCH = 1,
+	SL_WAKING = 2,
+	SL_WAKEUP_NEW = 3,
+	SL_TASK_INFO = 4,
+	SL_FORK = 5,
+	SL_EXEC = 6,
+	SL_EXIT = 7,
+	SL_FREE = 8,
+	SL_FORGET = 9,
+	SL_RENAME = 10,
+	SL_LOST = 11,
+};
+
+/* Set in sl_switch.prev_state when the switch was a preemption; otherwise the
+ * field holds prev's raw (__state | exit_state) and userspace computes what the
+ * tracepoint prints (__trace_sched_switch_state): cheaper than fls() in BPF. */
+#define SL_STATE_PREEMPT 0x80000000u
+
+struct sl_header {
+	__u64 ts;   /* bpf_ktime_get_boot_ns */
+	__s32 pid;  /* tid of the task running when the tracepoint fired */
+	__u16 cpu;
+	__u8 type;  /* enum sl_type */
+	__u8 pad;
+};
+
+struct sl_switch {
+	__u64 prev;
+	__u64 next;
+	__s32 prev_pid;
+	__s32 next_pid;
+	__u32 prev_state;
+	__s16 prev_prio;
+	__s16 next_prio;
+};
+
+/* sched_waking and sched_wakeup_new */
+struct sl_waking {
+	__u64 task;
+	__s32 pid;
+	__s32 target_cpu;
+	__s32 prio;
+	__u32 pad;
+};
+
+#define SL_TASK_KTHREAD 1u
+
+struct sl_task_info {
+	__u64 task;
+	__s32 pid;
+	__s32 tgid;
+	__s32 ppid;  /* tgid of the real parent */
+	__u32 flags; /* SL_TASK_* */
+	char comm[SL_COMM_LEN];
+};
+
+struct sl_fork {
+	__u64 parent;
+	__u64 child;
+	__u64 clone_flags;
+	__s32 parent_pid;
+	__s32 child_pid;
+	__s32 child_tgid;
+	__u32 pad;
+};
+
+/* Followed by filename_len bytes of filename (no NUL). */
+struct sl_exec {
+	__u64 task;
+	__s32 pid;
+	__s32 old_pid;
+	char comm[SL_COMM_LEN];
+	__u32 filename_len;
+	__u32 pad;
+};
+
+struct sl_exit {
+	__u64 task;
+	__s32 pid;
+	__s32 tgid;
+	__s32 prio;
+	__u32 pad;
+};
+
+struct sl_free {
+	__u64 task;
+	__s32 pid;
+	__s32 prio;
+};
+
+struct sl_forget {
+	__u64 task;
+};
+
+struct sl_rename {
+	__u64 task;
+	__s32 pid;
+	__u32 pad;
+	char newcomm[SL_COMM_LEN];
+};
+
+struct sl_lost {
+	__u64 count;
+};
+
+/* Per-CPU counters in .bss, one cache line each against false sharing. */
+struct sl_cpu_state {
+	__u64 lost_pending; /* failed reservations not yet reported in the stream */
+	__u64 lost_total;   /* all failed reservations, read by userspace at the end */
+	__u64 events;       /* drives the every-Nth fill check for wakeups */
+	__u64 pad[5];
+};
+
+_Static_assert(sizeof(struct sl_header) == 16, "sl_header");
+_Static_assert(sizeof(struct sl_switch) == 32, "sl_switch");
+_Static_assert(sizeof(struct sl_waking) == 24, "sl_waking");
+_Static_assert(sizeof(struct sl_task_info) == 40, "sl_task_info");
+_Static_assert(sizeof(struct sl_fork) == 40, "sl_fork");
+_Static_assert(sizeof(struct sl_exec) == 40, "sl_exec");
+_Static_assert(sizeof(struct sl_exit) == 24, "sl_exit");
+_Static_assert(sizeof(struct sl_free) == 16, "sl_free");
+_Static_assert(sizeof(struct sl_forget) == 8, "sl_forget");
+_Static_assert(sizeof(struct sl_rename) == 32, "sl_rename");
+_Static_assert(sizeof(struct sl_lost) == 8, "sl_lost");
+_Static_assert(sizeof(struct sl_cpu_state) == 64, "sl_cpu_state");
+
+#endif

@@ -1,0 +1,717 @@
+//! The per-shard encoder: recorder events -> per-CPU FtraceEventBundles.
+//!
+//! Switches and wakings go into CompactSched columns, which are kept as
+//! ready-encoded packed varints; everything else is encoded at once as a full
+//! FtraceEvent. A chunk is the set of bundles (plus LostEvents and
+//! ProcessTree packets) buffered since the last flush.
+
+use super::hash::FastMap;
+use super::pb;
+use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
+use crate::perfetto::proto::schedlens::{LostEvents, SchedlensPacket, schedlens_packet};
+use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packet};
+use crate::trace::event::{COMM_LEN, Event, Header, TaskId, comm_str};
+use prost::Message as _;
+use std::sync::{Arc, Mutex};
+
+/// Perfetto names of the events counted in [`EncoderStats::events`], in index
+/// order. The last two are schedlens bookkeeping, not trace events.
+pub const EVENT_NAMES: [&str; 10] = [
+    "sched_switch",
+    "sched_waking",
+    "sched_wakeup_new",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_free",
+    "task_rename",
+    "schedlens_task_info",
+    "schedlens_forget",
+];
+
+const EV_SWITCH: usize = 0;
+const EV_WAKING: usize = 1;
+const EV_WAKEUP_NEW: usize = 2;
+const EV_FORK: usize = 3;
+const EV_EXEC: usize = 4;
+const EV_EXIT: usize = 5;
+const EV_FREE: usize = 6;
+const EV_RENAME: usize = 7;
+const EV_TASK_INFO: usize = 8;
+const EV_FORGET: usize = 9;
+
+/// Counters for the recorder's live line and end-of-trace summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncoderStats {
+    /// Events pushed, indexed like [`EVENT_NAMES`].
+    pub events: [u64; EVENT_NAMES.len()],
+    /// Lost events reported by `Lost`, indexed by cpu.
+    pub lost_per_cpu: Vec<u64>,
+    /// Events that named a task no TaskInfo announced (written with an empty comm).
+    pub unknown_tasks: u64,
+    /// Uncompressed chunk bytes handed to the writer.
+    pub bytes_in: u64,
+    /// Bytes this shard's chunks added to the file.
+    pub bytes_out: u64,
+    pub chunks: u64,
+}
+
+impl EncoderStats {
+    /// (Perfetto event name, count) pairs.
+    pub fn named_events(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        EVENT_NAMES.iter().copied().zip(self.events.iter().copied())
+    }
+
+    /// Adds another shard's counters to these.
+    pub fn merge(&mut self, other: &EncoderStats) {
+        for (a, b) in self.events.iter_mut().zip(other.events) {
+            *a += b;
+        }
+        if self.lost_per_cpu.len() < other.lost_per_cpu.len() {
+            self.lost_per_cpu.resize(other.lost_per_cpu.len(), 0);
+        }
+        for (a, b) in self.lost_per_cpu.iter_mut().zip(&other.lost_per_cpu) {
+            *a += b;
+        }
+        self.unknown_tasks += other.unknown_tasks;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.chunks += other.chunks;
+    }
+}
+
+/// CPU numbers beyond this are rejected: a corrupt record must not make the
+/// encoder allocate per-CPU state for billions of CPUs.
+const MAX_CPUS: u32 = 1 << 16;
+
+/// Room kept below the chunk limit for the event that crosses the flush
+/// threshold. The largest event is an exec: its file name is cut to PATH_MAX.
+const CHUNK_MARGIN: usize = 8 * 1024;
+const MAX_FILENAME: usize = 4096;
+
+/// Upper bound of a bundle's framing (packet and bundle headers, cpu,
+/// lost_events, compact_sched header and the eleven column headers).
+const BUNDLE_OVERHEAD: usize = 96;
+
+// FtraceEvent fields.
+const FE_TIMESTAMP: u32 = 1;
+const FE_PID: u32 = 2;
+const FE_SCHED_SWITCH: u32 = 4;
+const FE_SCHED_WAKING: u32 = 20;
+const FE_SCHED_WAKEUP_NEW: u32 = 114;
+const FE_TASK_NEWTASK: u32 = 235;
+const FE_TASK_RENAME: u32 = 236;
+const FE_PROCESS_EXEC: u32 = 237;
+const FE_PROCESS_EXIT: u32 = 238;
+const FE_PROCESS_FORK: u32 = 239;
+const FE_PROCESS_FREE: u32 = 240;
+
+/// What the shard knows about a task.
+struct Task {
+    pid: i32,
+    tgid: i32,
+    /// NUL-padded, bytes after the first NUL zeroed so equal names compare equal.
+    comm: [u8; COMM_LEN],
+    /// Intern index of `comm` in the bundle whose generation is `intern_gen`
+    /// (0: none), so a task's comm is hashed once per bundle, not per event.
+    intern_gen: u32,
+    intern_idx: u32,
+}
+
+fn clean_comm(comm: &[u8; COMM_LEN]) -> [u8; COMM_LEN] {
+    let mut c = [0u8; COMM_LEN];
+    let s = comm_str(comm);
+    c[..s.len()].copy_from_slice(s);
+    c
+}
+
+const EMPTY_COMM: [u8; COMM_LEN] = [0; COMM_LEN];
+
+/// One CPU's open bundle and the reader-side state it must stay in step with.
+#[derive(Default)]
+struct CpuState {
+    /// Generation of the open bundle; unique within the shard, never 0.
+    generation: u32,
+    /// The bundle has something to write (events, interned names or the lost flag).
+    open: bool,
+    lost: bool,
+    /// Encoded `FtraceEventBundle.event` records.
+    full: Vec<u8>,
+    /// Encoded `intern_table` records and the index of each name.
+    intern: Vec<u8>,
+    intern_map: FastMap<[u8; COMM_LEN], u32>,
+    n_intern: u32,
+    /// Packed column bodies: switch timestamp deltas, prev_state, next_pid,
+    /// next_prio, next_comm_index.
+    sw: [Vec<u8>; 5],
+    /// waking timestamp deltas, pid, target_cpu, prio, comm_index.
+    wk: [Vec<u8>; 5],
+    sw_last_ts: u64,
+    wk_last_ts: u64,
+    /// A reader knows which task runs on this CPU: a switch was written since
+    /// the start or the last loss. Until then compact events would be
+    /// mis-paired (switch) or dropped (waking).
+    synced: bool,
+    running: TaskId,
+    running_pid: i32,
+}
+
+const SW_FIELDS: [u32; 5] = [1, 2, 3, 4, 6];
+const WK_FIELDS: [u32; 5] = [7, 8, 9, 10, 11];
+
+impl CpuState {
+    fn columns_len(cols: &[Vec<u8>; 5], fields: [u32; 5]) -> usize {
+        cols.iter()
+            .zip(fields)
+            .filter(|(c, _)| !c.is_empty())
+            .map(|(c, f)| pb::tag_len(f) + pb::varint_len(c.len() as u64) + c.len())
+            .sum()
+    }
+
+    /// Appends this bundle as one `Trace.packet` record and empties it,
+    /// keeping every buffer's capacity.
+    fn encode_into(&mut self, cpu: u32, out: &mut Vec<u8>) {
+        let compact = self.intern.len()
+            + Self::columns_len(&self.sw, SW_FIELDS)
+            + Self::columns_len(&self.wk, WK_FIELDS);
+        let mut bundle = pb::tag_len(1) + pb::varint_len(u64::from(cpu)) + self.full.len();
+        if self.lost {
+            bundle += 2;
+        }
+        if compact > 0 {
+            bundle += pb::tag_len(4) + pb::varint_len(compact as u64) + compact;
+        }
+        let packet = pb::tag_len(1) + pb::varint_len(bundle as u64) + bundle;
+        out.reserve(pb::tag_len(1) + pb::varint_len(packet as u64) + packet);
+        pb::put_tag(out, 1, pb::WIRE_LEN);
+        pb::put_varint(out, packet as u64);
+        pb::put_tag(out, 1, pb::WIRE_LEN);
+        pb::put_varint(out, bundle as u64);
+        pb::put_u64_field(out, 1, u64::from(cpu));
+        out.extend_from_slice(&self.full);
+        if self.lost {
+            pb::put_u64_field(out, 3, 1);
+        }
+        if compact > 0 {
+            pb::put_tag(out, 4, pb::WIRE_LEN);
+            pb::put_varint(out, compact as u64);
+            out.extend_from_slice(&self.intern);
+            for (cols, fields) in [(&self.sw, SW_FIELDS), (&self.wk, WK_FIELDS)] {
+                for (c, f) in cols.iter().zip(fields) {
+                    if !c.is_empty() {
+                        pb::put_tag(out, f, pb::WIRE_LEN);
+                        pb::put_varint(out, c.len() as u64);
+                        out.extend_from_slice(c);
+                    }
+                }
+            }
+        }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.open = false;
+        self.lost = false;
+        self.full.clear();
+        self.intern.clear();
+        self.intern_map.clear();
+        self.n_intern = 0;
+        self.sw.iter_mut().for_each(Vec::clear);
+        self.wk.iter_mut().for_each(Vec::clear);
+        self.sw_last_ts = 0;
+        self.wk_last_ts = 0;
+        self.generation = 0;
+    }
+}
+
+/// Encodes the events of one ring-buffer shard (one consumer thread).
+pub struct ShardEncoder {
+    writer: Arc<TraceWriter>,
+    tasks: FastMap<TaskId, Task>,
+    cpus: Vec<CpuState>,
+    next_gen: u32,
+    /// Finished bundles and other packets of the chunk being built.
+    payload: Vec<u8>,
+    /// Upper bound of the chunk's encoded size if flushed now.
+    buffered: usize,
+    flush_at: usize,
+    /// Threads announced since the last flush (tid, tgid), and the first one's time.
+    new_threads: Vec<(i32, i32)>,
+    new_threads_ts: u64,
+    scratch: ChunkScratch,
+    stats: EncoderStats,
+    shared: Arc<Mutex<EncoderStats>>,
+}
+
+impl ShardEncoder {
+    pub fn new(writer: Arc<TraceWriter>) -> ShardEncoder {
+        ShardEncoder {
+            writer,
+            tasks: FastMap::default(),
+            cpus: Vec::new(),
+            next_gen: 1,
+            payload: Vec::new(),
+            buffered: 0,
+            flush_at: MAX_CHUNK_BYTES - CHUNK_MARGIN,
+            new_threads: Vec::new(),
+            new_threads_ts: 0,
+            scratch: ChunkScratch::default(),
+            stats: EncoderStats::default(),
+            shared: Arc::default(),
+        }
+    }
+
+    /// Lowers the uncompressed chunk size (clamped to 16 KiB..=512 KiB).
+    /// Smaller chunks lose less on a crash and compress worse.
+    pub fn set_chunk_limit(&mut self, bytes: usize) {
+        self.flush_at = bytes.clamp(2 * CHUNK_MARGIN, MAX_CHUNK_BYTES) - CHUNK_MARGIN;
+    }
+
+    /// This shard's counters, exact as of the last push.
+    pub fn stats(&self) -> &EncoderStats {
+        &self.stats
+    }
+
+    /// The counters as of the last flush, readable from other threads (the
+    /// live status line) without touching the hot path.
+    pub fn shared_stats(&self) -> Arc<Mutex<EncoderStats>> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Tasks in the shard's table (its memory use is proportional).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn cpu_index(&mut self, cpu: u32) -> anyhow::Result<usize> {
+        anyhow::ensure!(cpu < MAX_CPUS, "event for cpu {cpu}: out of range");
+        let i = cpu as usize;
+        if i >= self.cpus.len() {
+            self.cpus.resize_with(i + 1, CpuState::default);
+        }
+        Ok(i)
+    }
+
+    /// Opens the CPU's bundle if needed and counts its framing.
+    #[inline]
+    fn open(&mut self, i: usize) {
+        let c = &mut self.cpus[i];
+        if !c.open {
+            c.open = true;
+            c.generation = self.next_gen;
+            // Generation 0 means "no cached index"; skip it on wrap-around.
+            self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
+            self.buffered += BUNDLE_OVERHEAD;
+        }
+    }
+
+    /// Hot path: appends one event to its CPU's bundle.
+    pub fn push(&mut self, h: &Header, ev: &Event<'_>) -> anyhow::Result<()> {
+        let i = self.cpu_index(h.cpu)?;
+        match *ev {
+            Event::Switch {
+                prev,
+                prev_pid,
+                prev_prio,
+                prev_state,
+                next,
+                next_pid,
+                next_prio,
+            } => {
+                self.stats.events[EV_SWITCH] += 1;
+                self.open(i);
+                self.ensure_idle(next, next_pid, h.cpu);
+                let c = &self.cpus[i];
+                if c.synced && c.running == prev {
+                    let idx = self.intern_task(i, next);
+                    let c = &mut self.cpus[i];
+                    let delta = h.ts.wrapping_sub(c.sw_last_ts);
+                    c.sw_last_ts = h.ts;
+                    let n = pb::put_varint(&mut c.sw[0], delta)
+                        + pb::put_varint(&mut c.sw[1], prev_state as u64)
+                        + pb::put_i32(&mut c.sw[2], next_pid)
+                        + pb::put_i32(&mut c.sw[3], next_prio)
+                        + pb::put_varint(&mut c.sw[4], u64::from(idx));
+                    self.buffered += n;
+                } else {
+                    self.ensure_idle(prev, prev_pid, h.cpu);
+                    let prev_comm = self.comm_of(prev);
+                    let next_comm = self.comm_of(next);
+                    self.full_event(i, h.ts, h.pid, FE_SCHED_SWITCH, |b| {
+                        pb::put_str_field(b, 1, comm_str(&prev_comm));
+                        pb::put_i32_field(b, 2, prev_pid);
+                        pb::put_i32_field(b, 3, prev_prio);
+                        pb::put_u64_field(b, 4, prev_state as u64);
+                        pb::put_str_field(b, 5, comm_str(&next_comm));
+                        pb::put_i32_field(b, 6, next_pid);
+                        pb::put_i32_field(b, 7, next_prio);
+                    });
+                }
+                let c = &mut self.cpus[i];
+                c.synced = true;
+                c.running = next;
+                c.running_pid = next_pid;
+            }
+            Event::Waking {
+                wakee,
+                pid,
+                prio,
+                target_cpu,
+            } => {
+                self.stats.events[EV_WAKING] += 1;
+                self.open(i);
+                let c = &self.cpus[i];
+                // A compact waking's waker is whoever a reader thinks runs on
+                // this CPU; write it in full when that is not the header's task.
+                if c.synced && c.running_pid == h.pid {
+                    let idx = self.intern_task(i, wakee);
+                    let c = &mut self.cpus[i];
+                    let delta = h.ts.wrapping_sub(c.wk_last_ts);
+                    c.wk_last_ts = h.ts;
+                    let n = pb::put_varint(&mut c.wk[0], delta)
+                        + pb::put_i32(&mut c.wk[1], pid)
+                        + pb::put_i32(&mut c.wk[2], target_cpu)
+                        + pb::put_i32(&mut c.wk[3], prio)
+                        + pb::put_varint(&mut c.wk[4], u64::from(idx));
+                    self.buffered += n;
+                } else {
+                    let comm = self.comm_of(wakee);
+                    self.full_event(i, h.ts, h.pid, FE_SCHED_WAKING, |b| {
+                        pb::put_str_field(b, 1, comm_str(&comm));
+                        pb::put_i32_field(b, 2, pid);
+                        pb::put_i32_field(b, 3, prio);
+                        pb::put_i32_field(b, 5, target_cpu);
+                    });
+                }
+            }
+            Event::WakeupNew {
+                task,
+                pid,
+                prio,
+                target_cpu,
+            } => {
+                self.stats.events[EV_WAKEUP_NEW] += 1;
+                self.open(i);
+                let comm = self.comm_of(task);
+                self.full_event(i, h.ts, h.pid, FE_SCHED_WAKEUP_NEW, |b| {
+                    pb::put_str_field(b, 1, comm_str(&comm));
+                    pb::put_i32_field(b, 2, pid);
+                    pb::put_i32_field(b, 3, prio);
+                    pb::put_i32_field(b, 5, target_cpu);
+                });
+            }
+            Event::TaskInfo {
+                task,
+                pid,
+                tgid,
+                comm,
+                ..
+            } => {
+                self.stats.events[EV_TASK_INFO] += 1;
+                let comm = clean_comm(comm);
+                match self.tasks.get_mut(&task) {
+                    Some(t) => {
+                        t.pid = pid;
+                        t.tgid = tgid;
+                        if t.comm != comm {
+                            t.comm = comm;
+                            t.intern_gen = 0;
+                        }
+                    }
+                    None => {
+                        self.tasks.insert(
+                            task,
+                            Task {
+                                pid,
+                                tgid,
+                                comm,
+                                intern_gen: 0,
+                                intern_idx: 0,
+                            },
+                        );
+                        if pid != tgid {
+                            if self.new_threads.is_empty() {
+                                self.new_threads_ts = h.ts;
+                            }
+                            self.new_threads.push((pid, tgid));
+                            // ProcessTree.Thread: tag+len, two int32 fields.
+                            self.buffered += 26;
+                        }
+                    }
+                }
+            }
+            Event::Fork {
+                parent,
+                parent_pid,
+                child_pid,
+                clone_flags,
+                ..
+            } => {
+                self.stats.events[EV_FORK] += 1;
+                self.open(i);
+                let comm = self.comm_of(parent);
+                // The kernel fires task_newtask inside copy_process, before
+                // sched_process_fork; Perfetto builds the thread from it.
+                self.full_event(i, h.ts, parent_pid, FE_TASK_NEWTASK, |b| {
+                    pb::put_i32_field(b, 1, child_pid);
+                    pb::put_str_field(b, 2, comm_str(&comm));
+                    pb::put_u64_field(b, 3, clone_flags);
+                });
+                self.full_event(i, h.ts, h.pid, FE_PROCESS_FORK, |b| {
+                    pb::put_str_field(b, 1, comm_str(&comm));
+                    pb::put_i32_field(b, 2, parent_pid);
+                    pb::put_str_field(b, 3, comm_str(&comm));
+                    pb::put_i32_field(b, 4, child_pid);
+                });
+            }
+            Event::Exec {
+                task,
+                pid,
+                old_pid,
+                comm,
+                filename,
+            } => {
+                self.stats.events[EV_EXEC] += 1;
+                self.open(i);
+                let filename = &filename[..filename.len().min(MAX_FILENAME)];
+                self.full_event(i, h.ts, h.pid, FE_PROCESS_EXEC, |b| {
+                    pb::put_str_field(b, 1, filename);
+                    pb::put_i32_field(b, 2, pid);
+                    pb::put_i32_field(b, 3, old_pid);
+                });
+                if let Some(t) = self.tasks.get_mut(&task) {
+                    // de_thread() gives the exec'ing thread the leader's pid.
+                    t.pid = pid;
+                    t.tgid = pid;
+                    t.comm = clean_comm(comm);
+                    t.intern_gen = 0;
+                }
+            }
+            Event::Exit {
+                task,
+                pid,
+                tgid,
+                prio,
+            } => {
+                self.stats.events[EV_EXIT] += 1;
+                self.open(i);
+                let comm = self.comm_of(task);
+                self.full_event(i, h.ts, h.pid, FE_PROCESS_EXIT, |b| {
+                    pb::put_str_field(b, 1, comm_str(&comm));
+                    pb::put_i32_field(b, 2, pid);
+                    pb::put_i32_field(b, 3, tgid);
+                    pb::put_i32_field(b, 4, prio);
+                });
+            }
+            Event::Free { task, pid, prio } => {
+                self.stats.events[EV_FREE] += 1;
+                self.open(i);
+                let comm = self.comm_of(task);
+                self.full_event(i, h.ts, h.pid, FE_PROCESS_FREE, |b| {
+                    pb::put_str_field(b, 1, comm_str(&comm));
+                    pb::put_i32_field(b, 2, pid);
+                    pb::put_i32_field(b, 3, prio);
+                });
+                self.tasks.remove(&task);
+            }
+            Event::Forget { task } => {
+                self.stats.events[EV_FORGET] += 1;
+                self.tasks.remove(&task);
+            }
+            Event::Rename { task, pid, newcomm } => {
+                self.stats.events[EV_RENAME] += 1;
+                self.open(i);
+                let old = self.comm_of(task);
+                let new = clean_comm(newcomm);
+                self.full_event(i, h.ts, h.pid, FE_TASK_RENAME, |b| {
+                    pb::put_i32_field(b, 1, pid);
+                    pb::put_str_field(b, 2, comm_str(&old));
+                    pb::put_str_field(b, 3, comm_str(&new));
+                });
+                if let Some(t) = self.tasks.get_mut(&task) {
+                    t.comm = new;
+                    t.intern_gen = 0;
+                }
+            }
+            Event::Lost { count } => self.lost(i, h, count)?,
+        }
+        if self.buffered >= self.flush_at {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the CPU's bundle, starts one flagged lost_events, and makes the
+    /// next switch carry its prev fields again.
+    fn lost(&mut self, i: usize, h: &Header, count: u64) -> anyhow::Result<()> {
+        if self.stats.lost_per_cpu.len() <= i {
+            self.stats.lost_per_cpu.resize(i + 1, 0);
+        }
+        self.stats.lost_per_cpu[i] = self.stats.lost_per_cpu[i].saturating_add(count);
+        let c = &mut self.cpus[i];
+        if c.open {
+            c.encode_into(h.cpu, &mut self.payload);
+        }
+        self.open(i);
+        let c = &mut self.cpus[i];
+        c.lost = true;
+        c.synced = false;
+        let packet = TracePacket {
+            timestamp: Some(h.ts),
+            data: Some(trace_packet::Data::Schedlens(SchedlensPacket {
+                data: Some(schedlens_packet::Data::LostEvents(LostEvents {
+                    cpu: Some(h.cpu),
+                    count: Some(count),
+                })),
+            })),
+            ..Default::default()
+        };
+        let before = self.payload.len();
+        put_packet(&mut self.payload, &packet)?;
+        self.buffered += self.payload.len() - before;
+        Ok(())
+    }
+
+    /// The idle task is never announced by the BPF side; name it the way
+    /// the kernel does so it does not count as unknown.
+    #[inline]
+    fn ensure_idle(&mut self, task: TaskId, pid: i32, cpu: u32) {
+        if pid == 0 && !self.tasks.contains_key(&task) {
+            let mut comm = [0u8; COMM_LEN];
+            let name = format!("swapper/{cpu}");
+            let n = name.len().min(COMM_LEN - 1);
+            comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+            self.tasks.insert(
+                task,
+                Task {
+                    pid: 0,
+                    tgid: 0,
+                    comm,
+                    intern_gen: 0,
+                    intern_idx: 0,
+                },
+            );
+        }
+    }
+
+    /// The task's comm, or an empty one (counted) if it was never announced.
+    #[inline]
+    fn comm_of(&mut self, task: TaskId) -> [u8; COMM_LEN] {
+        match self.tasks.get(&task) {
+            Some(t) => t.comm,
+            None => {
+                self.stats.unknown_tasks += 1;
+                EMPTY_COMM
+            }
+        }
+    }
+
+    /// Index of the task's comm in CPU `i`'s intern table, adding it if new.
+    #[inline]
+    fn intern_task(&mut self, i: usize, task: TaskId) -> u32 {
+        let c = &mut self.cpus[i];
+        let t = self.tasks.get_mut(&task);
+        let comm = match &t {
+            Some(t) if t.intern_gen == c.generation => return t.intern_idx,
+            Some(t) => t.comm,
+            None => {
+                self.stats.unknown_tasks += 1;
+                EMPTY_COMM
+            }
+        };
+        let idx = match c.intern_map.get(&comm) {
+            Some(&idx) => idx,
+            None => {
+                let idx = c.n_intern;
+                c.n_intern += 1;
+                c.intern_map.insert(comm, idx);
+                let before = c.intern.len();
+                pb::put_str_field(&mut c.intern, 5, comm_str(&comm));
+                self.buffered += c.intern.len() - before;
+                idx
+            }
+        };
+        if let Some(t) = t {
+            t.intern_gen = c.generation;
+            t.intern_idx = idx;
+        }
+        idx
+    }
+
+    /// Appends one full FtraceEvent whose payload `body` writes into field `field`.
+    #[inline]
+    fn full_event(
+        &mut self,
+        i: usize,
+        ts: u64,
+        pid: i32,
+        field: u32,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let buf = &mut self.cpus[i].full;
+        let before = buf.len();
+        let ev = pb::begin_len(buf, 2);
+        pb::put_u64_field(buf, FE_TIMESTAMP, ts);
+        // FtraceEvent.pid is uint32; a tid is never negative.
+        pb::put_u64_field(buf, FE_PID, u64::from(pid as u32));
+        let inner = pb::begin_len(buf, field);
+        body(buf);
+        pb::end_len(buf, inner);
+        pb::end_len(buf, ev);
+        self.buffered += buf.len() - before;
+    }
+
+    /// Writes everything buffered as one chunk.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        for (cpu, c) in self.cpus.iter_mut().enumerate() {
+            if c.open {
+                // cpu < MAX_CPUS, checked when the state was created.
+                c.encode_into(cpu as u32, &mut self.payload);
+            }
+        }
+        if !self.new_threads.is_empty() {
+            let packet = TracePacket {
+                timestamp: Some(self.new_threads_ts),
+                data: Some(trace_packet::Data::ProcessTree(ProcessTree {
+                    threads: self
+                        .new_threads
+                        .iter()
+                        .map(|&(tid, tgid)| process_tree::Thread {
+                            tid: Some(tid),
+                            tgid: Some(tgid),
+                            name: None,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            };
+            put_packet(&mut self.payload, &packet)?;
+            self.new_threads.clear();
+        }
+        let result = self.writer.append_chunk(&self.payload, &mut self.scratch);
+        if !self.payload.is_empty() {
+            self.stats.bytes_in += self.payload.len() as u64;
+            self.stats.chunks += 1;
+        }
+        self.payload.clear();
+        self.buffered = 0;
+        // A table that shrank far below its peak (a fork storm ended) gives
+        // the memory back.
+        if self.tasks.capacity() > 4096 && self.tasks.len() * 4 < self.tasks.capacity() {
+            self.tasks.shrink_to(self.tasks.len() * 2);
+        }
+        self.stats.bytes_out += *result.as_ref().unwrap_or(&0);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.clone_from(&self.stats);
+        }
+        result.map(|_| ())
+    }
+}
+
+/// Appends `packet` as a `Trace.packet` record.
+fn put_packet(out: &mut Vec<u8>, packet: &TracePacket) -> anyhow::Result<()> {
+    pb::put_tag(out, 1, pb::WIRE_LEN);
+    packet.encode_length_delimited(out)?;
+    Ok(())
+}

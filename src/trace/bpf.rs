@@ -1,0 +1,265 @@
+//! Loading, configuring and attaching the BPF programs, and the shard rings.
+
+use crate::trace::abi::{MAX_CPUS, MAX_FILTER, MAX_SHARDS};
+use anyhow::{Context, bail};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/schedlens.skel.rs"));
+}
+use skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
+
+/// Which sched_switch program to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchVariant {
+    /// 5.18+: the tracepoint passes prev_state.
+    WithState,
+    /// Before 5.18: read prev's state from its task_struct.
+    Legacy,
+}
+
+impl SwitchVariant {
+    /// Picks the variant from the kernel's BTF: the tracepoint's prototype
+    /// (`btf_trace_sched_switch`: ctx + 4 args from 5.18) rather than the
+    /// version number, which backports make unreliable.
+    pub fn detect() -> anyhow::Result<SwitchVariant> {
+        let btf = libbpf_rs::Btf::from_vmlinux().context("reading the kernel's BTF")?;
+        let td: libbpf_rs::btf::types::Typedef<'_> = btf
+            .type_by_name("btf_trace_sched_switch")
+            .context("the kernel's BTF has no sched_switch tracepoint")?;
+        let proto = td
+            .next_type()
+            .and_then(|ptr| ptr.next_type())
+            .and_then(|ty| libbpf_rs::btf::types::FuncProto::try_from(ty).ok())
+            .context("unexpected BTF type for btf_trace_sched_switch")?;
+        Ok(if proto.len() >= 5 {
+            SwitchVariant::WithState
+        } else {
+            SwitchVariant::Legacy
+        })
+    }
+}
+
+/// What the programs record (defaults: the whole system).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub pids: Vec<i32>,
+    pub tgids: Vec<i32>,
+    /// Up to 15 bytes each (TASK_COMM_LEN - 1).
+    pub comms: Vec<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.tgids.is_empty() && self.comms.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shard of each possible CPU.
+    pub cpu_shard: Vec<u8>,
+    pub nr_shards: usize,
+    /// Bytes per shard ring: a power of two, a multiple of the page size.
+    pub ring_size: u32,
+    pub filter: Filter,
+    pub switch: SwitchVariant,
+}
+
+/// The loaded and (after [`Recorder::attach`]) attached programs.
+pub struct Recorder<'obj> {
+    skel: SchedlensSkel<'obj>,
+    /// One ring per shard, also referenced from the `rings` map.
+    rings: Vec<MapHandle>,
+}
+
+impl<'obj> Recorder<'obj> {
+    /// Creates the rings and loads the programs with `cfg` (nothing attached yet).
+    pub fn load(
+        object: &'obj mut MaybeUninit<OpenObject>,
+        cfg: &Config,
+    ) -> anyhow::Result<Recorder<'obj>> {
+        if cfg.nr_shards == 0 || cfg.nr_shards > MAX_SHARDS {
+            bail!("the number of shards must be 1 to {MAX_SHARDS}");
+        }
+        if cfg.cpu_shard.len() > MAX_CPUS {
+            bail!(
+                "this machine has {} possible CPUs; the recorder supports {MAX_CPUS}",
+                cfg.cpu_shard.len()
+            );
+        }
+        let f = &cfg.filter;
+        if f.pids.len().max(f.tgids.len()).max(f.comms.len()) > MAX_FILTER {
+            bail!("at most {MAX_FILTER} values per filter flag are supported");
+        }
+        if f.comms.iter().any(|c| c.len() > 15) {
+            bail!("a --comm name has at most 15 bytes");
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let rings = (0..cfg.nr_shards)
+            .map(|i| {
+                MapHandle::create(
+                    MapType::RingBuf,
+                    Some(format!("sl_ring{i}")),
+                    0,
+                    0,
+                    cfg.ring_size,
+                    &opts,
+                )
+                .with_context(|| {
+                    format!(
+                        "creating a {} MiB ring buffer (try a smaller --ring-size)",
+                        cfg.ring_size >> 20
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let mut open = SchedlensSkelBuilder::default()
+            .open(object)
+            .context("opening the BPF object")?;
+        let ro = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("the BPF object has no .rodata")?;
+        ro.nr_shards = cfg.nr_shards as u32;
+        ro.cpu_shard[..cfg.cpu_shard.len()].copy_from_slice(&cfg.cpu_shard);
+        // Wake the consumer early once a ring is a quarter full.
+        ro.wakeup_bytes = u64::from(cfg.ring_size / 4);
+        ro.filter_on = !f.is_empty();
+        ro.nr_filter_pids = f.pids.len() as u32;
+        ro.nr_filter_tgids = f.tgids.len() as u32;
+        ro.nr_filter_comms = f.comms.len() as u32;
+        ro.filter_pids[..f.pids.len()].copy_from_slice(&f.pids);
+        ro.filter_tgids[..f.tgids.len()].copy_from_slice(&f.tgids);
+        for (slot, comm) in ro.filter_comms.iter_mut().zip(&f.comms) {
+            let mut bytes = [0u8; 16];
+            bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+            slot[0] = u64::from_ne_bytes(bytes[..8].try_into().unwrap_or_default());
+            slot[1] = u64::from_ne_bytes(bytes[8..].try_into().unwrap_or_default());
+        }
+        let legacy = cfg.switch == SwitchVariant::Legacy;
+        open.progs.handle_switch.set_autoload(!legacy);
+        open.progs.handle_switch_legacy.set_autoload(legacy);
+        open.maps
+            .rings
+            .set_inner_map_fd(rings[0].as_fd())
+            .context("setting the ring buffer template")?;
+        let skel = open.load().context(
+            "loading the BPF programs (the kernel rejected them; run with \
+             LIBBPF_LOG=1 for the verifier log)",
+        )?;
+        for (i, ring) in rings.iter().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            let fd = ring.as_fd().as_raw_fd().to_ne_bytes();
+            skel.maps
+                .rings
+                .update(&key, &fd, MapFlags::ANY)
+                .context("installing a shard ring")?;
+        }
+        Ok(Recorder { skel, rings })
+    }
+
+    pub fn attach(&mut self) -> anyhow::Result<()> {
+        self.skel
+            .attach()
+            .context("attaching to the scheduler tracepoints")
+    }
+
+    /// Detaches every program: no new records after this returns.
+    pub fn detach(&mut self) {
+        self.skel.links = SchedlensLinks::default();
+    }
+
+    /// The shard rings, for the consumers (they stay referenced by the
+    /// programs' map until the recorder is dropped).
+    pub fn take_rings(&mut self) -> Vec<MapHandle> {
+        std::mem::take(&mut self.rings)
+    }
+
+    /// Records lost because a ring was full, by CPU (up to `ncpus`).
+    pub fn lost_per_cpu(&self, ncpus: usize) -> Vec<u64> {
+        match self.skel.maps.bss_data.as_deref() {
+            Some(bss) => bss
+                .cpu_state
+                .iter()
+                .take(ncpus)
+                // Written by BPF concurrently; a plain read of a u64 counter
+                // after detach is exact, and before it a snapshot.
+                .map(|s| unsafe { std::ptr::read_volatile(&s.lost_total) })
+                .collect(),
+            None => vec![0; ncpus],
+        }
+    }
+}
+
+/// Assigns CPUs to shards. `groups` are CPUs sharing an LLC, in topology
+/// order. Without `requested`, one shard per group (groups beyond
+/// MAX_SHARDS share); with it, the CPUs in topology order are cut into that
+/// many contiguous, equal pieces, so neighbours stay together.
+pub fn plan_shards(
+    groups: &[Vec<u32>],
+    ncpus: usize,
+    requested: Option<usize>,
+) -> (Vec<u8>, usize) {
+    let mut cpu_shard = vec![0u8; ncpus];
+    let ordered: Vec<u32> = groups
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&c| (c as usize) < ncpus)
+        .collect();
+    match requested {
+        None => {
+            let n = groups.len().clamp(1, MAX_SHARDS);
+            for (g, cpus) in groups.iter().enumerate() {
+                for &c in cpus {
+                    if let Some(slot) = cpu_shard.get_mut(c as usize) {
+                        *slot = (g % n) as u8;
+                    }
+                }
+            }
+            (cpu_shard, n)
+        }
+        Some(req) => {
+            let n = req.clamp(1, MAX_SHARDS.min(ordered.len().max(1)));
+            for (i, &c) in ordered.iter().enumerate() {
+                cpu_shard[c as usize] = (i * n / ordered.len()) as u8;
+            }
+            (cpu_shard, n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_follow_llc_groups_by_default() {
+        let groups = vec![vec![0, 1, 4, 5], vec![2, 3, 6, 7]];
+        let (map, n) = plan_shards(&groups, 8, None);
+        assert_eq!(n, 2);
+        assert_eq!(map, vec![0, 0, 1, 1, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn requested_shards_split_topology_order() {
+        let groups = vec![vec![0, 1, 4, 5], vec![2, 3, 6, 7]];
+        let (map, n) = plan_shards(&groups, 8, Some(4));
+        assert_eq!(n, 4);
+        assert_eq!(map, vec![0, 0, 2, 2, 1, 1, 3, 3]);
+        let (map, n) = plan_shards(&groups, 8, Some(1));
+        assert_eq!((map, n), (vec![0; 8], 1));
+        // More shards than CPUs: one per CPU.
+        let (_, n) = plan_shards(&[vec![0, 1]], 2, Some(64));
+        assert_eq!(n, 2);
+    }
+}

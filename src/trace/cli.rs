@@ -1,0 +1,213 @@
+//! Flag parsing and the checks `schedlens trace` makes before touching BPF.
+
+#[cfg(feature = "record")]
+use anyhow::{Context, bail};
+#[cfg(feature = "record")]
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+#[cfg(feature = "record")]
+use std::time::SystemTime;
+
+/// Parses --duration: a humantime span ("10s", "1m30s", "500ms"), not zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 1m30s, 500ms)"))?;
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses --ring-size: bytes with an optional K/M/G suffix (binary units),
+/// a power of two from 64 KiB to 1 GiB (ring buffers are page multiples and
+/// the kernel requires a power of two).
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, shift) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 10),
+        Some('m') => (&lower[..lower.len() - 1], 20),
+        Some('g') => (&lower[..lower.len() - 1], 30),
+        _ => (lower, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{t:?} is not a size (examples: 16M, 8MiB, 1G)"))?;
+    let bytes = n
+        .checked_shl(shift)
+        .filter(|b| b >> shift == n)
+        .ok_or_else(|| format!("{t:?} is too large"))?;
+    if !(64 << 10..=1 << 30).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err(format!(
+            "{t:?}: the ring size must be a power of two from 64K to 1G (e.g. 8M, 16M)"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+/// Parses --pid/--tgid values.
+pub fn parse_id(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?} is not a process id (a number above 0)")),
+    }
+}
+
+/// Parses --comm: a kernel task name, 1 to 15 bytes (TASK_COMM_LEN - 1).
+pub fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 || s.contains('\0') {
+        return Err(format!(
+            "{s:?}: a task name has 1 to 15 bytes (as `ps -o comm` shows it)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Parses --shards: 1 to 64.
+pub fn parse_shards(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(v) if (1..=crate::trace::abi::MAX_SHARDS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: the number of shards must be 1 to {}",
+            crate::trace::abi::MAX_SHARDS
+        )),
+    }
+}
+
+#[cfg(feature = "record")]
+/// schedlens-<hostname>-<UTC time>.pftrace in the current directory.
+pub fn default_output() -> PathBuf {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    // 2026-11-05T14:30:12Z -> 20261105T143012Z: sorts and is a valid file name.
+    let stamp: String = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    PathBuf::from(format!("schedlens-{host}-{stamp}.pftrace"))
+}
+
+#[cfg(feature = "record")]
+/// Fails unless this process may load tracing BPF programs: root, or the
+/// effective capabilities CAP_BPF and CAP_PERFMON.
+pub fn check_privileges() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    if !(has(CAP_BPF) && has(CAP_PERFMON)) {
+        bail!(
+            "recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo, or grant them with \
+             `sudo setcap cap_bpf,cap_perfmon+ep $(command -v schedlens)`"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "record")]
+/// Fails unless the kernel exposes its BTF (needed for tp_btf programs and CO-RE).
+pub fn check_btf() -> anyhow::Result<()> {
+    let btf = Path::new("/sys/kernel/btf/vmlinux");
+    if !btf.exists() {
+        bail!(
+            "{} is missing: the recorder needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+             (5.15 or newer with BTF)",
+            btf.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "record")]
+/// The uid/gid to run `-- CMD` as: the invoking user's when under sudo, so
+/// the user's command does not run as root.
+pub fn sudo_ids() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let (Ok(uid), Ok(gid)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) else {
+        return Ok(None);
+    };
+    let uid: u32 = uid.parse().context("SUDO_UID is not a number")?;
+    let gid: u32 = gid.parse().context("SUDO_GID is not a number")?;
+    Ok(Some((uid, gid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_ring_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_ring_size("1048576"), Ok(1 << 20));
+        for bad in [
+            "",
+            "M",
+            "3M",
+            "2G",
+            "4K",
+            "-1M",
+            "99999999999999999999G",
+            "16 MB x",
+        ] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_ids_shards() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_id("42"), Ok(42));
+        assert!(parse_id("0").is_err());
+        assert!(parse_id("-3").is_err());
+        assert_eq!(parse_shards("4"), Ok(4));
+        assert!(parse_shards("0").is_err());
+        assert!(parse_shards("65").is_err());
+    }
+
+    #[cfg(feature = "record")]
+    #[test]
+    fn default_output_name() {
+        let name = default_output().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("schedlens-") && name.ends_with("Z.pftrace"),
+            "{name}"
+        );
+    }
+}

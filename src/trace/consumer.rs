@@ -1,0 +1,144 @@
+//! One consumer thread per shard: drains the shard's ring, decodes records
+//! and hands them to the shard's encoder.
+
+use crate::perfetto::writer::ShardEncoder;
+use crate::trace::abi::{self, N_TYPES};
+use crate::trace::event::{Event, Header};
+use anyhow::{Context, bail};
+use libbpf_rs::{MapHandle, RingBufferBuilder};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a consumer sleeps when BPF does not wake it: BPF wakes it only
+/// when a ring fills up, so this bounds the latency of a quiet ring.
+const POLL: Duration = Duration::from_millis(50);
+/// How often buffered events become a chunk in the file (what a crash loses).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Where decoded events go: the shard's Perfetto encoder, or a test's counter.
+pub trait EventSink {
+    fn push(&mut self, h: &Header, ev: &Event<'_>) -> anyhow::Result<()>;
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+impl EventSink for ShardEncoder {
+    fn push(&mut self, h: &Header, ev: &Event<'_>) -> anyhow::Result<()> {
+        ShardEncoder::push(self, h, ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        ShardEncoder::flush(self)
+    }
+}
+
+/// A shard's counters, published after every poll for the live line and summary.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Records by type (abi::SL_*).
+    pub by_type: [AtomicU64; N_TYPES],
+    /// Records that did not decode (counted, skipped).
+    pub malformed: AtomicU64,
+}
+
+impl ShardCounters {
+    pub fn total(&self) -> u64 {
+        self.by_type.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+struct State<S> {
+    sink: S,
+    by_type: [u64; N_TYPES],
+    malformed: u64,
+    error: Option<anyhow::Error>,
+}
+
+/// Starts the consumer of one shard. `make_sink` runs on the new thread.
+/// The thread returns the sink once `stop` is set and the ring is drained
+/// (set it only after the programs are detached, so nothing arrives after).
+pub fn spawn<S, F>(
+    shard: usize,
+    ring: MapHandle,
+    make_sink: F,
+    stop: Arc<AtomicBool>,
+    counters: Arc<ShardCounters>,
+) -> anyhow::Result<JoinHandle<anyhow::Result<S>>>
+where
+    S: EventSink + Send + 'static,
+    F: FnOnce() -> S + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(format!("schedlens-shard{shard}"))
+        .spawn(move || consume(ring, make_sink(), &stop, &counters))
+        .context("starting a consumer thread")
+}
+
+fn consume<S: EventSink>(
+    ring: MapHandle,
+    sink: S,
+    stop: &AtomicBool,
+    counters: &ShardCounters,
+) -> anyhow::Result<S> {
+    let state = RefCell::new(State {
+        sink,
+        by_type: [0; N_TYPES],
+        malformed: 0,
+        error: None,
+    });
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&ring, |data: &[u8]| {
+            let mut st = state.borrow_mut();
+            let st = &mut *st;
+            match abi::decode(data) {
+                Ok((h, ev)) => {
+                    st.by_type[usize::from(abi::type_of(&ev))] += 1;
+                    if let Err(e) = st.sink.push(&h, &ev) {
+                        st.error = Some(e);
+                        // Stops this poll; the loop below reports the error.
+                        return -1;
+                    }
+                }
+                Err(_) => st.malformed += 1,
+            }
+            0
+        })
+        .context("registering a ring buffer")?;
+    let rb = builder.build().context("creating a ring buffer reader")?;
+    let mut last_flush = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let ret = if stopping {
+            rb.consume_raw()
+        } else {
+            rb.poll_raw(POLL)
+        };
+        let mut st = state.borrow_mut();
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        // A signal (Ctrl-C) interrupts epoll_wait: not an error.
+        if ret < 0 && ret != -libc::EINTR {
+            bail!(
+                "reading a ring buffer: {}",
+                std::io::Error::from_raw_os_error(-ret)
+            );
+        }
+        for (c, &n) in counters.by_type.iter().zip(&st.by_type) {
+            c.store(n, Ordering::Relaxed);
+        }
+        counters.malformed.store(st.malformed, Ordering::Relaxed);
+        if stopping {
+            st.sink.flush()?;
+            break;
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            st.sink.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    drop(rb);
+    Ok(state.into_inner().sink)
+}

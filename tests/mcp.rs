@@ -1,0 +1,767 @@
+//! `schedlens analyze` end to end: the real binary, driven by rmcp's client over
+//! stdio, answers checked against the synthetic workload's raw rows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestParams};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+
+use common::{START_TS, Workload};
+
+type Client = RunningService<RoleClient, ()>;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    w: Workload,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("small.db");
+    let w = common::workload(4, 3, 2, 300);
+    common::write_db(&w, &db);
+    Fixture { dir, db, w }
+}
+
+async fn start(args: &[&str]) -> Client {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_schedlens"));
+    cmd.arg("analyze").args(args);
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+async fn serve(db: &Path, extra: &[&str]) -> Client {
+    let mut args = vec!["--db", db.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start(&args).await
+}
+
+async fn call(c: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    c.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// A successful result: the structured content, checked to equal the text.
+async fn ok(c: &Client, tool: &str, args: Value) -> Value {
+    let r = call(c, tool, args.clone()).await;
+    assert_ne!(r.is_error, Some(true), "{tool} {args}: {}", text(&r));
+    let structured = r.structured_content.clone().expect("structured content");
+    let from_text: Value = serde_json::from_str(&text(&r)).expect("text is JSON");
+    assert_eq!(
+        structured, from_text,
+        "{tool}: text and structured content differ"
+    );
+    structured
+}
+
+/// A tool error (isError), returning its message.
+async fn err(c: &Client, tool: &str, args: Value) -> String {
+    let r = call(c, tool, args.clone()).await;
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{tool} {args} should fail, got {}",
+        text(&r)
+    );
+    text(&r)
+}
+
+fn ns(v: &Value) -> i64 {
+    v["ns"].as_i64().unwrap_or_else(|| panic!("no ns in {v}"))
+}
+
+fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test]
+async fn discovery_and_tool_schemas() {
+    let f = fixture();
+    let c = serve(&f.db, &[]).await;
+    let info = c.peer_info().unwrap();
+    let server = info.server_info.as_ref().unwrap();
+    assert_eq!(server.name, "schedlens");
+    assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
+    assert!(info.instructions.as_deref().unwrap().contains("trace_info"));
+
+    let tools = c.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(
+        names,
+        [
+            "trace_info",
+            "list_traces",
+            "search_events",
+            "list_tables",
+            "describe_table",
+            "cpu_utilization",
+            "top_tasks",
+            "scheduling_latency",
+            "task_timeline",
+            "process_tree",
+            "query"
+        ]
+    );
+    let again = c.list_all_tools().await.unwrap();
+    assert_eq!(
+        again.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        names
+    );
+    for t in &tools {
+        assert!(
+            t.name.len() <= 128
+                && t.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)),
+            "bad name {}",
+            t.name
+        );
+        let a = t.annotations.as_ref().expect("annotations");
+        assert_eq!(a.read_only_hint, Some(true), "{}", t.name);
+        assert_eq!(a.open_world_hint, Some(false), "{}", t.name);
+        assert!(t.description.as_ref().is_some_and(|d| d.len() > 20));
+        assert_eq!(
+            t.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            t.name
+        );
+        if let Some(Value::Object(props)) = t.input_schema.get("properties") {
+            for (p, s) in props {
+                assert!(
+                    s.get("description").is_some(),
+                    "{}.{p} has no description",
+                    t.name
+                );
+            }
+        }
+        let out = t
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no output schema", t.name));
+        assert_eq!(out.get("type"), Some(&json!("object")), "{}", t.name);
+    }
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn analyses_match_the_workload() {
+    let f = fixture();
+    let w = &f.w;
+    let c = serve(&f.db, &[]).await;
+
+    // trace_info
+    let info = ok(&c, "trace_info", json!({})).await;
+    assert_eq!(info["trace"], "small.db");
+    assert_eq!(info["cpus"]["count"], 4);
+    assert_eq!(
+        info["cpus"]["llc_groups"],
+        json!([{"id": 0, "cpus": [0, 1]}, {"id": 1, "cpus": [2, 3]}])
+    );
+    assert_eq!(ns(&info["time"]["duration"]), w.end_ts - START_TS);
+    assert_eq!(info["time"]["start_ts"], START_TS.to_string());
+    assert_eq!(info["system"]["kernel_release"], "6.8.0-test");
+    assert_eq!(info["drops"]["lost_events"], 42);
+    let events = info["events"].as_array().unwrap();
+    let count_of = |e: &str| {
+        events
+            .iter()
+            .find(|x| x["event"] == e)
+            .map(|x| x["count"].as_i64().unwrap())
+    };
+    assert_eq!(count_of("sched_switch"), Some(w.slices.len() as i64));
+    assert_eq!(count_of("sched_waking"), Some(w.wakeups.len() as i64));
+    assert_eq!(count_of("task_exec"), Some(3));
+
+    // cpu_utilization: whole trace and a window cutting slices at both ends
+    let u = ok(&c, "cpu_utilization", json!({})).await;
+    for g in u["groups"].as_array().unwrap() {
+        let cpu = g["id"].as_i64().unwrap();
+        assert_eq!(
+            ns(&g["busy"]),
+            w.busy_in(cpu, START_TS, w.end_ts),
+            "cpu {cpu}"
+        );
+    }
+    let u = ok(
+        &c,
+        "cpu_utilization",
+        json!({"window": "1.234567ms..7ms", "group_by": "llc"}),
+    )
+    .await;
+    let (lo, hi) = (START_TS + 1_234_567, START_TS + 7_000_000);
+    let groups = u["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    for g in groups {
+        let id = g["id"].as_i64().unwrap();
+        let expect = w.busy_in(id * 2, lo, hi) + w.busy_in(id * 2 + 1, lo, hi);
+        assert_eq!(ns(&g["busy"]), expect, "llc {id}");
+        assert_eq!(ns(&g["capacity"]), 2 * (hi - lo));
+    }
+    let u2 = ok(
+        &c,
+        "cpu_utilization",
+        json!({"window": {"start": 1_234_567, "end": "7ms"}, "group_by": "llc"}),
+    )
+    .await;
+    assert_eq!(u["groups"], u2["groups"]);
+
+    // top_tasks by cpu_time
+    let t = ok(&c, "top_tasks", json!({"limit": 3})).await;
+    let tasks = t["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    let mut by_cpu: Vec<(i64, i64)> = (1..w.threads.len() as i64)
+        .map(|u| (w.cpu_time(u), u))
+        .collect();
+    by_cpu.sort_by_key(|x| std::cmp::Reverse(x.0));
+    for (got, want) in tasks.iter().zip(&by_cpu) {
+        assert_eq!(got["utid"], want.1);
+        assert_eq!(ns(&got["cpu_time"]), want.0);
+        let th = &w.threads[want.1 as usize];
+        assert_eq!(got["tid"], th.tid);
+        assert_eq!(got["thread_name"], th.name);
+        let switches = w.slices.iter().filter(|s| s.utid == want.1).count();
+        assert_eq!(got["switches"], switches as i64);
+    }
+    let t = ok(&c, "top_tasks", json!({"order_by": "latency", "limit": 1})).await;
+    let worst = w
+        .wakeups
+        .iter()
+        .max_by_key(|x| (x.latency, std::cmp::Reverse(x.utid)))
+        .unwrap();
+    assert_eq!(t["tasks"][0]["utid"], worst.utid);
+    assert_eq!(ns(&t["tasks"][0]["latency_max"]), worst.latency);
+    let t = ok(
+        &c,
+        "top_tasks",
+        json!({"order_by": "wait_time", "limit": 1}),
+    )
+    .await;
+    let wait = |u: i64| -> i64 {
+        w.states
+            .iter()
+            .filter(|s| s.utid == u && (s.state == "R" || s.state == "R+"))
+            .map(|s| if s.dur < 0 { w.end_ts - s.ts } else { s.dur })
+            .sum()
+    };
+    let best = (1..w.threads.len() as i64)
+        .max_by_key(|&u| (wait(u), -u))
+        .unwrap();
+    assert_eq!(t["tasks"][0]["utid"], best);
+    assert_eq!(ns(&t["tasks"][0]["wait_time"]), wait(best));
+
+    // scheduling_latency: all, and one process's threads
+    let l = ok(&c, "scheduling_latency", json!({"worst": 5})).await;
+    let all = w.latencies(&[]);
+    assert_eq!(l["count"], all.len());
+    assert_eq!(ns(&l["p50"]), nearest_rank(&all, 50.0));
+    assert_eq!(ns(&l["p99"]), nearest_rank(&all, 99.0));
+    assert_eq!(ns(&l["p99_9"]), nearest_rank(&all, 99.9));
+    assert_eq!(ns(&l["max"]), *all.last().unwrap());
+    let cases = l["worst"].as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    assert_eq!(ns(&cases[0]["latency"]), *all.last().unwrap());
+    let top = w
+        .wakeups
+        .iter()
+        .find(|x| x.id == cases[0]["id"].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(ns(&cases[0]["at"]), top.ts - START_TS);
+    assert_eq!(cases[0]["waking_cpu"], top.cpu);
+    let pid2: Vec<i64> = w
+        .threads
+        .iter()
+        .filter(|t| t.upid == 2)
+        .map(|t| t.utid)
+        .collect();
+    let l = ok(&c, "scheduling_latency", json!({"pid": 1020})).await;
+    assert_eq!(l["matched_threads"], pid2.len());
+    assert_eq!(l["count"], w.latencies(&pid2).len());
+    let l = ok(&c, "scheduling_latency", json!({"name": "WORKER2"})).await;
+    assert_eq!(l["matched_threads"], 1);
+
+    // task_timeline: totals equal the raw states; intervals are ordered and disjoint
+    let th = &w.threads[3];
+    let tl = ok(&c, "task_timeline", json!({"tid": th.tid, "limit": 2000})).await;
+    let thread = &tl["threads"][0];
+    let totals = thread["totals"].as_array().unwrap();
+    let running = totals.iter().find(|t| t["state"] == "Running").unwrap();
+    assert_eq!(ns(&running["time"]), w.cpu_time(th.utid));
+    let ivs = thread["intervals"].as_array().unwrap();
+    for pair in ivs.windows(2) {
+        assert!(ns(&pair[0]["start"]) + ns(&pair[0]["dur"]) <= ns(&pair[1]["start"]));
+        assert!(pair[0]["state"] != pair[1]["state"] || pair[0]["cpu"] != pair[1]["cpu"]);
+    }
+    let tl = ok(
+        &c,
+        "task_timeline",
+        json!({"pid": 1010, "limit": 5, "window": "2ms..50ms"}),
+    )
+    .await;
+    assert_eq!(tl["truncated"], true);
+    assert_eq!(tl["threads"].as_array().unwrap().len(), 2);
+
+    // process_tree
+    let pt = ok(&c, "process_tree", json!({})).await;
+    let procs = pt["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), w.processes.len() - 1);
+    assert_eq!(procs[0]["pid"], 1010);
+    assert_eq!(procs[0]["depth"], 0);
+    assert_eq!(procs[1]["parent_pid"], 1010);
+    assert_eq!(procs[1]["depth"], 1);
+    assert_eq!(procs[0]["threads"], 2);
+    // proc3 is proc2's child in the workload.
+    let pt = ok(&c, "process_tree", json!({"pid": 1020})).await;
+    let sub = pt["processes"].as_array().unwrap();
+    assert_eq!(sub.len(), 2);
+    assert_eq!(
+        (&sub[0]["pid"], &sub[0]["depth"]),
+        (&json!(1020), &json!(0))
+    );
+    assert_eq!(
+        (&sub[1]["pid"], &sub[1]["depth"]),
+        (&json!(1030), &json!(1))
+    );
+    assert_eq!(sub[1]["parent_pid"], 1020);
+
+    // search_events
+    let s = ok(&c, "search_events", json!({"text": "worker"})).await;
+    let found = s["tasks"].as_array().unwrap();
+    assert_eq!(
+        found.len(),
+        w.threads
+            .iter()
+            .filter(|t| t.name.contains("worker"))
+            .count()
+    );
+    for t in found {
+        let utid = t["utid"].as_i64().unwrap();
+        assert_eq!(
+            t["slices"],
+            w.slices.iter().filter(|s| s.utid == utid).count()
+        );
+    }
+    let s = ok(&c, "search_events", json!({"text": "exec"})).await;
+    let types: Vec<(String, i64)> = s["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(types.contains(&("task_exec".into(), 3)), "{types:?}");
+    assert!(
+        types.contains(&("sched_process_exec".into(), 1)),
+        "{types:?}"
+    );
+    let s = ok(&c, "search_events", json!({"text": "cpu2"})).await;
+    assert_eq!(s["cpus"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s["cpus"][0]["slices"],
+        w.slices.iter().filter(|x| x.cpu == 2).count()
+    );
+    let s = ok(&c, "search_events", json!({"text": "--mode=test3"})).await;
+    assert_eq!(s["tasks"].as_array().unwrap().len(), 2);
+
+    // query
+    let q = ok(
+        &c,
+        "query",
+        json!({"sql": "SELECT count(*) AS n, max(ts) FROM sched_slice"}),
+    )
+    .await;
+    assert_eq!(q["columns"], json!(["n", "max(ts)"]));
+    assert_eq!(q["rows"][0][0], w.slices.len());
+    let q = ok(
+        &c,
+        "query",
+        json!({"sql": "SELECT 9007199254740993, 1.5, x'0102', NULL, 'a'"}),
+    )
+    .await;
+    assert_eq!(
+        q["rows"][0],
+        json!(["9007199254740993", 1.5, {"blob_bytes": 2, "hex_prefix": "0102"}, null, "a"])
+    );
+    let q = ok(
+        &c,
+        "query",
+        json!({"sql": "SELECT utid FROM thread ORDER BY utid", "limit": 2, "offset": 1}),
+    )
+    .await;
+    assert_eq!(q["rows"], json!([[1], [2]]));
+    assert_eq!(q["truncated"], true);
+    let q = ok(
+        &c,
+        "query",
+        json!({"sql": "SELECT * FROM sched_slice", "limit": 100000}),
+    )
+    .await;
+    assert_eq!(q["limit"], 2000);
+    assert_eq!(q["truncated"], true);
+    assert!(q["hint"].as_str().unwrap().contains("offset="));
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn attacks_fail_and_leave_the_database_unchanged() {
+    let f = fixture();
+    let before = std::fs::read(&f.db).unwrap();
+    let c = serve(&f.db, &["--query-timeout", "1s"]).await;
+    let evil = f.dir.path().join("evil.db");
+    let evil = evil.to_str().unwrap();
+    let attacks = [
+        "INSERT INTO thread (utid, tid) VALUES (999, 999)".to_string(),
+        "UPDATE thread SET name = 'pwned'".into(),
+        "DELETE FROM sched_slice".into(),
+        "DROP TABLE thread".into(),
+        "CREATE TABLE x (a)".into(),
+        "CREATE INDEX x ON thread(name)".into(),
+        "CREATE VIEW v AS SELECT 1".into(),
+        "ALTER TABLE thread ADD COLUMN x".into(),
+        "SELECT 1; DROP TABLE thread".into(),
+        "SELECT 1; SELECT 2".into(),
+        "/* harmless */ DELETE FROM thread".into(),
+        "-- x\nDROP TABLE thread".into(),
+        "SELECT 1 /* ; */ ; DELETE FROM thread".into(),
+        format!("ATTACH DATABASE '{evil}' AS evil"),
+        "DETACH DATABASE main".into(),
+        "PRAGMA writable_schema=1".into(),
+        "PRAGMA journal_mode=WAL".into(),
+        "PRAGMA query_only=0".into(),
+        "PRAGMA user_version=7".into(),
+        "PRAGMA foreign_keys".into(),
+        "SELECT * FROM pragma_journal_mode".into(),
+        "SELECT load_extension('x')".into(),
+        "SELECT load_extension('/tmp/libevil.so', 'init')".into(),
+        "SELECT fts3_tokenizer('simple')".into(),
+        "SELECT sqlite_compileoption_used('x')".into(),
+        "SELECT zeroblob(2000000000)".into(),
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c".into(),
+        "SELECT count(*) FROM sched_slice a, sched_slice b, sched_slice c".into(),
+        "WITH RECURSIVE c(x) AS (SELECT 'a' UNION ALL SELECT x || x FROM c) SELECT length(x) FROM c".into(),
+        format!("VACUUM INTO '{evil}'"),
+        "VACUUM".into(),
+        "REPLACE INTO thread (utid, tid) VALUES (1, 1)".into(),
+        "INSERT OR REPLACE INTO metadata VALUES ('x', 'single', 1, NULL)".into(),
+        "CREATE TEMP TABLE t AS SELECT * FROM thread".into(),
+        "CREATE TEMP VIEW v AS SELECT 1".into(),
+        "CREATE TEMP TRIGGER t AFTER INSERT ON thread BEGIN DELETE FROM thread; END".into(),
+        "CREATE VIRTUAL TABLE f USING fts5(x)".into(),
+        "BEGIN IMMEDIATE".into(),
+        "COMMIT".into(),
+        "SAVEPOINT s".into(),
+        "ANALYZE".into(),
+        "REINDEX".into(),
+        "SELECT * FROM dbstat".into(),
+        "SELECT * FROM temp.sqlite_master".into(),
+        "WITH d AS (DELETE FROM thread RETURNING *) SELECT * FROM d".into(),
+        "DELETE FROM thread RETURNING *".into(),
+        "".into(),
+        "   ".into(),
+        "-- only a comment".into(),
+    ];
+    for sql in &attacks {
+        let started = Instant::now();
+        let msg = err(&c, "query", json!({ "sql": sql })).await;
+        assert!(!msg.is_empty(), "{sql:?}: empty error");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{sql:?} took too long"
+        );
+    }
+    // The server still works, and nothing was written anywhere.
+    let q = ok(&c, "query", json!({"sql": "SELECT count(*) FROM thread"})).await;
+    assert_eq!(q["rows"][0][0], f.w.threads.len());
+    c.cancel().await.unwrap();
+    assert_eq!(before, std::fs::read(&f.db).unwrap(), "database changed");
+    assert!(!Path::new(evil).exists());
+    for suffix in ["-wal", "-journal", "-shm"] {
+        let mut p = f.db.clone().into_os_string();
+        p.push(suffix);
+        assert!(!Path::new(&p).exists(), "{suffix} file appeared");
+    }
+}
+
+#[tokio::test]
+async fn bad_arguments_are_readable_tool_errors() {
+    let f = fixture();
+    let c = serve(&f.db, &[]).await;
+    let cases = [
+        (
+            "describe_table",
+            json!({"table": "no_such_table"}),
+            "unknown table",
+        ),
+        (
+            "query",
+            json!({"sql": "SELECT nope FROM thread"}),
+            "describe_table",
+        ),
+        ("query", json!({"sql": "SELECT * FROM nope"}), "list_tables"),
+        ("query", json!({"sql": "SELECT 1", "limit": -1}), "limit"),
+        ("query", json!({"sql": "SELECT 1", "offset": -5}), "offset"),
+        (
+            "query",
+            json!({"sql": "SELECT 1", "limit": "many"}),
+            "expected i64",
+        ),
+        ("query", json!({}), "sql"),
+        (
+            "cpu_utilization",
+            json!({"window": "1 fortnight..2s"}),
+            "bad time",
+        ),
+        (
+            "cpu_utilization",
+            json!({"window": "200ms..100ms"}),
+            "after its end",
+        ),
+        (
+            "cpu_utilization",
+            json!({"window": "1000s.."}),
+            "trace lasts only",
+        ),
+        (
+            "cpu_utilization",
+            json!({"window": {"start": -5}}),
+            "negative",
+        ),
+        (
+            "cpu_utilization",
+            json!({"group_by": "socket"}),
+            "expected one of `cpu`, `llc`, `numa`",
+        ),
+        ("top_tasks", json!({"limit": -3}), "limit"),
+        ("top_tasks", json!({"limit": 0}), "limit"),
+        (
+            "top_tasks",
+            json!({"order_by": "fun"}),
+            "bad arguments for top_tasks",
+        ),
+        (
+            "scheduling_latency",
+            json!({"name": "no-such-task"}),
+            "search_events",
+        ),
+        ("task_timeline", json!({}), "tid or pid"),
+        ("task_timeline", json!({"tid": 1, "pid": 2}), "tid or pid"),
+        ("task_timeline", json!({"tid": 424242}), "no thread"),
+        ("process_tree", json!({"pid": 424242}), "no process"),
+        ("search_events", json!({"text": "  "}), "empty"),
+        (
+            "trace_info",
+            json!({"trace": "other.pftrace"}),
+            "unknown trace",
+        ),
+        (
+            "query",
+            json!({"sql": "SELECT 1", "trace": "../small.db"}),
+            "unknown trace",
+        ),
+    ];
+    for (tool, args, needle) in cases {
+        let msg = err(&c, tool, args.clone()).await;
+        assert!(
+            msg.contains(needle),
+            "{tool} {args}: {msg:?} lacks {needle:?}"
+        );
+    }
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancellation_interrupts_running_queries() {
+    let f = fixture();
+    // A long time limit: only cancellation can free the two query slots in time.
+    let c = serve(&f.db, &["--query-timeout", "60s"]).await;
+    let endless =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    for _ in 0..2 {
+        let call = call(&c, "query", json!({ "sql": endless }));
+        // Dropping the call makes the client send notifications/cancelled.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), call)
+                .await
+                .is_err()
+        );
+    }
+    let started = Instant::now();
+    let q = ok(&c, "query", json!({"sql": "SELECT 42"})).await;
+    assert_eq!(q["rows"][0][0], 42);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled queries kept running"
+    );
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_traces_need_a_name() {
+    let f = fixture();
+    let other = f.dir.path().join("other.db");
+    common::write_db(&common::workload(2, 1, 1, 10), &other);
+    let c = start(&[
+        "--db",
+        f.db.to_str().unwrap(),
+        "--db",
+        other.to_str().unwrap(),
+    ])
+    .await;
+    let msg = err(&c, "trace_info", json!({})).await;
+    assert!(
+        msg.contains("small.db") && msg.contains("other.db"),
+        "{msg}"
+    );
+    let msg = err(&c, "cpu_utilization", json!({})).await;
+    assert!(msg.contains("several traces"), "{msg}");
+    let a = ok(&c, "trace_info", json!({"trace": "other.db"})).await;
+    assert_eq!(a["cpus"]["count"], 2);
+    let b = ok(&c, "trace_info", json!({"trace": "small.db"})).await;
+    assert_eq!(b["cpus"]["count"], 4);
+    let list = ok(&c, "list_traces", json!({})).await;
+    assert_eq!(list["traces"].as_array().unwrap().len(), 2);
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn trace_dir_offers_only_its_files_by_name() {
+    let f = fixture();
+    let dir = f.dir.path().join("traces");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.pftrace"), b"").unwrap();
+    std::fs::write(dir.join("b.perfetto-trace.zst"), b"").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"").unwrap();
+    let c = start(&["--trace-dir", dir.to_str().unwrap()]).await;
+    let list = ok(&c, "list_traces", json!({})).await;
+    assert_eq!(
+        list["traces"],
+        json!([{"name": "a.pftrace", "loaded": false}, {"name": "b.perfetto-trace.zst", "loaded": false}])
+    );
+    for bad in [
+        "notes.txt",
+        "../small.db",
+        "/etc/passwd",
+        "traces/a.pftrace",
+        "..",
+    ] {
+        let msg = err(&c, "trace_info", json!({ "trace": bad })).await;
+        assert!(msg.contains("unknown trace"), "{bad}: {msg}");
+    }
+    let msg = err(&c, "trace_info", json!({})).await;
+    assert!(msg.contains("several traces"), "{msg}");
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn schema_discovery_and_resource() {
+    let f = fixture();
+    let c = serve(&f.db, &[]).await;
+    let t = ok(&c, "list_tables", json!({})).await;
+    let tables = t["tables"].as_array().unwrap();
+    let slice = tables.iter().find(|x| x["name"] == "sched_slice").unwrap();
+    assert_eq!(slice["rows"], f.w.slices.len());
+    assert!(!slice["summary"].as_str().unwrap().is_empty());
+    assert!(
+        tables
+            .iter()
+            .any(|x| x["name"] == "sched" && x["kind"] == "view")
+    );
+    let d = ok(&c, "describe_table", json!({"table": "wakeup"})).await;
+    let cols = d["columns"].as_array().unwrap();
+    let latency = cols.iter().find(|c| c["name"] == "latency").unwrap();
+    assert_eq!(latency["type"], "INTEGER");
+    assert!(latency["doc"].as_str().unwrap().contains("run_ts"));
+    assert_eq!(d["sample_rows"].as_array().unwrap().len(), 3);
+    let resources = c.list_all_resources().await.unwrap();
+    assert_eq!(resources.len(), 1);
+    let r = c
+        .read_resource(ReadResourceRequestParams::new(resources[0].uri.clone()))
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&r.contents).unwrap();
+    assert!(body.contains("sched_slice") && body.contains("latency"));
+    c.cancel().await.unwrap();
+}
+
+/// Latency of every analysis tool on a synthetic trace of about 10 million
+/// events (6.7M sched_slice, 10M thread_state, 3.3M wakeup rows). Slow to
+/// build: run with `cargo test --release --no-default-features --test mcp -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "builds a ~2 GB database; run by hand with --release"]
+async fn analysis_latency_on_a_large_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("large.db");
+    let started = Instant::now();
+    let w = common::workload(8, 40, 4, 416_000);
+    common::write_db(&w, &db);
+    let events = w.slices.len() + w.wakeups.len();
+    eprintln!(
+        "built {} slices, {} states, {} wakeups ({events} switch+waking events) in {:?}",
+        w.slices.len(),
+        w.states.len(),
+        w.wakeups.len(),
+        started.elapsed()
+    );
+    drop(w);
+    let c = serve(&db, &["--query-timeout", "60s"]).await;
+    let calls = [
+        ("trace_info", json!({})),
+        ("cpu_utilization", json!({})),
+        (
+            "cpu_utilization",
+            json!({"window": "10s..10.1s", "group_by": "llc"}),
+        ),
+        ("top_tasks", json!({})),
+        ("top_tasks", json!({"order_by": "switches"})),
+        ("top_tasks", json!({"order_by": "wait_time"})),
+        ("top_tasks", json!({"order_by": "latency"})),
+        (
+            "top_tasks",
+            json!({"window": "10s..10.1s", "order_by": "wait_time"}),
+        ),
+        ("scheduling_latency", json!({})),
+        ("scheduling_latency", json!({"pid": 1050})),
+        ("scheduling_latency", json!({"window": "10s..10.1s"})),
+        ("task_timeline", json!({"tid": 1050})),
+        (
+            "task_timeline",
+            json!({"tid": 1050, "window": "10s..10.1s"}),
+        ),
+        ("process_tree", json!({})),
+        ("search_events", json!({"text": "worker1"})),
+        ("list_tables", json!({})),
+    ];
+    for (tool, args) in calls {
+        let t = Instant::now();
+        ok(&c, tool, args.clone()).await;
+        eprintln!("{:>8.1} ms  {tool} {args}", t.elapsed().as_secs_f64() * 1e3);
+    }
+    c.cancel().await.unwrap();
+}

@@ -1,0 +1,322 @@
+//! The BPF side without the file writer: load the programs for real, run a
+//! small workload, and check the decoded record streams (announce-before-use,
+//! per-CPU switch continuity, fork flags). Needs root; see `require_bpf`.
+#![cfg(feature = "record")]
+
+use schedlens::trace::abi;
+use schedlens::trace::bpf::{self, Recorder, SwitchVariant};
+use schedlens::trace::consumer::{self, EventSink, ShardCounters};
+use schedlens::trace::event::{Event, Header};
+use std::collections::{HashMap, HashSet};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// True when the test may run. Outside CI and not root it skips loudly; in CI
+/// (CI=true) a recorder that cannot load must fail the test, never skip.
+fn require_bpf() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but not running as root: recording tests must run, not skip");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: BPF recording tests need root (run: sudo -E cargo test --test record_bpf) !!!\n"
+    );
+    false
+}
+
+/// An owned copy of what a test needs from each record.
+#[derive(Debug, Clone)]
+struct Rec {
+    h: Header,
+    kind: u8,
+    /// TaskIds the record names (TaskInfo: the announced one).
+    tasks: Vec<u64>,
+    ev: OwnedEv,
+}
+
+#[derive(Debug, Clone)]
+enum OwnedEv {
+    Switch {
+        prev: u64,
+        next: u64,
+        prev_state: i64,
+    },
+    Info {
+        comm: String,
+    },
+    Fork {
+        child_tgid: i32,
+        parent_pid: i32,
+        flags: u64,
+    },
+    Exec {
+        filename: String,
+    },
+    Other,
+}
+
+struct Collect(Arc<Mutex<Vec<Rec>>>);
+
+impl EventSink for Collect {
+    fn push(&mut self, h: &Header, ev: &Event<'_>) -> anyhow::Result<()> {
+        let (tasks, owned) = match *ev {
+            Event::Switch {
+                prev,
+                next,
+                prev_state,
+                ..
+            } => (
+                vec![prev, next],
+                OwnedEv::Switch {
+                    prev,
+                    next,
+                    prev_state,
+                },
+            ),
+            Event::Waking { wakee, .. } => (vec![wakee], OwnedEv::Other),
+            Event::WakeupNew { task, .. } => (vec![task], OwnedEv::Other),
+            Event::TaskInfo { task, comm, .. } => (
+                vec![task],
+                OwnedEv::Info {
+                    comm: String::from_utf8_lossy(schedlens::trace::event::comm_str(comm)).into(),
+                },
+            ),
+            Event::Fork {
+                parent,
+                parent_pid,
+                child,
+                child_tgid,
+                clone_flags,
+                ..
+            } => (
+                vec![parent, child],
+                OwnedEv::Fork {
+                    child_tgid,
+                    parent_pid,
+                    flags: clone_flags,
+                },
+            ),
+            Event::Exec { task, filename, .. } => (
+                vec![task],
+                OwnedEv::Exec {
+                    filename: String::from_utf8_lossy(filename).into(),
+                },
+            ),
+            Event::Exit { task, .. } | Event::Free { task, .. } | Event::Rename { task, .. } => {
+                (vec![task], OwnedEv::Other)
+            }
+            Event::Forget { task } => (vec![task], OwnedEv::Other),
+            Event::Lost { .. } => (vec![], OwnedEv::Other),
+        };
+        let kind = abi::type_of(ev);
+        self.0.lock().unwrap().push(Rec {
+            h: *h,
+            kind,
+            tasks,
+            ev: owned,
+        });
+        Ok(())
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records while `workload` runs; returns each shard's records and the drops.
+fn record(variant: SwitchVariant, shards: usize, workload: impl FnOnce()) -> (Vec<Vec<Rec>>, u64) {
+    let ncpus = libbpf_rs::num_possible_cpus().unwrap();
+    let groups = vec![(0..ncpus as u32).collect::<Vec<_>>()];
+    let (cpu_shard, nr_shards) = bpf::plan_shards(&groups, ncpus, Some(shards));
+    let cfg = bpf::Config {
+        cpu_shard,
+        nr_shards,
+        ring_size: 16 << 20,
+        filter: bpf::Filter::default(),
+        switch: variant,
+    };
+    let mut object = MaybeUninit::uninit();
+    let mut rec = Recorder::load(&mut object, &cfg).expect("BPF programs load");
+    rec.attach().expect("attach");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut outs = Vec::new();
+    let mut threads = Vec::new();
+    for (i, ring) in rec.take_rings().into_iter().enumerate() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        outs.push(Arc::clone(&out));
+        threads.push(
+            consumer::spawn(
+                i,
+                ring,
+                move || Collect(out),
+                Arc::clone(&stop),
+                Arc::new(ShardCounters::default()),
+            )
+            .unwrap(),
+        );
+    }
+    workload();
+    rec.detach();
+    std::thread::sleep(Duration::from_millis(20));
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let lost = rec.lost_per_cpu(ncpus).iter().sum();
+    let streams = outs
+        .into_iter()
+        .map(|o| std::mem::take(&mut *o.lock().unwrap()))
+        .collect();
+    (streams, lost)
+}
+
+fn workload() {
+    // Processes that exec, and a thread pair that ping-pongs over pipes.
+    for _ in 0..5 {
+        std::process::Command::new("/bin/true").status().unwrap();
+    }
+    let (tx1, rx1) = std::sync::mpsc::channel::<u8>();
+    let (tx2, rx2) = std::sync::mpsc::channel::<u8>();
+    let t = std::thread::Builder::new()
+        .name("sl-pong".into())
+        .spawn(move || {
+            for b in rx1 {
+                tx2.send(b).unwrap();
+            }
+        })
+        .unwrap();
+    for i in 0..200u32 {
+        tx1.send(i as u8).unwrap();
+        rx2.recv().unwrap();
+    }
+    drop(tx1);
+    t.join().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// `tid`: the thread that ran the workload (the parent of its forks).
+fn check_streams(streams: &[Vec<Rec>], tid: i32) {
+    let me = std::process::id() as i32;
+    let mut switches = 0;
+    let mut forks_of_me = Vec::new();
+    let mut execs = Vec::new();
+    for (shard, recs) in streams.iter().enumerate() {
+        let mut announced = HashSet::new();
+        // Per CPU: the previous switch's next task and timestamp.
+        let mut last: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut mismatches = 0;
+        for r in recs {
+            if r.kind == abi::SL_TASK_INFO {
+                announced.insert(r.tasks[0]);
+                continue;
+            }
+            if r.kind == abi::SL_FORGET {
+                announced.remove(&r.tasks[0]);
+                continue;
+            }
+            for t in &r.tasks {
+                assert!(
+                    announced.contains(t),
+                    "shard {shard}: {r:?} names a task not announced before"
+                );
+            }
+            if r.kind == abi::SL_FREE {
+                announced.remove(&r.tasks[0]);
+            }
+            match &r.ev {
+                OwnedEv::Switch {
+                    prev,
+                    next,
+                    prev_state,
+                    ..
+                } => {
+                    switches += 1;
+                    assert!(
+                        [0, 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100].contains(prev_state),
+                        "{r:?}"
+                    );
+                    if let Some((last_next, last_ts)) = last.get(&r.h.cpu) {
+                        assert!(r.h.ts >= *last_ts, "time went back on cpu {}", r.h.cpu);
+                        if last_next != prev {
+                            mismatches += 1;
+                        }
+                    }
+                    last.insert(r.h.cpu, (*next, r.h.ts));
+                }
+                OwnedEv::Fork { parent_pid, .. } if *parent_pid == tid => {
+                    forks_of_me.push(r.clone())
+                }
+                OwnedEv::Exec { .. } => execs.push(r.clone()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            mismatches, 0,
+            "shard {shard}: switch prev differs from the previous next"
+        );
+    }
+    assert!(switches > 400, "only {switches} switches");
+    let threads: Vec<_> = forks_of_me
+        .iter()
+        .filter(|r| matches!(r.ev, OwnedEv::Fork { flags, .. } if flags & 0x10000 != 0))
+        .collect();
+    let procs = forks_of_me.len() - threads.len();
+    assert!(!threads.is_empty(), "no CLONE_THREAD fork: {forks_of_me:?}");
+    assert!(procs >= 5, "{procs} process forks");
+    for t in &threads {
+        assert!(matches!(t.ev, OwnedEv::Fork { child_tgid, .. } if child_tgid == me));
+    }
+    let true_execs = execs
+        .iter()
+        .filter(|r| matches!(&r.ev, OwnedEv::Exec { filename, .. } if filename == "/bin/true"))
+        .count();
+    assert!(
+        true_execs >= 5,
+        "{true_execs} execs of /bin/true: {execs:?}"
+    );
+    // The comm announced after exec is the new one.
+    let infos_true = streams
+        .iter()
+        .flatten()
+        .filter(|r| matches!(&r.ev, OwnedEv::Info { comm, .. } if comm == "true"))
+        .count();
+    assert!(infos_true >= 5);
+}
+
+#[test]
+fn records_consistent_streams() {
+    if !require_bpf() {
+        return;
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let (streams, lost) = record(SwitchVariant::detect().unwrap(), 2, workload);
+    assert_eq!(lost, 0);
+    check_streams(&streams, tid);
+}
+
+#[test]
+fn legacy_switch_program_works_here() {
+    if !require_bpf() {
+        return;
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let (streams, lost) = record(SwitchVariant::Legacy, 1, workload);
+    assert_eq!(lost, 0);
+    check_streams(&streams, tid);
+}
+
+#[test]
+fn detects_the_prev_state_argument_on_this_kernel() {
+    if !require_bpf() {
+        return;
+    }
+    // The test machine runs 6.x: the 4-argument tracepoint.
+    assert_eq!(SwitchVariant::detect().unwrap(), SwitchVariant::WithState);
+}
