@@ -72,7 +72,11 @@ fn regressions_through_the_cli_without_panic() {
         let trace = dir.path().join(path.file_name().unwrap());
         std::fs::copy(&path, &trace).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_schedlens"))
-            .args(["query", trace.to_str().unwrap(), "SELECT COUNT(*) FROM sched"])
+            .args([
+                "query",
+                trace.to_str().unwrap(),
+                "SELECT COUNT(*) FROM sched",
+            ])
             .env("XDG_CACHE_HOME", dir.path().join("cache"))
             .output()
             .unwrap();
