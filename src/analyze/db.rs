@@ -38,7 +38,6 @@ pub struct LoadedTrace {
 pub const INDEXES_SQL: &str = "
 CREATE INDEX sched_slice_utid_ts ON sched_slice(utid, ts);
 CREATE INDEX sched_slice_cpu_ts ON sched_slice(cpu, ts);
-CREATE INDEX sched_slice_ts ON sched_slice(ts);
 CREATE INDEX thread_state_utid_ts ON thread_state(utid, ts);
 CREATE INDEX wakeup_utid_ts ON wakeup(utid, ts);
 CREATE INDEX wakeup_ts ON wakeup(ts);
@@ -139,7 +138,7 @@ pub fn load(trace: &Path, opts: &LoadOptions) -> anyhow::Result<LoadedTrace> {
         }
     }
     match build_at(&trace, &beside, &s, opts.progress) {
-        Ok(()) => return Ok(loaded(beside)),
+        Ok(()) => Ok(loaded(beside)),
         Err(BuildError::Unwritable(e)) => {
             let Some(db) = fallback else {
                 return Err(e.context(
@@ -235,7 +234,7 @@ fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Res
     let conn = Connection::open(db).with_context(|| format!("cannot create {}", db.display()))?;
     // Nothing needs recovering if a load dies: the file is discarded.
     conn.execute_batch(
-        "PRAGMA page_size = 65536; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
          PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
     )?;
     conn.execute_batch(TABLES_SQL)?;

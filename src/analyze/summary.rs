@@ -1,9 +1,199 @@
 //! `schedlens summary TRACE`. (Issue 3; owner: analyze, on top of report.rs.)
 
+use crate::analyze::db::{self, LoadOptions};
+use crate::analyze::report::{self, Dur, GroupBy, TaskFilter, TaskOrder};
+use comfy_table::{Table, presets};
+use rusqlite::Connection;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Tasks shown in the top-tasks and latency tables.
+const TOP: usize = 10;
+
 /// Arguments of `schedlens summary`.
 #[derive(Debug, clap::Args)]
-pub struct SummaryArgs {}
+pub struct SummaryArgs {
+    /// Perfetto trace file (plain, gzip or zstd).
+    pub trace: PathBuf,
+    /// Reload the trace even if a cached database is valid.
+    #[arg(long)]
+    pub rebuild: bool,
+}
 
-pub fn run(_args: SummaryArgs) -> anyhow::Result<()> {
-    unimplemented!("issue 3: summary")
+pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
+    let loaded = db::load(
+        &args.trace,
+        &LoadOptions {
+            rebuild: args.rebuild,
+            progress: true,
+        },
+    )?;
+    let conn = db::open_readonly(&loaded.db_path)?;
+    print!("{}", render(&conn, &loaded.name)?);
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_header(header.to_vec());
+    t
+}
+
+fn opt_dur(d: &Option<Dur>) -> String {
+    d.as_ref().map_or("-".to_string(), |d| d.human.clone())
+}
+
+/// The whole summary as text.
+pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let info = report::trace_info(conn)?;
+    let b = report::trace_bounds(conn)?;
+    let whole = b.whole();
+    let s = &info.system;
+    writeln!(out, "Trace {name}")?;
+    let kernel = match (&s.sysname, &s.kernel_release) {
+        (Some(n), Some(r)) => format!("{n} {r}"),
+        (None, Some(r)) => r.clone(),
+        _ => "unknown kernel".to_string(),
+    };
+    let machine = s.machine.as_deref().unwrap_or("unknown machine");
+    writeln!(
+        out,
+        "  host:      {kernel}, {machine}, {} CPUs{}",
+        s.num_cpus.unwrap_or(info.cpus.count),
+        s.recorder_version
+            .as_ref()
+            .map_or(String::new(), |v| format!(", recorded by schedlens {v}"))
+    )?;
+    writeln!(
+        out,
+        "  time:      {} ({} .. {}{})",
+        info.time.duration.human,
+        info.time.start_ts,
+        info.time.end_ts,
+        info.time
+            .start_wall_clock
+            .as_ref()
+            .map_or(String::new(), |w| format!(", started {w}"))
+    )?;
+    let events: Vec<String> = info
+        .events
+        .iter()
+        .filter(|e| e.count > 0)
+        .map(|e| format!("{} {}", e.event, e.count))
+        .collect();
+    writeln!(
+        out,
+        "  events:    {}; {} threads, {} processes",
+        if events.is_empty() {
+            "none".to_string()
+        } else {
+            events.join(", ")
+        },
+        info.threads,
+        info.processes
+    )?;
+    let d = &info.drops;
+    let mut drops = format!("{} lost events", d.lost_events);
+    if !d.per_cpu.is_empty() {
+        let per: Vec<String> = d
+            .per_cpu
+            .iter()
+            .map(|c| format!("cpu{} {}", c.cpu, c.count))
+            .collect();
+        write!(drops, " ({})", per.join(", "))?;
+    }
+    for p in &d.problems {
+        write!(drops, "; {} {}", p.name, p.value)?;
+        if let Some(i) = p.idx {
+            write!(drops, " (cpu{i})")?;
+        }
+    }
+    writeln!(out, "  drops:     {drops}")?;
+
+    for (group_by, title) in [
+        (GroupBy::Cpu, "CPU utilization per CPU"),
+        (GroupBy::Llc, "CPU utilization per LLC"),
+        (GroupBy::Numa, "CPU utilization per NUMA node"),
+    ] {
+        let u = report::cpu_utilization(conn, whole, group_by)?;
+        // Without topology the LLC/NUMA groupings fall back to per CPU: skip them.
+        if group_by != GroupBy::Cpu && (u.note.is_some() || u.groups.len() <= 1) {
+            continue;
+        }
+        writeln!(out, "\n{title}")?;
+        let label = match group_by {
+            GroupBy::Cpu => "cpu",
+            GroupBy::Llc => "llc",
+            GroupBy::Numa => "node",
+        };
+        let mut t = table(&[label, "cpus", "busy", "util"]);
+        for g in u.groups.iter().chain(std::iter::once(&u.total)) {
+            let id = if g.id < 0 {
+                "all".to_string()
+            } else {
+                g.id.to_string()
+            };
+            t.add_row(vec![
+                id,
+                g.cpu_count.to_string(),
+                g.busy.human.clone(),
+                format!("{:.1}%", g.utilization_pct),
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
+
+    let top = report::top_tasks(conn, whole, TaskOrder::CpuTime, TOP)?;
+    writeln!(out, "\nTop tasks by CPU time")?;
+    let mut t = table(&[
+        "tid", "pid", "thread", "process", "cpu time", "switches", "runnable", "p99 lat", "max lat",
+    ]);
+    for task in &top.tasks {
+        let id = &task.task;
+        t.add_row(vec![
+            id.tid.to_string(),
+            id.pid.map_or("-".to_string(), |p| p.to_string()),
+            id.thread_name.clone().unwrap_or_default(),
+            id.process_name.clone().unwrap_or_default(),
+            task.cpu_time.human.clone(),
+            task.switches.to_string(),
+            task.wait_time.human.clone(),
+            opt_dur(&task.latency_p99),
+            opt_dur(&task.latency_max),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+
+    writeln!(out, "\nScheduling latency (waking -> running)")?;
+    let mut t = table(&["tid", "thread", "wakeups", "p50", "p90", "p99", "max"]);
+    let all = report::scheduling_latency(conn, &TaskFilter::default(), whole, 0)?;
+    t.add_row(vec![
+        "all".to_string(),
+        String::new(),
+        all.count.to_string(),
+        opt_dur(&all.p50),
+        opt_dur(&all.p90),
+        opt_dur(&all.p99),
+        opt_dur(&all.max),
+    ]);
+    for task in top.tasks.iter().filter(|t| t.wakeups > 0) {
+        let filter = TaskFilter {
+            tid: Some(task.task.tid),
+            pid: task.task.pid,
+            name: None,
+        };
+        let l = report::scheduling_latency(conn, &filter, whole, 0)?;
+        t.add_row(vec![
+            task.task.tid.to_string(),
+            task.task.thread_name.clone().unwrap_or_default(),
+            l.count.to_string(),
+            opt_dur(&l.p50),
+            opt_dur(&l.p90),
+            opt_dur(&l.p99),
+            opt_dur(&l.max),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(out)
 }

@@ -108,7 +108,7 @@ pub enum Ev {
         args: Box<str>,
     },
     ProcessTree(Box<ProcessTree>),
-    ProcessStats(Box<Vec<StatsProcess>>),
+    ProcessStats(Vec<StatsProcess>),
 }
 
 impl Ev {

@@ -152,6 +152,12 @@ impl<'c> Parser<'c> {
                 return Ok(());
             }
             soft = ts < soft_before;
+            // Like trace_processor's trace_bounds: the span of the events,
+            // not of process snapshots.
+            self.bounds = Some(
+                self.bounds
+                    .map_or((ts, ts), |(a, b)| (a.min(ts), b.max(ts))),
+            );
         }
         match ev {
             Ev::Switch {

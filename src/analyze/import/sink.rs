@@ -112,28 +112,32 @@ impl<'c> Sink<'c> {
         priority: i32,
     ) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.slice
-            .execute(params![id, ts, dur, cpu, utid, end_state, priority])
-            .map(drop)
+        let st = &mut self.slice;
+        st.raw_bind_parameter(1, id)?;
+        st.raw_bind_parameter(2, ts)?;
+        st.raw_bind_parameter(3, dur)?;
+        st.raw_bind_parameter(4, cpu)?;
+        st.raw_bind_parameter(5, utid)?;
+        st.raw_bind_parameter(6, end_state)?;
+        st.raw_bind_parameter(7, priority)?;
+        st.raw_execute().map(drop)
     }
 
     pub fn state(&mut self, r: &StateRow<'_>) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.state
-            .execute(params![
-                r.id,
-                r.ts,
-                r.dur,
-                r.cpu,
-                r.utid,
-                r.state,
-                r.io_wait,
-                r.blocked_function,
-                r.waker_utid,
-                r.waker_id,
-                r.irq_context
-            ])
-            .map(drop)
+        let st = &mut self.state;
+        st.raw_bind_parameter(1, r.id)?;
+        st.raw_bind_parameter(2, r.ts)?;
+        st.raw_bind_parameter(3, r.dur)?;
+        st.raw_bind_parameter(4, r.cpu)?;
+        st.raw_bind_parameter(5, r.utid)?;
+        st.raw_bind_parameter(6, r.state)?;
+        st.raw_bind_parameter(7, r.io_wait)?;
+        st.raw_bind_parameter(8, r.blocked_function)?;
+        st.raw_bind_parameter(9, r.waker_utid)?;
+        st.raw_bind_parameter(10, r.waker_id)?;
+        st.raw_bind_parameter(11, r.irq_context)?;
+        st.raw_execute().map(drop)
     }
 
     /// sched_blocked_reason for a thread_state row already written.
@@ -150,19 +154,17 @@ impl<'c> Sink<'c> {
 
     pub fn wakeup(&mut self, r: &WakeupRow) -> rusqlite::Result<()> {
         self.rows += 1;
-        self.wakeup
-            .execute(params![
-                r.id,
-                r.ts,
-                r.utid,
-                r.waker_utid,
-                r.waking_cpu,
-                r.target_cpu,
-                r.run_ts,
-                r.run_cpu,
-                r.priority
-            ])
-            .map(drop)
+        let st = &mut self.wakeup;
+        st.raw_bind_parameter(1, r.id)?;
+        st.raw_bind_parameter(2, r.ts)?;
+        st.raw_bind_parameter(3, r.utid)?;
+        st.raw_bind_parameter(4, r.waker_utid)?;
+        st.raw_bind_parameter(5, r.waking_cpu)?;
+        st.raw_bind_parameter(6, r.target_cpu)?;
+        st.raw_bind_parameter(7, r.run_ts)?;
+        st.raw_bind_parameter(8, r.run_cpu)?;
+        st.raw_bind_parameter(9, r.priority)?;
+        st.raw_execute().map(drop)
     }
 
     pub fn task_event(&mut self, r: &TaskEventRow<'_>) -> rusqlite::Result<()> {

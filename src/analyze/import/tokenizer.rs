@@ -120,7 +120,7 @@ impl Tokenizer {
                 let procs = process_stats(b)?;
                 ctx.events += 1;
                 self.sorter
-                    .push(Stream::Packet, packet_ts, Ev::ProcessStats(Box::new(procs)));
+                    .push(Stream::Packet, packet_ts, Ev::ProcessStats(procs));
             }
             6 => {
                 let snap: ClockSnapshot = decode("ClockSnapshot", b)?;
@@ -300,16 +300,13 @@ impl Tokenizer {
             let mut prio_it = PackedVarints::new(arrays[4]);
             let mut comm_it = PackedVarints::new(arrays[6]);
             let mut ts = 0i64;
-            loop {
-                let (Some(d), Some(st), Some(pid), Some(prio), Some(comm)) = (
-                    ts_it.next(),
-                    state_it.next(),
-                    pid_it.next(),
-                    prio_it.next(),
-                    comm_it.next(),
-                ) else {
-                    break;
-                };
+            while let (Some(d), Some(st), Some(pid), Some(prio), Some(comm)) = (
+                ts_it.next(),
+                state_it.next(),
+                pid_it.next(),
+                prio_it.next(),
+                comm_it.next(),
+            ) {
                 ts = ts.wrapping_add(d as i64);
                 let Some(&next_comm) = self.comm_table.get(comm as usize) else {
                     errors = true;
@@ -344,16 +341,13 @@ impl Tokenizer {
             let mut comm_it = PackedVarints::new(arrays[11]);
             let mut flags_it = PackedVarints::new(arrays[12]);
             let mut ts = 0i64;
-            loop {
-                let (Some(d), Some(pid), Some(tcpu), Some(prio), Some(comm)) = (
-                    ts_it.next(),
-                    pid_it.next(),
-                    tcpu_it.next(),
-                    prio_it.next(),
-                    comm_it.next(),
-                ) else {
-                    break;
-                };
+            while let (Some(d), Some(pid), Some(tcpu), Some(prio), Some(comm)) = (
+                ts_it.next(),
+                pid_it.next(),
+                tcpu_it.next(),
+                prio_it.next(),
+                comm_it.next(),
+            ) {
                 ts = ts.wrapping_add(d as i64);
                 let Some(&comm) = self.comm_table.get(comm as usize) else {
                     errors = true;

@@ -1,0 +1,315 @@
+//! Import on hand-made traces: compressions, damaged files, process tracking
+//! invariants, and the database cache.
+
+mod tracegen;
+
+use prost::Message;
+use schedlens::analyze::db::{self, LoadOptions};
+use schedlens::perfetto::proto::{self as pb, trace_packet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tracegen::*;
+
+/// Two CPUs, a wakeup, a fork, a pid reused after sched_process_free.
+fn small_trace() -> Vec<pb::TracePacket> {
+    vec![
+        bundle(
+            0,
+            vec![
+                switch(1_000, (0, "swapper/0", 0), (100, "app")),
+                waking(1_500, 100, 200, "worker", 1),
+                newtask(1_600, 100, 300, "child", 0),
+                switch(2_000, (100, "app", 1), (300, "child")),
+                switch(2_400, (300, "child", 0x10), (0, "swapper/0")),
+                free(2_500, 300, "child"),
+                newtask(2_600, 100, 300, "again", 0),
+                switch(3_000, (0, "swapper/0", 0), (300, "again")),
+            ],
+        ),
+        bundle(
+            1,
+            vec![
+                switch(1_100, (0, "swapper/1", 0), (400, "other")),
+                switch(1_800, (400, "other", 1), (200, "worker")),
+                switch(2_200, (200, "worker", 1), (0, "swapper/1")),
+            ],
+        ),
+    ]
+}
+
+fn load(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<(PathBuf, schedlens::analyze::import::ImportReport)> {
+    let trace = dir.join(name);
+    write(&trace, bytes);
+    let db = dir.join(format!("{name}.db"));
+    let report = db::build_into(&trace, &db)?;
+    Ok((db, report))
+}
+
+fn int(db: &Path, sql: &str) -> i64 {
+    let conn = db::open_readonly(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn every_compression_loads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = encode(&small_trace());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&plain[..], 3).unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&plain).unwrap();
+    let in_zlib = encode(&[packet(trace_packet::Data::CompressedPackets(
+        zlib.finish().unwrap(),
+    ))]);
+    let in_zstd = encode(&[packet(trace_packet::Data::ZstdCompressedPackets(
+        zstd::encode_all(&plain[..], 3).unwrap(),
+    ))]);
+    let mut counts = Vec::new();
+    for (name, bytes) in [
+        ("plain", plain.clone()),
+        ("gzip", gz),
+        ("zstd", zst),
+        ("zlib_packets", in_zlib),
+        ("zstd_packets", in_zstd),
+    ] {
+        let (db, report) =
+            load(dir.path(), name, &bytes).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(report.truncation.is_none(), "{name}");
+        counts.push((
+            name,
+            int(&db, "SELECT count(*) FROM sched_slice"),
+            int(&db, "SELECT count(*) FROM thread_state"),
+            int(&db, "SELECT count(*) FROM wakeup"),
+        ));
+    }
+    assert_eq!(counts[0].1, 7, "{counts:?}");
+    for c in &counts {
+        assert_eq!(
+            (c.1, c.2, c.3),
+            (counts[0].1, counts[0].2, counts[0].3),
+            "{counts:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_file_loads_the_complete_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let packets = small_trace();
+    let first = frame(&packets[0]);
+    let mut bytes = encode(&packets);
+    bytes.truncate(bytes.len() - 5);
+    let (db, report) = load(dir.path(), "cut", &bytes).unwrap();
+    let t = report.truncation.expect("truncation reported");
+    assert_eq!(t.offset, first.len() as u64);
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM sched_slice WHERE cpu = 1"),
+        0
+    );
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM sched_slice WHERE cpu = 0"),
+        4
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT int_value FROM metadata WHERE name = 'truncated_at_offset'"
+        ),
+        first.len() as i64
+    );
+}
+
+#[test]
+fn corrupt_packet_is_an_error_with_index_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = frame(&small_trace()[0]);
+    let mut bytes = good.clone();
+    // A packet whose ftrace_events field claims more bytes than the packet has.
+    bytes.extend_from_slice(&[0x0a, 0x04, 0x0a, 0x10, 0x08, 0x01]);
+    let err = load(dir.path(), "corrupt", &bytes).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("packet #1"), "{msg}");
+    assert!(
+        msg.contains(&format!("byte offset {}", good.len())),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn empty_and_foreign_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load(dir.path(), "empty", b"").unwrap_err();
+    assert!(format!("{e:#}").contains("empty"), "{e:#}");
+    let e = load(dir.path(), "text", b"hello, world\n").unwrap_err();
+    assert!(format!("{e:#}").contains("not a Perfetto trace"), "{e:#}");
+    let gz_text = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"plain text").unwrap();
+        gz.finish().unwrap()
+    };
+    let e = load(dir.path(), "gztext", &gz_text).unwrap_err();
+    assert!(format!("{e:#}").contains("not a Perfetto trace"), "{e:#}");
+    assert!(!format!("{e:#}").contains('\n'));
+}
+
+#[test]
+fn unknown_packets_are_counted_and_missing_system_info_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = encode(&small_trace());
+    // TracePacket field 60 (not imported), wrapped as Trace.packet.
+    let unknown = [0xe2, 0x03, 0x02, 0x08, 0x01];
+    bytes.push(0x0a);
+    bytes.push(unknown.len() as u8);
+    bytes.extend_from_slice(&unknown);
+    let (db, report) = load(dir.path(), "unknown", &bytes).unwrap();
+    assert_eq!(report.unknown_packets, 1);
+    assert_eq!(
+        int(
+            &db,
+            "SELECT int_value FROM metadata WHERE name = 'unknown_packets'"
+        ),
+        1
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM metadata WHERE name = 'system_release'"
+        ),
+        0
+    );
+    // 4.4 decoding without SystemInfo: prev_state 1 is S.
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM sched_slice WHERE end_state = 'S'"
+        ),
+        3
+    );
+}
+
+#[test]
+fn reused_pid_gets_a_new_utid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = load(dir.path(), "reuse", &encode(&small_trace())).unwrap();
+    assert_eq!(int(&db, "SELECT count(*) FROM thread WHERE tid = 300"), 2);
+    assert_eq!(int(&db, "SELECT count(*) FROM process WHERE pid = 300"), 2);
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM thread WHERE tid = 300 AND end_ts = 2500"
+        ),
+        1
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(DISTINCT utid) FROM sched_slice JOIN thread USING (utid) WHERE tid = 300"
+        ),
+        2
+    );
+    // The wakee's latency: woken at 1500, ran at 1800.
+    assert_eq!(
+        int(
+            &db,
+            "SELECT latency FROM wakeup JOIN thread USING (utid) WHERE tid = 200"
+        ),
+        300
+    );
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM task_event WHERE type = 'fork'"),
+        2
+    );
+}
+
+#[test]
+fn slices_tile_cpus_and_thread_states_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("synthetic.pftrace");
+    write_synthetic(&trace, 20_000, 2, 8, 200);
+    let db = dir.path().join("synthetic.db");
+    db::build_into(&trace, &db).unwrap();
+    let overlaps_or_gaps = int(
+        &db,
+        "SELECT count(*) FROM (SELECT cpu, ts, dur, lead(ts) OVER (PARTITION BY cpu ORDER BY ts) AS next
+         FROM sched_slice) WHERE next IS NOT NULL AND (dur < 0 OR ts + dur != next)",
+    );
+    assert_eq!(overlaps_or_gaps, 0);
+    let state_overlaps = int(
+        &db,
+        "SELECT count(*) FROM (SELECT utid, ts, dur, lead(ts) OVER (PARTITION BY utid ORDER BY ts, id) AS next
+         FROM thread_state) WHERE next IS NOT NULL AND (dur < 0 OR ts + dur > next)",
+    );
+    assert_eq!(state_overlaps, 0);
+    assert!(int(&db, "SELECT count(*) FROM sched_slice") > 9_000);
+    assert!(int(&db, "SELECT count(*) FROM wakeup WHERE latency = 2000") > 9_000);
+}
+
+#[test]
+fn cache_is_reused_until_the_trace_changes_or_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    write(&trace, &encode(&small_trace()));
+    let opts = LoadOptions::default();
+    let first = db::load(&trace, &opts).unwrap();
+    assert_eq!(
+        first.db_path,
+        dir.path().canonicalize().unwrap().join("t.pftrace.db")
+    );
+    let mtime = || {
+        std::fs::metadata(&first.db_path)
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let built = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    db::load(&trace, &opts).unwrap();
+    assert_eq!(mtime(), built, "valid cache reused");
+    db::load(
+        &trace,
+        &LoadOptions {
+            rebuild: true,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let rebuilt = mtime();
+    assert_ne!(rebuilt, built, "--rebuild reloads");
+    // A changed trace invalidates the cache.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut more = small_trace();
+    more.push(system_info("6.1.0"));
+    write(&trace, &encode(&more));
+    db::load(&trace, &opts).unwrap();
+    assert_ne!(mtime(), rebuilt);
+    // A foreign file in the cache's place is rebuilt, not trusted.
+    std::fs::write(&first.db_path, b"not a database").unwrap();
+    let again = db::load(&trace, &opts).unwrap();
+    let conn = db::open_readonly(&again.db_path).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM sched_slice", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 7);
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn prost_roundtrip_of_our_trace_matches_perfetto_protos() {
+    // The same bytes decode with Perfetto's official definitions.
+    let bytes = encode(&small_trace());
+    let t = <perfetto_protos::trace::Trace as protobuf::Message>::parse_from_bytes(&bytes).unwrap();
+    assert_eq!(t.packet.len(), 2);
+    assert_eq!(pb::Trace::decode(&bytes[..]).unwrap().packet.len(), 2);
+}
