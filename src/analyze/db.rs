@@ -235,7 +235,7 @@ fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Res
     // Nothing needs recovering if a load dies: the file is discarded.
     conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
-         PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+         PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;",
     )?;
     conn.execute_batch(TABLES_SQL)?;
     conn.execute_batch("BEGIN")?;
