@@ -8,6 +8,12 @@
 //! budget. What the reader holds is bounded per packet (two 1 MB stream
 //! buffers, the zstd window, one top-level packet, one decompressed chunk),
 //! so a budget that holds at 128 MB and at 1 GB holds at any size.
+//!
+//! The importer's memory (ignored test, run in release) is measured on the
+//! real `schedlens query` through wait4's ru_maxrss: past the sorter's window
+//! it must not grow with the number of events.
+
+mod tracegen;
 
 use prost::Message;
 use schedlens::perfetto::proto::ftrace_event_bundle::CompactSched;
@@ -16,7 +22,7 @@ use schedlens::perfetto::proto::{FtraceEventBundle, TracePacket};
 use schedlens::perfetto::reader::TraceReader;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const CHILD_ENV: &str = "SCHEDLENS_MEMORY_CHILD_TRACE";
 /// Peak RSS allowed for the whole child (test harness included, ~3 MB):
@@ -179,4 +185,65 @@ fn reader_memory_is_bounded_128mb() {
 #[ignore = "writes and reads a 1 GB trace; run with --ignored"]
 fn reader_memory_is_bounded_1gb() {
     check(1 << 30);
+}
+
+/// Peak RSS in kB of `schedlens query` loading `trace` from scratch.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which std's wait cannot replace: it returns the rusage"
+)]
+fn query_peak_rss_kb(trace: &Path, cache: &Path) -> u64 {
+    let child = Command::new(env!("CARGO_BIN_EXE_schedlens"))
+        .args(["query", "--rebuild"])
+        .arg(trace)
+        .arg("SELECT COUNT(*) FROM sched")
+        .env("XDG_CACHE_HOME", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run schedlens query");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our unwaited child; status and usage are ours to write.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "schedlens query failed on {}: status {status:#x}",
+        trace.display()
+    );
+    usage.ru_maxrss as u64
+}
+
+/// The sorter holds at most 2M events (~100 MB) and SQLite's page cache is
+/// 64 MB: 4M events already fill both, so 4x the events must stay far below
+/// 4x the memory. Measured (release): 217 MB at 4M events, 279 MB at 16M;
+/// with SQLite's temp store in memory it was 347 MB and 1171 MB. The residual
+/// growth (~5 bytes an event) is not explained yet, hence the 1.5x margin.
+#[test]
+#[ignore = "imports 20M events; run in release with --ignored"]
+fn importer_memory_does_not_grow_with_the_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut peaks = Vec::new();
+    for events in [4_000_000u64, 16_000_000] {
+        let trace = dir.path().join(format!("synthetic-{events}.pftrace"));
+        tracegen::write_synthetic(&trace, events, 4, 64, 2000);
+        let peak = query_peak_rss_kb(&trace, &dir.path().join("cache"));
+        eprintln!(
+            "memory: schedlens query loading {events} events ({} MB trace): peak RSS {} MB",
+            std::fs::metadata(&trace).unwrap().len() >> 20,
+            peak >> 10
+        );
+        std::fs::remove_file(&trace).unwrap();
+        std::fs::remove_file(dir.path().join(format!("synthetic-{events}.pftrace.db"))).unwrap();
+        peaks.push(peak);
+    }
+    assert!(
+        peaks[1] < peaks[0] + peaks[0] / 2,
+        "4x the events raised the importer's peak RSS from {} to {} kB",
+        peaks[0],
+        peaks[1]
+    );
 }
