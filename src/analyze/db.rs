@@ -145,6 +145,13 @@ pub fn load(trace: &Path, opts: &LoadOptions) -> anyhow::Result<LoadedTrace> {
                     "the trace's directory is not writable and there is no user cache directory",
                 ));
             };
+            // Say why the database is not beside the trace, so the user finds it
+            // (and knows a later writable copy of the trace would cache anew).
+            eprintln!(
+                "schedlens: {} is not writable; keeping the database in the user cache directory: {}",
+                beside.parent().unwrap_or(Path::new(".")).display(),
+                db.display()
+            );
             if let Some(dir) = db.parent() {
                 fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
@@ -232,7 +239,7 @@ fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Res
     // load's CPU time against the 4 KiB default).
     conn.execute_batch(
         "PRAGMA page_size = 65536; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
-         PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+         PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;",
     )?;
     conn.execute_batch(TABLES_SQL)?;
     conn.execute_batch("BEGIN")?;

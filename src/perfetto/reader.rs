@@ -89,15 +89,15 @@ pub struct TraceReader {
     stats: ReaderStats,
 }
 
-/// Counts the bytes pulled from the file, for progress reporting.
-struct CountingFile {
-    file: File,
+/// Counts the bytes pulled from the input, for progress reporting.
+struct CountingReader<R> {
+    input: R,
     count: Arc<AtomicU64>,
 }
 
-impl Read for CountingFile {
+impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.input.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -111,20 +111,31 @@ impl TraceReader {
     pub fn open(path: &Path) -> anyhow::Result<TraceReader> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        TraceReader::from_reader(file, file_size, &path.display().to_string())
+    }
+
+    /// Reads a trace from any byte stream (a file, or bytes in memory for
+    /// fuzzing and tests). `size` is only for progress reporting; `name` is
+    /// what errors call the input.
+    pub fn from_reader(
+        input: impl Read + Send + 'static,
+        size: u64,
+        name: &str,
+    ) -> anyhow::Result<TraceReader> {
         let file_bytes = Arc::new(AtomicU64::new(0));
         let mut raw = BufReader::with_capacity(
             BUF_SIZE,
-            CountingFile {
-                file,
+            CountingReader {
+                input,
                 count: file_bytes.clone(),
             },
         );
         let head = raw
             .fill_buf()
-            .with_context(|| format!("cannot read {}", path.display()))?
+            .with_context(|| format!("cannot read {name}"))?
             .to_vec();
         if head.is_empty() {
-            bail!("{} is empty, not a Perfetto trace", path.display());
+            bail!("{name} is empty, not a Perfetto trace");
         }
         let (compression, input): (FileCompression, Box<dyn BufRead + Send>) =
             if head.starts_with(&[0x1f, 0x8b]) {
@@ -135,7 +146,7 @@ impl TraceReader {
                 )
             } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
                 let d = zstd::stream::read::Decoder::with_buffer(raw)
-                    .with_context(|| format!("cannot start zstd decoding of {}", path.display()))?;
+                    .with_context(|| format!("cannot start zstd decoding of {name}"))?;
                 (
                     FileCompression::Zstd,
                     Box::new(BufReader::with_capacity(BUF_SIZE, d)),
@@ -144,15 +155,14 @@ impl TraceReader {
                 (FileCompression::Plain, Box::new(raw))
             } else {
                 bail!(
-                    "{} is not a Perfetto trace (it starts with bytes {})",
-                    path.display(),
+                    "{name} is not a Perfetto trace (it starts with bytes {})",
                     hex_prefix(&head)
                 );
             };
         let mut reader = TraceReader {
             input,
             compression,
-            file_size,
+            file_size: size,
             file_bytes,
             offset: 0,
             buf: Vec::new(),
@@ -164,20 +174,13 @@ impl TraceReader {
         if compression != FileCompression::Plain {
             // The decompressed stream must itself start like a trace.
             match reader.input.fill_buf() {
-                Ok([]) => bail!(
-                    "{} is an empty {compression:?} stream, not a Perfetto trace",
-                    path.display()
-                ),
+                Ok([]) => bail!("{name} is an empty {compression:?} stream, not a Perfetto trace"),
                 Ok(b) if b[0] != 0x0a => bail!(
-                    "{} is {compression:?}-compressed but not a Perfetto trace (it decompresses to bytes {})",
-                    path.display(),
+                    "{name} is {compression:?}-compressed but not a Perfetto trace (it decompresses to bytes {})",
                     hex_prefix(b)
                 ),
                 Ok(_) => {}
-                Err(e) => bail!(
-                    "{} is not a readable {compression:?} file: {e}",
-                    path.display()
-                ),
+                Err(e) => bail!("{name} is not a readable {compression:?} file: {e}"),
             }
         }
         Ok(reader)
@@ -320,9 +323,14 @@ impl TraceReader {
                         "packet length {len} exceeds the maximum of {MAX_PACKET_SIZE} bytes"
                     ));
                 }
-                self.buf.resize(len as usize, 0);
-                if let Err(e) = self.input.read_exact(&mut self.buf) {
-                    return self.cut(start, e);
+                // Grow with the bytes that really arrive rather than trusting the
+                // declared length: a few bytes of a cut or hostile file must not
+                // cost a MAX_PACKET_SIZE allocation.
+                self.buf.clear();
+                match (&mut self.input).take(len).read_to_end(&mut self.buf) {
+                    Ok(n) if n as u64 == len => {}
+                    Ok(_) => return self.cut(start, eof()),
+                    Err(e) => return self.cut(start, e),
                 }
                 self.offset += len;
                 return Ok(true);

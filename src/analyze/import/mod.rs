@@ -280,8 +280,17 @@ fn clusters(keys: &[Option<u32>]) -> Vec<Option<u32>> {
 /// transaction. A truncated file loads what is complete (see the report);
 /// a corrupt packet is an error naming its index and byte offset.
 pub fn import(trace: &Path, conn: &Connection, progress: bool) -> anyhow::Result<ImportReport> {
+    import_from(TraceReader::open(trace)?, conn, progress)
+}
+
+/// [`import`] from an opened reader: lets tests and the fuzzers load bytes
+/// held in memory without a file per input.
+pub fn import_from(
+    mut reader: TraceReader,
+    conn: &Connection,
+    progress: bool,
+) -> anyhow::Result<ImportReport> {
     let started = Instant::now();
-    let mut reader = TraceReader::open(trace)?;
     let bar =
         (progress && std::io::stderr().is_terminal() && reader.file_size() >= PROGRESS_MIN_BYTES)
             .then(|| {

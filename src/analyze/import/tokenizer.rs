@@ -130,10 +130,13 @@ impl Tokenizer {
                         .find(|c| c.clock_id == Some(id))
                         .and_then(|c| c.timestamp)
                 };
+                // A hostile snapshot can hold any u64: an offset that does not
+                // fit is no offset (and must not panic in checked builds).
                 if let (Some(real), Some(boot)) = (clock(CLOCK_REALTIME), clock(CLOCK_BOOTTIME))
+                    && let Some(offset) = (real as i64).checked_sub(boot as i64)
                     && !ctx.meta.contains_key("realtime_offset_ns")
                 {
-                    ctx.set_int("realtime_offset_ns", real as i64 - boot as i64);
+                    ctx.set_int("realtime_offset_ns", offset);
                 }
             }
             45 => self.system_info(ctx, decode("SystemInfo", b)?),
