@@ -236,7 +236,9 @@ fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Res
     // 64 KiB pages (set before the first table): the event tables are
     // appended and scanned in bulk, and bigger pages mean fewer page
     // splits, cell-pointer updates and pager calls per row (~10% of the
-    // load's CPU time against the 4 KiB default).
+    // load's CPU time against the 4 KiB default). Temp store on disk: with
+    // it in memory, CREATE INDEX sorted every row in RAM and the peak RSS
+    // grew with the trace (16M events: 1171 MB, on disk 279 MB).
     conn.execute_batch(
         "PRAGMA page_size = 65536; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
          PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;",
