@@ -194,3 +194,32 @@ CREATE TABLE lost_events (
   cpu INTEGER NOT NULL, -- CPU whose events were lost.
   count INTEGER -- How many events were lost; NULL when the trace only says some were (ftrace lost_events).
 );
+
+-- @table agg_cpu: Per time bucket and CPU: how long non-idle threads ran and how often one was switched in.
+-- Use it for utilization over long windows: sum(busy_ns) / (dur * buckets) per CPU.
+-- Aggregates are totals per time bucket summed while the trace loads (schedlens only; not in Perfetto).
+-- Buckets are [ts, ts + dur) with ts a multiple of dur; dur is the same for every row (metadata
+-- aggregate_bucket_ns, a power of two chosen so the trace spans at most 1024 buckets). Intervals that
+-- cross a bucket edge are cut there, so summing the buckets inside a window gives exact totals for
+-- that part of it. Idle (utid 0) is left out.
+CREATE TABLE agg_cpu (
+  ts INTEGER NOT NULL, -- Bucket start, ns.
+  dur INTEGER NOT NULL, -- Bucket length, ns.
+  cpu INTEGER NOT NULL, -- CPU.
+  busy_ns INTEGER NOT NULL, -- Time non-idle threads ran on the CPU within the bucket, ns.
+  switches INTEGER NOT NULL -- Non-idle sched_slice rows starting within the bucket.
+);
+
+-- @table agg_thread: Per time bucket and thread: CPU time, switch-ins, runnable time, wakeups and their latency.
+-- Buckets as in agg_cpu. Only buckets where the thread ran, waited or was woken have a row.
+CREATE TABLE agg_thread (
+  ts INTEGER NOT NULL, -- Bucket start, ns.
+  dur INTEGER NOT NULL, -- Bucket length, ns.
+  utid INTEGER NOT NULL, -- Thread (thread.utid).
+  cpu_ns INTEGER NOT NULL, -- Time it ran (sched_slice) within the bucket, ns.
+  switches INTEGER NOT NULL, -- Its sched_slice rows starting within the bucket.
+  wait_ns INTEGER NOT NULL, -- Time it was runnable (thread_state R and R+) within the bucket, ns.
+  wakeups INTEGER NOT NULL, -- Its wakeup rows with a latency whose ts is within the bucket.
+  latency_max INTEGER, -- Largest latency among those wakeups, ns; NULL without any.
+  latency_hist BLOB -- Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact below 64 ns, then 32 per power of two. NULL without wakeups.
+);

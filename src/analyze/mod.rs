@@ -1,6 +1,7 @@
 //! Loading Perfetto traces into SQLite and the commands on top: `query`,
 //! `summary` and the MCP server of `analyze`. (Issues 3 and 4.)
 
+pub mod aggregate;
 pub mod db;
 pub mod import;
 pub mod mcp;

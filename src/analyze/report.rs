@@ -7,10 +7,11 @@
 //! sends them as structured output. Times in results are relative to the trace
 //! start; absolute trace-clock values appear only as strings.
 //!
-//! The SQL is written for the importer's indexes: sched_slice(utid),
-//! sched_slice(cpu, ts), thread_state(utid, ts), wakeup(utid), wakeup(ts).
-//! Scans of whole tables happen only where the window covers the whole trace
-//! and nothing narrower answers the question.
+//! Whole-trace and long-window totals come from the per-bucket aggregates
+//! (aggregate.rs): a window is the sum of the buckets it covers plus exact work
+//! on its two partial end buckets, through the importer's indexes
+//! (sched_slice(cpu, ts), thread_state(utid, ts), wakeup(utid, ts), wakeup(ts),
+//! wakeup(latency)). No analysis scans a whole event table.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::{self, HIST_REL_ERROR, Hist, WindowSplit};
 use super::timespec::{RelTime, SafeInt, TraceBounds, Window, WindowOut, human_ns};
 
 /// The trace's first and last timestamps.
@@ -388,15 +390,28 @@ pub struct UtilGroup {
     pub utilization_pct: f64,
 }
 
-/// Busy time (non-idle sched_slice time clipped to the window) per CPU.
+/// Busy time (non-idle sched_slice time clipped to the window) per CPU: the
+/// whole buckets from agg_cpu, the partial ones from sched_slice.
 fn busy_per_cpu(conn: &Connection, b: &TraceBounds, w: Window) -> Result<BTreeMap<i64, i64>> {
-    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let mut busy = BTreeMap::new();
+    let split = aggregate::split_window(aggregate::width(conn)?, b.abs(w.start), b.abs(w.end));
     let mut cpus = conn.prepare("SELECT cpu FROM cpu ORDER BY cpu")?;
-    let cpus: Vec<i64> = cpus
-        .query_map([], |r| r.get(0))?
+    let mut busy: BTreeMap<i64, i64> = cpus
+        .query_map([], |r| Ok((r.get(0)?, 0)))?
         .collect::<rusqlite::Result<_>>()?;
-    // Per CPU along the (cpu, ts) index: the slices starting in the window, plus
+    if let Some((f0, f1)) = split.full {
+        let mut st = conn.prepare(
+            "SELECT cpu, sum(busy_ns) FROM agg_cpu WHERE ts >= ?1 AND ts < ?2 GROUP BY cpu",
+        )?;
+        for row in st.query_map(params![f0, f1], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (cpu, ns) = row?;
+            if let Some(t) = busy.get_mut(&cpu) {
+                *t += ns;
+            }
+        }
+    }
+    // Per CPU along the (cpu, ts) index: the slices starting in the piece, plus
     // the one slice running at its start (slices on one CPU do not overlap).
     let mut inside = conn.prepare(&format!(
         "SELECT coalesce(sum({CLIPPED_DUR}), 0) FROM sched_slice
@@ -406,22 +421,23 @@ fn busy_per_cpu(conn: &Connection, b: &TraceBounds, w: Window) -> Result<BTreeMa
         "SELECT ts, dur, {NOT_IDLE} FROM sched_slice WHERE cpu = ?1 AND ts < ?2
          ORDER BY ts DESC LIMIT 1"
     ))?;
-    for cpu in cpus {
-        let mut total: i64 = inside.query_row(params![lo, hi, b.end_ts, cpu], |r| r.get(0))?;
-        if let Some((ts, dur, busy_slice)) = before
-            .query_row(params![cpu, lo], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, bool>(2)?,
-                ))
-            })
-            .optional()?
-            && busy_slice
-        {
-            total += clip(ts, dur, lo, hi, b.end_ts);
+    for &(lo, hi) in &split.edges {
+        for (&cpu, total) in busy.iter_mut() {
+            *total += inside.query_row(params![lo, hi, b.end_ts, cpu], |r| r.get::<_, i64>(0))?;
+            if let Some((ts, dur, busy_slice)) = before
+                .query_row(params![cpu, lo], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                })
+                .optional()?
+                && busy_slice
+            {
+                *total += clip(ts, dur, lo, hi, b.end_ts);
+            }
         }
-        busy.insert(cpu, total);
     }
     Ok(busy)
 }
@@ -541,6 +557,9 @@ pub struct TaskStats {
     pub wakeups: i64,
     /// 99th percentile wakeup-to-running latency (absent without wakeups).
     pub latency_p99: Option<Dur>,
+    /// How latency_p99 was computed (absent without wakeups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p99_method: Option<PercentileMethod>,
     /// Worst wakeup-to-running latency.
     pub latency_max: Option<Dur>,
 }
@@ -570,6 +589,116 @@ fn task_ids(conn: &Connection, utids: &[i64]) -> Result<HashMap<i64, TaskId>> {
     Ok(out)
 }
 
+/// Wakeups in a window up to which percentiles are exact (sorted rows);
+/// above, they come from the aggregates' histograms.
+const EXACT_MAX_WAKEUPS: i64 = 100_000;
+
+/// How percentiles were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PercentileMethod {
+    /// From every latency in the window.
+    Exact,
+    /// From a histogram of the latencies: each percentile is within
+    /// percentile_error_pct of the exact value (max and worst stay exact).
+    Histogram,
+}
+
+/// One thread's totals in a window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    cpu_ns: i64,
+    switches: i64,
+    wait_ns: i64,
+    wakeups: i64,
+    latency_max: Option<i64>,
+}
+
+/// Every non-idle thread's totals in [lo, hi): whole buckets from agg_thread,
+/// partial ones from the event tables through their indexes.
+fn thread_totals(
+    conn: &Connection,
+    b: &TraceBounds,
+    split: &WindowSplit,
+) -> Result<HashMap<i64, Totals>> {
+    let mut out: HashMap<i64, Totals> = HashMap::new();
+    if let Some((f0, f1)) = split.full {
+        let mut st = conn.prepare(
+            "SELECT utid, sum(cpu_ns), sum(switches), sum(wait_ns), sum(wakeups), max(latency_max)
+             FROM agg_thread WHERE ts >= ?1 AND ts < ?2 GROUP BY utid",
+        )?;
+        let mut rows = st.query(params![f0, f1])?;
+        while let Some(r) = rows.next()? {
+            out.insert(
+                r.get(0)?,
+                Totals {
+                    cpu_ns: r.get(1)?,
+                    switches: r.get(2)?,
+                    wait_ns: r.get(3)?,
+                    wakeups: r.get(4)?,
+                    latency_max: r.get(5)?,
+                },
+            );
+        }
+    }
+    if !split.edges.is_empty() {
+        let mut st = conn.prepare("SELECT cpu FROM cpu UNION SELECT DISTINCT cpu FROM agg_cpu")?;
+        let cpus: Vec<i64> = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut inside = conn.prepare_cached(
+            "SELECT ts, dur, utid FROM sched_slice WHERE cpu = ?1 AND ts >= ?2 AND ts < ?3",
+        )?;
+        let mut before = conn.prepare_cached(
+            "SELECT ts, dur, utid FROM sched_slice WHERE cpu = ?1 AND ts < ?2
+             ORDER BY ts DESC LIMIT 1",
+        )?;
+        // Threads runnable at some time in a bucket have wait_ns there.
+        let mut waiting =
+            conn.prepare_cached("SELECT utid FROM agg_thread WHERE ts = ?1 AND wait_ns > 0")?;
+        let mut wakes = conn.prepare_cached(
+            "SELECT utid, latency FROM wakeup WHERE ts >= ?1 AND ts < ?2 AND latency IS NOT NULL",
+        )?;
+        for &(lo, hi) in &split.edges {
+            for &cpu in &cpus {
+                let mut add = |ts: i64, dur: i64, utid: i64| {
+                    let t = out.entry(utid).or_default();
+                    t.cpu_ns += clip(ts, dur, lo, hi, b.end_ts);
+                    t.switches += i64::from(ts >= lo);
+                };
+                let mut rows = inside.query(params![cpu, lo, hi])?;
+                while let Some(r) = rows.next()? {
+                    add(r.get(0)?, r.get(1)?, r.get(2)?);
+                }
+                if let Some((ts, dur, utid)) = before
+                    .query_row(params![cpu, lo], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+                {
+                    add(ts, dur, utid);
+                }
+            }
+            let bucket = lo.div_euclid(split.width) * split.width;
+            let utids: Vec<i64> = waiting
+                .query_map([bucket], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for utid in utids {
+                out.entry(utid).or_default().wait_ns += thread_wait(conn, b, lo, hi, utid)?;
+            }
+            let mut rows = wakes.query(params![lo, hi])?;
+            while let Some(r) = rows.next()? {
+                let t = out.entry(r.get(0)?).or_default();
+                t.wakeups += 1;
+                t.latency_max = t.latency_max.max(Some(r.get(1)?));
+            }
+        }
+    }
+    let mut st = conn.prepare("SELECT utid FROM thread WHERE tid = 0")?;
+    for idle in st.query_map([], |r| r.get::<_, i64>(0))? {
+        out.remove(&idle?);
+    }
+    Ok(out)
+}
+
 /// The threads that ran, waited or woke most in a window.
 pub fn top_tasks(
     conn: &Connection,
@@ -579,51 +708,50 @@ pub fn top_tasks(
 ) -> Result<TopTasks> {
     let b = trace_bounds(conn)?;
     let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let whole = w == b.whole();
-    // Rank with one aggregate over the table that holds the metric; the other
-    // metrics are then filled in for the few winners through the utid indexes.
-    let rank_sql = match order_by {
-        TaskOrder::CpuTime => format!(
-            "SELECT utid, sum({CLIPPED_DUR}) AS v FROM sched_slice
-             WHERE {} AND {NOT_IDLE} GROUP BY utid ORDER BY v DESC, utid LIMIT ?4",
-            overlap_cond(whole)
-        ),
-        TaskOrder::Switches => format!(
-            "SELECT utid, count(*) AS v FROM sched_slice
-             WHERE ts >= ?1 AND ts < ?2 AND {NOT_IDLE}
-             GROUP BY utid ORDER BY v DESC, utid LIMIT ?4"
-        ),
-        TaskOrder::WaitTime => format!(
-            "SELECT utid, sum({CLIPPED_DUR}) AS v FROM thread_state
-             WHERE state IN ('R', 'R+') AND {} GROUP BY utid ORDER BY v DESC, utid LIMIT ?4",
-            overlap_cond(whole)
-        ),
-        TaskOrder::Latency => "SELECT utid, max(latency) AS v FROM wakeup
-             WHERE ts >= ?1 AND ts < ?2 AND latency IS NOT NULL
-             GROUP BY utid ORDER BY v DESC, utid LIMIT ?4"
-            .to_string(),
+    let split = aggregate::split_window(aggregate::width(conn)?, lo, hi);
+    let totals = thread_totals(conn, &b, &split)?;
+    // A thread takes part in a ranking when it has rows of that metric.
+    let key = |t: &Totals| -> Option<i64> {
+        match order_by {
+            TaskOrder::CpuTime => (t.cpu_ns > 0 || t.switches > 0).then_some(t.cpu_ns),
+            TaskOrder::Switches => (t.switches > 0).then_some(t.switches),
+            TaskOrder::WaitTime => (t.wait_ns > 0).then_some(t.wait_ns),
+            TaskOrder::Latency => t.latency_max,
+        }
     };
-    let mut st = conn.prepare(&rank_sql)?;
-    let ranked: Vec<i64> = st
-        .query_map(params![lo, hi, b.end_ts, limit as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let ids = task_ids(conn, &ranked)?;
+    let mut ranked: Vec<(i64, i64)> = totals
+        .iter()
+        .filter_map(|(&u, t)| key(t).map(|v| (v, u)))
+        .collect();
+    ranked.sort_by_key(|&(v, u)| (std::cmp::Reverse(v), u));
+    ranked.truncate(limit);
+    let utids: Vec<i64> = ranked.iter().map(|x| x.1).collect();
+    let ids = task_ids(conn, &utids)?;
     let mut tasks = Vec::new();
-    for utid in ranked {
+    for utid in utids {
         let Some(task) = ids.get(&utid).cloned() else {
             continue;
         };
-        let (cpu_time, switches) = thread_cpu(conn, &b, w, utid)?;
-        let wait = thread_wait(conn, &b, w, utid)?;
-        let lat = latencies(conn, lo, hi, &[utid])?;
+        let t = totals[&utid];
+        let p99 = if t.wakeups == 0 {
+            None
+        } else if t.wakeups <= EXACT_MAX_WAKEUPS {
+            let lat = latencies(conn, lo, hi, &[utid])?;
+            percentile(&lat, 99.0).map(|p| (p, PercentileMethod::Exact))
+        } else {
+            let hist = histogram(conn, &split, Some(&[utid]))?;
+            hist.percentile(99.0, t.latency_max.unwrap_or(i64::MAX))
+                .map(|p| (p, PercentileMethod::Histogram))
+        };
         tasks.push(TaskStats {
             task,
-            cpu_time: Dur::new(cpu_time),
-            switches,
-            wait_time: Dur::new(wait),
-            wakeups: lat.len() as i64,
-            latency_p99: percentile(&lat, 99.0).map(Dur::new),
-            latency_max: lat.iter().map(|l| l.1).max().map(Dur::new),
+            cpu_time: Dur::new(t.cpu_ns),
+            switches: t.switches,
+            wait_time: Dur::new(t.wait_ns),
+            wakeups: t.wakeups,
+            latency_p99: p99.map(|p| Dur::new(p.0)),
+            latency_p99_method: p99.map(|p| p.1),
+            latency_max: t.latency_max.map(Dur::new),
         });
     }
     Ok(TopTasks {
@@ -633,31 +761,46 @@ pub fn top_tasks(
     })
 }
 
-/// Rows overlapping [?1, ?2); for the whole trace no condition, so that the
-/// planner scans once instead of testing bounds it cannot index.
-fn overlap_cond(whole: bool) -> &'static str {
-    if whole {
-        "1"
-    } else {
-        "ts < ?2 AND CASE WHEN dur < 0 THEN ?3 ELSE ts + dur END > ?1"
+/// The latency histogram of a window (of `utids` only, if given): whole
+/// buckets from agg_thread, partial ones from wakeup rows.
+fn histogram(conn: &Connection, split: &WindowSplit, utids: Option<&[i64]>) -> Result<Hist> {
+    let mut hist = Hist::default();
+    if let Some((f0, f1)) = split.full {
+        match utids {
+            None => {
+                let mut st = conn.prepare_cached(
+                    "SELECT latency_hist FROM agg_thread
+                     WHERE ts >= ?1 AND ts < ?2 AND latency_hist IS NOT NULL",
+                )?;
+                let mut rows = st.query(params![f0, f1])?;
+                while let Some(r) = rows.next()? {
+                    hist.add_blob(r.get_ref(0)?.as_blob()?);
+                }
+            }
+            Some(utids) => {
+                let mut st = conn.prepare_cached(
+                    "SELECT latency_hist FROM agg_thread
+                     WHERE utid = ?3 AND ts >= ?1 AND ts < ?2 AND latency_hist IS NOT NULL",
+                )?;
+                for &u in utids {
+                    let mut rows = st.query(params![f0, f1, u])?;
+                    while let Some(r) = rows.next()? {
+                        hist.add_blob(r.get_ref(0)?.as_blob()?);
+                    }
+                }
+            }
+        }
     }
+    for &(lo, hi) in &split.edges {
+        for (_, l) in latencies(conn, lo, hi, utids.unwrap_or(&[]))? {
+            hist.add(l);
+        }
+    }
+    Ok(hist)
 }
 
-/// CPU time and switch-ins of one thread in a window, via sched_slice(utid).
-fn thread_cpu(conn: &Connection, b: &TraceBounds, w: Window, utid: i64) -> Result<(i64, i64)> {
-    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT coalesce(sum({CLIPPED_DUR}), 0), coalesce(sum(ts >= ?1), 0) FROM sched_slice
-         WHERE utid = ?4 AND ts < ?2"
-    ))?;
-    Ok(st.query_row(params![lo, hi, b.end_ts, utid], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?)
-}
-
-/// Runnable time of one thread in a window, via thread_state(utid, ts).
-fn thread_wait(conn: &Connection, b: &TraceBounds, w: Window, utid: i64) -> Result<i64> {
-    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
+/// Runnable time of one thread in [lo, hi), via thread_state(utid, ts).
+fn thread_wait(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i64) -> Result<i64> {
     let from = state_scan_start(conn, utid, lo)?;
     let mut st = conn.prepare_cached(&format!(
         "SELECT coalesce(sum({CLIPPED_DUR}), 0) FROM thread_state
@@ -777,6 +920,11 @@ pub struct SchedulingLatency {
     pub p99: Option<Dur>,
     pub p99_9: Option<Dur>,
     pub max: Option<Dur>,
+    /// How p50..p99_9 were computed: exact up to 100000 wakeups in the window,
+    /// else from a histogram.
+    pub percentile_method: PercentileMethod,
+    /// Largest error of p50..p99_9 relative to the exact values, percent (0 when exact).
+    pub percentile_error_pct: f64,
     /// The worst wakeups, worst first.
     pub worst: Vec<WakeupCase>,
 }
@@ -808,26 +956,41 @@ pub fn scheduling_latency(
 ) -> Result<SchedulingLatency> {
     let b = trace_bounds(conn)?;
     let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let (lat, matched) = if filter.is_empty() {
-        (latencies(conn, lo, hi, &[])?, None)
+    let utids = if filter.is_empty() {
+        None
     } else {
         let utids = filter_utids(conn, filter)?;
         if utids.is_empty() {
             bail!("no thread matches the filter; search_events finds tasks by name, tid or pid");
         }
-        (latencies(conn, lo, hi, &utids)?, Some(utids.len()))
+        Some(utids)
     };
-    let mut values: Vec<i64> = lat.iter().map(|x| x.1).collect();
-    let mut p = |q| percentile_in_place(&mut values, q).map(Dur::new);
-    let (p50, p90, p99, p99_9) = (p(50.0), p(90.0), p(99.0), p(99.9));
-    let max = lat.iter().map(|x| x.1).max().map(Dur::new);
-    let mut worst_rows = lat.clone();
-    let k = worst.min(worst_rows.len());
-    if k > 0 && k < worst_rows.len() {
-        worst_rows.select_nth_unstable_by_key(k - 1, |x| (std::cmp::Reverse(x.1), x.0));
-    }
-    worst_rows.truncate(k);
-    worst_rows.sort_by_key(|x| (std::cmp::Reverse(x.1), x.0));
+    let split = aggregate::split_window(aggregate::width(conn)?, lo, hi);
+    let (count, max) = latency_count_max(conn, &split, utids.as_deref())?;
+    let (method, [p50, p90, p99, p99_9], worst_rows) = if count <= EXACT_MAX_WAKEUPS {
+        let lat = latencies(conn, lo, hi, utids.as_deref().unwrap_or(&[]))?;
+        let mut values: Vec<i64> = lat.iter().map(|x| x.1).collect();
+        let mut p = |q| percentile_in_place(&mut values, q);
+        let ps = [p(50.0), p(90.0), p(99.0), p(99.9)];
+        let mut worst_rows = lat;
+        let k = worst.min(worst_rows.len());
+        if k > 0 && k < worst_rows.len() {
+            worst_rows.select_nth_unstable_by_key(k - 1, |x| (std::cmp::Reverse(x.1), x.0));
+        }
+        worst_rows.truncate(k);
+        worst_rows.sort_by_key(|x| (std::cmp::Reverse(x.1), x.0));
+        (PercentileMethod::Exact, ps, worst_rows)
+    } else {
+        let hist = histogram(conn, &split, utids.as_deref())?;
+        let top = max.unwrap_or(i64::MAX);
+        let ps = [50.0, 90.0, 99.0, 99.9].map(|q| hist.percentile(q, top));
+        (
+            PercentileMethod::Histogram,
+            ps,
+            worst_wakeups(conn, lo, hi, utids.as_deref(), worst)?,
+        )
+    };
+    let matched = utids.as_ref().map(Vec::len);
     let mut st = conn.prepare(
         "SELECT ts, utid, waker_utid, waking_cpu, target_cpu, run_cpu FROM wakeup WHERE id = ?1",
     )?;
@@ -861,14 +1024,87 @@ pub fn scheduling_latency(
     Ok(SchedulingLatency {
         window: WindowOut::new(w, &b),
         matched_threads: matched,
-        count: lat.len(),
-        p50,
-        p90,
-        p99,
-        p99_9,
-        max,
+        count: count as usize,
+        p50: p50.map(Dur::new),
+        p90: p90.map(Dur::new),
+        p99: p99.map(Dur::new),
+        p99_9: p99_9.map(Dur::new),
+        max: max.map(Dur::new),
+        percentile_method: method,
+        percentile_error_pct: match method {
+            PercentileMethod::Exact => 0.0,
+            PercentileMethod::Histogram => (HIST_REL_ERROR * 10_000.0).round() / 100.0,
+        },
         worst: cases,
     })
+}
+
+/// Wakeups with a latency in the window (of `utids` only, if given), and the
+/// largest latency: whole buckets from agg_thread, partial ones from wakeup.
+fn latency_count_max(
+    conn: &Connection,
+    split: &WindowSplit,
+    utids: Option<&[i64]>,
+) -> Result<(i64, Option<i64>)> {
+    let (mut count, mut max) = (0i64, None::<i64>);
+    if let Some((f0, f1)) = split.full {
+        let mut all = conn.prepare_cached(
+            "SELECT coalesce(sum(wakeups), 0), max(latency_max) FROM agg_thread
+             WHERE ts >= ?1 AND ts < ?2",
+        )?;
+        let mut one = conn.prepare_cached(
+            "SELECT coalesce(sum(wakeups), 0), max(latency_max) FROM agg_thread
+             WHERE utid = ?3 AND ts >= ?1 AND ts < ?2",
+        )?;
+        let mut add = |(n, m): (i64, Option<i64>)| {
+            count += n;
+            max = max.max(m);
+        };
+        match utids {
+            None => add(all.query_row(params![f0, f1], |r| Ok((r.get(0)?, r.get(1)?)))?),
+            Some(utids) => {
+                for &u in utids {
+                    add(one.query_row(params![f0, f1, u], |r| Ok((r.get(0)?, r.get(1)?)))?);
+                }
+            }
+        }
+    }
+    for &(lo, hi) in &split.edges {
+        for (_, l) in latencies(conn, lo, hi, utids.unwrap_or(&[]))? {
+            count += 1;
+            max = max.max(Some(l));
+        }
+    }
+    Ok((count, max))
+}
+
+/// The `n` worst (wakeup id, latency) in [lo, hi), worst first, walking the
+/// wakeup(latency) index down: used when the window holds many wakeups, so few
+/// index entries fall outside it before `n` are found.
+fn worst_wakeups(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+    utids: Option<&[i64]>,
+    n: usize,
+) -> Result<Vec<(i64, i64)>> {
+    let utid_cond = if utids.is_some() {
+        "AND utid IN (SELECT value FROM json_each(?4))"
+    } else {
+        "AND ?4 IS NULL"
+    };
+    let mut st = conn.prepare(&format!(
+        "SELECT id, latency FROM wakeup INDEXED BY wakeup_latency
+         WHERE latency IS NOT NULL AND ts >= ?1 AND ts < ?2 {utid_cond}
+         ORDER BY latency DESC, id LIMIT ?3"
+    ))?;
+    let set = utids.map(|u| serde_json::to_string(u)).transpose()?;
+    let rows = st
+        .query_map(params![lo, hi, n as i64, set], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 // ------------------------------------------------------------ task_timeline

@@ -335,6 +335,7 @@ pub fn write_db(w: &Workload, path: &Path) {
     tx.commit().unwrap();
     c.execute_batch(schedlens::analyze::db::INDEXES_SQL)
         .unwrap();
+    schedlens::analyze::aggregate::build_from_tables(&c).unwrap();
 }
 
 /// Independent answers computed from the raw rows.

@@ -352,6 +352,10 @@ pub fn import_from(
         seconds: started.elapsed().as_secs_f64(),
     };
     write_tables(conn, &mut ctx, &parser, &report).context("writing the trace's tables")?;
+    let end_ts = parser.bounds.map_or(0, |b| b.1);
+    std::mem::take(&mut parser.sink.agg)
+        .write(conn, end_ts)
+        .context("writing the aggregate tables")?;
     Ok(report)
 }
 

@@ -70,7 +70,7 @@ struct ThreadInfo {
 
 pub struct Parser<'c> {
     pub procs: ProcessTracker,
-    sink: Sink<'c>,
+    pub sink: Sink<'c>,
     cpus: Vec<CpuState>,
     threads: Vec<ThreadInfo>,
     next_slice_id: i64,

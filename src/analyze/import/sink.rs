@@ -19,6 +19,7 @@
 //! statements.
 
 use super::strings::{Str, Strings};
+use crate::analyze::aggregate::Aggregator;
 use rusqlite::{Connection, Statement, ffi, params};
 use std::collections::VecDeque;
 use std::ffi::{CStr, c_int};
@@ -428,6 +429,8 @@ pub struct Sink<'c> {
     counter_id: i64,
     /// Rows written, for the load summary.
     pub rows: u64,
+    /// Per-bucket totals of the rows written (aggregate.rs).
+    pub agg: Aggregator,
 }
 
 impl<'c> Sink<'c> {
@@ -453,16 +456,19 @@ impl<'c> Sink<'c> {
             ftrace_event_id: 0,
             counter_id: 0,
             rows: 0,
+            agg: Aggregator::new(),
         })
     }
 
     pub fn slice(&mut self, r: SliceRow, s: &Strings) -> R {
         self.rows += 1;
+        self.agg.slice(r.cpu, r.utid, r.ts, r.dur);
         self.slice.add(r, s)
     }
 
     pub fn state(&mut self, r: StateRow, s: &Strings) -> R {
         self.rows += 1;
+        self.agg.state(r.utid, r.ts, r.dur, r.state.map(|x| s.get(x)));
         self.state.add(r, s)
     }
 
@@ -482,6 +488,7 @@ impl<'c> Sink<'c> {
 
     pub fn wakeup(&mut self, r: WakeupRow, s: &Strings) -> R {
         self.rows += 1;
+        self.agg.wakeup(r.utid, r.ts, r.run_ts.map(|t| t - r.ts));
         self.wakeup.add(r, s)
     }
 

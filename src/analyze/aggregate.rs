@@ -1,0 +1,539 @@
+//! Scheduler totals per time bucket, summed while the trace loads, so that
+//! whole-trace and long-window analyses read a few thousand aggregate rows
+//! instead of millions of events. (Issue 4/5; owner: mcp.)
+//!
+//! The importer hands every completed sched_slice, thread_state and wakeup row
+//! to an [`Aggregator`] (a few adds per row, no SQL); [`Aggregator::write`]
+//! stores the `agg_cpu` and `agg_thread` tables at the end of the load.
+//! Buckets are aligned on multiples of a power-of-two width that starts at
+//! about 1 ms and doubles whenever the trace would span more than
+//! [`MAX_BUCKETS`], so the tables stay small for any trace length. Intervals
+//! crossing a bucket edge are cut there, so a window made of whole buckets is
+//! the exact sum of its buckets; the analyses compute the partial buckets at a
+//! window's two ends from the event tables (see [`WindowSplit`]).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Most buckets a trace spans; the width doubles to stay below it.
+pub const MAX_BUCKETS: i64 = 1024;
+/// The first width: 2^20 ns (about 1 ms).
+const FIRST_SHIFT: u32 = 20;
+/// The metadata key holding the bucket width in ns.
+pub const WIDTH_KEY: &str = "aggregate_bucket_ns";
+
+/// Histogram bins: exact below 64 ns, then 32 bins per power of two, so a
+/// bin's midpoint is within 1/64 of every value in it.
+pub const HIST_REL_ERROR: f64 = 1.0 / 64.0;
+
+/// The histogram bin of a latency.
+pub fn bin(v: i64) -> u16 {
+    let v = v.max(0) as u64;
+    if v < 64 {
+        return v as u16;
+    }
+    let e = 63 - v.leading_zeros();
+    let sub = (v >> (e - 5)) & 31;
+    (64 + (e - 6) * 32 + sub as u32) as u16
+}
+
+/// [lo, hi) of a bin's values.
+pub fn bin_range(b: u16) -> (i64, i64) {
+    if b < 64 {
+        return (i64::from(b), i64::from(b) + 1);
+    }
+    let e = u32::from(b - 64) / 32 + 6;
+    let sub = u64::from(b - 64) % 32;
+    let lo = (32 + sub) << (e - 5);
+    (lo as i64, (lo + (1 << (e - 5))) as i64)
+}
+
+/// Per (bucket, thread) sums.
+#[derive(Debug, Clone, Default)]
+struct ThreadAcc {
+    cpu_ns: i64,
+    switches: i64,
+    wait_ns: i64,
+    wakeups: i64,
+    latency_max: Option<i64>,
+    /// One bin per wakeup; turned into (bin, count) pairs when written.
+    bins: Vec<u16>,
+}
+
+impl ThreadAcc {
+    fn merge(&mut self, o: ThreadAcc) {
+        self.cpu_ns += o.cpu_ns;
+        self.switches += o.switches;
+        self.wait_ns += o.wait_ns;
+        self.wakeups += o.wakeups;
+        self.latency_max = self.latency_max.max(o.latency_max);
+        self.bins.extend(o.bins);
+    }
+}
+
+/// Per (bucket, CPU) sums of non-idle slices.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuAcc {
+    busy_ns: i64,
+    switches: i64,
+}
+
+impl CpuAcc {
+    fn merge(&mut self, o: CpuAcc) {
+        self.busy_ns += o.busy_ns;
+        self.switches += o.switches;
+    }
+}
+
+/// Buckets of one thread or CPU, sorted by bucket index. Rows arrive nearly
+/// in time order, so the last entry is almost always the one to update.
+type Series<T> = Vec<(i64, T)>;
+
+fn slot<T: Default>(s: &mut Series<T>, b: i64) -> &mut T {
+    let i = match s.last() {
+        Some(&(last, _)) if last == b => s.len() - 1,
+        Some(&(last, _)) if last > b => match s.binary_search_by_key(&b, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                s.insert(i, (b, T::default()));
+                i
+            }
+        },
+        _ => {
+            s.push((b, T::default()));
+            s.len() - 1
+        }
+    };
+    &mut s[i].1
+}
+
+/// Halves a series' resolution: bucket b becomes b >> 1.
+fn coarsen<T>(s: &mut Series<T>, merge: impl Fn(&mut T, T)) {
+    let mut out: Series<T> = Vec::with_capacity(s.len());
+    for (b, v) in s.drain(..) {
+        match out.last_mut() {
+            Some(last) if last.0 == b >> 1 => merge(&mut last.1, v),
+            _ => out.push((b >> 1, v)),
+        }
+    }
+    *s = out;
+}
+
+/// Accumulates the aggregates of one load. Utid 0 is the idle thread (as the
+/// importer assigns it): idle time is neither busy time nor a task's.
+#[derive(Debug)]
+pub struct Aggregator {
+    shift: u32,
+    /// Lowest and highest bucket index seen (at the current shift).
+    span: Option<(i64, i64)>,
+    threads: Vec<Series<ThreadAcc>>,
+    cpus: Vec<Series<CpuAcc>>,
+    /// Slices (cpu, utid, ts) and runnable states (utid, ts) still open at
+    /// the end of the trace: they last to the trace end, known only then.
+    open_slices: Vec<(u32, u32, i64)>,
+    open_waits: Vec<(u32, i64)>,
+}
+
+impl Default for Aggregator {
+    fn default() -> Aggregator {
+        Aggregator {
+            shift: FIRST_SHIFT,
+            span: None,
+            threads: Vec::new(),
+            cpus: Vec::new(),
+            open_slices: Vec::new(),
+            open_waits: Vec::new(),
+        }
+    }
+}
+
+impl Aggregator {
+    pub fn new() -> Aggregator {
+        Aggregator::default()
+    }
+
+    /// Makes room for [ts, end) within MAX_BUCKETS, coarsening if needed.
+    fn cover(&mut self, ts: i64, end: i64) {
+        let (mut lo, mut hi) = self.span.unwrap_or((ts >> self.shift, ts >> self.shift));
+        lo = lo.min(ts >> self.shift);
+        hi = hi.max((end - 1).max(ts) >> self.shift);
+        while hi - lo + 1 > MAX_BUCKETS {
+            self.shift += 1;
+            lo >>= 1;
+            hi >>= 1;
+            for s in &mut self.threads {
+                coarsen(s, ThreadAcc::merge);
+            }
+            for s in &mut self.cpus {
+                coarsen(s, CpuAcc::merge);
+            }
+        }
+        self.span = Some((lo, hi));
+    }
+
+    /// Calls `add(bucket, ns)` for each bucket part of [ts, end).
+    fn split(&self, ts: i64, end: i64, mut add: impl FnMut(i64, i64)) {
+        let (first, last) = (ts >> self.shift, (end - 1) >> self.shift);
+        for b in first..=last {
+            let part = end.min((b + 1) << self.shift) - ts.max(b << self.shift);
+            if part > 0 {
+                add(b, part);
+            }
+        }
+    }
+
+    /// A sched_slice row; `dur` -1 means still running at the end.
+    pub fn slice(&mut self, cpu: u32, utid: u32, ts: i64, dur: i64) {
+        if utid == 0 {
+            return;
+        }
+        if dur < 0 {
+            self.open_slices.push((cpu, utid, ts));
+            return;
+        }
+        self.add_slice(cpu, utid, ts, ts + dur);
+    }
+
+    fn add_slice(&mut self, cpu: u32, utid: u32, ts: i64, end: i64) {
+        self.cover(ts, end);
+        let (u, c) = (utid as usize, cpu as usize);
+        if self.threads.len() <= u {
+            self.threads.resize_with(u + 1, Vec::new);
+        }
+        if self.cpus.len() <= c {
+            self.cpus.resize_with(c + 1, Vec::new);
+        }
+        let shift = self.shift;
+        let (mut threads, mut cpus) = (
+            std::mem::take(&mut self.threads[u]),
+            std::mem::take(&mut self.cpus[c]),
+        );
+        slot(&mut threads, ts >> shift).switches += 1;
+        slot(&mut cpus, ts >> shift).switches += 1;
+        self.split(ts, end, |b, ns| {
+            slot(&mut threads, b).cpu_ns += ns;
+            slot(&mut cpus, b).busy_ns += ns;
+        });
+        self.threads[u] = threads;
+        self.cpus[c] = cpus;
+    }
+
+    /// A thread_state row: only runnable time (R, R+) is summed.
+    pub fn state(&mut self, utid: u32, ts: i64, dur: i64, state: Option<&str>) {
+        if utid == 0 || !matches!(state, Some("R" | "R+")) {
+            return;
+        }
+        if dur < 0 {
+            self.open_waits.push((utid, ts));
+            return;
+        }
+        self.add_wait(utid, ts, ts + dur);
+    }
+
+    fn add_wait(&mut self, utid: u32, ts: i64, end: i64) {
+        self.cover(ts, end);
+        let u = utid as usize;
+        if self.threads.len() <= u {
+            self.threads.resize_with(u + 1, Vec::new);
+        }
+        let mut series = std::mem::take(&mut self.threads[u]);
+        self.split(ts, end, |b, ns| slot(&mut series, b).wait_ns += ns);
+        self.threads[u] = series;
+    }
+
+    /// A wakeup row; `latency` None (never ran, or spurious) is not counted.
+    pub fn wakeup(&mut self, utid: u32, ts: i64, latency: Option<i64>) {
+        let Some(latency) = latency else {
+            return;
+        };
+        self.cover(ts, ts + 1);
+        let u = utid as usize;
+        if self.threads.len() <= u {
+            self.threads.resize_with(u + 1, Vec::new);
+        }
+        let a = slot(&mut self.threads[u], ts >> self.shift);
+        a.wakeups += 1;
+        a.latency_max = a.latency_max.max(Some(latency));
+        a.bins.push(bin(latency));
+    }
+
+    /// Writes agg_cpu, agg_thread and the bucket width (metadata), with the
+    /// indexes the analyses use. `end_ts` closes the rows still open.
+    pub fn write(mut self, conn: &Connection, end_ts: i64) -> rusqlite::Result<()> {
+        for (cpu, utid, ts) in std::mem::take(&mut self.open_slices) {
+            self.add_slice(cpu, utid, ts, end_ts.max(ts));
+        }
+        for (utid, ts) in std::mem::take(&mut self.open_waits) {
+            self.add_wait(utid, ts, end_ts.max(ts));
+        }
+        let width = 1i64 << self.shift;
+        let mut st = conn.prepare(
+            "INSERT INTO agg_cpu (ts, dur, cpu, busy_ns, switches) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (cpu, series) in self.cpus.iter().enumerate() {
+            for (b, a) in series {
+                st.execute(params![
+                    b << self.shift,
+                    width,
+                    cpu as i64,
+                    a.busy_ns,
+                    a.switches
+                ])?;
+            }
+        }
+        let mut st = conn.prepare(
+            "INSERT INTO agg_thread (ts, dur, utid, cpu_ns, switches, wait_ns, wakeups, \
+             latency_max, latency_hist) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut blob = Vec::new();
+        for (utid, series) in self.threads.iter_mut().enumerate() {
+            for (b, a) in series.iter_mut() {
+                a.bins.sort_unstable();
+                encode_hist(&a.bins, &mut blob);
+                st.execute(params![
+                    *b << self.shift,
+                    width,
+                    utid as i64,
+                    a.cpu_ns,
+                    a.switches,
+                    a.wait_ns,
+                    a.wakeups,
+                    a.latency_max,
+                    (!blob.is_empty()).then_some(&blob)
+                ])?;
+            }
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO metadata (name, key_type, int_value) VALUES (?1, 'single', ?2)",
+            params![WIDTH_KEY, width],
+        )?;
+        conn.execute_batch(INDEXES_SQL)
+    }
+}
+
+/// Indexes on the aggregate tables, and the wakeup index that finds the worst
+/// latencies of a long window without reading all of its wakeups.
+const INDEXES_SQL: &str = "
+CREATE INDEX agg_cpu_ts ON agg_cpu(ts, cpu);
+CREATE INDEX agg_thread_ts ON agg_thread(ts, utid);
+CREATE INDEX agg_thread_utid_ts ON agg_thread(utid, ts);
+CREATE INDEX wakeup_latency ON wakeup(latency DESC) WHERE latency IS NOT NULL;
+";
+
+/// Sorted bins -> (bin u16 LE, count u32 LE) pairs.
+fn encode_hist(sorted_bins: &[u16], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < sorted_bins.len() {
+        let b = sorted_bins[i];
+        let n = sorted_bins[i..].iter().take_while(|&&x| x == b).count();
+        out.extend_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        i += n;
+    }
+}
+
+/// A latency histogram: counts per bin.
+#[derive(Debug, Clone)]
+pub struct Hist {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Hist {
+    fn default() -> Hist {
+        Hist {
+            counts: vec![0; usize::from(bin(i64::MAX)) + 1],
+            total: 0,
+        }
+    }
+}
+
+impl Hist {
+    pub fn add(&mut self, latency: i64) {
+        self.counts[usize::from(bin(latency))] += 1;
+        self.total += 1;
+    }
+
+    /// Adds an `agg_thread.latency_hist` blob.
+    pub fn add_blob(&mut self, blob: &[u8]) {
+        for pair in blob.chunks_exact(6) {
+            let b = u16::from_le_bytes([pair[0], pair[1]]);
+            let n = u32::from_le_bytes([pair[2], pair[3], pair[4], pair[5]]);
+            if let Some(c) = self.counts.get_mut(usize::from(b)) {
+                *c += u64::from(n);
+                self.total += u64::from(n);
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Nearest-rank percentile, as the midpoint of its bin clamped to `max`
+    /// (within HIST_REL_ERROR of the exact value).
+    pub fn percentile(&self, p: f64, max: i64) -> Option<i64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * self.total as f64 - 1e-9).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (lo, hi) = bin_range(b as u16);
+                return Some((lo + (hi - lo) / 2).min(max));
+            }
+        }
+        Some(max)
+    }
+}
+
+/// A window cut along bucket edges: whole buckets [full.0, full.1) read from
+/// the aggregate tables, and at most two partial pieces, each inside one
+/// bucket, computed from the event tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSplit {
+    pub width: i64,
+    pub full: Option<(i64, i64)>,
+    pub edges: Vec<(i64, i64)>,
+}
+
+/// The bucket width of a loaded database (metadata `aggregate_bucket_ns`).
+pub fn width(conn: &Connection) -> anyhow::Result<i64> {
+    let w: Option<i64> = conn
+        .query_row(
+            "SELECT int_value FROM metadata WHERE name = ?1",
+            [WIDTH_KEY],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    match w {
+        Some(w) if w > 0 => Ok(w),
+        _ => anyhow::bail!(
+            "the database has no aggregate tables (made by an older schedlens?): reload the trace"
+        ),
+    }
+}
+
+/// Splits the absolute window [lo, hi).
+pub fn split_window(width: i64, lo: i64, hi: i64) -> WindowSplit {
+    let first = lo.div_euclid(width) * width + if lo.rem_euclid(width) == 0 { 0 } else { width };
+    let last = hi.div_euclid(width) * width;
+    let mut edges = Vec::new();
+    let full = if first < last {
+        if lo < first {
+            edges.push((lo, first));
+        }
+        if last < hi {
+            edges.push((last, hi));
+        }
+        Some((first, last))
+    } else {
+        // No whole bucket: one or two pieces, cut at the bucket edge between.
+        if lo < hi {
+            let edge = lo.div_euclid(width) * width + width;
+            if edge < hi {
+                edges.push((lo, edge));
+                edges.push((edge, hi));
+            } else {
+                edges.push((lo, hi));
+            }
+        }
+        None
+    };
+    WindowSplit { width, full, edges }
+}
+
+/// Builds the aggregates of a database whose event tables were written
+/// without the importer (tests, tools): one pass over the three tables.
+pub fn build_from_tables(conn: &Connection) -> rusqlite::Result<()> {
+    let mut agg = Aggregator::new();
+    let end_ts: i64 = conn
+        .query_row("SELECT end_ts FROM trace_bounds", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut st = conn.prepare("SELECT cpu, utid, ts, dur FROM sched_slice")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        agg.slice(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    }
+    let mut st =
+        conn.prepare("SELECT utid, ts, dur, state FROM thread_state WHERE state IN ('R', 'R+')")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        agg.state(
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get_ref(3)?.as_str_or_null()?,
+        );
+    }
+    let mut st = conn.prepare("SELECT utid, ts, latency FROM wakeup")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        agg.wakeup(r.get(0)?, r.get(1)?, r.get(2)?);
+    }
+    agg.write(conn, end_ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_bound_the_error() {
+        for v in (0..200_000).chain([1 << 40, i64::MAX / 3, i64::MAX]) {
+            let (lo, hi) = bin_range(bin(v));
+            assert!(lo <= v && v < hi || v == i64::MAX, "{v}: {lo}..{hi}");
+            let mid = lo + (hi - lo) / 2;
+            assert!(
+                (mid - v).abs() as f64 <= v as f64 * HIST_REL_ERROR + 0.5,
+                "{v}"
+            );
+        }
+        let mut h = Hist::default();
+        for v in 1..=1000 {
+            h.add(v * 1000);
+        }
+        let p50 = h.percentile(50.0, 1_000_000).unwrap();
+        assert!((p50 - 500_000).abs() as f64 <= 500_000.0 * HIST_REL_ERROR);
+        assert_eq!(h.percentile(100.0, 1_000_000), Some(1_000_000));
+    }
+
+    #[test]
+    fn windows_split_at_bucket_edges() {
+        let s = |lo, hi| split_window(100, lo, hi);
+        assert_eq!(s(0, 1000).full, Some((0, 1000)));
+        assert!(s(0, 1000).edges.is_empty());
+        assert_eq!(s(50, 1050).full, Some((100, 1000)));
+        assert_eq!(s(50, 1050).edges, vec![(50, 100), (1000, 1050)]);
+        assert_eq!(s(150, 250).full, None);
+        assert_eq!(s(150, 250).edges, vec![(150, 200), (200, 250)]);
+        assert_eq!(s(110, 190).edges, vec![(110, 190)]);
+        assert!(s(5, 5).edges.is_empty());
+    }
+
+    #[test]
+    fn intervals_are_cut_at_edges_and_coarsened() {
+        let mut a = Aggregator::new();
+        let w = 1i64 << FIRST_SHIFT;
+        a.slice(0, 1, w - 10, 30);
+        a.slice(0, 0, 0, 5 * w);
+        a.state(1, 0, 5, Some("R"));
+        a.state(1, 5, 5, Some("S"));
+        a.wakeup(1, 3, Some(7));
+        assert_eq!(a.threads[1].len(), 2);
+        assert_eq!(a.threads[1][0].1.cpu_ns, 10);
+        assert_eq!(a.threads[1][1].1.cpu_ns, 20);
+        assert_eq!(a.threads[1][0].1.wait_ns, 5);
+        // A slice far away forces coarser buckets; the sums survive.
+        a.slice(1, 1, w * MAX_BUCKETS * 3, 10);
+        assert!(a.shift > FIRST_SHIFT);
+        let total: i64 = a.threads[1].iter().map(|e| e.1.cpu_ns).sum();
+        assert_eq!(total, 40);
+        assert_eq!(a.threads[1][0].1.switches, 1);
+        assert_eq!(a.threads[1][0].1.wakeups, 1);
+    }
+}
