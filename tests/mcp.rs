@@ -429,6 +429,134 @@ async fn analyses_match_the_workload() {
     c.cancel().await.unwrap();
 }
 
+/// Windows that cut the aggregate buckets anywhere (or lie inside one) give
+/// the same totals as the raw rows.
+#[tokio::test]
+async fn windows_match_the_workload() {
+    let f = fixture();
+    let w = &f.w;
+    let c = serve(&f.db, &[]).await;
+    let dur = w.end_ts - START_TS;
+    let clip = |ts: i64, d: i64, lo: i64, hi: i64| {
+        let end = if d < 0 { w.end_ts } else { ts + d };
+        (end.min(hi) - ts.max(lo)).max(0)
+    };
+    for (a, b) in [
+        (0, dur),
+        (1, dur - 1),
+        (123_457, 2_345_679),
+        (dur / 3, dur / 3 + 1_000),
+        (5_000_000, 5_000_001),
+        (0, 999_999),
+        (1_048_575, 3_145_729),
+        (dur / 2, dur),
+    ] {
+        let (lo, hi) = (START_TS + a, START_TS + b);
+        let win = json!({"start": a, "end": b});
+        let u = ok(&c, "cpu_utilization", json!({ "window": win })).await;
+        for g in u["groups"].as_array().unwrap() {
+            let cpu = g["id"].as_i64().unwrap();
+            assert_eq!(ns(&g["busy"]), w.busy_in(cpu, lo, hi), "{win} cpu {cpu}");
+        }
+        let t = ok(&c, "top_tasks", json!({"window": win, "limit": 100})).await;
+        let tasks = t["tasks"].as_array().unwrap();
+        let ran = (1..w.threads.len() as i64)
+            .filter(|&u| {
+                w.slices
+                    .iter()
+                    .any(|s| s.utid == u && s.ts < hi && s.ts + s.dur > lo)
+            })
+            .count();
+        assert_eq!(tasks.len(), ran, "{win}");
+        for task in tasks {
+            let u = task["utid"].as_i64().unwrap();
+            let slices = w.slices.iter().filter(|s| s.utid == u);
+            let cpu: i64 = slices.clone().map(|s| clip(s.ts, s.dur, lo, hi)).sum();
+            let switches = slices.filter(|s| s.ts >= lo && s.ts < hi).count();
+            let wait: i64 = w
+                .states
+                .iter()
+                .filter(|s| s.utid == u && (s.state == "R" || s.state == "R+"))
+                .map(|s| clip(s.ts, s.dur, lo, hi))
+                .sum();
+            let wakes: Vec<i64> = w
+                .wakeups
+                .iter()
+                .filter(|x| x.utid == u && x.ts >= lo && x.ts < hi)
+                .map(|x| x.latency)
+                .collect();
+            assert_eq!(ns(&task["cpu_time"]), cpu, "{win} utid {u}");
+            assert_eq!(task["switches"], switches, "{win} utid {u}");
+            assert_eq!(ns(&task["wait_time"]), wait, "{win} utid {u}");
+            assert_eq!(task["wakeups"], wakes.len(), "{win} utid {u}");
+            assert_eq!(
+                task["latency_max"].get("ns").and_then(Value::as_i64),
+                wakes.iter().max().copied(),
+                "{win} utid {u}"
+            );
+        }
+        let l = ok(&c, "scheduling_latency", json!({"window": win})).await;
+        let mut all: Vec<i64> = w
+            .wakeups
+            .iter()
+            .filter(|x| x.ts >= lo && x.ts < hi)
+            .map(|x| x.latency)
+            .collect();
+        all.sort_unstable();
+        assert_eq!(l["count"], all.len(), "{win}");
+        assert_eq!(l["percentile_method"], "exact");
+        if !all.is_empty() {
+            assert_eq!(ns(&l["p90"]), nearest_rank(&all, 90.0), "{win}");
+            assert_eq!(ns(&l["max"]), *all.last().unwrap(), "{win}");
+        }
+    }
+    c.cancel().await.unwrap();
+}
+
+/// Above 100000 wakeups, percentiles come from the histograms (within the
+/// error they state); count, max and the worst cases stay exact.
+#[tokio::test]
+async fn many_wakeups_use_a_histogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("many.db");
+    let w = common::workload(2, 1, 2, 70_000);
+    common::write_db(&w, &db);
+    let c = serve(&db, &[]).await;
+    for (win, lo) in [
+        (json!({}), START_TS),
+        (json!({"start": "0.5s"}), START_TS + 500_000_000),
+    ] {
+        let l = ok(&c, "scheduling_latency", json!({"window": win, "worst": 5})).await;
+        let mut rows: Vec<&common::Wakeup> = w.wakeups.iter().filter(|x| x.ts >= lo).collect();
+        assert!(rows.len() > 100_000, "{}", rows.len());
+        let mut all: Vec<i64> = rows.iter().map(|x| x.latency).collect();
+        all.sort_unstable();
+        assert_eq!(l["percentile_method"], "histogram");
+        assert_eq!(l["count"], all.len());
+        assert_eq!(ns(&l["max"]), *all.last().unwrap());
+        let err = l["percentile_error_pct"].as_f64().unwrap() / 100.0;
+        assert!(err > 0.0 && err < 0.02);
+        for (k, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9)] {
+            let exact = nearest_rank(&all, p);
+            let got = ns(&l[k]);
+            assert!(
+                (got - exact).abs() as f64 <= exact as f64 * err + 1.0,
+                "{win} {k}: {got} vs {exact}"
+            );
+        }
+        rows.sort_by_key(|x| (std::cmp::Reverse(x.latency), x.id));
+        let worst: Vec<i64> = l["worst"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect();
+        let expect: Vec<i64> = rows.iter().take(5).map(|x| x.id).collect();
+        assert_eq!(worst, expect, "{win}");
+    }
+    c.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn attacks_fail_and_leave_the_database_unchanged() {
     let f = fixture();
@@ -717,19 +845,24 @@ async fn schema_discovery_and_resource() {
 #[ignore = "builds a ~2 GB database; run by hand with --release"]
 async fn analysis_latency_on_a_large_trace() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("large.db");
-    let started = Instant::now();
-    let w = common::workload(8, 40, 4, 416_000);
-    common::write_db(&w, &db);
-    let events = w.slices.len() + w.wakeups.len();
-    eprintln!(
-        "built {} slices, {} states, {} wakeups ({events} switch+waking events) in {:?}",
-        w.slices.len(),
-        w.states.len(),
-        w.wakeups.len(),
-        started.elapsed()
-    );
-    drop(w);
+    // SCHEDLENS_LARGE_DB keeps the database there and reuses it on later runs.
+    let db = std::env::var_os("SCHEDLENS_LARGE_DB")
+        .map_or_else(|| dir.path().join("large.db"), PathBuf::from);
+    if !db.exists() {
+        let started = Instant::now();
+        let w = common::workload(8, 40, 4, 416_000);
+        let tmp = db.with_extension("tmp");
+        common::write_db(&w, &tmp);
+        std::fs::rename(&tmp, &db).unwrap();
+        let events = w.slices.len() + w.wakeups.len();
+        eprintln!(
+            "built {} slices, {} states, {} wakeups ({events} switch+waking events) in {:?}",
+            w.slices.len(),
+            w.states.len(),
+            w.wakeups.len(),
+            started.elapsed()
+        );
+    }
     let c = serve(&db, &["--query-timeout", "60s"]).await;
     let calls = [
         ("trace_info", json!({})),
@@ -758,10 +891,19 @@ async fn analysis_latency_on_a_large_trace() {
         ("search_events", json!({"text": "worker1"})),
         ("list_tables", json!({})),
     ];
+    // The machines are shared and noisy: the median of five calls.
     for (tool, args) in calls {
-        let t = Instant::now();
-        ok(&c, tool, args.clone()).await;
-        eprintln!("{:>8.1} ms  {tool} {args}", t.elapsed().as_secs_f64() * 1e3);
+        let mut ms = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            ok(&c, tool, args.clone()).await;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "{:>8.1} ms median ({:.1}..{:.1})  {tool} {args}",
+            ms[2], ms[0], ms[4]
+        );
     }
     c.cancel().await.unwrap();
 }
