@@ -1098,7 +1098,7 @@ fn worst_wakeups(
          WHERE latency IS NOT NULL AND ts >= ?1 AND ts < ?2 {utid_cond}
          ORDER BY latency DESC, id LIMIT ?3"
     ))?;
-    let set = utids.map(|u| serde_json::to_string(u)).transpose()?;
+    let set = utids.map(serde_json::to_string).transpose()?;
     let rows = st
         .query_map(params![lo, hi, n as i64, set], |r| {
             Ok((r.get(0)?, r.get(1)?))
