@@ -468,7 +468,8 @@ impl<'c> Sink<'c> {
 
     pub fn state(&mut self, r: StateRow, s: &Strings) -> R {
         self.rows += 1;
-        self.agg.state(r.utid, r.ts, r.dur, r.state.map(|x| s.get(x)));
+        self.agg
+            .state(r.utid, r.ts, r.dur, r.state.map(|x| s.get(x)));
         self.state.add(r, s)
     }
 
