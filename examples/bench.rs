@@ -14,6 +14,7 @@ use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde::Serialize;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -379,6 +380,7 @@ impl Load {
             children.push(
                 Command::new("perf")
                     .args(["bench", "sched", "pipe", "-l", "1000000000"])
+                    .process_group(0)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -389,6 +391,7 @@ impl Load {
             children.push(
                 Command::new("sh")
                     .args(["-c", "while :; do /bin/true; done"])
+                    .process_group(0)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -402,9 +405,10 @@ impl Load {
 impl Drop for Load {
     fn drop(&mut self) {
         for c in &mut self.children {
-            // SAFETY: kill(2) on our own child's pid; the sh loop's /bin/true
-            // children die with their parent's process group below.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            // Each load runs in its own process group: perf's partner
+            // process and the storm's children must die with it.
+            // SAFETY: kill(2) on the process group of our own child.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
             let _ = c.wait();
         }
     }
