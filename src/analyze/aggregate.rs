@@ -42,9 +42,13 @@ pub fn bin_range(b: u16) -> (i64, i64) {
         return (i64::from(b), i64::from(b) + 1);
     }
     let e = u32::from(b - 64) / 32 + 6;
-    let sub = u64::from(b - 64) % 32;
+    let sub = u128::from(b - 64) % 32;
     let lo = (32 + sub) << (e - 5);
-    (lo as i64, (lo + (1 << (e - 5))) as i64)
+    let hi = lo + (1u128 << (e - 5));
+    // The top bins reach past i64::MAX (only a hostile trace gets there):
+    // clamp rather than wrap.
+    let clamp = |x: u128| x.min(i64::MAX as u128) as i64;
+    (clamp(lo), clamp(hi))
 }
 
 /// Per (bucket, thread) sums.
