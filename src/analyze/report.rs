@@ -1133,8 +1133,12 @@ pub struct ThreadTimeline {
     pub task: TaskId,
     /// Consecutive states, merged when state and CPU repeat, clipped to the window.
     pub intervals: Vec<StateInterval>,
-    /// Total time per state within the window.
+    /// Total time per state within the window (up to `totals_until` when the
+    /// interval cap cut the listing).
     pub totals: Vec<StateTotal>,
+    /// Set when the interval cap was reached: the listing and the totals stop
+    /// here, so the cost stays bounded however busy the thread.
+    pub totals_until: Option<RelTime>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -1197,6 +1201,7 @@ pub fn task_timeline(
         let from = state_scan_start(conn, utid, lo)?;
         let mut merged: Vec<(i64, i64, String, Option<i64>)> = Vec::new();
         let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        let mut until = None;
         let mut rows = st.query(params![utid, from, hi])?;
         while let Some(r) = rows.next()? {
             let (ts, dur, state, cpu): (i64, i64, String, Option<i64>) =
@@ -1205,7 +1210,6 @@ pub fn task_timeline(
             if len == 0 {
                 continue;
             }
-            *totals.entry(state.clone()).or_default() += len;
             let start = ts.max(lo);
             if let Some(last) = merged.last_mut()
                 && last.2 == state
@@ -1213,12 +1217,16 @@ pub fn task_timeline(
                 && last.0 + last.1 == start
             {
                 last.1 += len;
+                *totals.entry(state).or_default() += len;
                 continue;
             }
             if merged.len() >= budget {
+                // Stop reading: a busy thread has millions of states.
                 truncated = true;
-                continue;
+                until = Some(RelTime::new(b.rel(start)));
+                break;
             }
+            *totals.entry(state.clone()).or_default() += len;
             merged.push((start, len, state, cpu));
         }
         budget -= merged.len();
@@ -1240,6 +1248,7 @@ pub fn task_timeline(
                     time: Dur::new(t),
                 })
                 .collect(),
+            totals_until: until,
         });
     }
     Ok(TaskTimeline {
@@ -1247,8 +1256,8 @@ pub fn task_timeline(
         threads,
         truncated,
         hint: truncated.then(|| {
-            "interval cap reached: narrow the window (e.g. \"1s..1.1s\") or raise limit; totals \
-             still cover the whole window"
+            "interval cap reached: the intervals and totals stop at totals_until; narrow the \
+             window (e.g. \"1s..1.1s\") or raise limit, or use top_tasks for whole-window totals"
                 .to_string()
         }),
     })
