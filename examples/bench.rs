@@ -188,6 +188,12 @@ struct TraceCounts {
     bytes: u64,
 }
 
+/// Removes a recording and the database `schedlens query` cached beside it.
+fn remove_trace(trace: &Path) {
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(trace.with_extension("pftrace.db"));
+}
+
 fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
     // Counts as the recorder kept them (RecorderStats), not as re-derived by
     // the importer; the schedlens_* counters are bookkeeping, not events.
@@ -277,8 +283,7 @@ fn run_condition(o: &Opts, cond: Condition, workload: &[&str], tag: &str) -> Res
     match cond {
         Condition::Schedlens => {
             run.counts = Some(trace_counts(o, &out)?);
-            let _ = std::fs::remove_file(&out);
-            let _ = std::fs::remove_file(out.with_extension("pftrace.db"));
+            remove_trace(&out);
         }
         Condition::PerfSched => {
             let bytes = std::fs::metadata(&perf_out).map(|m| m.len()).unwrap_or(0);
@@ -523,7 +528,7 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
     for (pairs, storm) in levels {
         let path = o.work.join(format!("load-{pairs}-{storm}.pftrace"));
         let (c, cost, _) = record_under_load(o, pairs, storm, secs, &path)?;
-        let _ = std::fs::remove_file(&path);
+        remove_trace(&path);
         let rate = c.events as f64 / secs as f64;
         let total = c.events + c.lost;
         eprintln!(
@@ -884,7 +889,7 @@ fn main() -> Result<()> {
     std::fs::write(&o.json_out, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", o.json_out.display());
     if let Some(t) = &report.recording.big_trace {
-        let _ = std::fs::remove_file(t);
+        remove_trace(t);
     }
     Ok(())
 }
