@@ -239,6 +239,13 @@ async fn mcp_tools_answer_what_the_workload_did() {
     expected.sort();
     assert_eq!(true_tids, expected);
 
+    let found = ok(&c, "search_events", json!({"text": "sched-pipe"})).await;
+    for x in found["tasks"].as_array().unwrap() {
+        let tid = int(&x["tid"]) as i32;
+        let expected = t.switched_in.get(&tid).copied().unwrap_or(0);
+        assert_eq!(int(&x["slices"]) as usize, expected, "slices of {tid}");
+    }
+
     let tree = ok(&c, "process_tree", json!({"pid": t.sh_pid})).await;
     let procs = tree["processes"].as_array().unwrap();
     assert_eq!(

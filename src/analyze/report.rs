@@ -1440,13 +1440,24 @@ pub fn search_events(conn: &Connection, text: &str, limit: usize) -> Result<Sear
         found.truncate(limit);
         truncated = true;
     }
-    let mut slices = conn.prepare("SELECT count(*) FROM sched_slice WHERE utid = ?1")?;
-    let mut wakes = conn.prepare("SELECT count(*) FROM wakeup WHERE utid = ?1")?;
+    // Counting a busy thread's rows reads millions of index entries: sum its
+    // per-bucket aggregates instead. They leave out the idle thread (utid 0),
+    // whose rows are counted.
+    let mut totals = conn.prepare(
+        "SELECT coalesce(sum(switches), 0), coalesce(sum(wakeups), 0) FROM agg_thread
+         WHERE utid = ?1",
+    )?;
+    let mut idle_slices = conn.prepare("SELECT count(*) FROM sched_slice WHERE utid = 0")?;
     let mut tasks = Vec::new();
     for (task, cmdline) in found {
+        let (slices, wakeups) = if task.utid == 0 {
+            (idle_slices.query_row([], |r| r.get(0))?, 0)
+        } else {
+            totals.query_row([task.utid], |r| Ok((r.get(0)?, r.get(1)?)))?
+        };
         tasks.push(TaskMatch {
-            slices: slices.query_row([task.utid], |r| r.get(0))?,
-            wakeups: wakes.query_row([task.utid], |r| r.get(0))?,
+            slices,
+            wakeups,
             task,
             cmdline,
         });
