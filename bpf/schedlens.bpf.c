@@ -343,6 +343,21 @@ static __always_inline bool traced(struct task_struct *t, struct task_ctx *c)
 }
 
 /* task_cpu(): thread_info.cpu from 5.16, task_struct.cpu before. */
+/* Sets up the emitter and announces the tasks the event names (`b` may be
+ * NULL). False if the event must be dropped: a reader could not name its
+ * tasks, so it is counted as lost. */
+static __always_inline bool begin(struct emitter *e, s32 pid, struct task_struct *a,
+				  struct task_ctx *ac, struct task_struct *b, struct task_ctx *bc)
+{
+	if (!emitter_init(e, pid))
+		return false;
+	if (!announce(e, a, ac) || (b && !announce(e, b, bc))) {
+		count_lost(e->cs);
+		return false;
+	}
+	return true;
+}
+
 static __always_inline s32 task_cpu(struct task_struct *t)
 {
 	struct task_struct___old *o = (void *)t;
@@ -363,12 +378,8 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 
 	if (filter_on && !traced(prev, pc) && !traced(next, nc))
 		return 0;
-	if (!emitter_init(&e, prev->pid))
+	if (!begin(&e, prev->pid, prev, pc, next, nc))
 		return 0;
-	if (!announce(&e, prev, pc) || !announce(&e, next, nc)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	r = reserve(&e, sizeof(*r), SL_SWITCH);
 	if (!r)
 		return 0;
@@ -415,12 +426,8 @@ static __always_inline int on_waking(struct task_struct *p, u8 type)
 
 	if (!traced(p, c))
 		return 0;
-	if (!emitter_init(&e, current_pid()))
+	if (!begin(&e, current_pid(), p, c, NULL, NULL))
 		return 0;
-	if (!announce(&e, p, c)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	r = reserve(&e, sizeof(*r), type);
 	if (!r)
 		return 0;
@@ -475,12 +482,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (filter_on && !traced(parent, pc) && !traced(child, cc))
 		return 0;
-	if (!emitter_init(&e, parent->pid))
+	if (!begin(&e, parent->pid, parent, pc, child, cc))
 		return 0;
-	if (!announce(&e, parent, pc) || !announce(&e, child, cc)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	r = reserve(&e, sizeof(*r), SL_FORK);
 	if (!r)
 		return 0;
@@ -536,12 +539,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	}
 	if (!traced(p, c))
 		return 0;
-	if (!emitter_init(&e, p->pid))
+	if (!begin(&e, p->pid, p, c, NULL, NULL))
 		return 0;
-	if (!announce(&e, p, c)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	s = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!s)
 		return 0;
@@ -580,12 +579,8 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 
 	if (!traced(p, c))
 		return 0;
-	if (!emitter_init(&e, p->pid))
+	if (!begin(&e, p->pid, p, c, NULL, NULL))
 		return 0;
-	if (!announce(&e, p, c)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	r = reserve(&e, sizeof(*r), SL_EXIT);
 	if (!r)
 		return 0;
@@ -662,12 +657,8 @@ int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
 		c->verdict = V_TRACED;
 	if (!traced(task, c))
 		return 0;
-	if (!emitter_init(&e, current_pid()))
+	if (!begin(&e, current_pid(), task, c, NULL, NULL))
 		return 0;
-	if (!announce(&e, task, c)) {
-		count_lost(e.cs);
-		return 0;
-	}
 	r = reserve(&e, sizeof(*r), SL_RENAME);
 	if (!r)
 		return 0;
