@@ -1,52 +1,12 @@
-//! Interned strings (comms, names, states) and a fast hasher for the integer
-//! and short-string keys of the importer's hot maps.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+//! Interned strings (comms, names, states) and the fast map type of the
+//! importer's hot maps.
 
 /// Index into [`Strings`].
 pub type Str = u32;
 
-/// Multiply-rotate hashing (the FxHash scheme): far cheaper than SipHash for
-/// tids and comms, and the keys come from one trace, not from an attacker who
-/// could aim for collisions that matter.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-const K: u64 = 0x517c_c1b7_2722_0a95;
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(K);
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// Keys are tids, pids and names from the trace: SipHash's resistance to
+/// chosen keys buys nothing against a file that can only slow its own load.
+pub type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Every distinct string of the trace once.
 #[derive(Default)]

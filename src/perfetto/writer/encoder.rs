@@ -5,13 +5,13 @@
 //! FtraceEvent. A chunk is the set of bundles (plus LostEvents and
 //! ProcessTree packets) buffered since the last flush.
 
-use super::hash::FastMap;
 use super::pb;
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
 use crate::perfetto::proto::schedlens::{LostEvents, SchedlensPacket, schedlens_packet};
 use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packet};
 use crate::trace::event::{COMM_LEN, Event, Header, TaskId, comm_str};
 use prost::Message as _;
+use rustc_hash::FxHashMap as FastMap;
 use std::sync::{Arc, Mutex};
 
 /// Perfetto names of the events counted in [`EncoderStats::events`], in index

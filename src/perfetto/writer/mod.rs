@@ -7,7 +7,6 @@
 //! write, so a killed recorder loses at most the chunk being written.
 
 mod encoder;
-mod hash;
 mod pb;
 
 pub use encoder::{EVENT_NAMES, EncoderStats, ShardEncoder};
