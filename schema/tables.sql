@@ -91,7 +91,7 @@ CREATE TABLE thread (
 
 -- @table sched_slice: One row per period a thread ran on a CPU (Perfetto's sched_slice).
 -- The view `sched` is the same with ts_end = ts + dur.
-CREATE TABLE sched_slice (
+CREATE VIRTUAL TABLE sched_slice USING schedlens_columns(
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- When the thread was switched in, ns.
   dur INTEGER NOT NULL, -- How long it ran, ns; -1 if still running at the end of the trace.
@@ -109,7 +109,7 @@ CREATE VIEW sched AS SELECT *, ts + dur AS ts_end FROM sched_slice;
 -- @table thread_state: One row per period a thread spent in one scheduling state (Perfetto's thread_state).
 -- States: 'Running', 'R' (runnable, waiting for a CPU), 'R+' (preempted, runnable), 'S' (sleeping),
 -- 'D' (uninterruptible), 'I' (idle kernel thread), 'T', 't', 'X', 'Z', 'P'.
-CREATE TABLE thread_state (
+CREATE VIRTUAL TABLE thread_state USING schedlens_columns(
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- Start of the state, ns.
   dur INTEGER NOT NULL, -- Length, ns; -1 if the state lasts to the end of the trace.
@@ -157,7 +157,7 @@ CREATE TABLE counter_track (
 -- @table wakeup: One row per wakeup (sched_waking) of a thread, with how long it waited for a CPU.
 -- latency = run_ts - ts: the scheduling latency (waking to running). NULL when the thread did not run
 -- again before the trace ended or the wakeup found the thread already runnable.
-CREATE TABLE wakeup (
+CREATE VIRTUAL TABLE wakeup USING schedlens_columns(
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- When the wakeup happened (sched_waking), ns.
   utid INTEGER NOT NULL, -- Thread woken (the wakee).

@@ -165,9 +165,14 @@ fn cache_falls_back_to_the_user_cache_dir() {
         err.contains(cache.join("schedlens").to_str().unwrap()),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read_dir(cache.join("schedlens")).unwrap().count(),
-        1
-    );
+    // The database and its column file, nothing else (no temporary left).
+    let mut files: Vec<String> = std::fs::read_dir(cache.join("schedlens"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].ends_with("fixture.pftrace.db"), "{files:?}");
+    assert!(files[1].ends_with("fixture.pftrace.db.cols"), "{files:?}");
     assert!(!ro.join("fixture.pftrace.db").exists());
 }

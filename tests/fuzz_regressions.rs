@@ -50,6 +50,7 @@ fn regressions_read_and_import_without_panic() {
         }
 
         let conn = Connection::open_in_memory().unwrap();
+        schedlens::analyze::columns::register(&conn).unwrap();
         conn.execute_batch(TABLES_SQL).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let outcome = TraceReader::from_reader(Cursor::new(bytes), size, &name)

@@ -108,11 +108,17 @@ fn query_as_nobody_caches_in_the_users_cache_dir() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "query as nobody failed: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"n\"\n2");
-    let dbs: Vec<_> = std::fs::read_dir(cache.join("schedlens"))
+    let mut dbs: Vec<_> = std::fs::read_dir(cache.join("schedlens"))
         .expect("nobody's cache dir holds the database")
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(dbs.len(), 1, "one database, no leftovers: {dbs:?}");
+    dbs.sort();
+    assert_eq!(
+        dbs.len(),
+        2,
+        "one database and its columns, no leftovers: {dbs:?}"
+    );
+    assert!(dbs[1].extension().is_some_and(|e| e == "cols"), "{dbs:?}");
     let db = &dbs[0];
     assert!(db.extension().is_some_and(|e| e == "db"), "{db:?}");
     assert_eq!(

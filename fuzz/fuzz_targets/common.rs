@@ -12,6 +12,7 @@ use std::io::Cursor;
 thread_local! {
     static DB: RefCell<Connection> = RefCell::new({
         let conn = Connection::open_in_memory().expect("in-memory database");
+        schedlens::analyze::columns::register(&conn).expect("column module");
         conn.execute_batch(TABLES_SQL).expect("schema");
         conn
     });

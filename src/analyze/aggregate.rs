@@ -314,13 +314,11 @@ impl Aggregator {
     }
 }
 
-/// Indexes on the aggregate tables, and the wakeup index that finds the worst
-/// latencies of a long window without reading all of its wakeups.
+/// Indexes on the aggregate tables.
 const INDEXES_SQL: &str = "
 CREATE INDEX agg_cpu_ts ON agg_cpu(ts, cpu);
 CREATE INDEX agg_thread_ts ON agg_thread(ts, utid);
 CREATE INDEX agg_thread_utid_ts ON agg_thread(utid, ts);
-CREATE INDEX wakeup_latency ON wakeup(latency DESC) WHERE latency IS NOT NULL;
 ";
 
 /// Sorted bins -> (bin u16 LE, count u32 LE) pairs.

@@ -7,6 +7,7 @@
 //! mtime recorded inside it match; anything else (another version, a corrupt
 //! or foreign file) is rebuilt.
 
+use crate::analyze::columns;
 use crate::analyze::import::{self, ImportReport};
 use crate::analyze::schema::{SCHEMA_VERSION, TABLES_SQL};
 use anyhow::Context;
@@ -33,14 +34,10 @@ pub struct LoadedTrace {
     pub db_path: PathBuf,
 }
 
-/// Indexes for the analyses, built after the rows are in (cheaper than
-/// maintaining them during the load).
+/// Indexes of the SQLite tables, built after the rows are in (cheaper than
+/// maintaining them during the load). The columnar tables index themselves
+/// (columns/writer.rs).
 pub const INDEXES_SQL: &str = "
-CREATE INDEX sched_slice_utid_ts ON sched_slice(utid, ts);
-CREATE INDEX sched_slice_cpu_ts ON sched_slice(cpu, ts);
-CREATE INDEX thread_state_utid_ts ON thread_state(utid, ts);
-CREATE INDEX wakeup_utid_ts ON wakeup(utid, ts);
-CREATE INDEX wakeup_ts ON wakeup(ts);
 CREATE INDEX task_event_utid ON task_event(utid);
 CREATE INDEX ftrace_event_ts ON ftrace_event(ts);
 CREATE INDEX counter_track_ts ON counter(track_id, ts);
@@ -105,9 +102,11 @@ fn is_valid(db: &Path, s: &TraceStamp) -> bool {
             .optional()
             .map(Option::flatten)
         };
+        let columns = columns::read_build_id(&columns::path_for(db)).ok();
         Ok(get("schema_version")? == Some(SCHEMA_VERSION)
             && get("trace_size_bytes")? == Some(s.size)
-            && get("trace_mtime_ns")? == Some(s.mtime_ns))
+            && get("trace_mtime_ns")? == Some(s.mtime_ns)
+            && get("columns_build_id")?.is_some_and(|id| Some(id as u64) == columns))
     };
     db.is_file() && check().unwrap_or(false)
 }
@@ -203,7 +202,11 @@ fn build_at(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> Result<(
         trace.display(),
         db.display()
     );
+    // The columns go first: the database is what makes a cache valid, and
+    // it names the build of its columns.
     let result = build(trace, &tmp, s, progress).and_then(|report| {
+        fs::rename(columns::path_for(&tmp), columns::path_for(db))
+            .with_context(|| format!("cannot move the column file beside {}", db.display()))?;
         fs::rename(&tmp, db)
             .with_context(|| format!("cannot move the database to {}", db.display()))?;
         Ok(report)
@@ -223,6 +226,7 @@ fn build_at(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> Result<(
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(columns::path_for(&tmp));
             Err(BuildError::Other(e))
         }
     }
@@ -232,6 +236,7 @@ fn build_at(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> Result<(
 fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Result<ImportReport> {
     let _ = fs::remove_file(db);
     let conn = Connection::open(db).with_context(|| format!("cannot create {}", db.display()))?;
+    columns::register(&conn)?;
     // Nothing needs recovering if a load dies: the file is discarded.
     // 64 KiB pages (set before the first table): the event tables are
     // appended and scanned in bulk, and bigger pages mean fewer page
@@ -298,6 +303,7 @@ fn open_readonly_conn(db: &Path) -> rusqlite::Result<Connection> {
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    columns::register(&conn)?;
     conn.execute_batch("PRAGMA query_only = 1")?;
     Ok(conn)
 }

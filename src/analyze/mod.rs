@@ -2,6 +2,7 @@
 //! `summary` and the MCP server of `analyze`. (Issues 3 and 4.)
 
 pub mod aggregate;
+pub mod columns;
 pub mod db;
 pub mod import;
 pub mod mcp;

@@ -9,9 +9,9 @@
 //!
 //! Whole-trace and long-window totals come from the per-bucket aggregates
 //! (aggregate.rs): a window is the sum of the buckets it covers plus exact work
-//! on its two partial end buckets, through the importer's indexes
-//! (sched_slice(cpu, ts), thread_state(utid, ts), wakeup(utid, ts), wakeup(ts),
-//! wakeup(latency)). No analysis scans a whole event table.
+//! on its two partial end buckets, through the column store's access paths
+//! (columns/vtab.rs: by cpu or utid then ts, by ts, wakeups by latency). No
+//! analysis scans a whole event table.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -1094,7 +1094,7 @@ fn worst_wakeups(
         "AND ?4 IS NULL"
     };
     let mut st = conn.prepare(&format!(
-        "SELECT id, latency FROM wakeup INDEXED BY wakeup_latency
+        "SELECT id, latency FROM wakeup
          WHERE latency IS NOT NULL AND ts >= ?1 AND ts < ?2 {utid_cond}
          ORDER BY latency DESC, id LIMIT ?3"
     ))?;

@@ -215,6 +215,8 @@ impl ReadOnlyDb {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        crate::analyze::columns::register(&conn)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
         let mut db = ReadOnlyDb {
             conn,

@@ -82,7 +82,7 @@ fn parse(sql: &str) -> Vec<TableDoc> {
                 }
                 doc.detail.push_str(rest.trim());
             }
-        } else if t.starts_with("CREATE TABLE") {
+        } else if t.starts_with("CREATE TABLE") || t.starts_with("CREATE VIRTUAL TABLE") {
             in_body = true;
         } else if t.starts_with("CREATE VIEW") {
             doc.is_view = true;
@@ -155,6 +155,7 @@ mod tests {
         assert_eq!(sched.columns[0].name, "id");
         // The parsed tables are exactly those SQLite creates.
         let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::analyze::columns::register(&conn).unwrap();
         conn.execute_batch(TABLES_SQL).unwrap();
         let n: i64 = conn
             .query_row(

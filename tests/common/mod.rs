@@ -8,6 +8,8 @@
 use std::path::Path;
 
 use rusqlite::{Connection, params};
+use schedlens::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Put, TableWriter};
+use schedlens::analyze::import::strings::{Str, Strings};
 
 pub const START_TS: i64 = 5_000_000_000_000; // 5000 s after boot
 pub const IDLE: i64 = 0;
@@ -167,7 +169,7 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
                     Some(tasks[rng.below(tasks.len() as i64) as usize])
                 };
                 wakeups.push(Wakeup {
-                    id: wakeups.len() as i64 + 1,
+                    id: wakeups.len() as i64,
                     ts: wake,
                     utid: u,
                     waker,
@@ -231,6 +233,7 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
 /// importer's indexes.
 pub fn write_db(w: &Workload, path: &Path) {
     let mut c = Connection::open(path).unwrap();
+    columns::register(&c).unwrap();
     c.execute_batch(schedlens::analyze::schema::TABLES_SQL)
         .unwrap();
     let tx = c.transaction().unwrap();
@@ -288,32 +291,7 @@ pub fn write_db(w: &Workload, path: &Path) {
         .unwrap();
     }
     {
-        let mut st = tx
-            .prepare("INSERT INTO sched_slice (ts, dur, cpu, utid, end_state, priority, ucpu) VALUES (?1, ?2, ?3, ?4, 'S', 120, ?3)")
-            .unwrap();
-        let mut sorted: Vec<&Slice> = w.slices.iter().collect();
-        sorted.sort_by_key(|s| (s.ts, s.cpu));
-        for s in sorted {
-            st.execute(params![s.ts, s.dur, s.cpu, s.utid]).unwrap();
-        }
-        let mut st = tx
-            .prepare("INSERT INTO thread_state (ts, dur, cpu, utid, state, ucpu) VALUES (?1, ?2, ?3, ?4, ?5, ?3)")
-            .unwrap();
-        let mut sorted: Vec<&State> = w.states.iter().collect();
-        sorted.sort_by_key(|s| (s.ts, s.utid));
-        for s in sorted {
-            st.execute(params![s.ts, s.dur, s.cpu, s.utid, s.state])
-                .unwrap();
-        }
-        let mut st = tx
-            .prepare("INSERT INTO wakeup VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?5, ?7, 120)")
-            .unwrap();
-        for x in &w.wakeups {
-            st.execute(params![
-                x.id, x.ts, x.utid, x.waker, x.cpu, x.run_ts, x.latency
-            ])
-            .unwrap();
-        }
+        write_columns(w, path, &tx);
         let mut st = tx
             .prepare("INSERT INTO task_event (ts, type, utid, tid, pid, comm, cpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)")
             .unwrap();
@@ -336,6 +314,104 @@ pub fn write_db(w: &Workload, path: &Path) {
     c.execute_batch(schedlens::analyze::db::INDEXES_SQL)
         .unwrap();
     schedlens::analyze::aggregate::build_from_tables(&c).unwrap();
+}
+
+struct SliceRow<'a>(i64, &'a Slice, Str);
+struct StateRow<'a>(i64, &'a State, Str);
+struct WakeupRow<'a>(&'a Wakeup);
+
+impl ColumnRow for SliceRow<'_> {
+    const LAYOUT: &'static Layout = &columns::SCHED_SLICE;
+    fn id(&self) -> i64 {
+        self.0
+    }
+    fn put(&self, out: &mut impl Put) {
+        let s = self.1;
+        out.i64(Some(s.ts));
+        out.i64(Some(s.dur));
+        out.u32(Some(s.cpu as u32));
+        out.u32(Some(s.utid as u32));
+        out.str(Some(self.2));
+        out.i32(Some(120));
+    }
+}
+
+impl ColumnRow for StateRow<'_> {
+    const LAYOUT: &'static Layout = &columns::THREAD_STATE;
+    fn id(&self) -> i64 {
+        self.0
+    }
+    fn put(&self, out: &mut impl Put) {
+        let s = self.1;
+        out.i64(Some(s.ts));
+        out.i64(Some(s.dur));
+        out.u32(s.cpu.map(|c| c as u32));
+        out.u32(Some(s.utid as u32));
+        out.str(Some(self.2));
+        out.u32(None);
+        out.str(None);
+        out.u32(None);
+        out.i64(None);
+        out.u32(None);
+    }
+}
+
+impl ColumnRow for WakeupRow<'_> {
+    const LAYOUT: &'static Layout = &columns::WAKEUP;
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+    fn put(&self, out: &mut impl Put) {
+        let x = self.0;
+        out.i64(Some(x.ts));
+        out.u32(Some(x.utid as u32));
+        out.u32(x.waker.map(|u| u as u32));
+        out.u32(Some(x.cpu as u32));
+        out.i32(Some(x.cpu as i32));
+        out.i64(Some(x.run_ts));
+        out.u32(Some(x.cpu as u32));
+        out.i32(Some(120));
+    }
+}
+
+/// The column file of the database at `path` (sched_slice, thread_state,
+/// wakeup), written the way the importer writes it; its build id goes in
+/// the metadata.
+fn write_columns(w: &Workload, path: &Path, tx: &Connection) {
+    let mut strings = Strings::default();
+    let mut file = ColumnFile::create(Some(&columns::path_for(path))).unwrap();
+    let mut slices = TableWriter::default();
+    let mut states = TableWriter::default();
+    let mut wakeups = TableWriter::default();
+    let s_state = strings.intern("S");
+    let mut sorted: Vec<&Slice> = w.slices.iter().collect();
+    sorted.sort_by_key(|s| (s.ts, s.cpu));
+    for (id, s) in sorted.into_iter().enumerate() {
+        slices
+            .add(SliceRow(id as i64, s, s_state), &mut file, &strings)
+            .unwrap();
+    }
+    let mut sorted: Vec<&State> = w.states.iter().collect();
+    sorted.sort_by_key(|s| (s.ts, s.utid));
+    for (id, s) in sorted.into_iter().enumerate() {
+        let state = strings.intern(s.state);
+        states
+            .add(StateRow(id as i64, s, state), &mut file, &strings)
+            .unwrap();
+    }
+    for x in &w.wakeups {
+        wakeups.add(WakeupRow(x), &mut file, &strings).unwrap();
+    }
+    slices.flush(&mut file, &strings).unwrap();
+    states.flush(&mut file, &strings).unwrap();
+    wakeups.flush(&mut file, &strings).unwrap();
+    tx.execute(
+        "INSERT INTO metadata VALUES ('columns_build_id', 'single', ?1, NULL)",
+        [file.build_id() as i64],
+    )
+    .unwrap();
+    file.finish(&mut [&mut slices, &mut states, &mut wakeups], &strings)
+        .unwrap();
 }
 
 /// Independent answers computed from the raw rows.

@@ -12,7 +12,7 @@ mod parser;
 mod process;
 mod sink;
 mod sorter;
-mod strings;
+pub mod strings;
 mod tokenizer;
 
 use crate::perfetto::proto::CpuInfo;
@@ -305,7 +305,13 @@ pub fn import_from(
             });
     let bytes_read = reader.file_bytes_read();
     let mut ctx = Ctx::default();
-    let sink = sink::Sink::new(conn)?;
+    // The big tables go beside the database file (none for in-memory ones).
+    let columns = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(|p| crate::analyze::columns::path_for(Path::new(p)));
+    let sink = sink::Sink::new(conn, columns.as_deref())?;
+    ctx.set_int("columns_build_id", sink.build_id() as i64);
     let mut parser = parser::Parser::new(&mut ctx.strings, sink);
     let mut tok = tokenizer::Tokenizer::new();
     let mut packets = 0u64;
@@ -319,9 +325,8 @@ pub fn import_from(
             );
         }
         if tok.sorter.len() > sorter::WINDOW_HIGH {
-            tok.sorter.extract(sorter::WINDOW_LOW, |ts, ev| {
-                Ok(parser.event(&mut ctx, ts, ev)?)
-            })?;
+            tok.sorter
+                .extract(sorter::WINDOW_LOW, |ts, ev| parser.event(&mut ctx, ts, ev))?;
         }
         if let Some(bar) = &bar
             && packets % 256 == 0
@@ -330,7 +335,7 @@ pub fn import_from(
         }
     }
     tok.sorter
-        .extract(0, |ts, ev| Ok(parser.event(&mut ctx, ts, ev)?))?;
+        .extract(0, |ts, ev| parser.event(&mut ctx, ts, ev))?;
     parser.finish(&mut ctx)?;
     if tok.sorter.out_of_order > 0 {
         ctx.add_stat(

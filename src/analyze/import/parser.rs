@@ -88,7 +88,7 @@ pub struct Parser<'c> {
     pub bounds: Option<(i64, i64)>,
 }
 
-type R = rusqlite::Result<()>;
+type R = anyhow::Result<()>;
 
 impl<'c> Parser<'c> {
     pub fn new(strings: &mut Strings, sink: Sink<'c>) -> Parser<'c> {

@@ -1,0 +1,266 @@
+//! Reading a column file: mapped once, checked once, then read in place.
+
+use super::layout::{Directory, Layout, Phys, Source};
+use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
+use anyhow::{Context, bail, ensure};
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+/// A checked, mapped column file.
+pub struct Store {
+    map: Mmap,
+    pub build_id: u64,
+    tables: Vec<TableData>,
+    strings: Vec<String>,
+}
+
+/// One table of a [`Store`].
+pub struct TableData {
+    pub layout: &'static Layout,
+    pub rows: u64,
+    /// File offset of each block.
+    blocks: Vec<usize>,
+    /// Offset of each physical column within a block.
+    col_off: Vec<usize>,
+    /// Whether ts never decreases with the row id.
+    pub ts_sorted: bool,
+    pub keys: Vec<KeyIndex>,
+    pub order: Option<OrderIndex>,
+}
+
+/// See [`super::layout::KeyDir`].
+pub struct KeyIndex {
+    /// Physical column.
+    pub column: usize,
+    /// Distinct keys (0..keys).
+    pub keys: u64,
+    starts: usize,
+    perm: usize,
+    perm_len: u64,
+}
+
+/// See [`super::layout::OrderDir`].
+pub struct OrderIndex {
+    /// Declared column.
+    pub column: usize,
+    perm: usize,
+    pub len: u64,
+}
+
+/// A value as SQL sees it.
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+/// The build id in the header of the column file at `path`.
+pub fn read_build_id(path: &Path) -> std::io::Result<u64> {
+    let mut head = [0u8; 16];
+    File::open(path)?.read_exact(&mut head)?;
+    if &head[..8] != MAGIC {
+        return Err(std::io::Error::other("not a schedlens column file"));
+    }
+    Ok(u64::from_le_bytes(head[8..].try_into().unwrap_or_default()))
+}
+
+impl Store {
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: the file is a finished cache file that schedlens never
+        // modifies after renaming it into place (a rebuild writes a new file
+        // and renames over it; this mapping keeps the old one).
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        Store::check(map).with_context(|| format!("{} is not a valid column file", path.display()))
+    }
+
+    fn check(map: Mmap) -> anyhow::Result<Store> {
+        let len = map.len();
+        ensure!(len >= 32 && &map[..8] == MAGIC, "bad header");
+        ensure!(&map[len - 8..] == TRAILER_MAGIC, "incomplete (no trailer)");
+        let u64_at = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or_default());
+        let build_id = u64_at(8);
+        let dir_off = usize::try_from(u64_at(len - 16))?;
+        ensure!((16..=len - 16).contains(&dir_off), "bad directory offset");
+        let dir: Directory =
+            serde_json::from_slice(&map[dir_off..len - 16]).context("bad directory")?;
+        ensure!(dir.build_id == build_id, "directory of another build");
+        let in_data = |off: u64, bytes: u64| -> anyhow::Result<usize> {
+            let end = off.checked_add(bytes).context("offset overflow")?;
+            ensure!(
+                end <= dir_off as u64 && off % 4 == 0,
+                "section out of bounds"
+            );
+            Ok(off as usize)
+        };
+        let mut tables = Vec::new();
+        for t in dir.tables {
+            let Some(layout) = Layout::by_name(&t.name) else {
+                bail!("unknown table {}", t.name)
+            };
+            ensure!(
+                t.phys.len() == layout.phys.len()
+                    && t.phys
+                        .iter()
+                        .zip(layout.phys)
+                        .all(|(a, b)| a.0 == b.0 && a.1 == b.1),
+                "{} has columns of another version",
+                t.name
+            );
+            ensure!(
+                t.blocks.len() as u64 == t.rows.div_ceil(BLOCK_ROWS as u64)
+                    && t.rows < u32::MAX.into(),
+                "{}: row count and blocks disagree",
+                t.name
+            );
+            let bytes = layout.block_bytes() as u64;
+            let blocks = t
+                .blocks
+                .iter()
+                .map(|&b| in_data(b, bytes))
+                .collect::<anyhow::Result<_>>()?;
+            let mut keys = Vec::new();
+            for k in t.keys {
+                ensure!(k.column < layout.phys.len(), "bad key column");
+                let starts = in_data(k.starts, (k.keys + 1) * 4)?;
+                let perm_len = u64::from(u32_at(&map, starts + k.keys as usize * 4));
+                ensure!(perm_len <= t.rows, "bad key index");
+                keys.push(KeyIndex {
+                    column: k.column,
+                    keys: k.keys,
+                    starts,
+                    perm: in_data(k.perm, perm_len * 4)?,
+                    perm_len,
+                });
+            }
+            let order = match t.order {
+                Some(o) => {
+                    ensure!(
+                        o.column < layout.columns.len() && o.len <= t.rows,
+                        "bad order index"
+                    );
+                    Some(OrderIndex {
+                        column: o.column,
+                        perm: in_data(o.perm, o.len * 4)?,
+                        len: o.len,
+                    })
+                }
+                None => None,
+            };
+            tables.push(TableData {
+                layout,
+                rows: t.rows,
+                blocks,
+                col_off: (0..layout.phys.len())
+                    .map(|c| layout.column_offset(c))
+                    .collect(),
+                ts_sorted: t.ts_sorted,
+                keys,
+                order,
+            });
+        }
+        Ok(Store {
+            map,
+            build_id,
+            tables,
+            strings: dir.strings,
+        })
+    }
+
+    pub fn table(&self, name: &str) -> Option<usize> {
+        self.tables.iter().position(|t| t.layout.name == name)
+    }
+
+    pub fn data(&self, table: usize) -> &TableData {
+        &self.tables[table]
+    }
+
+    /// Physical column `col` of `row` as i64, NULL sentinels included.
+    #[inline]
+    pub fn raw(&self, t: &TableData, col: usize, row: u64) -> i64 {
+        let (b, slot) = ((row as usize) / BLOCK_ROWS, (row as usize) % BLOCK_ROWS);
+        let phys = t.layout.phys[col].1;
+        let at = t.blocks[b] + t.col_off[col] + slot * phys.width();
+        match phys {
+            Phys::I64 => i64::from_le_bytes(self.map[at..at + 8].try_into().unwrap_or_default()),
+            Phys::I32 => {
+                i32::from_le_bytes(self.map[at..at + 4].try_into().unwrap_or_default()).into()
+            }
+            Phys::U32 | Phys::Str => u32_at(&self.map, at).into(),
+        }
+    }
+
+    /// Physical column `col` of `row`, None if NULL.
+    #[inline]
+    pub fn int(&self, t: &TableData, col: usize, row: u64) -> Option<i64> {
+        let v = self.raw(t, col, row);
+        let null = match t.layout.phys[col].1 {
+            Phys::I64 => v == NULL_I64,
+            Phys::I32 => v == i64::from(NULL_I32),
+            Phys::U32 | Phys::Str => v == i64::from(NULL_U32),
+        };
+        (!null).then_some(v)
+    }
+
+    /// Declared (SQL) column `col` of `row`.
+    #[inline]
+    pub fn value(&self, t: &TableData, col: usize, row: u64) -> Value<'_> {
+        match t.layout.columns[col].1 {
+            Source::Id => Value::Int(row as i64),
+            Source::Col(c) => match (self.int(t, c, row), t.layout.phys[c].1) {
+                (None, _) => Value::Null,
+                (Some(s), Phys::Str) => self
+                    .strings
+                    .get(s as usize)
+                    .map_or(Value::Null, |s| Value::Text(s)),
+                (Some(v), _) => Value::Int(v),
+            },
+            Source::Diff(a, b) => match (self.int(t, a, row), self.int(t, b, row)) {
+                (Some(x), Some(y)) => Value::Int(x.wrapping_sub(y)),
+                _ => Value::Null,
+            },
+        }
+    }
+
+    /// The ts of `row` (ordering by it is only meaningful if `ts_sorted`).
+    #[inline]
+    pub fn ts(&self, t: &TableData, row: u64) -> i64 {
+        self.raw(t, t.layout.ts, row)
+    }
+
+    /// Positions in the key index's perm of the rows whose key is `key`.
+    pub fn key_run(&self, k: &KeyIndex, key: i64) -> (u64, u64) {
+        if key < 0 || key as u64 >= k.keys {
+            return (0, 0);
+        }
+        let at = k.starts + key as usize * 4;
+        let (lo, hi) = (u32_at(&self.map, at), u32_at(&self.map, at + 4));
+        let hi = u64::from(hi).min(k.perm_len);
+        (u64::from(lo).min(hi), hi)
+    }
+
+    /// Every position of the key index's perm (all runs in key order).
+    pub fn key_all(&self, k: &KeyIndex) -> (u64, u64) {
+        (0, k.perm_len)
+    }
+
+    /// The row id at position `i` of a key index.
+    #[inline]
+    pub fn key_row(&self, k: &KeyIndex, i: u64) -> u64 {
+        u32_at(&self.map, k.perm + i as usize * 4).into()
+    }
+
+    /// The row id at position `i` of the order index.
+    #[inline]
+    pub fn order_row(&self, o: &OrderIndex, i: u64) -> u64 {
+        u32_at(&self.map, o.perm + i as usize * 4).into()
+    }
+}
+
+#[inline]
+fn u32_at(map: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(map[at..at + 4].try_into().unwrap_or_default())
+}
