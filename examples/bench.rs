@@ -372,19 +372,29 @@ fn overhead(
     })
 }
 
-/// Background load: `pairs` pipe ping-pong pairs (unpinned) plus, if `storm`,
-/// a fork/exec loop. Killed on drop.
+/// Background load: `pairs` pipe ping-pong pairs plus, if `storm`, a
+/// fork/exec loop. Pinned pairs keep both ends on one CPU (pair i on CPU
+/// i mod ncpu): no cross-CPU wakeups, so the highest switch rate a machine
+/// can reach. Killed on drop.
 struct Load {
     children: Vec<std::process::Child>,
 }
 
 impl Load {
-    fn start(pairs: usize, storm: bool) -> Result<Load> {
+    fn start(pairs: usize, storm: bool, pinned: bool) -> Result<Load> {
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut children = vec![];
-        for _ in 0..pairs {
-            children.push(
+        for i in 0..pairs {
+            let cpu = (i % ncpu).to_string();
+            let mut cmd = if pinned {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu, "perf"]);
+                c
+            } else {
                 Command::new("perf")
-                    .args(["bench", "sched", "pipe", "-l", "1000000000"])
+            };
+            children.push(
+                cmd.args(["bench", "sched", "pipe", "-l", "1000000000"])
                     .process_group(0)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -422,6 +432,8 @@ impl Drop for Load {
 #[derive(Debug, Serialize)]
 struct LossLevel {
     pipe_pairs: usize,
+    /// Each pair on one CPU.
+    pinned: bool,
     fork_exec_storm: bool,
     events_per_sec: f64,
     lost: u64,
@@ -459,10 +471,11 @@ fn record_under_load(
     o: &Opts,
     pairs: usize,
     storm: bool,
+    pinned: bool,
     secs: u64,
     out: &Path,
 ) -> Result<(TraceCounts, Cost, Vec<f64>)> {
-    let _load = Load::start(pairs, storm)?;
+    let _load = Load::start(pairs, storm, pinned)?;
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     let child = Command::new(&o.schedlens)
@@ -504,15 +517,18 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let levels: Vec<(usize, bool)> = if o.smoke {
-        vec![(1, false)]
+    // (pipe pairs, fork/exec storm, pinned)
+    let levels: Vec<(usize, bool, bool)> = if o.smoke {
+        vec![(1, false, false)]
     } else {
         vec![
-            (ncpu, false),
-            (ncpu, true),
-            (2 * ncpu, true),
-            (4 * ncpu, true),
-            (8 * ncpu, true),
+            (ncpu, false, true),
+            (ncpu, true, true),
+            (ncpu, false, false),
+            (ncpu, true, false),
+            (2 * ncpu, true, false),
+            (4 * ncpu, true, false),
+            (8 * ncpu, true, false),
         ]
     };
     let secs = if o.smoke { 2 } else { 10 };
@@ -525,18 +541,21 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
         big_trace: None,
         big_trace_events: 0,
     };
-    for (pairs, storm) in levels {
-        let path = o.work.join(format!("load-{pairs}-{storm}.pftrace"));
-        let (c, cost, _) = record_under_load(o, pairs, storm, secs, &path)?;
+    for (pairs, storm, pinned) in levels {
+        let path = o
+            .work
+            .join(format!("load-{pairs}-{storm}-{pinned}.pftrace"));
+        let (c, cost, _) = record_under_load(o, pairs, storm, pinned, secs, &path)?;
         remove_trace(&path);
         let rate = c.events as f64 / secs as f64;
         let total = c.events + c.lost;
         eprintln!(
-            "  load {pairs} pairs storm={storm}: {rate:.0} events/s, {} lost",
+            "  load {pairs} pairs pinned={pinned} storm={storm}: {rate:.0} events/s, {} lost",
             c.lost
         );
         out.levels.push(LossLevel {
             pipe_pairs: pairs,
+            pinned,
             fork_exec_storm: storm,
             events_per_sec: rate,
             lost: c.lost,
@@ -558,7 +577,7 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
     let (long_secs, long_pairs) = if o.smoke { (1, 1) } else { (40, 2 * ncpu) };
     let path = o.work.join("long.pftrace");
     eprintln!("  long recording: {long_secs} s with {long_pairs} pipe pairs and a fork/exec storm");
-    let (c, cost, rss) = record_under_load(o, long_pairs, true, long_secs, &path)?;
+    let (c, cost, rss) = record_under_load(o, long_pairs, true, false, long_secs, &path)?;
     out.recorder_ns_per_event = cost.cpu_s * 1e9 / c.events.max(1) as f64;
     out.recorder_max_rss_mib = out
         .recorder_max_rss_mib

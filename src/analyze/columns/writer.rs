@@ -13,12 +13,12 @@ use super::layout::{Directory, KeyDir, Layout, OrderDir, Phys, Source, TableDir}
 use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
 use crate::analyze::import::strings::{Str, Strings};
 use anyhow::Context;
-use memmap2::MmapMut;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Closed rows held for reordering before a row still open is given up on.
@@ -101,11 +101,11 @@ impl Put for BlockPut<'_> {
     }
 }
 
-/// Writes one row's values in place in the mapped file.
+/// Writes one row's values in place in its mapped block.
 struct PatchPut<'a> {
+    /// The row's block.
     map: &'a mut [u8],
     layout: &'static Layout,
-    block: usize,
     slot: usize,
     col: usize,
     strs: &'a mut StrMap,
@@ -114,9 +114,8 @@ struct PatchPut<'a> {
 
 impl PatchPut<'_> {
     fn write(&mut self, bytes: &[u8]) {
-        let at = self.block
-            + self.layout.column_offset(self.col)
-            + self.slot * self.layout.phys[self.col].1.width();
+        let at =
+            self.layout.column_offset(self.col) + self.slot * self.layout.phys[self.col].1.width();
         self.map[at..at + bytes.len()].copy_from_slice(bytes);
         self.col += 1;
     }
@@ -205,41 +204,31 @@ impl ColumnFile {
     }
 
     /// Completes the file: patches, indexes, directory. `tables` are every
-    /// table written to this file, each already flushed.
+    /// table written to this file, each already flushed. Works through
+    /// buffers of a block or a bounded chunk, never the whole file at once,
+    /// so the load's memory does not grow with the trace.
     pub fn finish(
         mut self,
         tables: &mut [&mut dyn Finish],
         strings: &Strings,
     ) -> anyhow::Result<()> {
         self.out.flush()?;
-        let data_end = self.pos;
-        let mut file = self
+        let file = self
             .out
             .into_inner()
             .map_err(|e| e.into_error())
             .context("writing the column file")?;
-        // Pass 1, on the data: patches, then what the indexes need to know.
+        let mut index_end = self.pos;
         let mut plans = Vec::new();
-        let mut index_end = data_end;
-        {
-            // SAFETY: the file is ours alone while the load runs (created
-            // here, renamed into place only after it is complete).
-            let mut map = unsafe { MmapMut::map_mut(&file) }.context("mapping the column file")?;
-            for t in tables.iter_mut() {
-                t.apply_patches(&mut map, &mut self.strs, strings);
-                let plan = t.plan_indexes(&map, &mut index_end);
-                plans.push(plan);
-            }
+        for t in tables.iter_mut() {
+            t.apply_patches(&file, &mut self.strs, strings)
+                .context("patching the column file")?;
+            plans.push(t.plan_indexes(&file, &mut index_end)?);
         }
-        // Pass 2: the index arrays, after the data.
         file.set_len(index_end)?;
-        {
-            // SAFETY: as above.
-            let mut map = unsafe { MmapMut::map_mut(&file) }.context("mapping the column file")?;
-            for (t, plan) in tables.iter_mut().zip(&mut plans) {
-                t.write_indexes(&mut map, plan);
-            }
-            map.flush()?;
+        for (t, plan) in tables.iter().zip(&plans) {
+            t.write_indexes(&file, plan)
+                .context("writing the column file's indexes")?;
         }
         let dir = Directory {
             build_id: self.build_id,
@@ -250,8 +239,8 @@ impl ColumnFile {
                 .collect(),
             strings: std::mem::take(&mut self.strs.list),
         };
-        file.seek(SeekFrom::Start(index_end))?;
         let mut w = BufWriter::new(file);
+        w.seek(SeekFrom::Start(index_end))?;
         serde_json::to_writer(&mut w, &dir)?;
         w.write_all(&index_end.to_le_bytes())?;
         w.write_all(TRAILER_MAGIC)?;
@@ -260,19 +249,45 @@ impl ColumnFile {
     }
 }
 
-/// What a table's indexes will hold, decided in pass 1.
+/// What a table's indexes will hold, decided before they are written.
 pub struct IndexPlan {
     rows: u64,
     ts_sorted: bool,
-    keys: Vec<(usize, Vec<u32>, KeyDir)>,
-    order: Option<(Vec<(i64, u32)>, OrderDir)>,
+    keys: Vec<(Vec<u32>, KeyDir)>,
+    order: Option<(OrderKeys, OrderDir)>,
+}
+
+/// The order index's (value, id) pairs, sorted by value descending then id.
+/// Values in 0..2^32 (nearly all: latencies under 4 s) are packed with
+/// their id in one u64, half the memory of a pair.
+struct OrderKeys {
+    /// ((u32::MAX - value) << 32 | id), ascending.
+    packed: Vec<u64>,
+    /// The others, sorted; those >= 2^32 come before `packed`, negatives after.
+    wide: Vec<(i64, u32)>,
+}
+
+impl OrderKeys {
+    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let split = self.wide.partition_point(|w| w.0 >= 1 << 32);
+        self.wide[..split]
+            .iter()
+            .map(|w| w.1)
+            .chain(self.packed.iter().map(|p| *p as u32))
+            .chain(self.wide[split..].iter().map(|w| w.1))
+    }
 }
 
 /// A table writer seen by [`ColumnFile::finish`].
 pub trait Finish {
-    fn apply_patches(&mut self, map: &mut [u8], strs: &mut StrMap, strings: &Strings);
-    fn plan_indexes(&self, map: &[u8], end: &mut u64) -> IndexPlan;
-    fn write_indexes(&self, map: &mut [u8], plan: &mut IndexPlan);
+    fn apply_patches(
+        &mut self,
+        file: &File,
+        strs: &mut StrMap,
+        strings: &Strings,
+    ) -> std::io::Result<()>;
+    fn plan_indexes(&self, file: &File, end: &mut u64) -> std::io::Result<IndexPlan>;
+    fn write_indexes(&self, file: &File, plan: &IndexPlan) -> std::io::Result<()>;
     fn directory(&self, plan: IndexPlan) -> TableDir;
 }
 
@@ -405,12 +420,37 @@ impl<T: ColumnRow> TableWriter<T> {
         self.base as u64
     }
 
-    /// Reads physical column `col` of row `id` from the mapped file.
-    fn read(&self, map: &[u8], col: usize, id: u64) -> i64 {
-        let (block, slot) = ((id as usize) / BLOCK_ROWS, (id as usize) % BLOCK_ROWS);
-        let phys = T::LAYOUT.phys[col].1;
-        let at = self.blocks[block] as usize + T::LAYOUT.column_offset(col) + slot * phys.width();
-        read_value(map, at, phys)
+    /// Calls `f(id, values)` for every row with the values of physical
+    /// columns `cols`, reading one block column at a time.
+    fn scan<const N: usize>(
+        &self,
+        file: &File,
+        cols: [usize; N],
+        mut f: impl FnMut(u64, [i64; N]),
+    ) -> std::io::Result<()> {
+        let layout = T::LAYOUT;
+        let mut bufs: Vec<Vec<u8>> = cols
+            .iter()
+            .map(|&c| vec![0; BLOCK_ROWS * layout.phys[c].1.width()])
+            .collect();
+        let rows = self.rows();
+        for (b, &start) in self.blocks.iter().enumerate() {
+            let first = (b * BLOCK_ROWS) as u64;
+            let n = (rows - first).min(BLOCK_ROWS as u64) as usize;
+            for (buf, &c) in bufs.iter_mut().zip(&cols) {
+                let w = layout.phys[c].1.width();
+                file.read_exact_at(&mut buf[..n * w], start + layout.column_offset(c) as u64)?;
+            }
+            for slot in 0..n {
+                let mut v = [0i64; N];
+                for (i, &c) in cols.iter().enumerate() {
+                    let phys = layout.phys[c].1;
+                    v[i] = read_value(&bufs[i], slot * phys.width(), phys);
+                }
+                f(first + slot as u64, v);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -436,94 +476,106 @@ fn is_null(v: i64, phys: Phys) -> bool {
     }
 }
 
-/// A whole column, block by block, as (id, value).
-fn scan<'m, T: ColumnRow>(
-    t: &'m TableWriter<T>,
-    map: &'m [u8],
-    col: usize,
-) -> impl Iterator<Item = (u64, i64)> + 'm {
-    let phys = T::LAYOUT.phys[col].1;
-    let off = T::LAYOUT.column_offset(col);
-    let w = phys.width();
-    let rows = t.rows();
-    t.blocks.iter().enumerate().flat_map(move |(b, &start)| {
-        let first = (b * BLOCK_ROWS) as u64;
-        let n = (rows - first).min(BLOCK_ROWS as u64) as usize;
-        let base = start as usize + off;
-        (0..n).map(move |slot| (first + slot as u64, read_value(map, base + slot * w, phys)))
-    })
-}
+/// Perm entries held in memory per pass of the (key, id) scatter.
+const SCATTER_CHUNK: u32 = 1 << 23;
 
 impl<T: ColumnRow> Finish for TableWriter<T> {
-    fn apply_patches(&mut self, map: &mut [u8], strs: &mut StrMap, strings: &Strings) {
-        let late = std::mem::take(&mut self.late);
-        for (id, row) in late {
-            let Ok(id) = usize::try_from(id) else {
-                continue;
+    fn apply_patches(
+        &mut self,
+        file: &File,
+        strs: &mut StrMap,
+        strings: &Strings,
+    ) -> std::io::Result<()> {
+        let mut late: Vec<(i64, T)> = self.late.drain().collect();
+        late.sort_unstable_by_key(|r| r.0);
+        // Stable: several amendments of one row apply in their order.
+        let mut patches = std::mem::take(&mut self.patches);
+        patches.sort_by_key(|p| p.0);
+        let block_of = |id: i64| usize::try_from(id).ok().map(|i| i / BLOCK_ROWS);
+        let (mut li, mut pi) = (0, 0);
+        // One block mapped at a time: those that hold late rows or patches.
+        while li < late.len() || pi < patches.len() {
+            let id = match (late.get(li), patches.get(pi)) {
+                (Some(l), Some(p)) => l.0.min(p.0),
+                (Some(l), None) => l.0,
+                (None, Some(p)) => p.0,
+                (None, None) => break,
             };
-            let Some(&block) = self.blocks.get(id / BLOCK_ROWS) else {
-                continue;
+            let b = block_of(id);
+            let in_block = |i: i64| block_of(i) == b;
+            let mut map = match b.and_then(|b| self.blocks.get(b)) {
+                Some(&off) => Some(unsafe {
+                    // SAFETY: the file is ours alone while the load runs
+                    // (created here, renamed into place only when complete).
+                    memmap2::MmapOptions::new()
+                        .offset(off)
+                        .len(T::LAYOUT.block_bytes())
+                        .map_mut(file)?
+                }),
+                None => None, // an id outside the table: nothing to patch
             };
-            row.put(&mut PatchPut {
-                map,
-                layout: T::LAYOUT,
-                block: block as usize,
-                slot: id % BLOCK_ROWS,
-                col: 0,
-                strs,
-                strings,
-            });
-        }
-        for &(id, col, value) in &self.patches {
-            let Ok(id) = usize::try_from(id) else {
-                continue;
-            };
-            let Some(&block) = self.blocks.get(id / BLOCK_ROWS) else {
-                continue;
-            };
-            let mut p = PatchPut {
-                map,
-                layout: T::LAYOUT,
-                block: block as usize,
-                slot: id % BLOCK_ROWS,
-                col,
-                strs,
-                strings,
-            };
-            match value {
-                Patch::U32(v) => p.u32(v),
-                Patch::Str(v) => p.str(v),
+            while li < late.len() && in_block(late[li].0) {
+                if let Some(map) = &mut map {
+                    late[li].1.put(&mut PatchPut {
+                        map,
+                        layout: T::LAYOUT,
+                        slot: late[li].0 as usize % BLOCK_ROWS,
+                        col: 0,
+                        strs,
+                        strings,
+                    });
+                }
+                li += 1;
+            }
+            while pi < patches.len() && in_block(patches[pi].0) {
+                let (id, col, value) = patches[pi];
+                if let Some(map) = &mut map {
+                    let mut p = PatchPut {
+                        map,
+                        layout: T::LAYOUT,
+                        slot: id as usize % BLOCK_ROWS,
+                        col,
+                        strs,
+                        strings,
+                    };
+                    match value {
+                        Patch::U32(v) => p.u32(v),
+                        Patch::Str(v) => p.str(v),
+                    }
+                }
+                pi += 1;
             }
         }
+        Ok(())
     }
 
-    fn plan_indexes(&self, map: &[u8], end: &mut u64) -> IndexPlan {
+    fn plan_indexes(&self, file: &File, end: &mut u64) -> std::io::Result<IndexPlan> {
         let layout = T::LAYOUT;
         // A placeholder never filled (NULL ts) also breaks the order.
         let mut last = i64::MIN;
-        let ts_sorted = scan(self, map, layout.ts).all(|(_, ts)| {
-            let ok = ts >= last && ts != NULL_I64;
+        let mut ts_sorted = true;
+        self.scan(file, [layout.ts], |_, [ts]| {
+            ts_sorted &= ts >= last && ts != NULL_I64;
             last = ts;
-            ok
-        });
+        })?;
         let mut keys = Vec::new();
         for &col in layout.keys {
             let phys = layout.phys[col].1;
             let mut counts: Vec<u32> = Vec::new();
             let mut too_many = false;
-            for (_, k) in scan(self, map, col) {
-                if is_null(k, phys) || k < 0 {
-                    continue;
+            self.scan(file, [col], |_, [k]| {
+                if is_null(k, phys) || k < 0 || too_many {
+                    return;
                 }
                 if k as u64 >= MAX_KEYS {
                     too_many = true;
-                    break;
+                    return;
                 }
                 if k as usize >= counts.len() {
                     counts.resize(k as usize + 1, 0);
                 }
                 counts[k as usize] += 1;
-            }
+            })?;
             if too_many {
                 continue;
             }
@@ -542,68 +594,95 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 perm: *end + align8(starts.len() as u64 * 4),
             };
             *end = dir.perm + align8(u64::from(sum) * 4);
-            keys.push((col, starts, dir));
+            keys.push((starts, dir));
         }
-        let order = layout.order.map(|column| {
-            let mut vals: Vec<(i64, u32)> = match layout.columns[column].1 {
-                Source::Diff(a, b) => scan(self, map, a)
-                    .zip(scan(self, map, b))
-                    .filter(|((_, x), (_, y))| {
-                        !is_null(*x, layout.phys[a].1) && !is_null(*y, layout.phys[b].1)
-                    })
-                    .map(|((id, x), (_, y))| (x.wrapping_sub(y), id as u32))
-                    .collect(),
-                Source::Col(c) => scan(self, map, c)
-                    .filter(|(_, v)| !is_null(*v, layout.phys[c].1))
-                    .map(|(id, v)| (v, id as u32))
-                    .collect(),
-                Source::Id => Vec::new(),
-            };
-            // Descending by value, ascending by id among equals.
-            vals.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
-            let dir = OrderDir {
-                column,
-                perm: *end,
-                len: vals.len() as u64,
-            };
-            *end += align8(vals.len() as u64 * 4);
-            (vals, dir)
-        });
-        IndexPlan {
+        let order = match layout.order {
+            Some(column) => {
+                let mut packed = Vec::new();
+                let mut wide = Vec::new();
+                let mut add = |id: u64, v: i64| {
+                    if (0..1 << 32).contains(&v) {
+                        packed.push(((u64::from(u32::MAX) - v as u64) << 32) | id);
+                    } else {
+                        wide.push((v, id as u32));
+                    }
+                };
+                match layout.columns[column].1 {
+                    Source::Diff(a, b) => self.scan(file, [a, b], |id, [x, y]| {
+                        if !is_null(x, layout.phys[a].1) && !is_null(y, layout.phys[b].1) {
+                            add(id, x.wrapping_sub(y));
+                        }
+                    })?,
+                    Source::Col(c) => self.scan(file, [c], |id, [v]| {
+                        if !is_null(v, layout.phys[c].1) {
+                            add(id, v);
+                        }
+                    })?,
+                    Source::Id => {}
+                }
+                packed.sort_unstable();
+                wide.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+                let len = (packed.len() + wide.len()) as u64;
+                let dir = OrderDir {
+                    column,
+                    perm: *end,
+                    len,
+                };
+                *end += align8(len * 4);
+                Some((OrderKeys { packed, wide }, dir))
+            }
+            None => None,
+        };
+        Ok(IndexPlan {
             rows: self.rows(),
             ts_sorted,
             keys,
             order,
-        }
+        })
     }
 
-    fn write_indexes(&self, map: &mut [u8], plan: &mut IndexPlan) {
-        for (col, starts, dir) in &mut plan.keys {
-            let at = dir.starts as usize;
-            for (i, s) in starts.iter().enumerate() {
-                map[at + i * 4..at + i * 4 + 4].copy_from_slice(&s.to_le_bytes());
-            }
-            // Scatter: ids ascend within each run because they are visited
-            // in order. `starts` becomes the run ends as it goes.
-            let phys = T::LAYOUT.phys[*col].1;
-            let perm = dir.perm as usize;
-            for id in 0..plan.rows {
-                let k = self.read(map, *col, id);
-                if is_null(k, phys) || k < 0 {
-                    continue;
+    fn write_indexes(&self, file: &File, plan: &IndexPlan) -> std::io::Result<()> {
+        for (starts, dir) in &plan.keys {
+            file.write_all_at(&u32_bytes(starts), dir.starts)?;
+            // Scatter row ids into their key's run, a chunk of keys per pass
+            // over the key column. Ids ascend within a run because rows are
+            // visited in id order.
+            let phys = T::LAYOUT.phys[dir.column].1;
+            let nkeys = starts.len() - 1;
+            let mut k0 = 0;
+            while k0 < nkeys {
+                let mut k1 = k0 + 1;
+                while k1 < nkeys && starts[k1 + 1] - starts[k0] <= SCATTER_CHUNK {
+                    k1 += 1;
                 }
-                let slot = &mut starts[k as usize];
-                let at = perm + *slot as usize * 4;
-                map[at..at + 4].copy_from_slice(&(id as u32).to_le_bytes());
-                *slot += 1;
+                let base = starts[k0];
+                let mut buf = vec![0u32; (starts[k1] - base) as usize];
+                let mut next: Vec<u32> = starts[k0..k1].iter().map(|s| s - base).collect();
+                self.scan(file, [dir.column], |id, [k]| {
+                    if is_null(k, phys) || k < k0 as i64 || k >= k1 as i64 {
+                        return;
+                    }
+                    let slot = &mut next[k as usize - k0];
+                    buf[*slot as usize] = id as u32;
+                    *slot += 1;
+                })?;
+                file.write_all_at(&u32_bytes(&buf), dir.perm + u64::from(base) * 4)?;
+                k0 = k1;
             }
         }
-        if let Some((vals, dir)) = &plan.order {
-            let at = dir.perm as usize;
-            for (i, (_, id)) in vals.iter().enumerate() {
-                map[at + i * 4..at + i * 4 + 4].copy_from_slice(&id.to_le_bytes());
+        if let Some((keys, dir)) = &plan.order {
+            let mut at = dir.perm;
+            let mut buf = Vec::with_capacity(BLOCK_ROWS);
+            let mut ids = keys.ids().peekable();
+            while ids.peek().is_some() {
+                buf.clear();
+                buf.extend(ids.by_ref().take(BLOCK_ROWS));
+                let bytes = u32_bytes(&buf);
+                file.write_all_at(&bytes, at)?;
+                at += bytes.len() as u64;
             }
         }
+        Ok(())
     }
 
     fn directory(&self, plan: IndexPlan) -> TableDir {
@@ -617,10 +696,14 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 .collect(),
             blocks: self.blocks.clone(),
             ts_sorted: plan.ts_sorted,
-            keys: plan.keys.into_iter().map(|k| k.2).collect(),
+            keys: plan.keys.into_iter().map(|k| k.1).collect(),
             order: plan.order.map(|o| o.1),
         }
     }
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn align8(n: u64) -> u64 {
