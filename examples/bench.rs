@@ -191,7 +191,9 @@ struct TraceCounts {
 /// Removes a recording and the database `schedlens query` cached beside it.
 fn remove_trace(trace: &Path) {
     let _ = std::fs::remove_file(trace);
-    let _ = std::fs::remove_file(trace.with_extension("pftrace.db"));
+    let db = trace.with_extension("pftrace.db");
+    let _ = std::fs::remove_file(schedlens::analyze::columns::path_for(&db));
+    let _ = std::fs::remove_file(db);
 }
 
 fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {

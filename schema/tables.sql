@@ -10,6 +10,9 @@
 -- written for Perfetto work unchanged. Timestamps (ts, *_ts) are nanoseconds on the trace clock
 -- (CLOCK_BOOTTIME, as in the trace file); durations (dur, latency) are nanoseconds.
 -- utid/upid are row ids of `thread`/`process`: a tid or pid that the kernel reused gets a new row.
+-- sched_slice, thread_state and wakeup are virtual tables over the column file beside the
+-- database (src/analyze/columns): fast on id, utid, cpu and ts (ranges and ORDER BY), and on
+-- wakeup ORDER BY latency DESC; other conditions scan.
 
 -- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
 CREATE TABLE trace_bounds (

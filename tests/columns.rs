@@ -217,3 +217,25 @@ fn a_damaged_column_file_is_an_error_not_a_crash() {
         .unwrap_err();
     assert!(err.to_string().contains("cannot open"), "{err}");
 }
+
+#[test]
+fn the_cache_rebuilds_a_damaged_column_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    tracegen::write_synthetic(&trace, 2_000, 2, 8, 200);
+    let opts = db::LoadOptions::default();
+    let first = db::load(&trace, &opts).unwrap();
+    let count = |path: &std::path::Path| -> i64 {
+        db::open_readonly(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sched_slice", [], |r| r.get(0))
+            .unwrap()
+    };
+    let n = count(&first.db_path);
+    assert!(n > 0);
+    let cols = columns::path_for(&first.db_path);
+    let bytes = std::fs::read(&cols).unwrap();
+    std::fs::write(&cols, &bytes[..bytes.len() / 2]).unwrap();
+    let again = db::load(&trace, &opts).unwrap();
+    assert_eq!(count(&again.db_path), n);
+}

@@ -102,7 +102,11 @@ fn is_valid(db: &Path, s: &TraceStamp) -> bool {
             .optional()
             .map(Option::flatten)
         };
-        let columns = columns::read_build_id(&columns::path_for(db)).ok();
+        // Opening checks the whole column file's structure, not just its id:
+        // a damaged one is rebuilt rather than failing every query.
+        let columns = columns::Store::open(&columns::path_for(db))
+            .ok()
+            .map(|c| c.build_id);
         Ok(get("schema_version")? == Some(SCHEMA_VERSION)
             && get("trace_size_bytes")? == Some(s.size)
             && get("trace_mtime_ns")? == Some(s.mtime_ns)

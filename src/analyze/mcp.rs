@@ -559,11 +559,14 @@ impl Server {
                 let docs = schema::table_docs();
                 let mut tables = Vec::new();
                 for (name, kind) in user_tables(db.conn())? {
-                    let rows = db.conn().query_row(
-                        &format!("SELECT count(*) FROM {}", quote_ident(&name)),
-                        [],
-                        |r| r.get(0),
-                    )?;
+                    let rows = match crate::analyze::columns::row_count(db.conn(), &name) {
+                        Some(n) => n,
+                        None => db.conn().query_row(
+                            &format!("SELECT count(*) FROM {}", quote_ident(&name)),
+                            [],
+                            |r| r.get(0),
+                        )?,
+                    };
                     let summary = docs
                         .iter()
                         .find(|d| d.name == name)

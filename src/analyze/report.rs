@@ -211,6 +211,9 @@ fn meta_int(conn: &Connection, key: &str) -> Result<Option<i64>> {
 }
 
 fn count(conn: &Connection, table: &str) -> Result<i64> {
+    if let Some(n) = crate::analyze::columns::row_count(conn, table) {
+        return Ok(n);
+    }
     Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
 }
 
@@ -1080,7 +1083,9 @@ fn latency_count_max(
 
 /// The `n` worst (wakeup id, latency) in [lo, hi), worst first, walking the
 /// wakeup(latency) index down: used when the window holds many wakeups, so few
-/// index entries fall outside it before `n` are found.
+/// index entries fall outside it before `n` are found. (`+ts`, `+utid`: those
+/// conditions are checked per row, so the planner takes the latency order
+/// rather than a ts range it would then have to sort.)
 fn worst_wakeups(
     conn: &Connection,
     lo: i64,
@@ -1089,13 +1094,13 @@ fn worst_wakeups(
     n: usize,
 ) -> Result<Vec<(i64, i64)>> {
     let utid_cond = if utids.is_some() {
-        "AND utid IN (SELECT value FROM json_each(?4))"
+        "AND +utid IN (SELECT value FROM json_each(?4))"
     } else {
         "AND ?4 IS NULL"
     };
     let mut st = conn.prepare(&format!(
         "SELECT id, latency FROM wakeup
-         WHERE latency IS NOT NULL AND ts >= ?1 AND ts < ?2 {utid_cond}
+         WHERE latency IS NOT NULL AND +ts >= ?1 AND +ts < ?2 {utid_cond}
          ORDER BY latency DESC, id LIMIT ?3"
     ))?;
     let set = utids.map(serde_json::to_string).transpose()?;

@@ -36,7 +36,6 @@ mod writer;
 
 pub use layout::{Layout, Phys, SCHED_SLICE, THREAD_STATE, WAKEUP};
 pub use store::Store;
-pub use store::read_build_id;
 pub use vtab::register;
 pub use writer::{ColumnFile, ColumnRow, Finish, Patch, Put, TableWriter};
 
@@ -61,4 +60,24 @@ pub fn path_for(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(".cols");
     PathBuf::from(s)
+}
+
+/// The metadata key holding a columnar table's row count: SQLite cannot
+/// push count(*) down to a virtual table, and counting 10^7 rows one by one
+/// takes most of a second.
+pub fn row_count_key(table: &str) -> String {
+    format!("rows_{table}")
+}
+
+/// The row count of columnar table `table` as recorded at load, None for
+/// other tables (or a database without it).
+pub fn row_count(conn: &rusqlite::Connection, table: &str) -> Option<i64> {
+    Layout::by_name(table)?;
+    conn.query_row(
+        "SELECT int_value FROM metadata WHERE name = ?1",
+        [row_count_key(table)],
+        |r| r.get(0),
+    )
+    .ok()
+    .flatten()
 }

@@ -5,7 +5,6 @@ use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
 use anyhow::{Context, bail, ensure};
 use memmap2::Mmap;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 /// A checked, mapped column file.
@@ -54,16 +53,6 @@ pub enum Value<'a> {
     Null,
     Int(i64),
     Text(&'a str),
-}
-
-/// The build id in the header of the column file at `path`.
-pub fn read_build_id(path: &Path) -> std::io::Result<u64> {
-    let mut head = [0u8; 16];
-    File::open(path)?.read_exact(&mut head)?;
-    if &head[..8] != MAGIC {
-        return Err(std::io::Error::other("not a schedlens column file"));
-    }
-    Ok(u64::from_le_bytes(head[8..].try_into().unwrap_or_default()))
 }
 
 impl Store {

@@ -416,7 +416,8 @@ impl<T: ColumnRow> TableWriter<T> {
         Ok(())
     }
 
-    fn rows(&self) -> u64 {
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
         self.base as u64
     }
 

@@ -337,6 +337,9 @@ pub fn import_from(
     tok.sorter
         .extract(0, |ts, ev| parser.event(&mut ctx, ts, ev))?;
     parser.finish(&mut ctx)?;
+    for (table, rows) in parser.sink.column_rows() {
+        ctx.set_int(&crate::analyze::columns::row_count_key(table), rows as i64);
+    }
     if tok.sorter.out_of_order > 0 {
         ctx.add_stat(
             "sorter_push_event_out_of_order",

@@ -221,6 +221,15 @@ impl<'c> Sink<'c> {
         self.wakeup.add(r, file, s)
     }
 
+    /// (table, rows) of the columnar tables.
+    pub fn column_rows(&self) -> [(&'static str, u64); 3] {
+        [
+            (columns::SCHED_SLICE.name, self.slice.rows()),
+            (columns::THREAD_STATE.name, self.state.rows()),
+            (columns::WAKEUP.name, self.wakeup.rows()),
+        ]
+    }
+
     /// Completes the column file; call once, after the last row.
     pub fn finish(&mut self, s: &Strings) -> R {
         let mut file = self.file.take().ok_or_else(finished)?;
