@@ -1,6 +1,7 @@
 //! What each columnar table stores (physical columns), what SQL sees
 //! (declared columns, in schema/tables.sql order), and the file's directory.
 
+use super::{NULL_I32, NULL_I64, NULL_U32};
 use serde::{Deserialize, Serialize};
 
 /// A physical column's type.
@@ -18,6 +19,40 @@ impl Phys {
         match self {
             Phys::I64 => 8,
             Phys::I32 | Phys::U32 | Phys::Str => 4,
+        }
+    }
+
+    /// The stored bytes of NULL.
+    pub const fn null_bytes(self) -> &'static [u8] {
+        const I64: [u8; 8] = NULL_I64.to_le_bytes();
+        const I32: [u8; 4] = NULL_I32.to_le_bytes();
+        const U32: [u8; 4] = NULL_U32.to_le_bytes();
+        match self {
+            Phys::I64 => &I64,
+            Phys::I32 => &I32,
+            Phys::U32 | Phys::Str => &U32,
+        }
+    }
+
+    /// The value stored at `buf[at..]`, as i64 (NULL as its sentinel).
+    #[inline]
+    pub fn read(self, buf: &[u8], at: usize) -> i64 {
+        match self {
+            Phys::I64 => i64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or_default()),
+            Phys::I32 => i32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default()).into(),
+            Phys::U32 | Phys::Str => {
+                u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default()).into()
+            }
+        }
+    }
+
+    /// Whether a value as [`Phys::read`] returns it is NULL.
+    #[inline]
+    pub fn is_null(self, v: i64) -> bool {
+        match self {
+            Phys::I64 => v == NULL_I64,
+            Phys::I32 => v == i64::from(NULL_I32),
+            Phys::U32 | Phys::Str => v == i64::from(NULL_U32),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Reading a column file: mapped once, checked once, then read in place.
 
 use super::layout::{Directory, Layout, Phys, Source};
-use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
+use super::{BLOCK_ROWS, MAGIC, TRAILER_MAGIC};
 use anyhow::{Context, bail, ensure};
 use memmap2::Mmap;
 use std::fs::File;
@@ -172,26 +172,17 @@ impl Store {
     pub fn raw(&self, t: &TableData, col: usize, row: u64) -> i64 {
         let (b, slot) = ((row as usize) / BLOCK_ROWS, (row as usize) % BLOCK_ROWS);
         let phys = t.layout.phys[col].1;
-        let at = t.blocks[b] + t.col_off[col] + slot * phys.width();
-        match phys {
-            Phys::I64 => i64::from_le_bytes(self.map[at..at + 8].try_into().unwrap_or_default()),
-            Phys::I32 => {
-                i32::from_le_bytes(self.map[at..at + 4].try_into().unwrap_or_default()).into()
-            }
-            Phys::U32 | Phys::Str => u32_at(&self.map, at).into(),
-        }
+        phys.read(
+            &self.map,
+            t.blocks[b] + t.col_off[col] + slot * phys.width(),
+        )
     }
 
     /// Physical column `col` of `row`, None if NULL.
     #[inline]
     pub fn int(&self, t: &TableData, col: usize, row: u64) -> Option<i64> {
         let v = self.raw(t, col, row);
-        let null = match t.layout.phys[col].1 {
-            Phys::I64 => v == NULL_I64,
-            Phys::I32 => v == i64::from(NULL_I32),
-            Phys::U32 | Phys::Str => v == i64::from(NULL_U32),
-        };
-        (!null).then_some(v)
+        (!t.layout.phys[col].1.is_null(v)).then_some(v)
     }
 
     /// Declared (SQL) column `col` of `row`.

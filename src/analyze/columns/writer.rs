@@ -9,7 +9,7 @@
 //! At the end the indexes are built by counting sort (keys) or by one sort
 //! of the non-NULL values (the order column).
 
-use super::layout::{Directory, KeyDir, Layout, OrderDir, Phys, Source, TableDir};
+use super::layout::{Directory, KeyDir, Layout, OrderDir, Source, TableDir};
 use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
 use crate::analyze::import::strings::{Str, Strings};
 use anyhow::Context;
@@ -188,13 +188,8 @@ impl ColumnFile {
         for (c, (_, phys)) in cols.iter_mut().zip(layout.phys) {
             // A short (last) block is padded with NULLs to the full shape.
             let full = BLOCK_ROWS * phys.width();
-            let pad: &[u8] = match phys {
-                Phys::I64 => &NULL_I64.to_le_bytes(),
-                Phys::I32 => &NULL_I32.to_le_bytes(),
-                Phys::U32 | Phys::Str => &NULL_U32.to_le_bytes(),
-            };
             while c.len() < full {
-                c.extend_from_slice(pad);
+                c.extend_from_slice(phys.null_bytes());
             }
             self.out.write_all(c)?;
             c.clear();
@@ -367,11 +362,7 @@ impl<T: ColumnRow> TableWriter<T> {
             }),
             None => {
                 for (c, (_, phys)) in self.cols.iter_mut().zip(T::LAYOUT.phys) {
-                    match phys {
-                        Phys::I64 => c.extend_from_slice(&NULL_I64.to_le_bytes()),
-                        Phys::I32 => c.extend_from_slice(&NULL_I32.to_le_bytes()),
-                        Phys::U32 | Phys::Str => c.extend_from_slice(&NULL_U32.to_le_bytes()),
-                    }
+                    c.extend_from_slice(phys.null_bytes());
                 }
             }
         }
@@ -446,34 +437,12 @@ impl<T: ColumnRow> TableWriter<T> {
                 let mut v = [0i64; N];
                 for (i, &c) in cols.iter().enumerate() {
                     let phys = layout.phys[c].1;
-                    v[i] = read_value(&bufs[i], slot * phys.width(), phys);
+                    v[i] = phys.read(&bufs[i], slot * phys.width());
                 }
                 f(first + slot as u64, v);
             }
         }
         Ok(())
-    }
-}
-
-/// A stored value as i64 (NULL sentinels as they are).
-#[inline]
-fn read_value(map: &[u8], at: usize, phys: Phys) -> i64 {
-    match phys {
-        Phys::I64 => i64::from_le_bytes(map[at..at + 8].try_into().unwrap_or_default()),
-        Phys::I32 => i32::from_le_bytes(map[at..at + 4].try_into().unwrap_or_default()).into(),
-        Phys::U32 | Phys::Str => {
-            u32::from_le_bytes(map[at..at + 4].try_into().unwrap_or_default()).into()
-        }
-    }
-}
-
-/// Whether a stored value (as read by [`read_value`]) is NULL.
-#[inline]
-fn is_null(v: i64, phys: Phys) -> bool {
-    match phys {
-        Phys::I64 => v == NULL_I64,
-        Phys::I32 => v == i64::from(NULL_I32),
-        Phys::U32 | Phys::Str => v == i64::from(NULL_U32),
     }
 }
 
@@ -565,7 +534,7 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
             let mut counts: Vec<u32> = Vec::new();
             let mut too_many = false;
             self.scan(file, [col], |_, [k]| {
-                if is_null(k, phys) || k < 0 || too_many {
+                if phys.is_null(k) || k < 0 || too_many {
                     return;
                 }
                 if k as u64 >= MAX_KEYS {
@@ -610,12 +579,12 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 };
                 match layout.columns[column].1 {
                     Source::Diff(a, b) => self.scan(file, [a, b], |id, [x, y]| {
-                        if !is_null(x, layout.phys[a].1) && !is_null(y, layout.phys[b].1) {
+                        if !layout.phys[a].1.is_null(x) && !layout.phys[b].1.is_null(y) {
                             add(id, x.wrapping_sub(y));
                         }
                     })?,
                     Source::Col(c) => self.scan(file, [c], |id, [v]| {
-                        if !is_null(v, layout.phys[c].1) {
+                        if !layout.phys[c].1.is_null(v) {
                             add(id, v);
                         }
                     })?,
@@ -660,7 +629,7 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 let mut buf = vec![0u32; (starts[k1] - base) as usize];
                 let mut next: Vec<u32> = starts[k0..k1].iter().map(|s| s - base).collect();
                 self.scan(file, [dir.column], |id, [k]| {
-                    if is_null(k, phys) || k < k0 as i64 || k >= k1 as i64 {
+                    if phys.is_null(k) || k < k0 as i64 || k >= k1 as i64 {
                         return;
                     }
                     let slot = &mut next[k as usize - k0];
