@@ -70,6 +70,9 @@ fn every_access_path_matches_a_plain_table() {
         "SELECT * FROM {sched} WHERE cpu = 0 AND ts_end > {lo} AND ts < {lo} + 100000 ORDER BY ts",
         "SELECT utid, count(*), sum(dur) FROM {sched_slice} GROUP BY utid ORDER BY utid",
         "SELECT cpu, count(*) FROM {sched_slice} GROUP BY cpu ORDER BY cpu",
+        "SELECT utid, sum(dur) s FROM {sched_slice} GROUP BY utid ORDER BY s DESC, utid LIMIT 5",
+        "SELECT DISTINCT cpu FROM {sched_slice} ORDER BY cpu DESC",
+        "SELECT DISTINCT utid FROM {wakeup} WHERE ts > {lo} ORDER BY utid DESC LIMIT 4",
         "SELECT max(ts) FROM {thread_state} WHERE utid = {busy} AND ts <= {hi}",
         "SELECT min(ts) FROM {thread_state} WHERE utid = {busy} AND ts > {lo}",
         "SELECT * FROM {thread_state} WHERE id = {mid_id}",
@@ -131,6 +134,9 @@ fn every_access_path_matches_a_plain_table() {
     );
     let p = plan("SELECT id FROM wakeup WHERE latency IS NOT NULL ORDER BY latency DESC LIMIT 5");
     assert!(p.contains("INDEX 3:") && !p.contains("ORDER BY"), "{p}");
+    // A GROUP BY under another ORDER BY still groups by walking the key.
+    let p = plan("SELECT utid, sum(dur) s FROM sched_slice GROUP BY utid ORDER BY s DESC");
+    assert!(p.contains("INDEX 2:") && !p.contains("GROUP BY"), "{p}");
     let p = plan("SELECT * FROM wakeup WHERE id = 7");
     assert!(p.contains("INDEX 4:i"), "{p}");
 }

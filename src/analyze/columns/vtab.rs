@@ -23,8 +23,8 @@ use super::layout::{Layout, Source};
 use super::store::{Store, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::vtab::{
-    Context, CreateVTab, Filters, IndexConstraintOp, IndexFlags, IndexInfo, Module, VTab,
-    VTabConfig, VTabConnection, VTabCursor, VTabKind, sqlite3_vtab, sqlite3_vtab_cursor,
+    Context, CreateVTab, DistinctMode, Filters, IndexConstraintOp, IndexFlags, IndexInfo, Module,
+    VTab, VTabConfig, VTabConnection, VTabCursor, VTabKind, sqlite3_vtab, sqlite3_vtab_cursor,
 };
 use rusqlite::{Connection, Error, ffi};
 use std::borrow::Cow;
@@ -279,12 +279,19 @@ unsafe impl<'vtab> VTab<'vtab> for ColumnsTab {
         if !data.ts_sorted {
             bounds.retain(|(_, a)| !matches!(a, Arg::TsEq | Arg::TsLo { .. } | Arg::TsHi { .. }));
         }
+        // For a GROUP BY (or DISTINCT) the rows only need to come in groups,
+        // so the direction SQLite passes is arbitrary: read every term as
+        // ascending, or an outer ORDER BY would hide the key walk.
+        let grouping = matches!(
+            info.distinct(),
+            DistinctMode::Grouped | DistinctMode::Distinct
+        );
         let order: Vec<(usize, bool)> = info
             .order_bys()
             .filter_map(|o| {
                 usize::try_from(o.column())
                     .ok()
-                    .map(|c| (c, o.is_order_by_desc()))
+                    .map(|c| (c, o.is_order_by_desc() && !grouping))
             })
             .collect();
 
