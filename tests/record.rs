@@ -88,6 +88,23 @@ fn workload_entry() {
             unsafe { assert_eq!(libc::write(wr, byte.as_ptr().cast(), 1), 1) };
         }
     };
+    // Both on one CPU: each round trip then needs a switch to the other
+    // thread and back. On two CPUs the reply can arrive before the read,
+    // which then does not block, and a thread switches in fewer times.
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+    let pin = move || {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only
+        // reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+                0
+            );
+        }
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for (name, rd, wr, first) in [
@@ -99,6 +116,7 @@ fn workload_entry() {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
+                    pin();
                     tx.send(format!("thread {}\n", gettid())).unwrap();
                     bounce(rd, wr, first);
                 })
