@@ -327,12 +327,12 @@ impl ColumnRow for SliceRow<'_> {
     }
     fn put(&self, out: &mut impl Put) {
         let s = self.1;
-        out.i64(Some(s.ts));
-        out.i64(Some(s.dur));
-        out.u32(Some(s.cpu as u32));
-        out.u32(Some(s.utid as u32));
+        out.int(Some(s.ts));
+        out.int(Some(s.dur));
+        out.int(Some(s.cpu as u32));
+        out.int(Some(s.utid as u32));
         out.str(Some(self.2));
-        out.i32(Some(120));
+        out.int(Some(120));
     }
 }
 
@@ -343,16 +343,16 @@ impl ColumnRow for StateRow<'_> {
     }
     fn put(&self, out: &mut impl Put) {
         let s = self.1;
-        out.i64(Some(s.ts));
-        out.i64(Some(s.dur));
-        out.u32(s.cpu.map(|c| c as u32));
-        out.u32(Some(s.utid as u32));
+        out.int(Some(s.ts));
+        out.int(Some(s.dur));
+        out.int(s.cpu.map(|c| c as u32));
+        out.int(Some(s.utid as u32));
         out.str(Some(self.2));
-        out.u32(None);
+        out.int(None::<i64>);
         out.str(None);
-        out.u32(None);
-        out.i64(None);
-        out.u32(None);
+        out.int(None::<i64>);
+        out.int(None::<i64>);
+        out.int(None::<i64>);
     }
 }
 
@@ -363,14 +363,14 @@ impl ColumnRow for WakeupRow<'_> {
     }
     fn put(&self, out: &mut impl Put) {
         let x = self.0;
-        out.i64(Some(x.ts));
-        out.u32(Some(x.utid as u32));
-        out.u32(x.waker.map(|u| u as u32));
-        out.u32(Some(x.cpu as u32));
-        out.i32(Some(x.cpu as i32));
-        out.i64(Some(x.run_ts));
-        out.u32(Some(x.cpu as u32));
-        out.i32(Some(120));
+        out.int(Some(x.ts));
+        out.int(Some(x.utid as u32));
+        out.int(x.waker.map(|u| u as u32));
+        out.int(Some(x.cpu as u32));
+        out.int(Some(x.cpu as i32));
+        out.int(Some(x.run_ts));
+        out.int(Some(x.cpu as u32));
+        out.int(Some(120));
     }
 }
 

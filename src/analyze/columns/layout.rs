@@ -1,60 +1,167 @@
 //! What each columnar table stores (physical columns), what SQL sees
 //! (declared columns, in schema/tables.sql order), and the file's directory.
 
-use super::{NULL_I32, NULL_I64, NULL_U32};
+use super::NULL_I64 as NULL;
 use serde::{Deserialize, Serialize};
 
-/// A physical column's type.
+/// A physical column's type. Every stored value is an integer (NULL is
+/// [`NULL`]); a Str column's integers index the directory's strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phys {
-    I64,
-    I32,
-    U32,
-    /// Index into the directory's strings (u32).
+    Int,
     Str,
 }
 
-impl Phys {
-    pub const fn width(self) -> usize {
-        match self {
-            Phys::I64 => 8,
-            Phys::I32 | Phys::U32 | Phys::Str => 4,
+/// How one column of one block is stored: frame of reference. Values are
+/// offsets from `base` in the narrowest width that holds the block's range
+/// (a timestamp column of a busy block needs 4 bytes, a CPU column 1), or
+/// plain i64 when nothing narrower does. In widths 1 to 4 the two highest
+/// codes mean NULL and "exception": a value written after the block (a late
+/// row) that does not fit, kept in the table's sorted exception list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packing {
+    /// Bytes per value: 0 (every value NULL), 1, 2, 4, or 8 (plain i64).
+    pub width: u8,
+    /// The value of code 0.
+    pub base: i64,
+    /// Whether some value here is in the exception list (the only way a
+    /// 0-width column holds a non-NULL value).
+    pub exceptions: bool,
+}
+
+/// A stored value: the value (or [`NULL`]), or "look in the exceptions".
+pub enum Stored {
+    Value(i64),
+    Exception,
+}
+
+impl Packing {
+    /// The narrowest packing of values in `min..=max`; None: all NULL.
+    pub fn fit(range: Option<(i64, i64)>) -> Packing {
+        let (width, base) = match range {
+            None => (0, 0),
+            Some((min, max)) => {
+                let span = (i128::from(max) - i128::from(min)) as u128;
+                match [1u8, 2, 4]
+                    .into_iter()
+                    .find(|&w| span < u128::from(null_code(w) - 1))
+                {
+                    Some(w) => (w, min),
+                    None => (8, 0),
+                }
+            }
+        };
+        Packing {
+            width,
+            base,
+            exceptions: false,
         }
     }
 
-    /// The stored bytes of NULL.
-    pub const fn null_bytes(self) -> &'static [u8] {
-        const I64: [u8; 8] = NULL_I64.to_le_bytes();
-        const I32: [u8; 4] = NULL_I32.to_le_bytes();
-        const U32: [u8; 4] = NULL_U32.to_le_bytes();
-        match self {
-            Phys::I64 => &I64,
-            Phys::I32 => &I32,
-            Phys::U32 | Phys::Str => &U32,
-        }
+    /// Bytes of this column in a block.
+    pub fn bytes(self) -> usize {
+        usize::from(self.width) * super::BLOCK_ROWS
     }
 
-    /// The value stored at `buf[at..]`, as i64 (NULL as its sentinel).
+    /// The code of `v` ([`NULL`] for NULL); None if it does not fit.
     #[inline]
-    pub fn read(self, buf: &[u8], at: usize) -> i64 {
-        match self {
-            Phys::I64 => i64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or_default()),
-            Phys::I32 => i32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default()).into(),
-            Phys::U32 | Phys::Str => {
-                u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default()).into()
+    pub fn encode(self, v: i64) -> Option<u64> {
+        match self.width {
+            0 => (v == NULL).then_some(0),
+            8 => Some(v as u64),
+            w if v == NULL => Some(null_code(w)),
+            w => {
+                let off = i128::from(v) - i128::from(self.base);
+                (0..i128::from(null_code(w) - 1))
+                    .contains(&off)
+                    .then_some(off as u64)
             }
         }
     }
 
-    /// Whether a value as [`Phys::read`] returns it is NULL.
+    /// Stores code `code` at `slot` of the column's bytes `buf`.
     #[inline]
-    pub fn is_null(self, v: i64) -> bool {
-        match self {
-            Phys::I64 => v == NULL_I64,
-            Phys::I32 => v == i64::from(NULL_I32),
-            Phys::U32 | Phys::Str => v == i64::from(NULL_U32),
+    pub fn write(self, buf: &mut [u8], slot: usize, code: u64) {
+        let w = usize::from(self.width);
+        buf[slot * w..slot * w + w].copy_from_slice(&code.to_le_bytes()[..w]);
+    }
+
+    /// The code that marks an exception (widths 1 to 4).
+    pub fn exception_code(self) -> u64 {
+        null_code(self.width) - 1
+    }
+
+    /// The value at `slot` of the column's bytes `buf`.
+    #[inline]
+    pub fn read(self, buf: &[u8], slot: usize) -> Stored {
+        let code = match self.width {
+            0 if self.exceptions => return Stored::Exception,
+            0 => return Stored::Value(NULL),
+            1 => u64::from(buf[slot]),
+            2 => u64::from(u16::from_le_bytes(le(buf, slot * 2))),
+            4 => u64::from(u32::from_le_bytes(le(buf, slot * 4))),
+            _ => return Stored::Value(i64::from_le_bytes(le(buf, slot * 8))),
+        };
+        let null = null_code(self.width);
+        if code == null {
+            Stored::Value(NULL)
+        } else if code == null - 1 {
+            Stored::Exception
+        } else {
+            Stored::Value(self.base.wrapping_add(code as i64))
         }
     }
+}
+
+/// Codes of width `W` (1, 2, 4 or 8 bytes) and values, in bulk: the loops
+/// a block's write and an index build spend their time in.
+pub struct Bulk<const W: usize>;
+
+impl<const W: usize> Bulk<W> {
+    /// Packs `values` (which `p` holds, NULLs aside) into `out`.
+    pub fn pack(p: Packing, values: &[i64], out: &mut [u8]) {
+        for (o, &v) in out.chunks_exact_mut(W).zip(values) {
+            let code = if W == 8 {
+                v as u64
+            } else if v == NULL {
+                u64::MAX
+            } else {
+                v.wrapping_sub(p.base) as u64
+            };
+            o.copy_from_slice(&code.to_le_bytes()[..W]);
+        }
+    }
+
+    /// Unpacks the codes in `buf` (no exception among them) into `out`.
+    pub fn unpack(p: Packing, buf: &[u8], out: &mut Vec<i64>) {
+        let null = null_code(W as u8);
+        out.extend(buf.chunks_exact(W).map(|c| {
+            let mut b = [0u8; 8];
+            b[..W].copy_from_slice(c);
+            let code = u64::from_le_bytes(b);
+            if W == 8 {
+                code as i64
+            } else if code == null {
+                NULL
+            } else {
+                p.base.wrapping_add(code as i64)
+            }
+        }));
+    }
+}
+
+/// The all-ones code of a width (NULL).
+const fn null_code(width: u8) -> u64 {
+    match width {
+        0 => 0,
+        1 | 2 | 4 => (1 << (8 * width as u32)) - 1,
+        _ => u64::MAX,
+    }
+}
+
+#[inline]
+fn le<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    buf[at..at + N].try_into().unwrap_or([0; N])
 }
 
 /// Where a declared (SQL) column's value comes from.
@@ -87,16 +194,6 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Bytes of one full block.
-    pub fn block_bytes(&self) -> usize {
-        self.phys.iter().map(|p| p.1.width()).sum::<usize>() * super::BLOCK_ROWS
-    }
-
-    /// Offset of physical column `c` within a block.
-    pub fn column_offset(&self, c: usize) -> usize {
-        self.phys[..c].iter().map(|p| p.1.width()).sum::<usize>() * super::BLOCK_ROWS
-    }
-
     pub fn by_name(name: &str) -> Option<&'static Layout> {
         [&SCHED_SLICE, &THREAD_STATE, &WAKEUP]
             .into_iter()
@@ -107,12 +204,12 @@ impl Layout {
 pub static SCHED_SLICE: Layout = Layout {
     name: "sched_slice",
     phys: &[
-        ("ts", Phys::I64),
-        ("dur", Phys::I64),
-        ("cpu", Phys::U32),
-        ("utid", Phys::U32),
+        ("ts", Phys::Int),
+        ("dur", Phys::Int),
+        ("cpu", Phys::Int),
+        ("utid", Phys::Int),
         ("end_state", Phys::Str),
-        ("priority", Phys::I32),
+        ("priority", Phys::Int),
     ],
     columns: &[
         ("id", Source::Id),
@@ -132,16 +229,16 @@ pub static SCHED_SLICE: Layout = Layout {
 pub static THREAD_STATE: Layout = Layout {
     name: "thread_state",
     phys: &[
-        ("ts", Phys::I64),
-        ("dur", Phys::I64),
-        ("cpu", Phys::U32),
-        ("utid", Phys::U32),
+        ("ts", Phys::Int),
+        ("dur", Phys::Int),
+        ("cpu", Phys::Int),
+        ("utid", Phys::Int),
         ("state", Phys::Str),
-        ("io_wait", Phys::U32),
+        ("io_wait", Phys::Int),
         ("blocked_function", Phys::Str),
-        ("waker_utid", Phys::U32),
-        ("waker_id", Phys::I64),
-        ("irq_context", Phys::U32),
+        ("waker_utid", Phys::Int),
+        ("waker_id", Phys::Int),
+        ("irq_context", Phys::Int),
     ],
     columns: &[
         ("id", Source::Id),
@@ -165,14 +262,14 @@ pub static THREAD_STATE: Layout = Layout {
 pub static WAKEUP: Layout = Layout {
     name: "wakeup",
     phys: &[
-        ("ts", Phys::I64),
-        ("utid", Phys::U32),
-        ("waker_utid", Phys::U32),
-        ("waking_cpu", Phys::U32),
-        ("target_cpu", Phys::I32),
-        ("run_ts", Phys::I64),
-        ("run_cpu", Phys::U32),
-        ("priority", Phys::I32),
+        ("ts", Phys::Int),
+        ("utid", Phys::Int),
+        ("waker_utid", Phys::Int),
+        ("waking_cpu", Phys::Int),
+        ("target_cpu", Phys::Int),
+        ("run_ts", Phys::Int),
+        ("run_cpu", Phys::Int),
+        ("priority", Phys::Int),
     ],
     columns: &[
         ("id", Source::Id),
@@ -207,12 +304,22 @@ pub struct TableDir {
     pub rows: u64,
     /// Physical columns, to check against the layout this build expects.
     pub phys: Vec<(String, Phys)>,
-    /// File offset of each block.
-    pub blocks: Vec<u64>,
+    pub blocks: Vec<BlockDir>,
+    /// The exception list: `exceptions.1` entries of (row << 8 | physical
+    /// column: u64, value: i64), sorted, at offset `exceptions.0`.
+    pub exceptions: (u64, u64),
     /// Whether ts never decreases with the row id.
     pub ts_sorted: bool,
     pub keys: Vec<KeyDir>,
     pub order: Option<OrderDir>,
+}
+
+/// One block: where it is and how each physical column is packed (the
+/// columns follow each other, [`Packing::bytes`] each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockDir {
+    pub offset: u64,
+    pub columns: Vec<Packing>,
 }
 
 /// A (key, id) index: `perm[starts[k]..starts[k + 1]]` are the ids of the
@@ -236,4 +343,88 @@ pub struct OrderDir {
     pub column: usize,
     pub perm: u64,
     pub len: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(p: Packing, values: &[i64]) -> Vec<i64> {
+        let mut buf = vec![0; usize::from(p.width) * values.len()];
+        for (slot, &v) in values.iter().enumerate() {
+            let code = p.encode(v).expect("fits");
+            if p.width > 0 {
+                p.write(&mut buf, slot, code);
+            }
+        }
+        (0..values.len())
+            .map(|slot| match p.read(&buf, slot) {
+                Stored::Value(v) => v,
+                Stored::Exception => panic!("no exception written"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packing_takes_the_narrowest_width_that_leaves_two_codes_free() {
+        let width = |lo, hi| Packing::fit(Some((lo, hi))).width;
+        assert_eq!(Packing::fit(None).width, 0);
+        assert_eq!(width(7, 7), 1);
+        assert_eq!(width(-3, 250), 1); // span 253: codes 0..=253
+        assert_eq!(width(-3, 251), 2); // 254 would be the exception code
+        assert_eq!(width(0, 65533), 2);
+        assert_eq!(width(0, 65534), 4);
+        assert_eq!(width(1 << 40, (1 << 40) + 4_294_967_293), 4);
+        assert_eq!(width(0, 4_294_967_294), 8);
+        assert_eq!(width(i64::MIN + 1, i64::MAX), 8);
+    }
+
+    #[test]
+    fn values_and_nulls_read_back_in_every_width() {
+        for (lo, hi) in [
+            (7, 7),
+            (-3, 250),
+            (-40_000, 20_000),
+            (1 << 40, (1 << 40) + 4_000_000_000),
+            (i64::MIN + 1, i64::MAX),
+        ] {
+            let p = Packing::fit(Some((lo, hi)));
+            let values = [lo, hi, NULL, lo + (hi / 2 - lo / 2), NULL];
+            assert_eq!(roundtrip(p, &values), values, "{p:?}");
+            let mut packed = vec![0; p.bytes()];
+            let mut column = values.to_vec();
+            column.resize(super::super::BLOCK_ROWS, NULL);
+            match p.width {
+                1 => Bulk::<1>::pack(p, &column, &mut packed),
+                2 => Bulk::<2>::pack(p, &column, &mut packed),
+                4 => Bulk::<4>::pack(p, &column, &mut packed),
+                _ => Bulk::<8>::pack(p, &column, &mut packed),
+            }
+            let mut out = Vec::new();
+            match p.width {
+                1 => Bulk::<1>::unpack(p, &packed, &mut out),
+                2 => Bulk::<2>::unpack(p, &packed, &mut out),
+                4 => Bulk::<4>::unpack(p, &packed, &mut out),
+                _ => Bulk::<8>::unpack(p, &packed, &mut out),
+            }
+            assert_eq!(out, column, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_is_an_exception() {
+        let p = Packing::fit(Some((100, 200)));
+        assert_eq!(p.encode(99), None);
+        assert_eq!(p.encode(100 + 253), Some(253));
+        assert_eq!(p.encode(100 + 254), None);
+        let mut buf = [0u8; 4];
+        p.write(&mut buf, 2, p.exception_code());
+        assert!(matches!(p.read(&buf, 2), Stored::Exception));
+        let mut none = Packing::fit(None);
+        assert_eq!(none.encode(NULL), Some(0));
+        assert_eq!(none.encode(5), None);
+        assert!(matches!(none.read(&[], 9), Stored::Value(NULL)));
+        none.exceptions = true;
+        assert!(matches!(none.read(&[], 9), Stored::Exception));
+    }
 }

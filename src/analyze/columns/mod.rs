@@ -14,9 +14,13 @@
 //!   metadata also records, so a database never pairs with another build's
 //!   columns.
 //! - Blocks of [`BLOCK_ROWS`] rows, one table per block, each column a
-//!   contiguous array (column `c` at `BLOCK_ROWS * (widths before c)` from
-//!   the block's start). The last block of a table is padded to full size,
-//!   so every block has the same shape. NULL is a sentinel per type.
+//!   contiguous array packed by frame of reference ([`Packing`]): offsets
+//!   from the block's minimum in 0, 1, 2 or 4 bytes, or plain i64. Packing
+//!   halves the file against fixed widths, and the file's size is what a
+//!   load waits for once it outgrows the page cache's dirty limit. The last
+//!   block of a table is padded to full size.
+//! - The exception list of each table: values written into a finished
+//!   block (late rows) that its packing cannot hold, sorted by (row, column).
 //! - Index arrays (u32): per key column, the row ids sorted by (key, id) and
 //!   the start of each key's run; per order column, the ids of its non-NULL
 //!   rows sorted by (value descending, id).
@@ -46,14 +50,10 @@ compile_error!("the column file is little-endian and memory-mapped as is");
 
 /// Rows per block.
 pub const BLOCK_ROWS: usize = 1 << 16;
-pub const MAGIC: &[u8; 8] = b"SLCOLS\x00\x01";
+pub const MAGIC: &[u8; 8] = b"SLCOLS\x00\x02";
 pub const TRAILER_MAGIC: &[u8; 8] = b"SLCOLEND";
-/// NULL in an I64 column.
+/// NULL, as the store reads it.
 pub const NULL_I64: i64 = i64::MIN;
-/// NULL in an I32 column.
-pub const NULL_I32: i32 = i32::MIN;
-/// NULL in a U32 or Str column.
-pub const NULL_U32: u32 = u32::MAX;
 
 /// The column file of the database at `db`.
 pub fn path_for(db: &Path) -> PathBuf {
@@ -80,4 +80,18 @@ pub fn row_count(conn: &rusqlite::Connection, table: &str) -> Option<i64> {
     )
     .ok()
     .flatten()
+}
+
+/// The first position in lo..hi where `before` turns false (it must be true
+/// then false along the range).
+pub(crate) fn partition(mut lo: u64, mut hi: u64, before: impl Fn(u64) -> bool) -> u64 {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }

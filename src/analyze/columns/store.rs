@@ -1,7 +1,8 @@
 //! Reading a column file: mapped once, checked once, then read in place.
 
-use super::layout::{Directory, Layout, Phys, Source};
-use super::{BLOCK_ROWS, MAGIC, TRAILER_MAGIC};
+use super::layout::{Directory, Layout, Packing, Phys, Source, Stored};
+use super::writer::exception_key;
+use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
 use anyhow::{Context, bail, ensure};
 use memmap2::Mmap;
 use std::fs::File;
@@ -19,14 +20,23 @@ pub struct Store {
 pub struct TableData {
     pub layout: &'static Layout,
     pub rows: u64,
-    /// File offset of each block.
-    blocks: Vec<usize>,
-    /// Offset of each physical column within a block.
-    col_off: Vec<usize>,
+    /// Where each block's columns are and how they are packed: block b's
+    /// physical column c is `cells[b * columns + c]`.
+    cells: Vec<Cell>,
+    /// The exception list: offset and entries.
+    exceptions: (usize, usize),
     /// Whether ts never decreases with the row id.
     pub ts_sorted: bool,
     pub keys: Vec<KeyIndex>,
     pub order: Option<OrderIndex>,
+}
+
+/// One column of one block.
+#[derive(Clone, Copy)]
+struct Cell {
+    /// File offset of the column's values.
+    at: usize,
+    packing: Packing,
 }
 
 /// See [`super::layout::KeyDir`].
@@ -70,9 +80,8 @@ impl Store {
         let len = map.len();
         ensure!(len >= 32 && &map[..8] == MAGIC, "bad header");
         ensure!(&map[len - 8..] == TRAILER_MAGIC, "incomplete (no trailer)");
-        let u64_at = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or_default());
-        let build_id = u64_at(8);
-        let dir_off = usize::try_from(u64_at(len - 16))?;
+        let build_id = u64_at(&map, 8);
+        let dir_off = usize::try_from(u64_at(&map, len - 16))?;
         ensure!((16..=len - 16).contains(&dir_off), "bad directory offset");
         let dir: Directory =
             serde_json::from_slice(&map[dir_off..len - 16]).context("bad directory")?;
@@ -105,12 +114,27 @@ impl Store {
                 "{}: row count and blocks disagree",
                 t.name
             );
-            let bytes = layout.block_bytes() as u64;
-            let blocks = t
-                .blocks
-                .iter()
-                .map(|&b| in_data(b, bytes))
-                .collect::<anyhow::Result<_>>()?;
+            let mut cells = Vec::with_capacity(t.blocks.len() * layout.phys.len());
+            for b in &t.blocks {
+                ensure!(
+                    b.columns.len() == layout.phys.len()
+                        && b.columns
+                            .iter()
+                            .all(|p| matches!(p.width, 0 | 1 | 2 | 4 | 8)),
+                    "{}: bad block packing",
+                    t.name
+                );
+                let bytes = b.columns.iter().map(|p| p.bytes() as u64).sum();
+                let mut at = in_data(b.offset, bytes)?;
+                for &packing in &b.columns {
+                    cells.push(Cell { at, packing });
+                    at += packing.bytes();
+                }
+            }
+            let exceptions = (
+                in_data(t.exceptions.0, t.exceptions.1.saturating_mul(16))?,
+                usize::try_from(t.exceptions.1)?,
+            );
             let mut keys = Vec::new();
             for k in t.keys {
                 ensure!(k.column < layout.phys.len(), "bad key column");
@@ -142,10 +166,8 @@ impl Store {
             tables.push(TableData {
                 layout,
                 rows: t.rows,
-                blocks,
-                col_off: (0..layout.phys.len())
-                    .map(|c| layout.column_offset(c))
-                    .collect(),
+                cells,
+                exceptions,
                 ts_sorted: t.ts_sorted,
                 keys,
                 order,
@@ -167,22 +189,36 @@ impl Store {
         &self.tables[table]
     }
 
-    /// Physical column `col` of `row` as i64, NULL sentinels included.
+    /// Physical column `col` of `row` as i64, NULL as [`NULL_I64`].
     #[inline]
     pub fn raw(&self, t: &TableData, col: usize, row: u64) -> i64 {
         let (b, slot) = ((row as usize) / BLOCK_ROWS, (row as usize) % BLOCK_ROWS);
-        let phys = t.layout.phys[col].1;
-        phys.read(
-            &self.map,
-            t.blocks[b] + t.col_off[col] + slot * phys.width(),
-        )
+        let cell = t.cells[b * t.layout.phys.len() + col];
+        match cell.packing.read(&self.map[cell.at..], slot) {
+            Stored::Value(v) => v,
+            Stored::Exception => self.exception(t, row, col),
+        }
+    }
+
+    /// The exception of (row, col); NULL if there is none.
+    fn exception(&self, t: &TableData, row: u64, col: usize) -> i64 {
+        let key = exception_key(row, col);
+        let entry = |i: usize| {
+            let at = t.exceptions.0 + i * 16;
+            (u64_at(&self.map, at), u64_at(&self.map, at + 8) as i64)
+        };
+        let i = super::partition(0, t.exceptions.1 as u64, |i| entry(i as usize).0 < key) as usize;
+        match (i < t.exceptions.1).then(|| entry(i)) {
+            Some((k, v)) if k == key => v,
+            _ => NULL_I64,
+        }
     }
 
     /// Physical column `col` of `row`, None if NULL.
     #[inline]
     pub fn int(&self, t: &TableData, col: usize, row: u64) -> Option<i64> {
         let v = self.raw(t, col, row);
-        (!t.layout.phys[col].1.is_null(v)).then_some(v)
+        (v != NULL_I64).then_some(v)
     }
 
     /// Declared (SQL) column `col` of `row`.
@@ -238,6 +274,11 @@ impl Store {
     pub fn order_row(&self, o: &OrderIndex, i: u64) -> u64 {
         u32_at(&self.map, o.perm + i as usize * 4).into()
     }
+}
+
+#[inline]
+fn u64_at(map: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or_default())
 }
 
 #[inline]

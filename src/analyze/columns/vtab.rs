@@ -20,6 +20,7 @@
 //! use exactly (text, fractions) narrow less, never wrongly.
 
 use super::layout::{Layout, Source};
+use super::partition;
 use super::store::{Store, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::vtab::{
@@ -628,18 +629,4 @@ unsafe impl VTabCursor for ColumnsCursor {
     fn rowid(&self) -> rusqlite::Result<i64> {
         Ok(self.row as i64)
     }
-}
-
-/// The first position in lo..hi where `before` turns false (it must be true
-/// then false along the range).
-fn partition(mut lo: u64, mut hi: u64, before: impl Fn(u64) -> bool) -> u64 {
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if before(mid) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }

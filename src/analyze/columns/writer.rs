@@ -1,16 +1,21 @@
 //! Writing a column file while the importer runs.
 //!
+//! Rows are gathered a block at a time as i64 values, then each column is
+//! packed by frame of reference (see [`Packing`]) as the block is written.
 //! A row's id is fixed when the importer opens it, but the row arrives here
 //! when it closes, so rows come slightly out of id order. Closed rows wait in
 //! a reorder window and are appended to the current block in id order. A
 //! row still open when the window is full (a long sleep) leaves a NULL
 //! placeholder and is patched into place at the end, through a writable
-//! mapping of the finished file, as are later amendments to written rows.
+//! mapping of the finished file, as are later amendments to written rows;
+//! a value its block's packing cannot hold goes to the exception list.
 //! At the end the indexes are built by counting sort (keys) or by one sort
 //! of the non-NULL values (the order column).
 
-use super::layout::{Directory, KeyDir, Layout, OrderDir, Source, TableDir};
-use super::{BLOCK_ROWS, MAGIC, NULL_I32, NULL_I64, NULL_U32, TRAILER_MAGIC};
+use super::layout::{
+    BlockDir, Bulk, Directory, KeyDir, Layout, OrderDir, Packing, Source, Stored, TableDir,
+};
+use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
 use crate::analyze::import::strings::{Str, Strings};
 use anyhow::Context;
 use rustc_hash::FxHashMap;
@@ -30,9 +35,7 @@ const MAX_KEYS: u64 = 1 << 26;
 
 /// Receives one row's values, in the layout's physical column order.
 pub trait Put {
-    fn i64(&mut self, v: Option<i64>);
-    fn i32(&mut self, v: Option<i32>);
-    fn u32(&mut self, v: Option<u32>);
+    fn int<V: Into<i64>>(&mut self, v: Option<V>);
     fn str(&mut self, v: Option<Str>);
 }
 
@@ -46,6 +49,7 @@ pub trait ColumnRow {
 /// Importer string ids -> the file's own dense string table.
 #[derive(Default)]
 pub struct StrMap {
+    /// UNMAPPED for importer strings not seen yet.
     local: Vec<u32>,
     list: Vec<String>,
 }
@@ -55,9 +59,9 @@ impl StrMap {
     fn get(&mut self, s: Str, strings: &Strings) -> u32 {
         let i = s as usize;
         if i >= self.local.len() {
-            self.local.resize(i + 1, NULL_U32);
+            self.local.resize(i + 1, UNMAPPED);
         }
-        if self.local[i] == NULL_U32 {
+        if self.local[i] == UNMAPPED {
             self.local[i] = self.list.len() as u32;
             self.list.push(strings.get(s).to_owned());
         }
@@ -65,82 +69,79 @@ impl StrMap {
     }
 }
 
-/// Appends values to a block being filled.
+const UNMAPPED: u32 = u32::MAX;
+
+/// Appends values to the block being filled.
 struct BlockPut<'a> {
-    cols: &'a mut [Vec<u8>],
+    cols: &'a mut [Vec<i64>],
     col: usize,
     strs: &'a mut StrMap,
     strings: &'a Strings,
 }
 
-impl BlockPut<'_> {
-    #[inline]
-    fn push(&mut self, bytes: &[u8]) {
-        self.cols[self.col].extend_from_slice(bytes);
-        self.col += 1;
-    }
-}
-
 impl Put for BlockPut<'_> {
     #[inline]
-    fn i64(&mut self, v: Option<i64>) {
-        self.push(&v.unwrap_or(NULL_I64).to_le_bytes());
-    }
-    #[inline]
-    fn i32(&mut self, v: Option<i32>) {
-        self.push(&v.unwrap_or(NULL_I32).to_le_bytes());
-    }
-    #[inline]
-    fn u32(&mut self, v: Option<u32>) {
-        self.push(&v.unwrap_or(NULL_U32).to_le_bytes());
+    fn int<V: Into<i64>>(&mut self, v: Option<V>) {
+        self.cols[self.col].push(v.map_or(NULL_I64, Into::into));
+        self.col += 1;
     }
     #[inline]
     fn str(&mut self, v: Option<Str>) {
-        let id = v.map_or(NULL_U32, |s| self.strs.get(s, self.strings));
-        self.push(&id.to_le_bytes());
+        let id = v.map(|s| self.strs.get(s, self.strings));
+        self.int(id);
     }
 }
 
 /// Writes one row's values in place in its mapped block.
 struct PatchPut<'a> {
-    /// The row's block.
+    /// The row's block, mapped.
     map: &'a mut [u8],
-    layout: &'static Layout,
-    slot: usize,
+    block: &'a mut BlockDir,
+    row: u64,
     col: usize,
+    exceptions: &'a mut Vec<(u64, i64)>,
     strs: &'a mut StrMap,
     strings: &'a Strings,
 }
 
-impl PatchPut<'_> {
-    fn write(&mut self, bytes: &[u8]) {
-        let at =
-            self.layout.column_offset(self.col) + self.slot * self.layout.phys[self.col].1.width();
-        self.map[at..at + bytes.len()].copy_from_slice(bytes);
+impl Put for PatchPut<'_> {
+    fn int<V: Into<i64>>(&mut self, v: Option<V>) {
+        let v = v.map_or(NULL_I64, Into::into);
+        let at: usize = self.block.columns[..self.col]
+            .iter()
+            .map(|p| p.bytes())
+            .sum();
+        let slot = self.row as usize % BLOCK_ROWS;
+        let p = &mut self.block.columns[self.col];
+        match p.encode(v) {
+            Some(code) if p.width > 0 => p.write(&mut self.map[at..], slot, code),
+            // NULL into a column of NULLs.
+            Some(_) if !p.exceptions => {}
+            _ => {
+                if p.width > 0 {
+                    p.write(&mut self.map[at..], slot, p.exception_code());
+                }
+                p.exceptions = true;
+                self.exceptions.push((exception_key(self.row, self.col), v));
+            }
+        }
         self.col += 1;
+    }
+    fn str(&mut self, v: Option<Str>) {
+        let id = v.map(|s| self.strs.get(s, self.strings));
+        self.int(id);
     }
 }
 
-impl Put for PatchPut<'_> {
-    fn i64(&mut self, v: Option<i64>) {
-        self.write(&v.unwrap_or(NULL_I64).to_le_bytes());
-    }
-    fn i32(&mut self, v: Option<i32>) {
-        self.write(&v.unwrap_or(NULL_I32).to_le_bytes());
-    }
-    fn u32(&mut self, v: Option<u32>) {
-        self.write(&v.unwrap_or(NULL_U32).to_le_bytes());
-    }
-    fn str(&mut self, v: Option<Str>) {
-        let id = v.map_or(NULL_U32, |s| self.strs.get(s, self.strings));
-        self.write(&id.to_le_bytes());
-    }
+/// The exception list's sort key of (row, physical column).
+pub fn exception_key(row: u64, col: usize) -> u64 {
+    (row << 8) | col as u64
 }
 
 /// A value for one column of a row already written.
 #[derive(Debug, Clone, Copy)]
 pub enum Patch {
-    U32(Option<u32>),
+    Int(Option<i64>),
     Str(Option<Str>),
 }
 
@@ -150,6 +151,8 @@ pub struct ColumnFile {
     pos: u64,
     build_id: u64,
     strs: StrMap,
+    /// A column being packed.
+    packed: Vec<u8>,
 }
 
 impl ColumnFile {
@@ -176,6 +179,7 @@ impl ColumnFile {
             pos: 16,
             build_id,
             strs: StrMap::default(),
+            packed: Vec::with_capacity(BLOCK_ROWS * 8),
         })
     }
 
@@ -183,25 +187,27 @@ impl ColumnFile {
         self.build_id
     }
 
-    fn write_block(&mut self, cols: &mut [Vec<u8>], layout: &Layout) -> std::io::Result<u64> {
-        let at = self.pos;
-        for (c, (_, phys)) in cols.iter_mut().zip(layout.phys) {
+    /// Packs and writes a block's columns (emptying them).
+    fn write_block(&mut self, cols: &mut [Vec<i64>]) -> std::io::Result<BlockDir> {
+        let offset = self.pos;
+        let mut columns = Vec::with_capacity(cols.len());
+        for c in cols.iter_mut() {
+            let p = Packing::fit(range(c));
             // A short (last) block is padded with NULLs to the full shape.
-            let full = BLOCK_ROWS * phys.width();
-            while c.len() < full {
-                c.extend_from_slice(phys.null_bytes());
-            }
-            self.out.write_all(c)?;
+            c.resize(BLOCK_ROWS, NULL_I64);
+            pack(p, c, &mut self.packed);
+            self.out.write_all(&self.packed)?;
+            self.pos += self.packed.len() as u64;
             c.clear();
+            columns.push(p);
         }
-        self.pos += layout.block_bytes() as u64;
-        Ok(at)
+        Ok(BlockDir { offset, columns })
     }
 
     /// Completes the file: patches, indexes, directory. `tables` are every
-    /// table written to this file, each already flushed. Works through
-    /// buffers of a block or a bounded chunk, never the whole file at once,
-    /// so the load's memory does not grow with the trace.
+    /// table written to this file, each already flushed. Reads a block at a
+    /// time and writes each key index through a mapping of its own region,
+    /// so the heap does not grow with the trace (the page cache does).
     pub fn finish(
         mut self,
         tables: &mut [&mut dyn Finish],
@@ -221,10 +227,21 @@ impl ColumnFile {
             plans.push(t.plan_indexes(&file, &mut index_end)?);
         }
         file.set_len(index_end)?;
-        for (t, plan) in tables.iter().zip(&plans) {
-            t.write_indexes(&file, plan)
-                .context("writing the column file's indexes")?;
-        }
+        // One thread per table: the index builds are independent.
+        std::thread::scope(|s| {
+            let builds: Vec<_> = tables
+                .iter()
+                .zip(&plans)
+                .map(|(t, plan)| {
+                    let (t, file): (&dyn Finish, &File) = (&**t, &file);
+                    s.spawn(move || t.write_indexes(file, plan))
+                })
+                .collect();
+            builds
+                .into_iter()
+                .try_for_each(|b| b.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+        .context("writing the column file's indexes")?;
         let dir = Directory {
             build_id: self.build_id,
             tables: tables
@@ -250,6 +267,7 @@ pub struct IndexPlan {
     ts_sorted: bool,
     keys: Vec<(Vec<u32>, KeyDir)>,
     order: Option<(OrderKeys, OrderDir)>,
+    exceptions_at: u64,
 }
 
 /// The order index's (value, id) pairs, sorted by value descending then id.
@@ -274,7 +292,7 @@ impl OrderKeys {
 }
 
 /// A table writer seen by [`ColumnFile::finish`].
-pub trait Finish {
+pub trait Finish: Sync {
     fn apply_patches(
         &mut self,
         file: &File,
@@ -292,12 +310,14 @@ pub struct TableWriter<T: ColumnRow> {
     base: i64,
     /// Closed rows from `base` on; None for rows not closed yet.
     window: VecDeque<Option<T>>,
-    /// The block being filled: one byte vector per physical column.
-    cols: Vec<Vec<u8>>,
+    /// The block being filled: one vector per physical column.
+    cols: Vec<Vec<i64>>,
     /// Rows in `cols`.
     filled: usize,
-    /// Offsets of the blocks written.
-    blocks: Vec<u64>,
+    blocks: Vec<BlockDir>,
+    /// Values packed blocks cannot hold, by [`exception_key`]; sorted once
+    /// the patches are in.
+    exceptions: Vec<(u64, i64)>,
     /// Rows closed after their placeholder was written.
     late: FxHashMap<i64, T>,
     /// Amendments to rows already written: (id, physical column, value).
@@ -312,10 +332,11 @@ impl<T: ColumnRow> Default for TableWriter<T> {
             cols: T::LAYOUT
                 .phys
                 .iter()
-                .map(|p| Vec::with_capacity(BLOCK_ROWS * p.1.width()))
+                .map(|_| Vec::with_capacity(BLOCK_ROWS))
                 .collect(),
             filled: 0,
             blocks: Vec::new(),
+            exceptions: Vec::new(),
             late: FxHashMap::default(),
             patches: Vec::new(),
         }
@@ -361,15 +382,14 @@ impl<T: ColumnRow> TableWriter<T> {
                 strings,
             }),
             None => {
-                for (c, (_, phys)) in self.cols.iter_mut().zip(T::LAYOUT.phys) {
-                    c.extend_from_slice(phys.null_bytes());
+                for c in &mut self.cols {
+                    c.push(NULL_I64);
                 }
             }
         }
         self.filled += 1;
         if self.filled == BLOCK_ROWS {
-            self.blocks
-                .push(file.write_block(&mut self.cols, T::LAYOUT)?);
+            self.blocks.push(file.write_block(&mut self.cols)?);
             self.filled = 0;
         }
         Ok(())
@@ -400,8 +420,7 @@ impl<T: ColumnRow> TableWriter<T> {
             self.append(r.as_ref(), file, strings)?;
         }
         if self.filled > 0 {
-            self.blocks
-                .push(file.write_block(&mut self.cols, T::LAYOUT)?);
+            self.blocks.push(file.write_block(&mut self.cols)?);
             self.filled = 0;
         }
         Ok(())
@@ -420,36 +439,52 @@ impl<T: ColumnRow> TableWriter<T> {
         cols: [usize; N],
         mut f: impl FnMut(u64, [i64; N]),
     ) -> std::io::Result<()> {
-        let layout = T::LAYOUT;
-        let mut bufs: Vec<Vec<u8>> = cols
-            .iter()
-            .map(|&c| vec![0; BLOCK_ROWS * layout.phys[c].1.width()])
-            .collect();
+        let mut buf = vec![0; BLOCK_ROWS * 8];
+        let mut values: [Vec<i64>; N] = std::array::from_fn(|_| Vec::with_capacity(BLOCK_ROWS));
         let rows = self.rows();
-        for (b, &start) in self.blocks.iter().enumerate() {
+        for (b, block) in self.blocks.iter().enumerate() {
             let first = (b * BLOCK_ROWS) as u64;
             let n = (rows - first).min(BLOCK_ROWS as u64) as usize;
-            for (buf, &c) in bufs.iter_mut().zip(&cols) {
-                let w = layout.phys[c].1.width();
-                file.read_exact_at(&mut buf[..n * w], start + layout.column_offset(c) as u64)?;
-            }
-            for slot in 0..n {
-                let mut v = [0i64; N];
-                for (i, &c) in cols.iter().enumerate() {
-                    let phys = layout.phys[c].1;
-                    v[i] = phys.read(&bufs[i], slot * phys.width());
+            for (out, &c) in values.iter_mut().zip(&cols) {
+                let p = block.columns[c];
+                let at: usize = block.columns[..c].iter().map(|p| p.bytes()).sum();
+                let bytes = &mut buf[..n * usize::from(p.width)];
+                file.read_exact_at(bytes, block.offset + at as u64)?;
+                out.clear();
+                match p.width {
+                    _ if p.exceptions => out.extend((0..n).map(|slot| match p.read(bytes, slot) {
+                        Stored::Value(v) => v,
+                        Stored::Exception => self.exception(first + slot as u64, c),
+                    })),
+                    0 => out.resize(n, NULL_I64),
+                    1 => Bulk::<1>::unpack(p, bytes, out),
+                    2 => Bulk::<2>::unpack(p, bytes, out),
+                    4 => Bulk::<4>::unpack(p, bytes, out),
+                    _ => Bulk::<8>::unpack(p, bytes, out),
                 }
-                f(first + slot as u64, v);
+            }
+            // Indexes N columns at once, which no iterator zip spells.
+            #[allow(clippy::needless_range_loop)]
+            for slot in 0..n {
+                f(
+                    first + slot as u64,
+                    std::array::from_fn(|i| values[i][slot]),
+                );
             }
         }
         Ok(())
     }
+
+    /// The exception of (row, col); NULL if there is none.
+    fn exception(&self, row: u64, col: usize) -> i64 {
+        let key = exception_key(row, col);
+        self.exceptions
+            .binary_search_by_key(&key, |e| e.0)
+            .map_or(NULL_I64, |i| self.exceptions[i].1)
+    }
 }
 
-/// Perm entries held in memory per pass of the (key, id) scatter.
-const SCATTER_CHUNK: u32 = 1 << 23;
-
-impl<T: ColumnRow> Finish for TableWriter<T> {
+impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
     fn apply_patches(
         &mut self,
         file: &File,
@@ -473,24 +508,29 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
             };
             let b = block_of(id);
             let in_block = |i: i64| block_of(i) == b;
-            let mut map = match b.and_then(|b| self.blocks.get(b)) {
-                Some(&off) => Some(unsafe {
+            let mut target = match b.and_then(|b| self.blocks.get_mut(b)) {
+                Some(block) => {
+                    let len = block.columns.iter().map(|p| p.bytes()).sum();
                     // SAFETY: the file is ours alone while the load runs
                     // (created here, renamed into place only when complete).
-                    memmap2::MmapOptions::new()
-                        .offset(off)
-                        .len(T::LAYOUT.block_bytes())
-                        .map_mut(file)?
-                }),
+                    let map = unsafe {
+                        memmap2::MmapOptions::new()
+                            .offset(block.offset)
+                            .len(len)
+                            .map_mut(file)?
+                    };
+                    Some((map, block))
+                }
                 None => None, // an id outside the table: nothing to patch
             };
             while li < late.len() && in_block(late[li].0) {
-                if let Some(map) = &mut map {
+                if let Some((map, block)) = &mut target {
                     late[li].1.put(&mut PatchPut {
                         map,
-                        layout: T::LAYOUT,
-                        slot: late[li].0 as usize % BLOCK_ROWS,
+                        block,
+                        row: late[li].0 as u64,
                         col: 0,
+                        exceptions: &mut self.exceptions,
                         strs,
                         strings,
                     });
@@ -499,23 +539,33 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
             }
             while pi < patches.len() && in_block(patches[pi].0) {
                 let (id, col, value) = patches[pi];
-                if let Some(map) = &mut map {
+                if let Some((map, block)) = &mut target {
                     let mut p = PatchPut {
                         map,
-                        layout: T::LAYOUT,
-                        slot: id as usize % BLOCK_ROWS,
+                        block,
+                        row: id as u64,
                         col,
+                        exceptions: &mut self.exceptions,
                         strs,
                         strings,
                     };
                     match value {
-                        Patch::U32(v) => p.u32(v),
+                        Patch::Int(v) => p.int(v),
                         Patch::Str(v) => p.str(v),
                     }
                 }
                 pi += 1;
             }
         }
+        // Stable, so of two values for one (row, column) the later stays.
+        self.exceptions.sort_by_key(|e| e.0);
+        self.exceptions.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
         Ok(())
     }
 
@@ -528,13 +578,14 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
             ts_sorted &= ts >= last && ts != NULL_I64;
             last = ts;
         })?;
+        let exceptions_at = *end;
+        *end += self.exceptions.len() as u64 * 16;
         let mut keys = Vec::new();
         for &col in layout.keys {
-            let phys = layout.phys[col].1;
             let mut counts: Vec<u32> = Vec::new();
             let mut too_many = false;
             self.scan(file, [col], |_, [k]| {
-                if phys.is_null(k) || k < 0 || too_many {
+                if k == NULL_I64 || k < 0 || too_many {
                     return;
                 }
                 if k as u64 >= MAX_KEYS {
@@ -579,12 +630,12 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 };
                 match layout.columns[column].1 {
                     Source::Diff(a, b) => self.scan(file, [a, b], |id, [x, y]| {
-                        if !layout.phys[a].1.is_null(x) && !layout.phys[b].1.is_null(y) {
+                        if x != NULL_I64 && y != NULL_I64 {
                             add(id, x.wrapping_sub(y));
                         }
                     })?,
                     Source::Col(c) => self.scan(file, [c], |id, [v]| {
-                        if !layout.phys[c].1.is_null(v) {
+                        if v != NULL_I64 {
                             add(id, v);
                         }
                     })?,
@@ -608,37 +659,44 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
             ts_sorted,
             keys,
             order,
+            exceptions_at,
         })
     }
 
     fn write_indexes(&self, file: &File, plan: &IndexPlan) -> std::io::Result<()> {
+        for (i, chunk) in self.exceptions.chunks(BLOCK_ROWS).enumerate() {
+            let bytes: Vec<u8> = chunk
+                .iter()
+                .flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+                .collect();
+            file.write_all_at(&bytes, plan.exceptions_at + (i * BLOCK_ROWS * 16) as u64)?;
+        }
         for (starts, dir) in &plan.keys {
             file.write_all_at(&u32_bytes(starts), dir.starts)?;
-            // Scatter row ids into their key's run, a chunk of keys per pass
-            // over the key column. Ids ascend within a run because rows are
-            // visited in id order.
-            let phys = T::LAYOUT.phys[dir.column].1;
-            let nkeys = starts.len() - 1;
-            let mut k0 = 0;
-            while k0 < nkeys {
-                let mut k1 = k0 + 1;
-                while k1 < nkeys && starts[k1 + 1] - starts[k0] <= SCATTER_CHUNK {
-                    k1 += 1;
-                }
-                let base = starts[k0];
-                let mut buf = vec![0u32; (starts[k1] - base) as usize];
-                let mut next: Vec<u32> = starts[k0..k1].iter().map(|s| s - base).collect();
-                self.scan(file, [dir.column], |id, [k]| {
-                    if phys.is_null(k) || k < k0 as i64 || k >= k1 as i64 {
-                        return;
-                    }
-                    let slot = &mut next[k as usize - k0];
-                    buf[*slot as usize] = id as u32;
-                    *slot += 1;
-                })?;
-                file.write_all_at(&u32_bytes(&buf), dir.perm + u64::from(base) * 4)?;
-                k0 = k1;
+            // Scatter row ids into their key's run, in one pass over the key
+            // column, through a mapping: the page cache holds the perm, not
+            // our heap. Ids ascend within a run because rows are visited in
+            // id order.
+            let len = starts.last().map_or(0, |&n| n as usize * 4);
+            if len == 0 {
+                continue;
             }
+            // SAFETY: as in apply_patches, the file is ours alone.
+            let mut perm = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(dir.perm)
+                    .len(len)
+                    .map_mut(file)?
+            };
+            let mut next = starts[..starts.len() - 1].to_vec();
+            self.scan(file, [dir.column], |id, [k]| {
+                let Some(slot) = usize::try_from(k).ok().and_then(|k| next.get_mut(k)) else {
+                    return; // NULL
+                };
+                let at = *slot as usize * 4;
+                perm[at..at + 4].copy_from_slice(&(id as u32).to_le_bytes());
+                *slot += 1;
+            })?;
         }
         if let Some((keys, dir)) = &plan.order {
             let mut at = dir.perm;
@@ -665,10 +723,38 @@ impl<T: ColumnRow> Finish for TableWriter<T> {
                 .map(|(n, p)| ((*n).to_string(), *p))
                 .collect(),
             blocks: self.blocks.clone(),
+            exceptions: (plan.exceptions_at, self.exceptions.len() as u64),
             ts_sorted: plan.ts_sorted,
             keys: plan.keys.into_iter().map(|k| k.1).collect(),
             order: plan.order.map(|o| o.1),
         }
+    }
+}
+
+/// The smallest and largest non-NULL value; None if all are NULL.
+fn range(values: &[i64]) -> Option<(i64, i64)> {
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    let mut any = false;
+    for &v in values {
+        if v != NULL_I64 {
+            lo = lo.min(v);
+            hi = hi.max(v);
+            any = true;
+        }
+    }
+    any.then_some((lo, hi))
+}
+
+/// `values` packed by `p` (which holds them all) into `out`.
+fn pack(p: Packing, values: &[i64], out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(p.bytes(), 0);
+    match p.width {
+        1 => Bulk::<1>::pack(p, values, out),
+        2 => Bulk::<2>::pack(p, values, out),
+        4 => Bulk::<4>::pack(p, values, out),
+        8 => Bulk::<8>::pack(p, values, out),
+        _ => {}
     }
 }
 

@@ -81,12 +81,12 @@ impl ColumnRow for SliceRow {
     }
     #[inline]
     fn put(&self, out: &mut impl Put) {
-        out.i64(Some(self.ts));
-        out.i64(Some(self.dur));
-        out.u32(Some(self.cpu));
-        out.u32(Some(self.utid));
+        out.int(Some(self.ts));
+        out.int(Some(self.dur));
+        out.int(Some(self.cpu));
+        out.int(Some(self.utid));
         out.str(self.end_state);
-        out.i32(Some(self.priority));
+        out.int(Some(self.priority));
     }
 }
 
@@ -97,16 +97,16 @@ impl ColumnRow for StateRow {
     }
     #[inline]
     fn put(&self, out: &mut impl Put) {
-        out.i64(Some(self.ts));
-        out.i64(Some(self.dur));
-        out.u32(self.cpu);
-        out.u32(Some(self.utid));
+        out.int(Some(self.ts));
+        out.int(Some(self.dur));
+        out.int(self.cpu);
+        out.int(Some(self.utid));
         out.str(self.state);
-        out.u32(self.io_wait.map(u32::from));
+        out.int(self.io_wait);
         out.str(self.blocked_function);
-        out.u32(self.waker_utid);
-        out.i64(self.waker_id);
-        out.u32(self.irq_context);
+        out.int(self.waker_utid);
+        out.int(self.waker_id);
+        out.int(self.irq_context);
     }
 }
 
@@ -117,14 +117,14 @@ impl ColumnRow for WakeupRow {
     }
     #[inline]
     fn put(&self, out: &mut impl Put) {
-        out.i64(Some(self.ts));
-        out.u32(Some(self.utid));
-        out.u32(self.waker_utid);
-        out.u32(Some(self.waking_cpu));
-        out.i32(Some(self.target_cpu));
-        out.i64(self.run_ts);
-        out.u32(self.run_cpu);
-        out.i32(Some(self.priority));
+        out.int(Some(self.ts));
+        out.int(Some(self.utid));
+        out.int(self.waker_utid);
+        out.int(Some(self.waking_cpu));
+        out.int(Some(self.target_cpu));
+        out.int(self.run_ts);
+        out.int(self.run_cpu);
+        out.int(Some(self.priority));
     }
 }
 
@@ -206,7 +206,7 @@ impl<'c> Sink<'c> {
             return Ok(());
         }
         self.state
-            .patch(id, STATE_IO_WAIT, Patch::U32(Some(u32::from(io_wait))));
+            .patch(id, STATE_IO_WAIT, Patch::Int(Some(io_wait.into())));
         if func.is_some() {
             self.state
                 .patch(id, STATE_BLOCKED_FUNCTION, Patch::Str(func));
