@@ -816,10 +816,10 @@ async fn schema_discovery_and_resource() {
     let slice = tables.iter().find(|x| x["name"] == "sched_slice").unwrap();
     assert_eq!(slice["rows"], f.w.slices.len());
     assert!(!slice["summary"].as_str().unwrap().is_empty());
-    assert!(
-        tables
-            .iter()
-            .any(|x| x["name"] == "sched" && x["kind"] == "view")
+    let sched = tables.iter().find(|x| x["name"] == "sched").unwrap();
+    assert_eq!(
+        (&sched["kind"], &sched["rows"]),
+        (&json!("view"), &json!(f.w.slices.len()))
     );
     let d = ok(&c, "describe_table", json!({"table": "wakeup"})).await;
     let cols = d["columns"].as_array().unwrap();

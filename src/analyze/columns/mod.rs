@@ -69,9 +69,16 @@ pub fn row_count_key(table: &str) -> String {
     format!("rows_{table}")
 }
 
-/// The row count of columnar table `table` as recorded at load, None for
-/// other tables (or a database without it).
+/// Views with exactly the rows of a columnar table (schema/tables.sql).
+const SAME_ROWS: &[(&str, &str)] = &[("sched", "sched_slice")];
+
+/// The row count of columnar table `table` (or of a view of all its rows)
+/// as recorded at load, None for other tables (or a database without it).
 pub fn row_count(conn: &rusqlite::Connection, table: &str) -> Option<i64> {
+    let table = SAME_ROWS
+        .iter()
+        .find(|v| v.0 == table)
+        .map_or(table, |v| v.1);
     Layout::by_name(table)?;
     conn.query_row(
         "SELECT int_value FROM metadata WHERE name = ?1",
