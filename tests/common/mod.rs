@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 use schedlens::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Put, TableWriter};
-use schedlens::analyze::import::strings::{Str, Strings};
+use schedlens::analyze::import::strings::Str;
 
 pub const START_TS: i64 = 5_000_000_000_000; // 5000 s after boot
 pub const IDLE: i64 = 0;
@@ -331,7 +331,7 @@ impl ColumnRow for SliceRow<'_> {
         out.int(Some(s.dur));
         out.int(Some(s.cpu as u32));
         out.int(Some(s.utid as u32));
-        out.str(Some(self.2));
+        out.int(Some(self.2));
         out.int(Some(120));
     }
 }
@@ -347,9 +347,9 @@ impl ColumnRow for StateRow<'_> {
         out.int(Some(s.dur));
         out.int(s.cpu.map(|c| c as u32));
         out.int(Some(s.utid as u32));
-        out.str(Some(self.2));
+        out.int(Some(self.2));
         out.int(None::<i64>);
-        out.str(None);
+        out.int(None::<i64>);
         out.int(None::<i64>);
         out.int(None::<i64>);
         out.int(None::<i64>);
@@ -378,39 +378,49 @@ impl ColumnRow for WakeupRow<'_> {
 /// wakeup), written the way the importer writes it; its build id goes in
 /// the metadata.
 fn write_columns(w: &Workload, path: &Path, tx: &Connection) {
-    let mut strings = Strings::default();
+    // The column file's strings; rows hold indexes into it.
+    let mut strings: Vec<String> = Vec::new();
+    let mut intern = |s: &str| -> Str {
+        match strings.iter().position(|x| x == s) {
+            Some(i) => i as Str,
+            None => {
+                strings.push(s.to_string());
+                (strings.len() - 1) as Str
+            }
+        }
+    };
     let mut file = ColumnFile::create(Some(&columns::path_for(path))).unwrap();
     let mut slices = TableWriter::default();
     let mut states = TableWriter::default();
     let mut wakeups = TableWriter::default();
-    let s_state = strings.intern("S");
+    let s_state = intern("S");
     let mut sorted: Vec<&Slice> = w.slices.iter().collect();
     sorted.sort_by_key(|s| (s.ts, s.cpu));
     for (id, s) in sorted.into_iter().enumerate() {
         slices
-            .add(SliceRow(id as i64, s, s_state), &mut file, &strings)
+            .add(SliceRow(id as i64, s, s_state), &mut file)
             .unwrap();
     }
     let mut sorted: Vec<&State> = w.states.iter().collect();
     sorted.sort_by_key(|s| (s.ts, s.utid));
     for (id, s) in sorted.into_iter().enumerate() {
-        let state = strings.intern(s.state);
+        let state = intern(s.state);
         states
-            .add(StateRow(id as i64, s, state), &mut file, &strings)
+            .add(StateRow(id as i64, s, state), &mut file)
             .unwrap();
     }
     for x in &w.wakeups {
-        wakeups.add(WakeupRow(x), &mut file, &strings).unwrap();
+        wakeups.add(WakeupRow(x), &mut file).unwrap();
     }
-    slices.flush(&mut file, &strings).unwrap();
-    states.flush(&mut file, &strings).unwrap();
-    wakeups.flush(&mut file, &strings).unwrap();
+    slices.flush(&mut file).unwrap();
+    states.flush(&mut file).unwrap();
+    wakeups.flush(&mut file).unwrap();
     tx.execute(
         "INSERT INTO metadata VALUES ('columns_build_id', 'single', ?1, NULL)",
         [file.build_id() as i64],
     )
     .unwrap();
-    file.finish(&mut [&mut slices, &mut states, &mut wakeups], &strings)
+    file.finish(&mut [&mut slices, &mut states, &mut wakeups], strings)
         .unwrap();
 }
 

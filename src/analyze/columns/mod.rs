@@ -41,7 +41,7 @@ mod writer;
 pub use layout::{Layout, Phys, SCHED_SLICE, THREAD_STATE, WAKEUP};
 pub use store::Store;
 pub use vtab::register;
-pub use writer::{ColumnFile, ColumnRow, Finish, Patch, Put, TableWriter};
+pub use writer::{ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter};
 
 use std::path::{Path, PathBuf};
 

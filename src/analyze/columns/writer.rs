@@ -33,10 +33,11 @@ const REORDER_WINDOW: usize = 1 << 15;
 /// CPUs).
 const MAX_KEYS: u64 = 1 << 26;
 
-/// Receives one row's values, in the layout's physical column order.
+/// Receives one row's values, in the layout's physical column order (a Str
+/// column's value is an index into the strings given to
+/// [`ColumnFile::finish`]).
 pub trait Put {
     fn int<V: Into<i64>>(&mut self, v: Option<V>);
-    fn str(&mut self, v: Option<Str>);
 }
 
 /// A row of a columnar table.
@@ -56,7 +57,7 @@ pub struct StrMap {
 
 impl StrMap {
     #[inline]
-    fn get(&mut self, s: Str, strings: &Strings) -> u32 {
+    pub fn get(&mut self, s: Str, strings: &Strings) -> u32 {
         let i = s as usize;
         if i >= self.local.len() {
             self.local.resize(i + 1, UNMAPPED);
@@ -67,6 +68,11 @@ impl StrMap {
         }
         self.local[i]
     }
+
+    /// The file's strings, by index.
+    pub fn into_list(self) -> Vec<String> {
+        self.list
+    }
 }
 
 const UNMAPPED: u32 = u32::MAX;
@@ -75,8 +81,6 @@ const UNMAPPED: u32 = u32::MAX;
 struct BlockPut<'a> {
     cols: &'a mut [Vec<i64>],
     col: usize,
-    strs: &'a mut StrMap,
-    strings: &'a Strings,
 }
 
 impl Put for BlockPut<'_> {
@@ -84,11 +88,6 @@ impl Put for BlockPut<'_> {
     fn int<V: Into<i64>>(&mut self, v: Option<V>) {
         self.cols[self.col].push(v.map_or(NULL_I64, Into::into));
         self.col += 1;
-    }
-    #[inline]
-    fn str(&mut self, v: Option<Str>) {
-        let id = v.map(|s| self.strs.get(s, self.strings));
-        self.int(id);
     }
 }
 
@@ -100,8 +99,6 @@ struct PatchPut<'a> {
     row: u64,
     col: usize,
     exceptions: &'a mut Vec<(u64, i64)>,
-    strs: &'a mut StrMap,
-    strings: &'a Strings,
 }
 
 impl Put for PatchPut<'_> {
@@ -127,10 +124,6 @@ impl Put for PatchPut<'_> {
         }
         self.col += 1;
     }
-    fn str(&mut self, v: Option<Str>) {
-        let id = v.map(|s| self.strs.get(s, self.strings));
-        self.int(id);
-    }
 }
 
 /// The exception list's sort key of (row, physical column).
@@ -138,19 +131,11 @@ pub fn exception_key(row: u64, col: usize) -> u64 {
     (row << 8) | col as u64
 }
 
-/// A value for one column of a row already written.
-#[derive(Debug, Clone, Copy)]
-pub enum Patch {
-    Int(Option<i64>),
-    Str(Option<Str>),
-}
-
 /// The file being written, shared by the tables.
 pub struct ColumnFile {
     out: BufWriter<File>,
     pos: u64,
     build_id: u64,
-    strs: StrMap,
     /// A column being packed.
     packed: Vec<u8>,
 }
@@ -178,7 +163,6 @@ impl ColumnFile {
             out,
             pos: 16,
             build_id,
-            strs: StrMap::default(),
             packed: Vec::with_capacity(BLOCK_ROWS * 8),
         })
     }
@@ -211,7 +195,7 @@ impl ColumnFile {
     pub fn finish(
         mut self,
         tables: &mut [&mut dyn Finish],
-        strings: &Strings,
+        strings: Vec<String>,
     ) -> anyhow::Result<()> {
         self.out.flush()?;
         let file = self
@@ -222,8 +206,7 @@ impl ColumnFile {
         let mut index_end = self.pos;
         let mut plans = Vec::new();
         for t in tables.iter_mut() {
-            t.apply_patches(&file, &mut self.strs, strings)
-                .context("patching the column file")?;
+            t.apply_patches(&file).context("patching the column file")?;
             plans.push(t.plan_indexes(&file, &mut index_end)?);
         }
         file.set_len(index_end)?;
@@ -249,7 +232,7 @@ impl ColumnFile {
                 .zip(plans)
                 .map(|(t, plan)| t.directory(plan))
                 .collect(),
-            strings: std::mem::take(&mut self.strs.list),
+            strings,
         };
         let mut w = BufWriter::new(file);
         w.seek(SeekFrom::Start(index_end))?;
@@ -293,12 +276,7 @@ impl OrderKeys {
 
 /// A table writer seen by [`ColumnFile::finish`].
 pub trait Finish: Sync {
-    fn apply_patches(
-        &mut self,
-        file: &File,
-        strs: &mut StrMap,
-        strings: &Strings,
-    ) -> std::io::Result<()>;
+    fn apply_patches(&mut self, file: &File) -> std::io::Result<()>;
     fn plan_indexes(&self, file: &File, end: &mut u64) -> std::io::Result<IndexPlan>;
     fn write_indexes(&self, file: &File, plan: &IndexPlan) -> std::io::Result<()>;
     fn directory(&self, plan: IndexPlan) -> TableDir;
@@ -321,7 +299,7 @@ pub struct TableWriter<T: ColumnRow> {
     /// Rows closed after their placeholder was written.
     late: FxHashMap<i64, T>,
     /// Amendments to rows already written: (id, physical column, value).
-    patches: Vec<(i64, usize, Patch)>,
+    patches: Vec<(i64, usize, Option<i64>)>,
 }
 
 impl<T: ColumnRow> Default for TableWriter<T> {
@@ -345,7 +323,7 @@ impl<T: ColumnRow> Default for TableWriter<T> {
 
 impl<T: ColumnRow> TableWriter<T> {
     /// Takes a closed row and appends every row that is now in order.
-    pub fn add(&mut self, row: T, file: &mut ColumnFile, strings: &Strings) -> anyhow::Result<()> {
+    pub fn add(&mut self, row: T, file: &mut ColumnFile) -> anyhow::Result<()> {
         let Ok(at) = usize::try_from(row.id() - self.base) else {
             // Its slot was given up on: patched in at the end.
             self.late.insert(row.id(), row);
@@ -361,25 +339,18 @@ impl<T: ColumnRow> TableWriter<T> {
         while self.window.len() > REORDER_WINDOW || matches!(self.window.front(), Some(Some(_))) {
             let front = self.window.pop_front().flatten();
             self.base += 1;
-            self.append(front.as_ref(), file, strings)?;
+            self.append(front.as_ref(), file)?;
         }
         Ok(())
     }
 
     /// Appends a row, or a NULL placeholder for a row still open.
     #[inline]
-    fn append(
-        &mut self,
-        row: Option<&T>,
-        file: &mut ColumnFile,
-        strings: &Strings,
-    ) -> std::io::Result<()> {
+    fn append(&mut self, row: Option<&T>, file: &mut ColumnFile) -> std::io::Result<()> {
         match row {
             Some(r) => r.put(&mut BlockPut {
                 cols: &mut self.cols,
                 col: 0,
-                strs: &mut file.strs,
-                strings,
             }),
             None => {
                 for c in &mut self.cols {
@@ -409,15 +380,15 @@ impl<T: ColumnRow> TableWriter<T> {
 
     /// Amends physical column `col` of a row already written (or not
     /// closed yet: the patch then applies after it is).
-    pub fn patch(&mut self, id: i64, col: usize, value: Patch) {
+    pub fn patch(&mut self, id: i64, col: usize, value: Option<i64>) {
         self.patches.push((id, col, value));
     }
 
     /// Appends every row held; call once, after the last row.
-    pub fn flush(&mut self, file: &mut ColumnFile, strings: &Strings) -> std::io::Result<()> {
+    pub fn flush(&mut self, file: &mut ColumnFile) -> std::io::Result<()> {
         while let Some(r) = self.window.pop_front() {
             self.base += 1;
-            self.append(r.as_ref(), file, strings)?;
+            self.append(r.as_ref(), file)?;
         }
         if self.filled > 0 {
             self.blocks.push(file.write_block(&mut self.cols)?);
@@ -485,12 +456,7 @@ impl<T: ColumnRow> TableWriter<T> {
 }
 
 impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
-    fn apply_patches(
-        &mut self,
-        file: &File,
-        strs: &mut StrMap,
-        strings: &Strings,
-    ) -> std::io::Result<()> {
+    fn apply_patches(&mut self, file: &File) -> std::io::Result<()> {
         let mut late: Vec<(i64, T)> = self.late.drain().collect();
         late.sort_unstable_by_key(|r| r.0);
         // Stable: several amendments of one row apply in their order.
@@ -531,8 +497,6 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
                         row: late[li].0 as u64,
                         col: 0,
                         exceptions: &mut self.exceptions,
-                        strs,
-                        strings,
                     });
                 }
                 li += 1;
@@ -546,13 +510,8 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
                         row: id as u64,
                         col,
                         exceptions: &mut self.exceptions,
-                        strs,
-                        strings,
                     };
-                    match value {
-                        Patch::Int(v) => p.int(v),
-                        Patch::Str(v) => p.str(v),
-                    }
+                    p.int(value);
                 }
                 pi += 1;
             }

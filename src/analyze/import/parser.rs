@@ -959,7 +959,7 @@ impl<'c> Parser<'c> {
                 self.sink.wakeup(w, &ctx.strings)?;
             }
         }
-        self.sink.finish(&ctx.strings)?;
+        self.sink.finish()?;
         if self.procs.errors > 0 {
             ctx.add_stat("process_tracker_errors", None, self.procs.errors as i64);
         }

@@ -1,18 +1,24 @@
 //! Rows -> storage. The three big tables (sched_slice, thread_state,
 //! wakeup) go to the column file (see [`crate::analyze::columns`]): a row
-//! is a few fixed-width values appended to a block, where an SQLite insert
-//! cost ~0.5 us. The small tables (task_event, ftrace_event, counter) are
-//! SQLite rows through prepared statements, inside the caller's transaction.
+//! is a few values appended to a block, where an SQLite insert cost
+//! ~0.5 us. Appending and packing them is a quarter of a load's work, so it
+//! runs on a thread of its own, fed batches of rows, beside the parse. The
+//! small tables (task_event, ftrace_event, counter) are SQLite rows through
+//! prepared statements, inside the caller's transaction.
 
 use super::strings::{Str, Strings};
 use crate::analyze::aggregate::Aggregator;
-use crate::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Patch, Put, TableWriter};
+use crate::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Put, StrMap, TableWriter};
+use anyhow::Context;
 use rusqlite::{Connection, Statement, params};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 type R = anyhow::Result<()>;
 
-/// A sched_slice row.
+/// A sched_slice row. Its Str fields are the importer's strings until the
+/// sink hands the row to the column writer, then the column file's.
 #[derive(Debug, Clone)]
 pub struct SliceRow {
     pub id: i64,
@@ -24,7 +30,7 @@ pub struct SliceRow {
     pub priority: i32,
 }
 
-/// A thread_state row.
+/// A thread_state row (Str fields: as in [`SliceRow`]).
 #[derive(Debug, Clone)]
 pub struct StateRow {
     pub id: i64,
@@ -85,7 +91,7 @@ impl ColumnRow for SliceRow {
         out.int(Some(self.dur));
         out.int(Some(self.cpu));
         out.int(Some(self.utid));
-        out.str(self.end_state);
+        out.int(self.end_state);
         out.int(Some(self.priority));
     }
 }
@@ -101,9 +107,9 @@ impl ColumnRow for StateRow {
         out.int(Some(self.dur));
         out.int(self.cpu);
         out.int(Some(self.utid));
-        out.str(self.state);
+        out.int(self.state);
         out.int(self.io_wait);
-        out.str(self.blocked_function);
+        out.int(self.blocked_function);
         out.int(self.waker_utid);
         out.int(self.waker_id);
         out.int(self.irq_context);
@@ -128,13 +134,106 @@ impl ColumnRow for WakeupRow {
     }
 }
 
-pub struct Sink<'c> {
-    /// None once finished.
-    file: Option<ColumnFile>,
-    build_id: u64,
+/// Work for the column writer.
+enum Op {
+    Slice(SliceRow),
+    State(StateRow),
+    /// sched_blocked_reason for a closed thread_state row.
+    Blocked {
+        id: i64,
+        io_wait: bool,
+        func: Option<u32>,
+    },
+    Wakeup(WakeupRow),
+}
+
+enum Msg {
+    Ops(Vec<Op>),
+    /// The last message: the file's strings.
+    Finish(Vec<String>),
+}
+
+/// Ops per batch handed to the writer thread.
+const BATCH: usize = 4096;
+/// Batches in flight: enough to ride out a slow block write, few enough to
+/// bound memory (each is ~0.5 MB).
+const IN_FLIGHT: usize = 4;
+
+/// The column file and its table writers, on the writer thread.
+struct ColumnWriter {
+    file: ColumnFile,
     slice: TableWriter<SliceRow>,
     state: TableWriter<StateRow>,
     wakeup: TableWriter<WakeupRow>,
+}
+
+impl ColumnWriter {
+    /// Applies batches until told to finish, returning the tables' row
+    /// counts; returns early (unfinished) if the importer drops the sender.
+    fn run(mut self, ops: Receiver<Msg>, empties: SyncSender<Vec<Op>>) -> anyhow::Result<[u64; 3]> {
+        for msg in ops {
+            match msg {
+                Msg::Ops(mut batch) => {
+                    for op in batch.drain(..) {
+                        self.apply(op)?;
+                    }
+                    // The importer reuses it (or it is dropped if it has one).
+                    let _ = empties.try_send(batch);
+                }
+                Msg::Finish(strings) => return self.finish(strings),
+            }
+        }
+        Ok([0; 3])
+    }
+
+    fn apply(&mut self, op: Op) -> R {
+        let file = &mut self.file;
+        match op {
+            Op::Slice(r) => self.slice.add(r, file),
+            Op::State(r) => self.state.add(r, file),
+            Op::Wakeup(r) => self.wakeup.add(r, file),
+            Op::Blocked { id, io_wait, func } => {
+                if let Some(r) = self.state.pending(id) {
+                    r.io_wait = Some(io_wait);
+                    if func.is_some() {
+                        r.blocked_function = func;
+                    }
+                    return Ok(());
+                }
+                self.state.patch(id, STATE_IO_WAIT, Some(io_wait.into()));
+                if let Some(f) = func {
+                    self.state.patch(id, STATE_BLOCKED_FUNCTION, Some(f.into()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self, strings: Vec<String>) -> anyhow::Result<[u64; 3]> {
+        self.slice.flush(&mut self.file)?;
+        self.state.flush(&mut self.file)?;
+        self.wakeup.flush(&mut self.file)?;
+        let rows = [self.slice.rows(), self.state.rows(), self.wakeup.rows()];
+        self.file.finish(
+            &mut [&mut self.slice, &mut self.state, &mut self.wakeup],
+            strings,
+        )?;
+        Ok(rows)
+    }
+}
+
+pub struct Sink<'c> {
+    build_id: u64,
+    /// The batch being filled for the writer thread.
+    batch: Vec<Op>,
+    /// None once finished.
+    to_writer: Option<SyncSender<Msg>>,
+    empties: Receiver<Vec<Op>>,
+    writer: Option<JoinHandle<anyhow::Result<[u64; 3]>>>,
+    /// Importer strings -> the column file's.
+    strs: StrMap,
+    /// Row counts of the column tables, once finished.
+    column_rows: [u64; 3],
     task_event: Statement<'c>,
     ftrace_event: Statement<'c>,
     counter: Statement<'c>,
@@ -152,12 +251,27 @@ impl<'c> Sink<'c> {
     /// temporary file if None) and the others to `conn`.
     pub fn new(conn: &'c Connection, columns: Option<&Path>) -> anyhow::Result<Sink<'c>> {
         let file = ColumnFile::create(columns)?;
-        Ok(Sink {
-            build_id: file.build_id(),
-            file: Some(file),
+        let build_id = file.build_id();
+        let (to_writer, ops) = sync_channel(IN_FLIGHT);
+        let (to_importer, empties) = sync_channel(IN_FLIGHT);
+        let writer = ColumnWriter {
+            file,
             slice: TableWriter::default(),
             state: TableWriter::default(),
             wakeup: TableWriter::default(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("column-writer".into())
+            .spawn(move || writer.run(ops, to_importer))
+            .context("cannot start the column writer thread")?;
+        Ok(Sink {
+            build_id,
+            batch: Vec::with_capacity(BATCH),
+            to_writer: Some(to_writer),
+            empties,
+            writer: Some(writer),
+            strs: StrMap::default(),
+            column_rows: [0; 3],
             task_event: conn.prepare(
                 "INSERT INTO task_event (id, ts, type, utid, tid, pid, parent_utid, parent_tid, comm, \
                  filename, clone_flags, cpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -181,62 +295,91 @@ impl<'c> Sink<'c> {
         self.build_id
     }
 
-    pub fn slice(&mut self, r: SliceRow, s: &Strings) -> R {
-        self.rows += 1;
-        self.agg.slice(r.cpu, r.utid, r.ts, r.dur);
-        let file = self.file.as_mut().ok_or_else(finished)?;
-        self.slice.add(r, file, s)
+    /// Queues an op for the writer thread.
+    #[inline]
+    fn push(&mut self, op: Op) -> R {
+        self.batch.push(op);
+        if self.batch.len() < BATCH {
+            return Ok(());
+        }
+        let next = self
+            .empties
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
+        self.send(Msg::Ops(full))
     }
 
-    pub fn state(&mut self, r: StateRow, s: &Strings) -> R {
+    fn send(&mut self, msg: Msg) -> R {
+        let sent = match &self.to_writer {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => return Err(finished()),
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: its error says why.
+        self.to_writer = None;
+        self.join().map(drop)
+    }
+
+    fn join(&mut self) -> anyhow::Result<[u64; 3]> {
+        match self.writer.take() {
+            Some(w) => w
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .context("writing the column file"),
+            None => Err(finished()),
+        }
+    }
+
+    pub fn slice(&mut self, mut r: SliceRow, s: &Strings) -> R {
+        self.rows += 1;
+        self.agg.slice(r.cpu, r.utid, r.ts, r.dur);
+        r.end_state = r.end_state.map(|x| self.strs.get(x, s));
+        self.push(Op::Slice(r))
+    }
+
+    pub fn state(&mut self, mut r: StateRow, s: &Strings) -> R {
         self.rows += 1;
         self.agg
             .state(r.utid, r.ts, r.dur, r.state.map(|x| s.get(x)));
-        let file = self.file.as_mut().ok_or_else(finished)?;
-        self.state.add(r, file, s)
+        r.state = r.state.map(|x| self.strs.get(x, s));
+        r.blocked_function = r.blocked_function.map(|x| self.strs.get(x, s));
+        self.push(Op::State(r))
     }
 
     /// sched_blocked_reason for a thread_state row already closed.
-    pub fn state_blocked(&mut self, id: i64, io_wait: bool, func: Option<Str>, _: &Strings) -> R {
-        if let Some(r) = self.state.pending(id) {
-            r.io_wait = Some(io_wait);
-            if func.is_some() {
-                r.blocked_function = func;
-            }
-            return Ok(());
-        }
-        self.state
-            .patch(id, STATE_IO_WAIT, Patch::Int(Some(io_wait.into())));
-        if func.is_some() {
-            self.state
-                .patch(id, STATE_BLOCKED_FUNCTION, Patch::Str(func));
-        }
-        Ok(())
+    pub fn state_blocked(&mut self, id: i64, io_wait: bool, func: Option<Str>, s: &Strings) -> R {
+        let func = func.map(|x| self.strs.get(x, s));
+        self.push(Op::Blocked { id, io_wait, func })
     }
 
-    pub fn wakeup(&mut self, r: WakeupRow, s: &Strings) -> R {
+    pub fn wakeup(&mut self, r: WakeupRow, _: &Strings) -> R {
         self.rows += 1;
         self.agg.wakeup(r.utid, r.ts, r.run_ts.map(|t| t - r.ts));
-        let file = self.file.as_mut().ok_or_else(finished)?;
-        self.wakeup.add(r, file, s)
+        self.push(Op::Wakeup(r))
     }
 
-    /// (table, rows) of the columnar tables.
+    /// (table, rows) of the columnar tables, once finished.
     pub fn column_rows(&self) -> [(&'static str, u64); 3] {
+        let [a, b, c] = self.column_rows;
         [
-            (columns::SCHED_SLICE.name, self.slice.rows()),
-            (columns::THREAD_STATE.name, self.state.rows()),
-            (columns::WAKEUP.name, self.wakeup.rows()),
+            (columns::SCHED_SLICE.name, a),
+            (columns::THREAD_STATE.name, b),
+            (columns::WAKEUP.name, c),
         ]
     }
 
     /// Completes the column file; call once, after the last row.
-    pub fn finish(&mut self, s: &Strings) -> R {
-        let mut file = self.file.take().ok_or_else(finished)?;
-        self.slice.flush(&mut file, s)?;
-        self.state.flush(&mut file, s)?;
-        self.wakeup.flush(&mut file, s)?;
-        file.finish(&mut [&mut self.slice, &mut self.state, &mut self.wakeup], s)
+    pub fn finish(&mut self) -> R {
+        let last = std::mem::take(&mut self.batch);
+        self.send(Msg::Ops(last))?;
+        let strings = std::mem::take(&mut self.strs).into_list();
+        self.send(Msg::Finish(strings))?;
+        self.to_writer = None;
+        self.column_rows = self.join()?;
+        Ok(())
     }
 
     pub fn task_event(&mut self, r: &TaskEventRow<'_>) -> R {
