@@ -191,6 +191,8 @@ struct TraceCounts {
     events: u64,
     lost: u64,
     bytes: u64,
+    /// The fullest ring buffer's peak fill (events drop at 100).
+    ring_peak_fill_pct: u64,
 }
 
 /// Removes a recording and the database `schedlens query` cached beside it.
@@ -207,7 +209,8 @@ fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
     let sql = "SELECT \
         (SELECT sum(int_value) FROM metadata WHERE name LIKE 'recorder_events_%' \
            AND name NOT LIKE 'recorder_events_schedlens_%') AS events, \
-        (SELECT coalesce(sum(value), 0) FROM stats WHERE name = 'recorder_lost_events_total') AS lost";
+        (SELECT coalesce(sum(value), 0) FROM stats WHERE name = 'recorder_lost_events_total') AS lost, \
+        (SELECT int_value FROM metadata WHERE name = 'recorder_ring_peak_fill_pct') AS ring";
     let out = Command::new(&o.schedlens)
         .args(["query", "--rebuild", "--format", "csv"])
         .arg(trace)
@@ -234,11 +237,16 @@ fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
         .next()
         .and_then(|c| c.ok())
         .context("no recorder lost counts")?;
+    let ring_peak_fill_pct = cells
+        .next()
+        .and_then(|c| c.ok())
+        .context("no ring buffer fill")?;
     let bytes = std::fs::metadata(trace)?.len();
     Ok(TraceCounts {
         events,
         lost,
         bytes,
+        ring_peak_fill_pct,
     })
 }
 
@@ -440,6 +448,7 @@ struct LossLevel {
     events_per_sec: f64,
     lost: u64,
     lost_pct: f64,
+    ring_peak_fill_pct: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -552,8 +561,8 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
         let rate = c.events as f64 / secs as f64;
         let total = c.events + c.lost;
         eprintln!(
-            "  load {pairs} pairs pinned={pinned} storm={storm}: {rate:.0} events/s, {} lost",
-            c.lost
+            "  load {pairs} pairs pinned={pinned} storm={storm}: {rate:.0} events/s, {} lost, ring {}% full",
+            c.lost, c.ring_peak_fill_pct
         );
         out.levels.push(LossLevel {
             pipe_pairs: pairs,
@@ -561,6 +570,7 @@ fn recording(o: &Opts) -> Result<RecordingFigure> {
             fork_exec_storm: storm,
             events_per_sec: rate,
             lost: c.lost,
+            ring_peak_fill_pct: c.ring_peak_fill_pct,
             lost_pct: if total > 0 {
                 c.lost as f64 * 100.0 / total as f64
             } else {
@@ -752,7 +762,12 @@ fn print_table(r: &Report) {
         format!("{:.0} events/s", rec.max_zero_drop_events_per_sec),
         rec.levels
             .iter()
-            .map(|l| format!("{:.0}/s: {} lost", l.events_per_sec, l.lost))
+            .map(|l| {
+                format!(
+                    "{:.0}/s: {} lost, ring {}% full",
+                    l.events_per_sec, l.lost, l.ring_peak_fill_pct
+                )
+            })
             .collect::<Vec<_>>()
             .join(", "),
         ">= 1,000,000 events/s".into(),

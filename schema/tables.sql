@@ -25,6 +25,7 @@ CREATE TABLE trace_bounds (
 -- system_name, system_release, system_version, system_machine, num_cpus, page_size, timezone_off_mins,
 -- realtime_offset_ns (add to ts for Unix-epoch ns), recorder_version, recorder_argv, recorder_start_ts,
 -- recorder_end_ts, recorder_bytes_written, recorder_events_<type> (events the recorder received),
+-- recorder_ring_peak_fill_pct (the fullest ring buffer when its reader woke; events drop at 100),
 -- unknown_packets (packets of kinds not imported), loaded_packets, loaded_events,
 -- truncated_at_offset (present only if the file was cut: byte offset of the first incomplete packet in the
 -- decompressed stream), load_seconds, schema_version.

@@ -520,6 +520,10 @@ fn records_a_known_workload() {
     let (trace, report, out) = record_workload(&tmp.0, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0 dropped"), "summary: {stderr}");
+    assert!(
+        stderr.contains("ring buffers: peak fill"),
+        "summary: {stderr}"
+    );
     check_workload_trace(&trace, &report);
 }
 
@@ -867,12 +871,17 @@ fn tgid_filter_keeps_the_process_and_its_children_only() {
     assert!(switches >= 6, "{switches} switches of the workload");
 }
 
-/// Per-CPU counts from schedlens LostEvents packets, and the epilogue's totals.
-fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
+/// Per-CPU counts from schedlens LostEvents packets, and the epilogue.
+fn lost_packets(
+    packets: &[TracePacket],
+) -> (
+    BTreeMap<u32, u64>,
+    schedlens::perfetto::proto::schedlens::RecorderStats,
+) {
     use prost::Message as _;
     use schedlens::perfetto::proto::schedlens::{SchedlensPacket, schedlens_packet::Data};
     let mut per_cpu = BTreeMap::new();
-    let mut epilogue = Vec::new();
+    let mut epilogue = Default::default();
     for p in packets {
         let Some(UnknownValueRef::LengthDelimited(bytes)) = p
             .special_fields
@@ -888,7 +897,7 @@ fn lost_packets(packets: &[TracePacket]) -> (BTreeMap<u32, u64>, Vec<u64>) {
             Some(Data::LostEvents(l)) => {
                 *per_cpu.entry(l.cpu()).or_insert(0) += l.count();
             }
-            Some(Data::RecorderStats(s)) => epilogue = s.lost_per_cpu,
+            Some(Data::RecorderStats(s)) => epilogue = s,
             _ => {}
         }
     }
@@ -944,8 +953,23 @@ fn an_event_storm_drops_visibly_and_resyncs() {
     let in_trace: BTreeMap<u32, u64> = lost_events.into_iter().filter(|(_, n)| *n > 0).collect();
     assert_eq!(in_trace, summary, "LostEvents packets vs the summary");
     for (&cpu, &n) in &summary {
-        assert_eq!(epilogue.get(cpu as usize), Some(&n), "epilogue cpu {cpu}");
+        assert_eq!(
+            epilogue.lost_per_cpu.get(cpu as usize),
+            Some(&n),
+            "epilogue cpu {cpu}"
+        );
     }
+    // The one ring's fill is reported: a ring that dropped events was full
+    // when its consumer woke at least once.
+    let [fill] = &epilogue.ring_fill[..] else {
+        panic!("ring fill of one shard: {:?}", epilogue.ring_fill)
+    };
+    assert_eq!(fill.size(), 64 << 10);
+    assert!(
+        (fill.size() * 9 / 10..=fill.size()).contains(&fill.peak()),
+        "{fill:?}"
+    );
+    assert!(stderr.contains("ring buffers: peak fill"), "{stderr}");
 
     // Per CPU in file order: after a bundle flagged lost_events, the first
     // switch is a full sched_switch (prev fields), so no reader pairs it with

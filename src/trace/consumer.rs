@@ -5,7 +5,7 @@ use crate::perfetto::writer::ShardEncoder;
 use crate::trace::abi::{self, N_TYPES};
 use crate::trace::event::{Event, Header};
 use anyhow::{Context, bail};
-use libbpf_rs::{MapHandle, RingBufferBuilder};
+use libbpf_rs::{AsRawLibbpf, MapHandle, RingBufferBuilder, libbpf_sys};
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,10 @@ pub struct ShardCounters {
     pub by_type: [AtomicU64; N_TYPES],
     /// Records that did not decode (counted, skipped).
     pub malformed: AtomicU64,
+    /// The ring's size, and the most data it held when the consumer woke
+    /// (drops start when it is full): how close a recording came to losing.
+    pub ring_bytes: AtomicU64,
+    pub ring_peak_bytes: AtomicU64,
 }
 
 impl ShardCounters {
@@ -107,14 +111,32 @@ fn consume<S: EventSink>(
         })
         .context("registering a ring buffer")?;
     let rb = builder.build().context("creating a ring buffer reader")?;
+    // SAFETY: rb is a live ring_buffer with the one ring added above; the
+    // ring lives as long as rb, which outlives every use below.
+    let ring_ptr = unsafe { libbpf_sys::ring_buffer__ring(rb.as_libbpf_object().as_ptr(), 0) };
+    if ring_ptr.is_null() {
+        bail!("the ring buffer reader has no ring");
+    }
+    // SAFETY: as above; both only read the ring's header and positions.
+    let ring_fill = || unsafe { libbpf_sys::ring__avail_data_size(ring_ptr) } as u64;
+    // SAFETY: as above.
+    counters.ring_bytes.store(
+        unsafe { libbpf_sys::ring__size(ring_ptr) } as u64,
+        Ordering::Relaxed,
+    );
+    let mut peak = 0u64;
     let mut last_flush = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        let ret = if stopping {
-            rb.consume_raw()
-        } else {
-            rb.poll_raw(POLL)
-        };
+        // Wait, then look at the fill before draining: the moment the ring
+        // is fullest (what poll_raw would do, with that look in between).
+        if !stopping {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: epoll_fd is rb's epoll instance; ev is one valid slot.
+            unsafe { libc::epoll_wait(rb.epoll_fd(), &mut ev, 1, POLL.as_millis() as i32) };
+        }
+        peak = peak.max(ring_fill());
+        let ret = rb.consume_raw();
         let mut st = state.borrow_mut();
         if let Some(e) = st.error.take() {
             return Err(e);
@@ -130,6 +152,7 @@ fn consume<S: EventSink>(
             c.store(n, Ordering::Relaxed);
         }
         counters.malformed.store(st.malformed, Ordering::Relaxed);
+        counters.ring_peak_bytes.store(peak, Ordering::Relaxed);
         if stopping {
             st.sink.flush()?;
             break;

@@ -197,6 +197,15 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
 
     let mut by_type = [0u64; N_TYPES];
     let mut malformed = 0;
+    let ring_fill: Vec<(u64, u64)> = counters
+        .iter()
+        .map(|c| {
+            (
+                c.ring_bytes.load(Ordering::Relaxed),
+                c.ring_peak_bytes.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
     for c in &counters {
         for (sum, n) in by_type.iter_mut().zip(&c.by_type) {
             *sum += n.load(Ordering::Relaxed);
@@ -213,6 +222,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         lost_per_cpu: lost.clone(),
         bytes_written: writer.bytes_written(),
         argv: std::env::args().collect(),
+        ring_fill,
     };
     writer.write_packets(&snapshot::epilogue_packets(&stats))?;
     let size = writer
@@ -223,7 +233,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         &by_type,
         malformed,
         written.unknown_tasks,
-        &lost,
+        &stats,
         size,
         &output,
     );
@@ -411,12 +421,17 @@ impl Progress {
     }
 }
 
+/// A ring's peak fill (size, peak bytes) in percent.
+fn fill_pct((size, peak): (u64, u64)) -> f64 {
+    peak as f64 * 100.0 / size.max(1) as f64
+}
+
 fn print_summary(
     elapsed: Duration,
     by_type: &[u64; N_TYPES],
     malformed: u64,
     unknown_tasks: u64,
-    lost: &[u64],
+    stats: &snapshot::RecordingStats,
     size: u64,
     output: &std::path::Path,
 ) {
@@ -445,6 +460,7 @@ fn print_summary(
         .map(|(t, name)| format!("{name} {}", by_type[usize::from(*t)]))
         .collect();
     eprintln!("  events: {}", parts.join(", "));
+    let (lost, ring_fill) = (&stats.lost_per_cpu, &stats.ring_fill);
     let dropped: u64 = lost.iter().sum();
     if dropped == 0 {
         eprintln!("  drops: 0 dropped");
@@ -458,6 +474,16 @@ fn print_summary(
         eprintln!(
             "  drops: {dropped} dropped ({}); a larger --ring-size or more --shards helps",
             per_cpu.join(", ")
+        );
+    }
+    if let Some(&(size, peak)) = ring_fill
+        .iter()
+        .max_by(|a, b| fill_pct(**a).total_cmp(&fill_pct(**b)))
+    {
+        eprintln!(
+            "  ring buffers: peak fill {:.0}% of {} MiB (events drop at 100%)",
+            fill_pct((size, peak)),
+            size >> 20
         );
     }
     if malformed > 0 {

@@ -335,6 +335,8 @@ pub struct RecordingStats {
     pub lost_per_cpu: Vec<u64>,
     pub bytes_written: u64,
     pub argv: Vec<String>,
+    /// Per shard: (ring size, peak fill) in bytes.
+    pub ring_fill: Vec<(u64, u64)>,
 }
 
 /// FtraceStats (END_OF_TRACE, per-CPU drops) and the schedlens RecorderStats packet.
@@ -368,6 +370,14 @@ pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
             .collect(),
         lost_per_cpu: stats.lost_per_cpu.clone(),
         bytes_written: Some(stats.bytes_written),
+        ring_fill: stats
+            .ring_fill
+            .iter()
+            .map(|&(size, peak)| sl::recorder_stats::RingFill {
+                size: Some(size),
+                peak: Some(peak),
+            })
+            .collect(),
     };
     vec![
         packet(stats.end_ts, trace_packet::Data::FtraceStats(ftrace)),

@@ -263,6 +263,17 @@ impl Ctx {
         for (cpu, &n) in r.lost_per_cpu.iter().enumerate() {
             self.add_stat_set("recorder_lost_events_total", Some(cpu as u32), n as i64);
         }
+        // The fullest ring, in percent: how close the recording came to
+        // dropping events.
+        let peak = r
+            .ring_fill
+            .iter()
+            .filter(|f| f.size() > 0)
+            .map(|f| (f.peak() as f64 * 100.0 / f.size() as f64).ceil() as i64)
+            .max();
+        if let Some(pct) = peak {
+            self.set_int("recorder_ring_peak_fill_pct", pct);
+        }
     }
 }
 
