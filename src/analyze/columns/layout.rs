@@ -92,7 +92,7 @@ impl Packing {
     }
 
     /// The value at `slot` of the column's bytes `buf`.
-    #[inline]
+    #[inline(always)]
     pub fn read(self, buf: &[u8], slot: usize) -> Stored {
         let code = match self.width {
             0 if self.exceptions => return Stored::Exception,

@@ -189,8 +189,9 @@ impl Store {
         &self.tables[table]
     }
 
-    /// Physical column `col` of `row` as i64, NULL as [`NULL_I64`].
-    #[inline]
+    /// Physical column `col` of `row` as i64, NULL as [`NULL_I64`]. Inlined
+    /// into the virtual table's xColumn, which runs once per row and column.
+    #[inline(always)]
     pub fn raw(&self, t: &TableData, col: usize, row: u64) -> i64 {
         let (b, slot) = ((row as usize) / BLOCK_ROWS, (row as usize) % BLOCK_ROWS);
         let cell = t.cells[b * t.layout.phys.len() + col];
@@ -201,6 +202,7 @@ impl Store {
     }
 
     /// The exception of (row, col); NULL if there is none.
+    #[cold]
     fn exception(&self, t: &TableData, row: u64, col: usize) -> i64 {
         let key = exception_key(row, col);
         let entry = |i: usize| {
