@@ -133,7 +133,12 @@ fn consume<S: EventSink>(
         if !stopping {
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
             // SAFETY: epoll_fd is rb's epoll instance; ev is one valid slot.
-            unsafe { libc::epoll_wait(rb.epoll_fd(), &mut ev, 1, POLL.as_millis() as i32) };
+            let n = unsafe { libc::epoll_wait(rb.epoll_fd(), &mut ev, 1, POLL.as_millis() as i32) };
+            let err = std::io::Error::last_os_error();
+            // A signal (Ctrl-C) interrupts epoll_wait: not an error.
+            if n < 0 && err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(anyhow::Error::new(err).context("waiting on a ring buffer"));
+            }
         }
         peak = peak.max(ring_fill());
         let ret = rb.consume_raw();
