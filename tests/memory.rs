@@ -23,6 +23,7 @@ use schedlens::perfetto::reader::TraceReader;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use tracegen::Rng;
 
 const CHILD_ENV: &str = "SCHEDLENS_MEMORY_CHILD_TRACE";
 /// Peak RSS allowed for the whole child (test harness included, ~3 MB):
@@ -30,17 +31,6 @@ const CHILD_ENV: &str = "SCHEDLENS_MEMORY_CHILD_TRACE";
 const BUDGET_KB: u64 = 32 << 10;
 const CPUS: u32 = 8;
 const EVENTS_PER_BUNDLE: usize = 2_000;
-
-/// xorshift: data that zstd cannot squeeze to nothing, like real switches.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// One zstd_compressed_packets chunk: a compact bundle per CPU.
 fn chunk() -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! reconstructs must be exactly what was pushed.
 
 mod oracle;
+mod tracegen;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
@@ -15,6 +16,7 @@ use schedlens::trace::event::{COMM_LEN, Event, Header, TaskId};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use tracegen::Rng;
 
 // ---- decoding --------------------------------------------------------------
 
@@ -228,19 +230,6 @@ fn comm(name: &str) -> [u8; COMM_LEN] {
     let mut c = [0u8; COMM_LEN];
     c[..name.len()].copy_from_slice(name.as_bytes());
     c
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[derive(Clone)]

@@ -9,6 +9,23 @@ use schedlens::perfetto::proto::{
 use std::io::Write;
 use std::path::Path;
 
+/// xorshift: reproducible data that zstd cannot squeeze to nothing, like
+/// real switches.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 pub fn packet(data: trace_packet::Data) -> TracePacket {
     TracePacket {
         data: Some(data),
