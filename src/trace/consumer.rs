@@ -134,10 +134,12 @@ fn consume<S: EventSink>(
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
             // SAFETY: epoll_fd is rb's epoll instance; ev is one valid slot.
             let n = unsafe { libc::epoll_wait(rb.epoll_fd(), &mut ev, 1, POLL.as_millis() as i32) };
-            let err = std::io::Error::last_os_error();
-            // A signal (Ctrl-C) interrupts epoll_wait: not an error.
-            if n < 0 && err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(anyhow::Error::new(err).context("waiting on a ring buffer"));
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                // A signal (Ctrl-C) interrupts epoll_wait: not an error.
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(anyhow::Error::new(err).context("waiting on a ring buffer"));
+                }
             }
         }
         peak = peak.max(ring_fill());

@@ -322,6 +322,14 @@ pub struct BlockDir {
     pub columns: Vec<Packing>,
 }
 
+impl BlockDir {
+    /// Offset of physical column `c` from the block's start (`c` = the
+    /// column count: the block's size).
+    pub fn column_offset(&self, c: usize) -> usize {
+        self.columns[..c].iter().map(|p| p.bytes()).sum()
+    }
+}
+
 /// A (key, id) index: `perm[starts[k]..starts[k + 1]]` are the ids of the
 /// rows whose key is k, ascending. Rows with a NULL key are in no run.
 #[derive(Debug, Serialize, Deserialize)]

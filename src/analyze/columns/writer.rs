@@ -104,10 +104,7 @@ struct PatchPut<'a> {
 impl Put for PatchPut<'_> {
     fn int<V: Into<i64>>(&mut self, v: Option<V>) {
         let v = v.map_or(NULL_I64, Into::into);
-        let at: usize = self.block.columns[..self.col]
-            .iter()
-            .map(|p| p.bytes())
-            .sum();
+        let at = self.block.column_offset(self.col);
         let slot = self.row as usize % BLOCK_ROWS;
         let p = &mut self.block.columns[self.col];
         match p.encode(v) {
@@ -418,7 +415,7 @@ impl<T: ColumnRow> TableWriter<T> {
             let n = (rows - first).min(BLOCK_ROWS as u64) as usize;
             for (out, &c) in values.iter_mut().zip(&cols) {
                 let p = block.columns[c];
-                let at: usize = block.columns[..c].iter().map(|p| p.bytes()).sum();
+                let at = block.column_offset(c);
                 let bytes = &mut buf[..n * usize::from(p.width)];
                 file.read_exact_at(bytes, block.offset + at as u64)?;
                 out.clear();
@@ -476,7 +473,7 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
             let in_block = |i: i64| block_of(i) == b;
             let mut target = match b.and_then(|b| self.blocks.get_mut(b)) {
                 Some(block) => {
-                    let len = block.columns.iter().map(|p| p.bytes()).sum();
+                    let len = block.column_offset(block.columns.len());
                     // SAFETY: the file is ours alone while the load runs
                     // (created here, renamed into place only when complete).
                     let map = unsafe {

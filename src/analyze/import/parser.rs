@@ -647,7 +647,7 @@ impl<'c> Parser<'c> {
             Some(state) if !self.is_blocked(state) => {
                 // Already runnable or running: nothing to wake (spurious).
                 ctx.add_stat("spurious_sched_wakeup", None, 1);
-                return self.sink.wakeup(row, &ctx.strings);
+                return self.sink.wakeup(row);
             }
             Some(_) => self.close_state(ctx, ts, wakee)?,
             None => {}
@@ -655,7 +655,7 @@ impl<'c> Parser<'c> {
         let runnable = self.runnable;
         self.open_state(ctx, ts, wakee, Some(runnable), None, waker, flags)?;
         if let Some(old) = self.info(wakee).wakeup.replace(row) {
-            self.sink.wakeup(old, &ctx.strings)?;
+            self.sink.wakeup(old)?;
         }
         Ok(())
     }
@@ -754,7 +754,7 @@ impl<'c> Parser<'c> {
         if let Some(mut w) = self.info(next).wakeup.take() {
             w.run_ts = Some(ts);
             w.run_cpu = Some(cpu);
-            self.sink.wakeup(w, &ctx.strings)?;
+            self.sink.wakeup(w)?;
         }
         Ok(())
     }
@@ -956,7 +956,7 @@ impl<'c> Parser<'c> {
                 self.write_state(ctx, utid as Utid, &l)?;
             }
             if let Some(w) = info.wakeup {
-                self.sink.wakeup(w, &ctx.strings)?;
+                self.sink.wakeup(w)?;
             }
         }
         self.sink.finish()?;

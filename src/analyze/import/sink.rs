@@ -355,7 +355,7 @@ impl<'c> Sink<'c> {
         self.push(Op::Blocked { id, io_wait, func })
     }
 
-    pub fn wakeup(&mut self, r: WakeupRow, _: &Strings) -> R {
+    pub fn wakeup(&mut self, r: WakeupRow) -> R {
         self.rows += 1;
         self.agg.wakeup(r.utid, r.ts, r.run_ts.map(|t| t - r.ts));
         self.push(Op::Wakeup(r))
