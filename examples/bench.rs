@@ -199,7 +199,7 @@ struct TraceCounts {
 fn remove_trace(trace: &Path) {
     let _ = std::fs::remove_file(trace);
     let db = trace.with_extension("pftrace.db");
-    let _ = std::fs::remove_file(schedlens::analyze::columns::path_for(&db));
+    let _ = std::fs::remove_file(schedlens::analyzer::columns::path_for(&db));
     let _ = std::fs::remove_file(db);
 }
 

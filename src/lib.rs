@@ -1,15 +1,24 @@
 //! schedlens: record what the Linux scheduler did with BPF into Perfetto traces
 //! (`trace`), and analyze those traces offline with SQL and MCP (`analyze`).
 //!
-//! The trace file is the contract between the two halves:
-//! - [`trace`]: the recorder. BPF programs (bpf/) feed sharded ring buffers; one
-//!   consumer thread per shard encodes Perfetto packets with [`perfetto::writer`].
-//! - [`perfetto`]: the file format: protobuf types generated from schema/perfetto,
-//!   the writer, and the reader that sniffs and decompresses any Perfetto trace.
-//! - [`analyze`]: the importer that turns a trace into SQLite tables matching
-//!   Perfetto's trace_processor (schema/tables.sql), the `query`/`summary`
-//!   commands, and the MCP server.
+//! The trace file is the contract between the two halves. The modules, from
+//! the bottom up:
+//! - [`model`]: the event model both halves share (what a recorder event is).
+//! - [`perfetto`]: the file format: protobuf types generated from
+//!   schema/perfetto, the writer, and the reader that sniffs and decompresses
+//!   any Perfetto trace.
+//! - [`recorder`]: `schedlens trace`. BPF programs (bpf/) feed sharded ring
+//!   buffers; one consumer thread per shard encodes Perfetto packets.
+//! - [`analyzer`]: a trace -> SQLite tables matching Perfetto's
+//!   trace_processor (the importer, the column store, the database cache, the
+//!   SQL sandbox and `schedlens query`).
+//! - [`analyses`]: the questions asked of a loaded trace, each answered once
+//!   for `summary`, the CLI and MCP.
+//! - [`mcp`]: `schedlens analyze`, the MCP server.
 
-pub mod analyze;
+pub mod analyses;
+pub mod analyzer;
+pub mod mcp;
+pub mod model;
 pub mod perfetto;
-pub mod trace;
+pub mod recorder;

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use schedlens::{analyze, trace};
+use schedlens::{analyses, analyzer, mcp, recorder};
 use std::process::ExitCode;
 
 /// See what the Linux scheduler did: record with BPF, analyze offline.
@@ -13,22 +13,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Record the scheduler into a compressed Perfetto trace (root or CAP_BPF+CAP_PERFMON).
-    Trace(trace::TraceArgs),
+    Trace(recorder::TraceArgs),
     /// Print an overview of a trace: machine, CPU use, top tasks, latencies.
-    Summary(analyze::summary::SummaryArgs),
+    Summary(analyses::summary::SummaryArgs),
     /// Run SQL against a trace's tables.
-    Query(analyze::query::QueryArgs),
+    Query(analyzer::query::QueryArgs),
     /// Serve MCP over stdio so an AI assistant can query traces offline.
-    Analyze(analyze::mcp::AnalyzeArgs),
+    Analyze(mcp::AnalyzeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Trace(args) => trace::run(args),
-        Command::Summary(args) => analyze::summary::run(args),
-        Command::Query(args) => analyze::query::run(args),
-        Command::Analyze(args) => analyze::mcp::run(args),
+        Command::Trace(args) => recorder::run(args),
+        Command::Summary(args) => analyses::summary::run(args),
+        Command::Query(args) => analyzer::query::run(args),
+        Command::Analyze(args) => mcp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

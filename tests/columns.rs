@@ -7,7 +7,7 @@ mod tracegen;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
-use schedlens::analyze::{columns, db};
+use schedlens::analyzer::{columns, db};
 
 /// A trace whose tasks sleep across far more rows than the writer's reorder
 /// window (20 000 tasks per CPU take turns), over several blocks per table.

@@ -3,7 +3,7 @@
 //! Perfetto's expected CSV line by line (each line stripped, as Perfetto's
 //! runner does). The data is Perfetto's (Apache-2.0) and is not copied here.
 
-use schedlens::analyze::{db, query};
+use schedlens::analyzer::{db, query};
 use std::path::PathBuf;
 
 /// Cases not run, with the reason. Empty: every case passes on our tables.

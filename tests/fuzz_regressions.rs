@@ -4,8 +4,8 @@
 //! loading or a one-line error are both fine; a panic is the bug coming back.
 
 use rusqlite::Connection;
-use schedlens::analyze::import;
-use schedlens::analyze::schema::TABLES_SQL;
+use schedlens::analyzer::import;
+use schedlens::analyzer::schema::TABLES_SQL;
 use schedlens::perfetto::reader::TraceReader;
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ fn regressions_read_and_import_without_panic() {
         }
 
         let conn = Connection::open_in_memory().unwrap();
-        schedlens::analyze::columns::register(&conn).unwrap();
+        schedlens::analyzer::columns::register(&conn).unwrap();
         conn.execute_batch(TABLES_SQL).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let outcome = TraceReader::from_reader(Cursor::new(bytes), size, &name)

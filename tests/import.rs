@@ -4,7 +4,7 @@
 mod tracegen;
 
 use prost::Message;
-use schedlens::analyze::db::{self, LoadOptions};
+use schedlens::analyzer::db::{self, LoadOptions};
 use schedlens::perfetto::proto::{self as pb, trace_packet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ fn load(
     dir: &Path,
     name: &str,
     bytes: &[u8],
-) -> anyhow::Result<(PathBuf, schedlens::analyze::import::ImportReport)> {
+) -> anyhow::Result<(PathBuf, schedlens::analyzer::import::ImportReport)> {
     let trace = dir.join(name);
     write(&trace, bytes);
     let db = dir.join(format!("{name}.db"));

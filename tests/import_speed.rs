@@ -31,7 +31,7 @@ fn load_rate() {
     let (cpu0, rss0) = cpu_and_rss();
     let started = Instant::now();
     let report =
-        schedlens::analyze::db::build_into(&trace, &dir.path().join("synthetic.db")).unwrap();
+        schedlens::analyzer::db::build_into(&trace, &dir.path().join("synthetic.db")).unwrap();
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, rss1) = cpu_and_rss();
     let cpu = cpu1 - cpu0;

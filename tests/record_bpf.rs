@@ -3,10 +3,10 @@
 //! per-CPU switch continuity, fork flags). Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
-use schedlens::trace::abi;
-use schedlens::trace::bpf::{self, Recorder, SwitchVariant};
-use schedlens::trace::consumer::{self, EventSink, ShardCounters};
-use schedlens::trace::event::{Event, Header};
+use schedlens::model::event::{Event, Header};
+use schedlens::recorder::abi;
+use schedlens::recorder::bpf::{self, Recorder, SwitchVariant};
+use schedlens::recorder::consumer::{self, EventSink, ShardCounters};
 use std::collections::{HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +88,7 @@ impl EventSink for Collect {
             } => (
                 vec![task],
                 OwnedEv::Info {
-                    comm: String::from_utf8_lossy(schedlens::trace::event::comm_str(comm)).into(),
+                    comm: String::from_utf8_lossy(schedlens::model::event::comm_str(comm)).into(),
                     tgid,
                 },
             ),

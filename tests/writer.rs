@@ -10,9 +10,9 @@ use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
 use perfetto_protos::trace_packet::TracePacket;
 use prost::Message as _;
 use protobuf::UnknownValueRef;
+use schedlens::model::event::{COMM_LEN, Event, Header, TaskId};
 use schedlens::perfetto::proto::schedlens::{SchedlensPacket, schedlens_packet};
 use schedlens::perfetto::writer::{Compression, EVENT_NAMES, ShardEncoder, TraceWriter};
-use schedlens::trace::event::{COMM_LEN, Event, Header, TaskId};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -259,7 +259,7 @@ struct Expected {
 }
 
 fn name(t: &T) -> String {
-    String::from_utf8(schedlens::trace::event::comm_str(&t.comm).to_vec()).unwrap()
+    String::from_utf8(schedlens::model::event::comm_str(&t.comm).to_vec()).unwrap()
 }
 
 /// Pushes a random switch/waking stream over `cpus` CPUs with occasional
@@ -975,8 +975,8 @@ fn bench_switch_stream() {
 
 #[test]
 fn preamble_and_epilogue_decode_officially() {
-    use schedlens::trace::snapshot;
-    use schedlens::trace::topology::Topology;
+    use schedlens::recorder::snapshot;
+    use schedlens::recorder::topology::Topology;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.pftrace");
     let w = TraceWriter::create(&path, Compression::Zstd).unwrap();

@@ -3,8 +3,8 @@
 //! schema is created once and not per input.
 
 use rusqlite::Connection;
-use schedlens::analyze::import;
-use schedlens::analyze::schema::TABLES_SQL;
+use schedlens::analyzer::import;
+use schedlens::analyzer::schema::TABLES_SQL;
 use schedlens::perfetto::reader::TraceReader;
 use std::cell::RefCell;
 use std::io::Cursor;
@@ -12,7 +12,7 @@ use std::io::Cursor;
 thread_local! {
     static DB: RefCell<Connection> = RefCell::new({
         let conn = Connection::open_in_memory().expect("in-memory database");
-        schedlens::analyze::columns::register(&conn).expect("column module");
+        schedlens::analyzer::columns::register(&conn).expect("column module");
         conn.execute_batch(TABLES_SQL).expect("schema");
         conn
     });

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use rusqlite::{Connection, params};
-use schedlens::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Put, TableWriter};
-use schedlens::analyze::import::strings::Str;
+use schedlens::analyzer::columns::{self, ColumnFile, ColumnRow, Layout, Put, TableWriter};
+use schedlens::analyzer::strings::Str;
 
 pub const START_TS: i64 = 5_000_000_000_000; // 5000 s after boot
 pub const IDLE: i64 = 0;
@@ -234,7 +234,7 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
 pub fn write_db(w: &Workload, path: &Path) {
     let mut c = Connection::open(path).unwrap();
     columns::register(&c).unwrap();
-    c.execute_batch(schedlens::analyze::schema::TABLES_SQL)
+    c.execute_batch(schedlens::analyzer::schema::TABLES_SQL)
         .unwrap();
     let tx = c.transaction().unwrap();
     tx.execute(
@@ -311,9 +311,9 @@ pub fn write_db(w: &Workload, path: &Path) {
         .unwrap();
     }
     tx.commit().unwrap();
-    c.execute_batch(schedlens::analyze::db::INDEXES_SQL)
+    c.execute_batch(schedlens::analyzer::db::INDEXES_SQL)
         .unwrap();
-    schedlens::analyze::aggregate::build_from_tables(&c).unwrap();
+    schedlens::analyzer::aggregate::build_from_tables(&c).unwrap();
 }
 
 struct SliceRow<'a>(i64, &'a Slice, Str);

@@ -7,9 +7,9 @@
 
 use super::pb;
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
+use crate::model::event::{COMM_LEN, Event, Header, TaskId, comm_str};
 use crate::perfetto::proto::schedlens::{LostEvents, SchedlensPacket, schedlens_packet};
 use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packet};
-use crate::trace::event::{COMM_LEN, Event, Header, TaskId, comm_str};
 use prost::Message as _;
 use rustc_hash::FxHashMap as FastMap;
 use std::sync::{Arc, Mutex};

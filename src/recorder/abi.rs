@@ -3,7 +3,7 @@
 //! Each struct mirrors its C twin field for field; the size asserts here and
 //! the `_Static_assert`s in events.h pin both sides to the same layout.
 
-use crate::trace::event::{COMM_LEN, Event, Header, TaskId};
+use crate::model::event::{COMM_LEN, Event, Header, TaskId};
 use std::mem::{offset_of, size_of};
 
 pub const SL_SWITCH: u8 = 1;
@@ -414,7 +414,7 @@ mod tests {
                 filename,
             } => {
                 assert_eq!((task, pid, old_pid), (7, 5, 6));
-                assert_eq!(crate::trace::event::comm_str(comm), b"true");
+                assert_eq!(crate::model::event::comm_str(comm), b"true");
                 assert_eq!(filename, b"/bin/true");
             }
             other => panic!("{other:?}"),
@@ -451,6 +451,6 @@ mod tests {
             panic!("{ev:?}")
         };
         assert!(is_kthread);
-        assert_eq!(crate::trace::event::comm_str(comm), b"kworker/0:1");
+        assert_eq!(crate::model::event::comm_str(comm), b"kworker/0:1");
     }
 }

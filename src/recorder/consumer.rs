@@ -1,9 +1,9 @@
 //! One consumer thread per shard: drains the shard's ring, decodes records
 //! and hands them to the shard's encoder.
 
+use crate::model::event::{Event, Header};
 use crate::perfetto::writer::ShardEncoder;
-use crate::trace::abi::{self, N_TYPES};
-use crate::trace::event::{Event, Header};
+use crate::recorder::abi::{self, N_TYPES};
 use anyhow::{Context, bail};
 use libbpf_rs::{AsRawLibbpf, MapHandle, RingBufferBuilder, libbpf_sys};
 use std::cell::RefCell;

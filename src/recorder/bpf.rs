@@ -1,6 +1,6 @@
 //! Loading, configuring and attaching the BPF programs, and the shard rings.
 
-use crate::trace::abi::{MAX_CPUS, MAX_FILTER, MAX_SHARDS};
+use crate::recorder::abi::{MAX_CPUS, MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};

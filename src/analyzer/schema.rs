@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(sched.columns[0].name, "id");
         // The parsed tables are exactly those SQLite creates.
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        crate::analyze::columns::register(&conn).unwrap();
+        crate::analyzer::columns::register(&conn).unwrap();
         conn.execute_batch(TABLES_SQL).unwrap();
         let n: i64 = conn
             .query_row(

@@ -1,14 +1,14 @@
 //! Rows -> storage. The three big tables (sched_slice, thread_state,
-//! wakeup) go to the column file (see [`crate::analyze::columns`]): a row
+//! wakeup) go to the column file (see [`crate::analyzer::columns`]): a row
 //! is a few values appended to a block, where an SQLite insert cost
 //! ~0.5 us. Appending and packing them is a quarter of a load's work, so it
 //! runs on a thread of its own, fed batches of rows, beside the parse. The
 //! small tables (task_event, ftrace_event, counter) are SQLite rows through
 //! prepared statements, inside the caller's transaction.
 
-use super::strings::{Str, Strings};
-use crate::analyze::aggregate::Aggregator;
-use crate::analyze::columns::{self, ColumnFile, ColumnRow, Layout, Put, StrMap, TableWriter};
+use crate::analyzer::aggregate::Aggregator;
+use crate::analyzer::columns::{self, ColumnFile, ColumnRow, Layout, Put, StrMap, TableWriter};
+use crate::analyzer::strings::{Str, Strings};
 use anyhow::Context;
 use rusqlite::{Connection, Statement, params};
 use std::path::Path;

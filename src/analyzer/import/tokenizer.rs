@@ -10,7 +10,7 @@
 use super::Ctx;
 use super::events::{Ev, StatsProcess};
 use super::sorter::{Sorter, Stream};
-use super::strings::{FastMap, Str};
+use crate::analyzer::strings::{FastMap, Str};
 use crate::perfetto::proto::{
     ClockSnapshot, CpuInfo, ProcessTree, SchedMigrateTaskFtraceEvent, SchedProcessExecFtraceEvent,
     SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent, SchedWakeupFtraceEvent,

@@ -71,10 +71,10 @@ pub fn parse_comm(s: &str) -> Result<String, String> {
 /// Parses --shards: 1 to 64.
 pub fn parse_shards(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
-        Ok(v) if (1..=crate::trace::abi::MAX_SHARDS).contains(&v) => Ok(v),
+        Ok(v) if (1..=crate::recorder::abi::MAX_SHARDS).contains(&v) => Ok(v),
         _ => Err(format!(
             "{s:?}: the number of shards must be 1 to {}",
-            crate::trace::abi::MAX_SHARDS
+            crate::recorder::abi::MAX_SHARDS
         )),
     }
 }

@@ -1,12 +1,12 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
+use crate::model::event::{Event, Header};
 use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWriter};
-use crate::trace::abi::{self, N_TYPES};
-use crate::trace::bpf::{self, Recorder, SwitchVariant};
-use crate::trace::consumer::{self, ShardCounters};
-use crate::trace::event::{Event, Header};
-use crate::trace::topology::Topology;
-use crate::trace::{TraceArgs, cli, snapshot};
+use crate::recorder::abi::{self, N_TYPES};
+use crate::recorder::bpf::{self, Recorder, SwitchVariant};
+use crate::recorder::consumer::{self, ShardCounters};
+use crate::recorder::topology::Topology;
+use crate::recorder::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -7,9 +7,9 @@
 //! mtime recorded inside it match; anything else (another version, a corrupt
 //! or foreign file) is rebuilt.
 
-use crate::analyze::columns;
-use crate::analyze::import::{self, ImportReport};
-use crate::analyze::schema::{SCHEMA_VERSION, TABLES_SQL};
+use crate::analyzer::columns;
+use crate::analyzer::import::{self, ImportReport};
+use crate::analyzer::schema::{SCHEMA_VERSION, TABLES_SQL};
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::fs;

@@ -4,7 +4,7 @@
 //! joined to processes as soon as any event ties them, with pending
 //! associations resolved transitively.
 
-use super::strings::{FastMap, Str};
+use crate::analyzer::strings::{FastMap, Str};
 
 /// Which source named a thread; a name only replaces one of lower or equal priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

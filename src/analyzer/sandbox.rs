@@ -20,7 +20,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::timespec::JS_SAFE_INT;
+use crate::analyses::timespec::JS_SAFE_INT;
 
 /// Bounds on one query and its result.
 #[derive(Debug, Clone)]
@@ -215,7 +215,7 @@ impl ReadOnlyDb {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        crate::analyze::columns::register(&conn)
+        crate::analyzer::columns::register(&conn)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
         let mut db = ReadOnlyDb {

@@ -2,7 +2,7 @@
 //! consumes in timestamp order. Small and allocation-free for the frequent
 //! kinds (switch, waking), since up to a sort window of them is buffered.
 
-use super::strings::Str;
+use crate::analyzer::strings::Str;
 use crate::perfetto::proto::ProcessTree;
 
 /// A process of a ProcessStats packet: what trace_processor uses from it.

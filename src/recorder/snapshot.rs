@@ -7,7 +7,7 @@ use crate::perfetto::proto::{
     ClockSnapshot, CpuInfo, FtraceCpuStats, FtraceStats, ProcessTree, SystemInfo, TracePacket,
     Utsname, clock_snapshot, cpu_info, ftrace_stats, process_tree, trace_packet,
 };
-use crate::trace::topology::Topology;
+use crate::recorder::topology::Topology;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -16,7 +16,7 @@ use super::layout::{
     BlockDir, Bulk, Directory, KeyDir, Layout, OrderDir, Packing, Source, Stored, TableDir,
 };
 use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
-use crate::analyze::import::strings::{Str, Strings};
+use crate::analyzer::strings::{Str, Strings};
 use anyhow::Context;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;

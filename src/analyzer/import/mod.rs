@@ -12,9 +12,9 @@ mod parser;
 mod process;
 mod sink;
 mod sorter;
-pub mod strings;
 mod tokenizer;
 
+use crate::analyzer::strings::Strings;
 use crate::perfetto::proto::CpuInfo;
 use crate::perfetto::proto::schedlens::{RecorderStats, Topology};
 use crate::perfetto::reader::{TraceReader, Truncation};
@@ -25,7 +25,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use strings::Strings;
 
 /// Progress bars only for files that take noticeable time.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
@@ -320,7 +319,7 @@ pub fn import_from(
     let columns = conn
         .path()
         .filter(|p| !p.is_empty())
-        .map(|p| crate::analyze::columns::path_for(Path::new(p)));
+        .map(|p| crate::analyzer::columns::path_for(Path::new(p)));
     let sink = sink::Sink::new(conn, columns.as_deref())?;
     ctx.set_int("columns_build_id", sink.build_id() as i64);
     let mut parser = parser::Parser::new(&mut ctx.strings, sink);
@@ -349,7 +348,7 @@ pub fn import_from(
         .extract(0, |ts, ev| parser.event(&mut ctx, ts, ev))?;
     parser.finish(&mut ctx)?;
     for (table, rows) in parser.sink.column_rows() {
-        ctx.set_int(&crate::analyze::columns::row_count_key(table), rows as i64);
+        ctx.set_int(&crate::analyzer::columns::row_count_key(table), rows as i64);
     }
     if tok.sorter.out_of_order > 0 {
         ctx.add_stat(

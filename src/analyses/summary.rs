@@ -1,7 +1,7 @@
-//! `schedlens summary TRACE`. (Issue 3; owner: analyze, on top of report.rs.)
+//! `schedlens summary TRACE`, on top of the analyses.
 
-use crate::analyze::db::{self, LoadOptions};
-use crate::analyze::report::{self, Dur, GroupBy, TaskFilter, TaskOrder};
+use crate::analyses::{self as report, Dur, GroupBy, TaskFilter, TaskOrder};
+use crate::analyzer::db::{self, LoadOptions};
 use comfy_table::{Table, presets};
 use rusqlite::Connection;
 use std::fmt::Write as _;

@@ -11,7 +11,6 @@ pub mod bpf;
 pub mod cli;
 #[cfg(feature = "record")]
 pub mod consumer;
-pub mod event;
 #[cfg(feature = "record")]
 mod record;
 pub mod snapshot;

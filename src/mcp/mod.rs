@@ -29,11 +29,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::db::{self, LoadOptions};
-use super::report::{self, GroupBy, TaskFilter, TaskOrder, TaskSel};
-use super::sandbox::{self, Budget, Cell, Limits, QueryResult, ReadOnlyDb};
-use super::schema;
-use super::timespec::{TraceBounds, WindowArg};
+use crate::analyses::timespec::{TraceBounds, WindowArg};
+use crate::analyses::{self as report, GroupBy, TaskFilter, TaskOrder, TaskSel};
+use crate::analyzer::db::{self, LoadOptions};
+use crate::analyzer::sandbox::{self, Budget, Cell, Limits, QueryResult, ReadOnlyDb};
+use crate::analyzer::schema;
 
 /// Arguments of `schedlens analyze`.
 #[derive(Debug, clap::Args)]
@@ -278,7 +278,10 @@ fn count_arg(name: &str, value: Option<i64>, default: usize, max: usize) -> Resu
     }
 }
 
-fn window(b: &TraceBounds, arg: Option<&WindowArg>) -> anyhow::Result<super::timespec::Window> {
+fn window(
+    b: &TraceBounds,
+    arg: Option<&WindowArg>,
+) -> anyhow::Result<crate::analyses::timespec::Window> {
     b.window(arg).map_err(anyhow::Error::msg)
 }
 
@@ -559,7 +562,7 @@ impl Server {
                 let docs = schema::table_docs();
                 let mut tables = Vec::new();
                 for (name, kind) in user_tables(db.conn())? {
-                    let rows = match crate::analyze::columns::row_count(db.conn(), &name) {
+                    let rows = match crate::analyzer::columns::row_count(db.conn(), &name) {
                         Some(n) => n,
                         None => db.conn().query_row(
                             &format!("SELECT count(*) FROM {}", quote_ident(&name)),

@@ -1,6 +1,5 @@
 //! The scheduler analyses shared by `summary` and the MCP tools: CPU
 //! utilization, top tasks, scheduling latency, timelines, process tree.
-//! (Issue 4; owner: mcp.)
 //!
 //! Plain functions over a `rusqlite::Connection` returning serializable,
 //! schema-described structs, so the CLI calls them directly and the MCP server
@@ -20,8 +19,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{self, HIST_REL_ERROR, Hist, WindowSplit};
-use super::timespec::{RelTime, SafeInt, TraceBounds, Window, WindowOut, human_ns};
+pub mod summary;
+pub mod timespec;
+
+use crate::analyzer::aggregate::{self, HIST_REL_ERROR, Hist, WindowSplit};
+use timespec::{RelTime, SafeInt, TraceBounds, Window, WindowOut, human_ns};
 
 /// The trace's first and last timestamps.
 pub fn trace_bounds(conn: &Connection) -> Result<TraceBounds> {
@@ -211,7 +213,7 @@ fn meta_int(conn: &Connection, key: &str) -> Result<Option<i64>> {
 }
 
 fn count(conn: &Connection, table: &str) -> Result<i64> {
-    if let Some(n) = crate::analyze::columns::row_count(conn, table) {
+    if let Some(n) = crate::analyzer::columns::row_count(conn, table) {
         return Ok(n);
     }
     Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)

@@ -1,6 +1,6 @@
 //! `schedlens query TRACE SQL`. (Issue 3; owner: analyze.)
 
-use crate::analyze::db::{self, LoadOptions};
+use crate::analyzer::db::{self, LoadOptions};
 use anyhow::Context;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;

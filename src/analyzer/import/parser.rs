@@ -21,7 +21,7 @@ use super::Ctx;
 use super::events::{Ev, StatsProcess};
 use super::process::{NamePriority, ProcessTracker, Utid};
 use super::sink::{Sink, SliceRow, StateRow, TaskEventRow, WakeupRow};
-use super::strings::{FastMap, Str, Strings};
+use crate::analyzer::strings::{FastMap, Str, Strings};
 use crate::perfetto::proto::ProcessTree;
 use serde_json::json;
 

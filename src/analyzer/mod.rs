@@ -1,0 +1,12 @@
+//! A Perfetto trace -> SQLite, with trace_processor's tables: the importer,
+//! the column store for the big event tables, the database cache beside the
+//! trace, the SQL sandbox, and `schedlens query`.
+
+pub mod aggregate;
+pub mod columns;
+pub mod db;
+pub mod import;
+pub mod query;
+pub mod sandbox;
+pub mod schema;
+pub mod strings;
