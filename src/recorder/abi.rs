@@ -22,8 +22,7 @@ pub const N_TYPES: usize = SL_LOST as usize + 1;
 
 /// Must match SL_MAX_SHARDS in events.h (a u64 bitmask in task storage).
 pub const MAX_SHARDS: usize = 64;
-/// Must match SL_MAX_CPUS in events.h.
-pub const MAX_CPUS: usize = 4096;
+pub use crate::model::MAX_CPUS;
 /// Must match SL_MAX_FILTER in schedlens.bpf.c.
 pub const MAX_FILTER: usize = 16;
 

@@ -28,7 +28,7 @@ pub struct Topology {
 }
 
 /// Bounds what a corrupt cpulist can make us allocate.
-const MAX_CPUS: u32 = 1 << 16;
+const MAX_CPUS: u32 = crate::model::MAX_CPUS as u32;
 
 /// Parses a kernel cpulist ("0-3,8,10-14:2"); malformed parts are skipped.
 pub fn parse_cpulist(s: &str) -> Vec<u32> {

@@ -21,8 +21,8 @@ use crate::perfetto::wire::{Fields, PackedVarints, Value, WireError};
 use prost::Message;
 use serde_json::json;
 
-/// Perfetto rejects bundles of CPUs beyond this as corrupt.
-const MAX_CPUS: u32 = 1024;
+/// Bundles of CPUs at or beyond this are corrupt (counted, dropped).
+const MAX_CPUS: u32 = crate::model::MAX_CPUS as u32;
 const CLOCK_REALTIME: u32 = 1;
 const CLOCK_BOOTTIME: u32 = 6;
 

@@ -82,7 +82,7 @@ impl EncoderStats {
 
 /// CPU numbers beyond this are rejected: a corrupt record must not make the
 /// encoder allocate per-CPU state for billions of CPUs.
-const MAX_CPUS: u32 = 1 << 16;
+const MAX_CPUS: u32 = crate::model::MAX_CPUS as u32;
 
 /// Room kept below the chunk limit for the event that crosses the flush
 /// threshold. The largest event is an exec: its file name is cut to PATH_MAX.
