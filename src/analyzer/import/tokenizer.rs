@@ -11,6 +11,14 @@ use super::Ctx;
 use super::events::{Ev, StatsProcess};
 use super::sorter::{Sorter, Stream};
 use crate::analyzer::strings::{FastMap, Str};
+use crate::perfetto::proto::fields::{
+    cpu_frequency_ftrace_event as cpu_frequency, ftrace_event as fe, ftrace_event_bundle as bundle,
+    ftrace_event_bundle::compact_sched as cs, interned_data, interned_string,
+    print_ftrace_event as print, process_stats as ps, sched_blocked_reason_ftrace_event as blocked,
+    sched_process_free_ftrace_event as free, sched_switch_ftrace_event as switch,
+    sched_waking_ftrace_event as waking, task_newtask_ftrace_event as newtask,
+    task_rename_ftrace_event as rename, trace_packet as packet, tracing_service_event,
+};
 use crate::perfetto::proto::{
     ClockSnapshot, CpuInfo, ProcessTree, SchedMigrateTaskFtraceEvent, SchedProcessExecFtraceEvent,
     SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent, SchedWakeupFtraceEvent,
@@ -80,12 +88,21 @@ impl Tokenizer {
         for f in Fields::new(data) {
             let (field, v) = f?;
             match field {
-                8 => ts = Some(v.as_u64() as i64),
-                10 => seq = v.as_u64() as u32,
-                13 => cleared |= v.as_u64() & 1 != 0,
-                41 => cleared |= v.as_u64() != 0,
-                12 => interned = v.as_bytes(),
-                1 | 2 | 6 | 9 | 33 | 34 | 45 | 67 | 69 | 9900 => {
+                packet::TIMESTAMP => ts = Some(v.as_u64() as i64),
+                packet::TRUSTED_PACKET_SEQUENCE_ID => seq = v.as_u64() as u32,
+                packet::SEQUENCE_FLAGS => cleared |= v.as_u64() & 1 != 0,
+                packet::INCREMENTAL_STATE_CLEARED => cleared |= v.as_u64() != 0,
+                packet::INTERNED_DATA => interned = v.as_bytes(),
+                packet::FTRACE_EVENTS
+                | packet::PROCESS_TREE
+                | packet::CLOCK_SNAPSHOT
+                | packet::PROCESS_STATS
+                | packet::TRACE_CONFIG
+                | packet::FTRACE_STATS
+                | packet::SYSTEM_INFO
+                | packet::CPU_INFO
+                | packet::SERVICE_EVENT
+                | packet::SCHEDLENS => {
                     if let Value::Bytes(b) = v {
                         payload = Some((field, b));
                     }
@@ -109,20 +126,20 @@ impl Tokenizer {
             return Ok(());
         };
         match field {
-            1 => self.bundle(ctx, b, seq)?,
-            2 => {
+            packet::FTRACE_EVENTS => self.bundle(ctx, b, seq)?,
+            packet::PROCESS_TREE => {
                 let tree: ProcessTree = decode("ProcessTree", b)?;
                 ctx.events += 1;
                 self.sorter
                     .push(Stream::Packet, packet_ts, Ev::ProcessTree(Box::new(tree)));
             }
-            9 => {
+            packet::PROCESS_STATS => {
                 let procs = process_stats(b)?;
                 ctx.events += 1;
                 self.sorter
                     .push(Stream::Packet, packet_ts, Ev::ProcessStats(procs));
             }
-            6 => {
+            packet::CLOCK_SNAPSHOT => {
                 let snap: ClockSnapshot = decode("ClockSnapshot", b)?;
                 let clock = |id| {
                     snap.clocks
@@ -139,19 +156,19 @@ impl Tokenizer {
                     ctx.set_int("realtime_offset_ns", offset);
                 }
             }
-            45 => self.system_info(ctx, decode("SystemInfo", b)?),
-            67 => ctx.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
-            69 => {
+            packet::SYSTEM_INFO => self.system_info(ctx, decode("SystemInfo", b)?),
+            packet::CPU_INFO => ctx.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
+            packet::SERVICE_EVENT => {
                 for f in Fields::new(b) {
-                    if let (2, Value::Varint(v)) = f?
+                    if let (tracing_service_event::TRACING_STARTED, Value::Varint(v)) = f?
                         && v != 0
                     {
                         ctx.tracing_started = Some(packet_ts);
                     }
                 }
             }
-            9900 => self.schedlens(ctx, packet_ts, decode("schedlens packet", b)?),
-            // trace_config (33) and ftrace_stats (34) are understood but
+            packet::SCHEDLENS => self.schedlens(ctx, packet_ts, decode("schedlens packet", b)?),
+            // trace_config and ftrace_stats are understood but
             // carry nothing the tables show.
             _ => {}
         }
@@ -161,15 +178,15 @@ impl Tokenizer {
     fn interned_data(&mut self, ctx: &mut Ctx, seq: u32, b: &[u8]) -> Result<(), PacketError> {
         for f in Fields::new(b) {
             let (field, v) = f?;
-            let (26, Value::Bytes(sym)) = (field, v) else {
+            let (interned_data::KERNEL_SYMBOLS, Value::Bytes(sym)) = (field, v) else {
                 continue;
             };
             let mut iid = 0;
             let mut name = None;
             for f in Fields::new(sym) {
                 match f? {
-                    (1, v) => iid = v.as_u64(),
-                    (2, Value::Bytes(s)) => name = Some(s),
+                    (interned_string::IID, v) => iid = v.as_u64(),
+                    (interned_string::STR, Value::Bytes(s)) => name = Some(s),
                     _ => {}
                 }
             }
@@ -230,11 +247,13 @@ impl Tokenizer {
         for f in Fields::new(b) {
             let (field, v) = f?;
             match field {
-                1 => cpu = Some(v.as_u64()),
-                3 => lost = v.as_u64() != 0,
-                4 => compact = v.as_bytes(),
-                9 => data_start = data_start.or(Some(v.as_u64() as i64)),
-                10 => data_start = Some(v.as_u64() as i64),
+                bundle::CPU => cpu = Some(v.as_u64()),
+                bundle::LOST_EVENTS => lost = v.as_u64() != 0,
+                bundle::COMPACT_SCHED => compact = v.as_bytes(),
+                bundle::LAST_READ_EVENT_TIMESTAMP => {
+                    data_start = data_start.or(Some(v.as_u64() as i64))
+                }
+                bundle::PREVIOUS_BUNDLE_END_TIMESTAMP => data_start = Some(v.as_u64() as i64),
                 _ => {}
             }
         }
@@ -250,7 +269,7 @@ impl Tokenizer {
             first_ts = self.compact(ctx, cpu, c)?;
         }
         for f in Fields::new(b) {
-            if let (2, Value::Bytes(e)) = f?
+            if let (bundle::EVENT, Value::Bytes(e)) = f?
                 && let Some(ts) = self.event(ctx, cpu, seq, e)?
             {
                 first_ts = Some(first_ts.map_or(ts, |f: i64| f.min(ts)));
@@ -277,16 +296,22 @@ impl Tokenizer {
     /// CompactSched: parallel packed arrays, delta-encoded timestamps, comms
     /// interned per bundle. Returns the earliest timestamp.
     fn compact(&mut self, ctx: &mut Ctx, cpu: u32, b: &[u8]) -> Result<Option<i64>, PacketError> {
-        let mut arrays: [&[u8]; 13] = [&[]; 13];
+        // Indexed by field number: CompactSched's fields are 1 to waking_common_flags.
+        let mut arrays: [&[u8]; cs::WAKING_COMMON_FLAGS as usize + 1] =
+            [&[]; cs::WAKING_COMMON_FLAGS as usize + 1];
         self.comm_table.clear();
         for f in Fields::new(b) {
             let (field, v) = f?;
             match (field, v) {
-                (5, Value::Bytes(s)) => self.comm_table.push(ctx.strings.intern_bytes(s)),
-                (1..=12, Value::Bytes(s)) => arrays[field as usize] = s,
+                (cs::INTERN_TABLE, Value::Bytes(s)) => {
+                    self.comm_table.push(ctx.strings.intern_bytes(s))
+                }
+                (1..=cs::WAKING_COMMON_FLAGS, Value::Bytes(s)) => arrays[field as usize] = s,
                 // An unpacked single value would be legal protobuf but no
                 // writer emits it; count it rather than guess.
-                (1..=12, _) => ctx.add_stat("compact_sched_has_parse_errors", None, 1),
+                (1..=cs::WAKING_COMMON_FLAGS, _) => {
+                    ctx.add_stat("compact_sched_has_parse_errors", None, 1)
+                }
                 _ => {}
             }
         }
@@ -294,11 +319,11 @@ impl Tokenizer {
         let mut errors = false;
         // Switches.
         {
-            let mut ts_it = PackedVarints::new(arrays[1]);
-            let mut state_it = PackedVarints::new(arrays[2]);
-            let mut pid_it = PackedVarints::new(arrays[3]);
-            let mut prio_it = PackedVarints::new(arrays[4]);
-            let mut comm_it = PackedVarints::new(arrays[6]);
+            let mut ts_it = PackedVarints::new(arrays[cs::SWITCH_TIMESTAMP as usize]);
+            let mut state_it = PackedVarints::new(arrays[cs::SWITCH_PREV_STATE as usize]);
+            let mut pid_it = PackedVarints::new(arrays[cs::SWITCH_NEXT_PID as usize]);
+            let mut prio_it = PackedVarints::new(arrays[cs::SWITCH_NEXT_PRIO as usize]);
+            let mut comm_it = PackedVarints::new(arrays[cs::SWITCH_NEXT_COMM_INDEX as usize]);
             let mut ts = 0i64;
             while let (Some(d), Some(st), Some(pid), Some(prio), Some(comm)) = (
                 ts_it.next(),
@@ -334,12 +359,12 @@ impl Tokenizer {
         }
         // Wakings.
         {
-            let mut ts_it = PackedVarints::new(arrays[7]);
-            let mut pid_it = PackedVarints::new(arrays[8]);
-            let mut tcpu_it = PackedVarints::new(arrays[9]);
-            let mut prio_it = PackedVarints::new(arrays[10]);
-            let mut comm_it = PackedVarints::new(arrays[11]);
-            let mut flags_it = PackedVarints::new(arrays[12]);
+            let mut ts_it = PackedVarints::new(arrays[cs::WAKING_TIMESTAMP as usize]);
+            let mut pid_it = PackedVarints::new(arrays[cs::WAKING_PID as usize]);
+            let mut tcpu_it = PackedVarints::new(arrays[cs::WAKING_TARGET_CPU as usize]);
+            let mut prio_it = PackedVarints::new(arrays[cs::WAKING_PRIO as usize]);
+            let mut comm_it = PackedVarints::new(arrays[cs::WAKING_COMM_INDEX as usize]);
+            let mut flags_it = PackedVarints::new(arrays[cs::WAKING_COMMON_FLAGS as usize]);
             let mut ts = 0i64;
             while let (Some(d), Some(pid), Some(tcpu), Some(prio), Some(comm)) = (
                 ts_it.next(),
@@ -396,9 +421,9 @@ impl Tokenizer {
         let mut body = None;
         for f in Fields::new(b) {
             match f? {
-                (1, v) => ts = Some(v.as_u64() as i64),
-                (2, v) => pid = v.as_i32(),
-                (5, v) => flags = Some(v.as_u64() as u32),
+                (fe::TIMESTAMP, v) => ts = Some(v.as_u64() as i64),
+                (fe::PID, v) => pid = v.as_i32(),
+                (fe::COMMON_FLAGS, v) => flags = Some(v.as_u64() as u32),
                 (id, Value::Bytes(p)) if body.is_none() => body = Some((id, p)),
                 _ => {}
             }
@@ -413,19 +438,19 @@ impl Tokenizer {
         };
         let s = &mut ctx.strings;
         let ev = match id {
-            4 => {
+            fe::SCHED_SWITCH => {
                 let (mut prev_comm, mut prev_pid, mut prev_prio, mut prev_state) =
                     (&[][..], 0, 0, 0);
                 let (mut next_comm, mut next_pid, mut next_prio) = (&[][..], 0, 0);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, Value::Bytes(c)) => prev_comm = c,
-                        (2, v) => prev_pid = v.as_i32(),
-                        (3, v) => prev_prio = v.as_i32(),
-                        (4, v) => prev_state = v.as_i64(),
-                        (5, Value::Bytes(c)) => next_comm = c,
-                        (6, v) => next_pid = v.as_i32(),
-                        (7, v) => next_prio = v.as_i32(),
+                        (switch::PREV_COMM, Value::Bytes(c)) => prev_comm = c,
+                        (switch::PREV_PID, v) => prev_pid = v.as_i32(),
+                        (switch::PREV_PRIO, v) => prev_prio = v.as_i32(),
+                        (switch::PREV_STATE, v) => prev_state = v.as_i64(),
+                        (switch::NEXT_COMM, Value::Bytes(c)) => next_comm = c,
+                        (switch::NEXT_PID, v) => next_pid = v.as_i32(),
+                        (switch::NEXT_PRIO, v) => next_prio = v.as_i32(),
                         _ => {}
                     }
                 }
@@ -440,14 +465,14 @@ impl Tokenizer {
                     next_comm: s.intern_bytes(next_comm),
                 }
             }
-            20 => {
+            fe::SCHED_WAKING => {
                 let (mut comm, mut wpid, mut prio, mut target_cpu) = (&[][..], 0, 0, 0);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, Value::Bytes(c)) => comm = c,
-                        (2, v) => wpid = v.as_i32(),
-                        (3, v) => prio = v.as_i32(),
-                        (5, v) => target_cpu = v.as_i32(),
+                        (waking::COMM, Value::Bytes(c)) => comm = c,
+                        (waking::PID, v) => wpid = v.as_i32(),
+                        (waking::PRIO, v) => prio = v.as_i32(),
+                        (waking::TARGET_CPU, v) => target_cpu = v.as_i32(),
                         _ => {}
                     }
                 }
@@ -462,13 +487,13 @@ impl Tokenizer {
                     common_flags: None,
                 }
             }
-            235 => {
+            fe::TASK_NEWTASK => {
                 let (mut npid, mut comm, mut clone_flags) = (0, &[][..], 0);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, v) => npid = v.as_i32(),
-                        (2, Value::Bytes(c)) => comm = c,
-                        (3, v) => clone_flags = v.as_u64(),
+                        (newtask::PID, v) => npid = v.as_i32(),
+                        (newtask::COMM, Value::Bytes(c)) => comm = c,
+                        (newtask::CLONE_FLAGS, v) => clone_flags = v.as_u64(),
                         _ => {}
                     }
                 }
@@ -480,12 +505,12 @@ impl Tokenizer {
                     clone_flags,
                 }
             }
-            236 => {
+            fe::TASK_RENAME => {
                 let (mut rpid, mut comm) = (0, &[][..]);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, v) => rpid = v.as_i32(),
-                        (3, Value::Bytes(c)) => comm = c,
+                        (rename::PID, v) => rpid = v.as_i32(),
+                        (rename::NEWCOMM, Value::Bytes(c)) => comm = c,
                         _ => {}
                     }
                 }
@@ -496,10 +521,10 @@ impl Tokenizer {
                     comm: s.intern_bytes(comm),
                 }
             }
-            240 => {
+            fe::SCHED_PROCESS_FREE => {
                 let mut fpid = 0;
                 for f in Fields::new(p) {
-                    if let (2, v) = f? {
+                    if let (free::PID, v) = f? {
                         fpid = v.as_i32();
                     }
                 }
@@ -509,13 +534,13 @@ impl Tokenizer {
                     pid: fpid,
                 }
             }
-            18 => {
+            fe::SCHED_BLOCKED_REASON => {
                 let (mut bpid, mut caller, mut io_wait) = (0, 0u64, false);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, v) => bpid = v.as_i32(),
-                        (2, v) => caller = v.as_u64(),
-                        (3, v) => io_wait = v.as_u64() != 0,
+                        (blocked::PID, v) => bpid = v.as_i32(),
+                        (blocked::CALLER, v) => caller = v.as_u64(),
+                        (blocked::IO_WAIT, v) => io_wait = v.as_u64() != 0,
                         _ => {}
                     }
                 }
@@ -528,12 +553,12 @@ impl Tokenizer {
                     caller,
                 }
             }
-            11 => {
+            fe::CPU_FREQUENCY => {
                 let (mut state, mut cpu_id) = (0, 0);
                 for f in Fields::new(p) {
                     match f? {
-                        (1, v) => state = v.as_u64() as u32,
-                        (2, v) => cpu_id = v.as_u64() as u32,
+                        (cpu_frequency::STATE, v) => state = v.as_u64() as u32,
+                        (cpu_frequency::CPU_ID, v) => cpu_id = v.as_u64() as u32,
                         _ => {}
                     }
                 }
@@ -544,10 +569,10 @@ impl Tokenizer {
                     cpu_id,
                 }
             }
-            3 => {
+            fe::PRINT => {
                 let mut buf = String::new();
                 for f in Fields::new(p) {
-                    if let (2, Value::Bytes(c)) = f? {
+                    if let (print::BUF, Value::Bytes(c)) = f? {
                         buf = String::from_utf8_lossy(c).into_owned();
                     }
                 }
@@ -557,7 +582,7 @@ impl Tokenizer {
                     buf: buf.into(),
                 }
             }
-            237 => {
+            fe::SCHED_PROCESS_EXEC => {
                 let e: SchedProcessExecFtraceEvent = decode("sched_process_exec", p)?;
                 let args =
                     json!({"filename": e.filename(), "pid": e.pid(), "old_pid": e.old_pid()});
@@ -569,7 +594,7 @@ impl Tokenizer {
                     args: args.to_string().into(),
                 }
             }
-            238 => {
+            fe::SCHED_PROCESS_EXIT => {
                 let e: SchedProcessExitFtraceEvent = decode("sched_process_exit", p)?;
                 let args =
                     json!({"comm": e.comm(), "pid": e.pid(), "tgid": e.tgid(), "prio": e.prio()});
@@ -602,8 +627,8 @@ impl Tokenizer {
 fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
     let wake = |e: &SchedWakeupFtraceEvent| json!({"comm": e.comm(), "pid": e.pid(), "prio": e.prio(), "success": e.success(), "target_cpu": e.target_cpu()});
     let (name, args) = match id {
-        17 => ("sched_wakeup", wake(&decode("sched_wakeup", p)?)),
-        114 => {
+        fe::SCHED_WAKEUP => ("sched_wakeup", wake(&decode("sched_wakeup", p)?)),
+        fe::SCHED_WAKEUP_NEW => {
             let e: SchedWakeupNewFtraceEvent = decode("sched_wakeup_new", p)?;
             let as_wakeup = SchedWakeupFtraceEvent {
                 comm: e.comm,
@@ -614,14 +639,14 @@ fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
             };
             ("sched_wakeup_new", wake(&as_wakeup))
         }
-        239 => {
+        fe::SCHED_PROCESS_FORK => {
             let e: SchedProcessForkFtraceEvent = decode("sched_process_fork", p)?;
             (
                 "sched_process_fork",
                 json!({"parent_comm": e.parent_comm(), "parent_pid": e.parent_pid(), "child_comm": e.child_comm(), "child_pid": e.child_pid()}),
             )
         }
-        491 => {
+        fe::SCHED_MIGRATE_TASK => {
             let e: SchedMigrateTaskFtraceEvent = decode("sched_migrate_task", p)?;
             (
                 "sched_migrate_task",
@@ -654,7 +679,9 @@ fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
 fn process_stats(b: &[u8]) -> Result<Vec<StatsProcess>, PacketError> {
     let mut out = Vec::new();
     for f in Fields::new(b) {
-        let (1, Value::Bytes(p)) = f? else { continue };
+        let (ps::PROCESSES, Value::Bytes(p)) = f? else {
+            continue;
+        };
         let mut proc_ = StatsProcess {
             pid: 0,
             has_counters: false,
@@ -662,16 +689,21 @@ fn process_stats(b: &[u8]) -> Result<Vec<StatsProcess>, PacketError> {
         };
         for f in Fields::new(p) {
             match f? {
-                (1, v) => proc_.pid = i64::from(v.as_i32()),
-                (11, Value::Bytes(t)) => {
+                (ps::process::PID, v) => proc_.pid = i64::from(v.as_i32()),
+                (ps::process::THREADS, Value::Bytes(t)) => {
                     for f in Fields::new(t) {
-                        if let (1, v) = f? {
+                        if let (ps::thread::TID, v) = f? {
                             proc_.tids.push(i64::from(v.as_i32()));
                         }
                     }
                 }
                 // File descriptors and Chrome-only fields make no counters.
-                (12 | 13 | 15, _) => {}
+                (
+                    ps::process::IS_PEAK_RSS_RESETTABLE
+                    | ps::process::CHROME_PRIVATE_FOOTPRINT_KB
+                    | ps::process::FDS,
+                    _,
+                ) => {}
                 _ => proc_.has_counters = true,
             }
         }

@@ -5,11 +5,19 @@
 //! FtraceEvent. A chunk is the set of bundles (plus LostEvents and
 //! ProcessTree packets) buffered since the last flush.
 
-use super::pb;
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, Header, TaskId, comm_str};
+use crate::perfetto::proto::fields::{
+    ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
+    sched_process_exec_ftrace_event as exec, sched_process_exit_ftrace_event as exit,
+    sched_process_fork_ftrace_event as fork, sched_process_free_ftrace_event as free,
+    sched_switch_ftrace_event as switch, sched_wakeup_new_ftrace_event as wakeup_new,
+    sched_waking_ftrace_event as waking, task_newtask_ftrace_event as newtask,
+    task_rename_ftrace_event as rename, trace, trace_packet as packet,
+};
 use crate::perfetto::proto::schedlens::{LostEvents, SchedlensPacket, schedlens_packet};
 use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packet};
+use crate::perfetto::wire;
 use prost::Message as _;
 use rustc_hash::FxHashMap as FastMap;
 use std::sync::{Arc, Mutex};
@@ -93,19 +101,6 @@ const MAX_FILENAME: usize = 4096;
 /// lost_events, compact_sched header and the eleven column headers).
 const BUNDLE_OVERHEAD: usize = 96;
 
-// FtraceEvent fields.
-const FE_TIMESTAMP: u32 = 1;
-const FE_PID: u32 = 2;
-const FE_SCHED_SWITCH: u32 = 4;
-const FE_SCHED_WAKING: u32 = 20;
-const FE_SCHED_WAKEUP_NEW: u32 = 114;
-const FE_TASK_NEWTASK: u32 = 235;
-const FE_TASK_RENAME: u32 = 236;
-const FE_PROCESS_EXEC: u32 = 237;
-const FE_PROCESS_EXIT: u32 = 238;
-const FE_PROCESS_FORK: u32 = 239;
-const FE_PROCESS_FREE: u32 = 240;
-
 /// What the shard knows about a task.
 struct Task {
     pid: i32,
@@ -156,15 +151,28 @@ struct CpuState {
     running_pid: i32,
 }
 
-const SW_FIELDS: [u32; 5] = [1, 2, 3, 4, 6];
-const WK_FIELDS: [u32; 5] = [7, 8, 9, 10, 11];
+/// CompactSched fields of the `sw` and `wk` columns.
+const SW_FIELDS: [u32; 5] = [
+    cs::SWITCH_TIMESTAMP,
+    cs::SWITCH_PREV_STATE,
+    cs::SWITCH_NEXT_PID,
+    cs::SWITCH_NEXT_PRIO,
+    cs::SWITCH_NEXT_COMM_INDEX,
+];
+const WK_FIELDS: [u32; 5] = [
+    cs::WAKING_TIMESTAMP,
+    cs::WAKING_PID,
+    cs::WAKING_TARGET_CPU,
+    cs::WAKING_PRIO,
+    cs::WAKING_COMM_INDEX,
+];
 
 impl CpuState {
     fn columns_len(cols: &[Vec<u8>; 5], fields: [u32; 5]) -> usize {
         cols.iter()
             .zip(fields)
             .filter(|(c, _)| !c.is_empty())
-            .map(|(c, f)| pb::tag_len(f) + pb::varint_len(c.len() as u64) + c.len())
+            .map(|(c, f)| wire::tag_len(f) + wire::varint_len(c.len() as u64) + c.len())
             .sum()
     }
 
@@ -174,33 +182,38 @@ impl CpuState {
         let compact = self.intern.len()
             + Self::columns_len(&self.sw, SW_FIELDS)
             + Self::columns_len(&self.wk, WK_FIELDS);
-        let mut bundle = pb::tag_len(1) + pb::varint_len(u64::from(cpu)) + self.full.len();
+        let mut bundle_len =
+            wire::tag_len(bundle::CPU) + wire::varint_len(u64::from(cpu)) + self.full.len();
         if self.lost {
-            bundle += 2;
+            bundle_len += wire::tag_len(bundle::LOST_EVENTS) + 1;
         }
         if compact > 0 {
-            bundle += pb::tag_len(4) + pb::varint_len(compact as u64) + compact;
+            bundle_len +=
+                wire::tag_len(bundle::COMPACT_SCHED) + wire::varint_len(compact as u64) + compact;
         }
-        let packet = pb::tag_len(1) + pb::varint_len(bundle as u64) + bundle;
-        out.reserve(pb::tag_len(1) + pb::varint_len(packet as u64) + packet);
-        pb::put_tag(out, 1, pb::WIRE_LEN);
-        pb::put_varint(out, packet as u64);
-        pb::put_tag(out, 1, pb::WIRE_LEN);
-        pb::put_varint(out, bundle as u64);
-        pb::put_u64_field(out, 1, u64::from(cpu));
+        let packet_len =
+            wire::tag_len(packet::FTRACE_EVENTS) + wire::varint_len(bundle_len as u64) + bundle_len;
+        out.reserve(
+            wire::tag_len(trace::PACKET) + wire::varint_len(packet_len as u64) + packet_len,
+        );
+        wire::put_tag(out, trace::PACKET, wire::WIRE_LEN);
+        wire::put_varint(out, packet_len as u64);
+        wire::put_tag(out, packet::FTRACE_EVENTS, wire::WIRE_LEN);
+        wire::put_varint(out, bundle_len as u64);
+        wire::put_u64_field(out, bundle::CPU, u64::from(cpu));
         out.extend_from_slice(&self.full);
         if self.lost {
-            pb::put_u64_field(out, 3, 1);
+            wire::put_u64_field(out, bundle::LOST_EVENTS, 1);
         }
         if compact > 0 {
-            pb::put_tag(out, 4, pb::WIRE_LEN);
-            pb::put_varint(out, compact as u64);
+            wire::put_tag(out, bundle::COMPACT_SCHED, wire::WIRE_LEN);
+            wire::put_varint(out, compact as u64);
             out.extend_from_slice(&self.intern);
             for (cols, fields) in [(&self.sw, SW_FIELDS), (&self.wk, WK_FIELDS)] {
                 for (c, f) in cols.iter().zip(fields) {
                     if !c.is_empty() {
-                        pb::put_tag(out, f, pb::WIRE_LEN);
-                        pb::put_varint(out, c.len() as u64);
+                        wire::put_tag(out, f, wire::WIRE_LEN);
+                        wire::put_varint(out, c.len() as u64);
                         out.extend_from_slice(c);
                     }
                 }
@@ -327,24 +340,24 @@ impl ShardEncoder {
                     let c = &mut self.cpus[i];
                     let delta = h.ts.wrapping_sub(c.sw_last_ts);
                     c.sw_last_ts = h.ts;
-                    let n = pb::put_varint(&mut c.sw[0], delta)
-                        + pb::put_varint(&mut c.sw[1], prev_state as u64)
-                        + pb::put_i32(&mut c.sw[2], next_pid)
-                        + pb::put_i32(&mut c.sw[3], next_prio)
-                        + pb::put_varint(&mut c.sw[4], u64::from(idx));
+                    let n = wire::put_varint(&mut c.sw[0], delta)
+                        + wire::put_varint(&mut c.sw[1], prev_state as u64)
+                        + wire::put_i32(&mut c.sw[2], next_pid)
+                        + wire::put_i32(&mut c.sw[3], next_prio)
+                        + wire::put_varint(&mut c.sw[4], u64::from(idx));
                     self.buffered += n;
                 } else {
                     self.ensure_idle(prev, prev_pid, h.cpu);
                     let prev_comm = self.comm_of(prev);
                     let next_comm = self.comm_of(next);
-                    self.full_event(i, h.ts, h.pid, FE_SCHED_SWITCH, |b| {
-                        pb::put_str_field(b, 1, comm_str(&prev_comm));
-                        pb::put_i32_field(b, 2, prev_pid);
-                        pb::put_i32_field(b, 3, prev_prio);
-                        pb::put_u64_field(b, 4, prev_state as u64);
-                        pb::put_str_field(b, 5, comm_str(&next_comm));
-                        pb::put_i32_field(b, 6, next_pid);
-                        pb::put_i32_field(b, 7, next_prio);
+                    self.full_event(i, h.ts, h.pid, fe::SCHED_SWITCH, |b| {
+                        wire::put_str_field(b, switch::PREV_COMM, comm_str(&prev_comm));
+                        wire::put_i32_field(b, switch::PREV_PID, prev_pid);
+                        wire::put_i32_field(b, switch::PREV_PRIO, prev_prio);
+                        wire::put_u64_field(b, switch::PREV_STATE, prev_state as u64);
+                        wire::put_str_field(b, switch::NEXT_COMM, comm_str(&next_comm));
+                        wire::put_i32_field(b, switch::NEXT_PID, next_pid);
+                        wire::put_i32_field(b, switch::NEXT_PRIO, next_prio);
                     });
                 }
                 let c = &mut self.cpus[i];
@@ -368,19 +381,19 @@ impl ShardEncoder {
                     let c = &mut self.cpus[i];
                     let delta = h.ts.wrapping_sub(c.wk_last_ts);
                     c.wk_last_ts = h.ts;
-                    let n = pb::put_varint(&mut c.wk[0], delta)
-                        + pb::put_i32(&mut c.wk[1], pid)
-                        + pb::put_i32(&mut c.wk[2], target_cpu)
-                        + pb::put_i32(&mut c.wk[3], prio)
-                        + pb::put_varint(&mut c.wk[4], u64::from(idx));
+                    let n = wire::put_varint(&mut c.wk[0], delta)
+                        + wire::put_i32(&mut c.wk[1], pid)
+                        + wire::put_i32(&mut c.wk[2], target_cpu)
+                        + wire::put_i32(&mut c.wk[3], prio)
+                        + wire::put_varint(&mut c.wk[4], u64::from(idx));
                     self.buffered += n;
                 } else {
                     let comm = self.comm_of(wakee);
-                    self.full_event(i, h.ts, h.pid, FE_SCHED_WAKING, |b| {
-                        pb::put_str_field(b, 1, comm_str(&comm));
-                        pb::put_i32_field(b, 2, pid);
-                        pb::put_i32_field(b, 3, prio);
-                        pb::put_i32_field(b, 5, target_cpu);
+                    self.full_event(i, h.ts, h.pid, fe::SCHED_WAKING, |b| {
+                        wire::put_str_field(b, waking::COMM, comm_str(&comm));
+                        wire::put_i32_field(b, waking::PID, pid);
+                        wire::put_i32_field(b, waking::PRIO, prio);
+                        wire::put_i32_field(b, waking::TARGET_CPU, target_cpu);
                     });
                 }
             }
@@ -393,11 +406,11 @@ impl ShardEncoder {
                 self.stats.events[EV_WAKEUP_NEW] += 1;
                 self.open(i);
                 let comm = self.comm_of(task);
-                self.full_event(i, h.ts, h.pid, FE_SCHED_WAKEUP_NEW, |b| {
-                    pb::put_str_field(b, 1, comm_str(&comm));
-                    pb::put_i32_field(b, 2, pid);
-                    pb::put_i32_field(b, 3, prio);
-                    pb::put_i32_field(b, 5, target_cpu);
+                self.full_event(i, h.ts, h.pid, fe::SCHED_WAKEUP_NEW, |b| {
+                    wire::put_str_field(b, wakeup_new::COMM, comm_str(&comm));
+                    wire::put_i32_field(b, wakeup_new::PID, pid);
+                    wire::put_i32_field(b, wakeup_new::PRIO, prio);
+                    wire::put_i32_field(b, wakeup_new::TARGET_CPU, target_cpu);
                 });
             }
             Event::TaskInfo {
@@ -452,16 +465,16 @@ impl ShardEncoder {
                 let comm = self.comm_of(parent);
                 // The kernel fires task_newtask inside copy_process, before
                 // sched_process_fork; Perfetto builds the thread from it.
-                self.full_event(i, h.ts, parent_pid, FE_TASK_NEWTASK, |b| {
-                    pb::put_i32_field(b, 1, child_pid);
-                    pb::put_str_field(b, 2, comm_str(&comm));
-                    pb::put_u64_field(b, 3, clone_flags);
+                self.full_event(i, h.ts, parent_pid, fe::TASK_NEWTASK, |b| {
+                    wire::put_i32_field(b, newtask::PID, child_pid);
+                    wire::put_str_field(b, newtask::COMM, comm_str(&comm));
+                    wire::put_u64_field(b, newtask::CLONE_FLAGS, clone_flags);
                 });
-                self.full_event(i, h.ts, h.pid, FE_PROCESS_FORK, |b| {
-                    pb::put_str_field(b, 1, comm_str(&comm));
-                    pb::put_i32_field(b, 2, parent_pid);
-                    pb::put_str_field(b, 3, comm_str(&comm));
-                    pb::put_i32_field(b, 4, child_pid);
+                self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_FORK, |b| {
+                    wire::put_str_field(b, fork::PARENT_COMM, comm_str(&comm));
+                    wire::put_i32_field(b, fork::PARENT_PID, parent_pid);
+                    wire::put_str_field(b, fork::CHILD_COMM, comm_str(&comm));
+                    wire::put_i32_field(b, fork::CHILD_PID, child_pid);
                 });
             }
             Event::Exec {
@@ -474,10 +487,10 @@ impl ShardEncoder {
                 self.stats.events[EV_EXEC] += 1;
                 self.open(i);
                 let filename = &filename[..filename.len().min(MAX_FILENAME)];
-                self.full_event(i, h.ts, h.pid, FE_PROCESS_EXEC, |b| {
-                    pb::put_str_field(b, 1, filename);
-                    pb::put_i32_field(b, 2, pid);
-                    pb::put_i32_field(b, 3, old_pid);
+                self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_EXEC, |b| {
+                    wire::put_str_field(b, exec::FILENAME, filename);
+                    wire::put_i32_field(b, exec::PID, pid);
+                    wire::put_i32_field(b, exec::OLD_PID, old_pid);
                 });
                 if let Some(t) = self.tasks.get_mut(&task) {
                     // de_thread() gives the exec'ing thread the leader's pid.
@@ -496,21 +509,21 @@ impl ShardEncoder {
                 self.stats.events[EV_EXIT] += 1;
                 self.open(i);
                 let comm = self.comm_of(task);
-                self.full_event(i, h.ts, h.pid, FE_PROCESS_EXIT, |b| {
-                    pb::put_str_field(b, 1, comm_str(&comm));
-                    pb::put_i32_field(b, 2, pid);
-                    pb::put_i32_field(b, 3, tgid);
-                    pb::put_i32_field(b, 4, prio);
+                self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_EXIT, |b| {
+                    wire::put_str_field(b, exit::COMM, comm_str(&comm));
+                    wire::put_i32_field(b, exit::PID, pid);
+                    wire::put_i32_field(b, exit::TGID, tgid);
+                    wire::put_i32_field(b, exit::PRIO, prio);
                 });
             }
             Event::Free { task, pid, prio } => {
                 self.stats.events[EV_FREE] += 1;
                 self.open(i);
                 let comm = self.comm_of(task);
-                self.full_event(i, h.ts, h.pid, FE_PROCESS_FREE, |b| {
-                    pb::put_str_field(b, 1, comm_str(&comm));
-                    pb::put_i32_field(b, 2, pid);
-                    pb::put_i32_field(b, 3, prio);
+                self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_FREE, |b| {
+                    wire::put_str_field(b, free::COMM, comm_str(&comm));
+                    wire::put_i32_field(b, free::PID, pid);
+                    wire::put_i32_field(b, free::PRIO, prio);
                 });
                 self.tasks.remove(&task);
             }
@@ -523,10 +536,10 @@ impl ShardEncoder {
                 self.open(i);
                 let old = self.comm_of(task);
                 let new = clean_comm(newcomm);
-                self.full_event(i, h.ts, h.pid, FE_TASK_RENAME, |b| {
-                    pb::put_i32_field(b, 1, pid);
-                    pb::put_str_field(b, 2, comm_str(&old));
-                    pb::put_str_field(b, 3, comm_str(&new));
+                self.full_event(i, h.ts, h.pid, fe::TASK_RENAME, |b| {
+                    wire::put_i32_field(b, rename::PID, pid);
+                    wire::put_str_field(b, rename::OLDCOMM, comm_str(&old));
+                    wire::put_str_field(b, rename::NEWCOMM, comm_str(&new));
                 });
                 if let Some(t) = self.tasks.get_mut(&task) {
                     t.comm = new;
@@ -626,7 +639,7 @@ impl ShardEncoder {
                 c.n_intern += 1;
                 c.intern_map.insert(comm, idx);
                 let before = c.intern.len();
-                pb::put_str_field(&mut c.intern, 5, comm_str(&comm));
+                wire::put_str_field(&mut c.intern, cs::INTERN_TABLE, comm_str(&comm));
                 self.buffered += c.intern.len() - before;
                 idx
             }
@@ -650,14 +663,14 @@ impl ShardEncoder {
     ) {
         let buf = &mut self.cpus[i].full;
         let before = buf.len();
-        let ev = pb::begin_len(buf, 2);
-        pb::put_u64_field(buf, FE_TIMESTAMP, ts);
+        let ev = wire::begin_len(buf, bundle::EVENT);
+        wire::put_u64_field(buf, fe::TIMESTAMP, ts);
         // FtraceEvent.pid is uint32; a tid is never negative.
-        pb::put_u64_field(buf, FE_PID, u64::from(pid as u32));
-        let inner = pb::begin_len(buf, field);
+        wire::put_u64_field(buf, fe::PID, u64::from(pid as u32));
+        let inner = wire::begin_len(buf, field);
         body(buf);
-        pb::end_len(buf, inner);
-        pb::end_len(buf, ev);
+        wire::end_len(buf, inner);
+        wire::end_len(buf, ev);
         self.buffered += buf.len() - before;
     }
 
@@ -711,7 +724,7 @@ impl ShardEncoder {
 
 /// Appends `packet` as a `Trace.packet` record.
 fn put_packet(out: &mut Vec<u8>, packet: &TracePacket) -> anyhow::Result<()> {
-    pb::put_tag(out, 1, pb::WIRE_LEN);
+    wire::put_tag(out, trace::PACKET, wire::WIRE_LEN);
     packet.encode_length_delimited(out)?;
     Ok(())
 }

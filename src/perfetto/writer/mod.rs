@@ -7,11 +7,12 @@
 //! write, so a killed recorder loses at most the chunk being written.
 
 mod encoder;
-mod pb;
 
 pub use encoder::{EVENT_NAMES, EncoderStats, ShardEncoder};
 
 use crate::perfetto::proto::TracePacket;
+use crate::perfetto::proto::fields::{trace, trace_packet};
+use crate::perfetto::wire;
 use anyhow::Context as _;
 use prost::Message as _;
 use std::fs::File;
@@ -47,9 +48,6 @@ const GZIP_LEVEL: u32 = 3;
 /// Upper bound for the uncompressed payload of one chunk: Perfetto's readers
 /// expect compressed packets to expand to at most this.
 pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
-
-/// TracePacket.zstd_compressed_packets.
-const ZSTD_PACKETS_FIELD: u32 = 133;
 
 /// The output file, shared by the consumer threads.
 pub struct TraceWriter {
@@ -145,7 +143,7 @@ impl TraceWriter {
     pub fn write_packets(&self, packets: &[TracePacket]) -> anyhow::Result<()> {
         let mut payload = Vec::new();
         for p in packets {
-            pb::put_tag(&mut payload, 1, pb::WIRE_LEN);
+            wire::put_tag(&mut payload, trace::PACKET, wire::WIRE_LEN);
             p.encode_length_delimited(&mut payload)
                 .context("encoding a trace packet")?;
         }
@@ -220,14 +218,14 @@ impl TraceWriter {
         z.compress_to_buffer(payload, &mut scratch.frame)
             .context("zstd compression of a chunk")?;
         let frame_len = scratch.frame.len() as u64;
-        let packet_len =
-            pb::tag_len(ZSTD_PACKETS_FIELD) + pb::varint_len(frame_len) + scratch.frame.len();
+        let field = trace_packet::ZSTD_COMPRESSED_PACKETS;
+        let packet_len = wire::tag_len(field) + wire::varint_len(frame_len) + scratch.frame.len();
         let out = &mut scratch.out;
         out.clear();
-        pb::put_tag(out, 1, pb::WIRE_LEN);
-        pb::put_varint(out, packet_len as u64);
-        pb::put_tag(out, ZSTD_PACKETS_FIELD, pb::WIRE_LEN);
-        pb::put_varint(out, frame_len);
+        wire::put_tag(out, trace::PACKET, wire::WIRE_LEN);
+        wire::put_varint(out, packet_len as u64);
+        wire::put_tag(out, field, wire::WIRE_LEN);
+        wire::put_varint(out, frame_len);
         out.extend_from_slice(&scratch.frame);
         Ok(())
     }
