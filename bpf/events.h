@@ -1,22 +1,42 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * The ring buffer record ABI between bpf/schedlens.bpf.c and the Rust
- * decoder (src/trace/abi.rs). Every record is a struct sl_header followed by
- * exactly one body; BPF reserves only header + that body (exec appends its
- * filename, padded to a size class). All fields are native endian, every struct has explicit padding
- * and both sides assert the sizes, so a change on one side fails the build of
- * the other instead of silently misdecoding.
+ * decoder (src/recorder/abi.rs), and every constant the two sides share.
+ *
+ * Rust copies nothing from here by hand: libbpf-cargo generates Rust types
+ * from the object's BTF (skeleton `types`), and the decoder reads records
+ * through them. So everything shared must reach the BTF: structs are put
+ * there by struct sl_abi below, and constants are enum members (a #define
+ * leaves no trace in the object).
+ *
+ * Every record is a struct sl_header followed by exactly one body; BPF
+ * reserves only header + that body (exec appends its filename, padded to a
+ * size class). All fields are native endian and every struct has explicit
+ * padding, so the generated Rust struct is the C one.
  */
 #ifndef SCHEDLENS_EVENTS_H
 #define SCHEDLENS_EVENTS_H
 
-#define SL_COMM_LEN 16
-/* Longest exec filename kept; longer ones are cut (PATH_MAX would waste ring space). */
-#define SL_FILENAME_MAX 512
-/* Shards are named by bits of a u64 "announced" mask in task storage. */
-#define SL_MAX_SHARDS 64
-/* Per-CPU arrays are indexed by cpu & (SL_MAX_CPUS - 1); userspace refuses more CPUs. */
-#define SL_MAX_CPUS 4096
+enum sl_limits {
+	SL_COMM_LEN = 16,
+	/* Longest exec filename kept; longer ones are cut (PATH_MAX would waste ring space). */
+	SL_FILENAME_MAX = 512,
+	/* Shards are named by bits of a u64 "announced" mask in task storage. */
+	SL_MAX_SHARDS = 64,
+	/* Per-CPU arrays are indexed by cpu & (SL_MAX_CPUS - 1); userspace refuses more CPUs. */
+	SL_MAX_CPUS = 4096,
+	/* Values per filter flag (--pid, --tgid, --comm), in fixed rodata arrays. */
+	SL_MAX_FILTER = 16,
+};
+
+/* Kernel flags the programs test (the kernel defines them as macros, which
+ * CO-RE does not carry). */
+enum sl_kernel_flags {
+	/* task_struct.flags of kernel threads (include/linux/sched.h). */
+	SL_PF_KTHREAD = 0x00200000,
+	/* The clone flag that makes a thread, not a process (include/uapi/linux/sched.h). */
+	SL_CLONE_THREAD = 0x00010000,
+};
 
 enum sl_type {
 	SL_SWITCH = 1,
@@ -34,8 +54,17 @@ enum sl_type {
 
 /* Set in sl_switch.prev_state when the switch was a preemption; otherwise the
  * field holds prev's raw (__state | exit_state) and userspace computes what the
- * tracepoint prints (__trace_sched_switch_state): cheaper than fls() in BPF. */
-#define SL_STATE_PREEMPT 0x80000000u
+ * tracepoint prints (__trace_sched_switch_state): cheaper than fls() in BPF.
+ * Bit 31 is above every task state; as an enum member it makes the enum
+ * unsigned (a GNU C extension clang accepts). */
+enum sl_switch_state {
+	SL_STATE_PREEMPT = 0x80000000u,
+};
+
+/* sl_task_info.flags */
+enum sl_task_flags {
+	SL_TASK_KTHREAD = 1,
+};
 
 struct sl_header {
 	__u64 ts;   /* bpf_ktime_get_boot_ns */
@@ -64,14 +93,12 @@ struct sl_waking {
 	__u32 pad;
 };
 
-#define SL_TASK_KTHREAD 1u
-
 struct sl_task_info {
 	__u64 task;
 	__s32 pid;
 	__s32 tgid;
 	__s32 ppid;  /* tgid of the real parent */
-	__u32 flags; /* SL_TASK_* */
+	__u32 flags; /* enum sl_task_flags */
 	char comm[SL_COMM_LEN];
 };
 
@@ -136,6 +163,34 @@ struct sl_cpu_state {
 	__u64 pad[4];
 };
 
+/*
+ * Never read or written: one member of every record type and shared enum
+ * makes the compiler emit them all into the object's BTF (a type used only
+ * inside functions does not get there), from which the skeleton generates
+ * their Rust twins. A new record or shared enum gets a member here.
+ */
+struct sl_abi {
+	struct sl_header header;
+	struct sl_switch switch_;
+	struct sl_waking waking;
+	struct sl_task_info task_info;
+	struct sl_fork fork;
+	struct sl_exec exec;
+	struct sl_exit exit;
+	struct sl_free free;
+	struct sl_forget forget;
+	struct sl_rename rename;
+	struct sl_lost lost;
+	struct sl_cpu_state cpu_state;
+	enum sl_type type;
+	enum sl_limits limits;
+	enum sl_kernel_flags kernel_flags;
+	enum sl_switch_state switch_state;
+	enum sl_task_flags task_flags;
+};
+
+/* The sizes are also what the Rust decoder sees (it reads the generated
+ * structs); asserting them here makes a layout change deliberate. */
 _Static_assert(sizeof(struct sl_header) == 16, "sl_header");
 _Static_assert(sizeof(struct sl_switch) == 32, "sl_switch");
 _Static_assert(sizeof(struct sl_waking) == 24, "sl_waking");

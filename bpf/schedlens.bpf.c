@@ -20,8 +20,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define CLONE_THREAD 0x00010000ULL
-#define SL_MAX_FILTER 16
+/* Puts the record types into the BTF the Rust types are generated from
+ * (events.h); nothing uses it. */
+struct sl_abi sl_abi;
+
 /* Ancestors checked when a pre-existing task is first seen with --pid/--tgid. */
 #define SL_MAX_ANCESTORS 16
 /* Check the ring's fill level only every this many events per CPU. */
@@ -270,7 +272,7 @@ static __attribute__((noinline)) bool announce_slow(struct emitter *e, struct ta
 	r->b.pid = BPF_CORE_READ(t, pid);
 	r->b.tgid = BPF_CORE_READ(t, tgid);
 	r->b.ppid = BPF_CORE_READ(t, real_parent, tgid);
-	r->b.flags = (BPF_CORE_READ(t, flags) & PF_KTHREAD) ? SL_TASK_KTHREAD : 0;
+	r->b.flags = (BPF_CORE_READ(t, flags) & SL_PF_KTHREAD) ? SL_TASK_KTHREAD : 0;
 	bpf_probe_read_kernel(r->b.comm, sizeof(r->b.comm), &t->comm);
 	submit(e, r);
 	if (c) {
@@ -498,7 +500,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	else
 		/* task_newtask missed (attached in between, or no storage):
 		 * the one flag readers need follows from the tgids. */
-		r->b.clone_flags = child->tgid == parent->tgid ? CLONE_THREAD : 0;
+		r->b.clone_flags = child->tgid == parent->tgid ? SL_CLONE_THREAD : 0;
 	submit(&e, r);
 	return 0;
 }

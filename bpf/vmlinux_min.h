@@ -54,8 +54,6 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
-#define PF_KTHREAD 0x00200000
-
 struct thread_info {
 	__u32 cpu;
 } __attribute__((preserve_access_index));

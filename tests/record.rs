@@ -409,6 +409,66 @@ fn check_switches(per_cpu: &BTreeMap<u32, Vec<Sw>>, hidden: &[i32]) -> HashMap<i
     switched_in
 }
 
+/// The recorder stats count each event type as the consumers received it;
+/// a recording without drops writes every one of them.
+fn check_event_counts(packets: &[TracePacket]) {
+    let Bundles {
+        switches: per_cpu,
+        events,
+        compact_wakings,
+        ..
+    } = bundles(packets);
+    let compact_wakings = compact_wakings.len();
+    let (_, epilogue) = lost_packets(packets);
+    let names: Vec<&str> = epilogue.events.iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "sched_switch",
+            "sched_waking",
+            "sched_wakeup_new",
+            "sched_process_fork",
+            "sched_process_exec",
+            "sched_process_exit",
+            "sched_process_free",
+            "task_rename",
+            "schedlens_task_info",
+            "schedlens_forget"
+        ]
+    );
+    let counted = |name: &str| {
+        epilogue
+            .events
+            .iter()
+            .find(|c| c.name() == name)
+            .map_or(0, |c| c.value())
+    };
+    let written = |f: fn(&Fe) -> bool| {
+        events
+            .iter()
+            .filter(|(_, e)| e.event.as_ref().is_some_and(f))
+            .count() as u64
+    };
+    let switches: usize = per_cpu.values().map(Vec::len).sum();
+    assert_eq!(counted("sched_switch"), switches as u64);
+    assert_eq!(
+        counted("sched_waking"),
+        written(|e| matches!(e, Fe::SchedWaking(_))) + compact_wakings as u64
+    );
+    assert_eq!(
+        counted("sched_wakeup_new"),
+        written(|e| matches!(e, Fe::SchedWakeupNew(_)))
+    );
+    assert_eq!(
+        counted("sched_process_exit"),
+        written(|e| matches!(e, Fe::SchedProcessExit(_)))
+    );
+    assert_eq!(
+        counted("sched_process_fork"),
+        written(|e| matches!(e, Fe::SchedProcessFork(_)))
+    );
+}
+
 fn check_workload_trace(trace: &Path, r: &Report) {
     let (packets, complete) = decode(trace);
     assert!(complete, "the file does not end on a packet boundary");
@@ -430,6 +490,7 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         assert!(!hidden.contains(&tid), "{tid} switched in, never out");
     }
     let switched_in = check_switches(&per_cpu, &hidden);
+    check_event_counts(&packets);
 
     let find = |what: &str, f: &dyn Fn(&FtraceEvent) -> bool| {
         events
@@ -454,7 +515,11 @@ fn check_workload_trace(trace: &Path, r: &Report) {
         let Some(Fe::TaskNewtask(t)) = &nt.event else {
             unreachable!()
         };
-        assert_eq!(t.clone_flags() & 0x10000, 0, "a process, not a thread");
+        assert_eq!(
+            t.clone_flags() & libc::CLONE_THREAD as u64,
+            0,
+            "a process, not a thread"
+        );
         assert_eq!(
             nt.pid() as i32,
             r.spawner,
@@ -487,7 +552,7 @@ fn check_workload_trace(trace: &Path, r: &Report) {
             unreachable!()
         };
         assert_ne!(
-            t.clone_flags() & 0x10000,
+            t.clone_flags() & libc::CLONE_THREAD as u64,
             0,
             "CLONE_THREAD for thread {tid}"
         );

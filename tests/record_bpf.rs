@@ -4,7 +4,6 @@
 #![cfg(feature = "record")]
 
 use schedlens::model::event::{Event, Header};
-use schedlens::recorder::abi;
 use schedlens::recorder::bpf::{self, Recorder, SwitchVariant};
 use schedlens::recorder::consumer::{self, EventSink, ShardCounters};
 use std::collections::{HashMap, HashSet};
@@ -34,7 +33,6 @@ fn require_bpf() -> bool {
 #[derive(Debug, Clone)]
 struct Rec {
     h: Header,
-    kind: u8,
     /// TaskIds the record names (TaskInfo: the announced one).
     tasks: Vec<u64>,
     ev: OwnedEv,
@@ -60,6 +58,8 @@ enum OwnedEv {
         filename: String,
     },
     Exit,
+    Free,
+    Forget,
     Other,
 }
 
@@ -82,7 +82,6 @@ impl EventSink for Collect {
                 },
             ),
             Event::Waking { wakee, .. } => (vec![wakee], OwnedEv::Other),
-            Event::WakeupNew { task, .. } => (vec![task], OwnedEv::Other),
             Event::TaskInfo {
                 task, comm, tgid, ..
             } => (
@@ -113,15 +112,21 @@ impl EventSink for Collect {
                     filename: String::from_utf8_lossy(filename).into(),
                 },
             ),
-            Event::Exit { task, .. } => (vec![task], OwnedEv::Exit),
-            Event::Free { task, .. } | Event::Rename { task, .. } => (vec![task], OwnedEv::Other),
-            Event::Forget { task } => (vec![task], OwnedEv::Other),
+            Event::Free { task, .. } => (vec![task], OwnedEv::Free),
+            Event::Rename { task, .. } => (vec![task], OwnedEv::Other),
+            Event::Forget { task } => (vec![task], OwnedEv::Forget),
             Event::Lost { .. } => (vec![], OwnedEv::Other),
+            Event::Ftrace { layout, body } => (
+                layout.tasks(body).collect(),
+                if layout.name == "sched_process_exit" {
+                    OwnedEv::Exit
+                } else {
+                    OwnedEv::Other
+                },
+            ),
         };
-        let kind = abi::type_of(ev);
         self.0.lock().unwrap().push(Rec {
             h: *h,
-            kind,
             tasks,
             ev: owned,
         });
@@ -265,14 +270,14 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     r.h.cpu
                 );
             }
-            if r.kind == abi::SL_TASK_INFO {
+            if let OwnedEv::Info { tgid, .. } = r.ev {
                 announced.insert(r.tasks[0]);
-                if matches!(r.ev, OwnedEv::Info { tgid, .. } if tgid == me) {
+                if tgid == me {
                     mine.insert(r.tasks[0]);
                 }
                 continue;
             }
-            if r.kind == abi::SL_FORGET {
+            if let OwnedEv::Forget = r.ev {
                 announced.remove(&r.tasks[0]);
                 continue;
             }
@@ -282,7 +287,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     "shard {shard}: {r:?} names a task not announced before"
                 );
             }
-            if r.kind == abi::SL_FREE {
+            if let OwnedEv::Free = r.ev {
                 announced.remove(&r.tasks[0]);
             }
             match &r.ev {
@@ -330,7 +335,9 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     assert!(switches > 400, "only {switches} switches");
     let threads: Vec<_> = forks_of_me
         .iter()
-        .filter(|r| matches!(r.ev, OwnedEv::Fork { flags, .. } if flags & 0x10000 != 0))
+        .filter(|r| {
+            matches!(r.ev, OwnedEv::Fork { flags, .. } if flags & libc::CLONE_THREAD as u64 != 0)
+        })
         .collect();
     let procs = forks_of_me.len() - threads.len();
     assert!(!threads.is_empty(), "no CLONE_THREAD fork: {forks_of_me:?}");

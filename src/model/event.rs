@@ -3,6 +3,8 @@
 //! This is the interface between the BPF side (bpf/events.h, decoded in the
 //! consumer threads) and the Perfetto writer ([`crate::perfetto::writer`]).
 //! Every variant borrows from the ring buffer record: decoding allocates nothing.
+//! Events the writer handles specially (CompactSched, the task table) have
+//! their own variant; the rest are [`Event::Ftrace`], described by a layout.
 
 /// Task identity: the kernel address of the task's `task_struct`. Stable for
 /// the task's whole life, unlike a pid, which the kernel reuses.
@@ -48,13 +50,6 @@ pub enum Event<'a> {
         prio: i32,
         target_cpu: i32,
     },
-    /// sched_wakeup_new: a new task is woken for the first time.
-    WakeupNew {
-        task: TaskId,
-        pid: i32,
-        prio: i32,
-        target_cpu: i32,
-    },
     /// Names a task to this event's shard: sent the first time the shard sees
     /// the task and again after exec or rename. Every other event's TaskIds
     /// refer to tasks announced earlier in the same shard's stream.
@@ -86,13 +81,6 @@ pub enum Event<'a> {
         comm: &'a [u8; COMM_LEN],
         filename: &'a [u8],
     },
-    /// sched_process_exit: the task is exiting.
-    Exit {
-        task: TaskId,
-        pid: i32,
-        tgid: i32,
-        prio: i32,
-    },
     /// sched_process_free: the task_struct is released; its TaskId may be reused.
     Free { task: TaskId, pid: i32, prio: i32 },
     /// A task in another shard was freed: drop it from this shard's task table
@@ -107,4 +95,83 @@ pub enum Event<'a> {
     /// The ring buffer was full and `count` events of this CPU were lost just
     /// before this point.
     Lost { count: u64 },
+    /// A tracepoint the writer keeps no state for, copied into one Perfetto
+    /// FtraceEvent field by field: `body` is the record's bytes and `layout`,
+    /// the recorder's static declaration of that record type, says which
+    /// FtraceEvent it is and where each field's value lies in `body`.
+    Ftrace {
+        layout: &'static FtraceLayout,
+        body: &'a [u8],
+    },
+}
+
+/// How the bytes of one record type become a Perfetto FtraceEvent: static
+/// metadata, declared once per record type (src/recorder/abi.rs) and read by
+/// the writer, as tracing-core's `Metadata` describes an event's fields.
+/// Field numbers are those of Perfetto's FtraceEvent messages, which mirror
+/// the kernel's tracepoint formats.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FtraceLayout {
+    /// The tracepoint as the kernel and Perfetto name it ("sched_process_exit").
+    pub name: &'static str,
+    /// Its field number in FtraceEvent's `event` oneof.
+    pub event: u32,
+    /// Bytes of the body; decoding guarantees `body` has them.
+    pub size: usize,
+    /// Written in this order.
+    pub fields: &'static [FtraceField],
+}
+
+/// One field of an [`FtraceLayout`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct FtraceField {
+    /// Field number in the event's message.
+    pub number: u32,
+    /// Byte offset of the value in the body.
+    pub offset: usize,
+    pub kind: FieldKind,
+}
+
+/// What a field holds in the body (native endian) and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// An i32, written as a proto int32.
+    I32,
+    /// A u32, written as a proto uint32.
+    U32,
+    /// A u64, written as a proto uint64.
+    U64,
+    /// A [`TaskId`] (u64), written as that task's comm (a proto string).
+    TaskComm,
+}
+
+impl FtraceField {
+    /// The value in `body`, widened to 64 bits as protobuf's varints carry it
+    /// (an i32 sign-extended); 0 if `body` is too short, which decoding rules out.
+    #[inline]
+    pub fn read(&self, body: &[u8]) -> u64 {
+        let at = self.offset;
+        let word = |n: usize| body.get(at..at + n);
+        match self.kind {
+            FieldKind::I32 => word(4).map_or(0, |b| {
+                i64::from(i32::from_ne_bytes(b.try_into().unwrap_or_default())) as u64
+            }),
+            FieldKind::U32 => word(4).map_or(0, |b| {
+                u64::from(u32::from_ne_bytes(b.try_into().unwrap_or_default()))
+            }),
+            FieldKind::U64 | FieldKind::TaskComm => {
+                word(8).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            }
+        }
+    }
+}
+
+impl FtraceLayout {
+    /// The tasks an event of this layout names (its [`FieldKind::TaskComm`] fields).
+    pub fn tasks<'b>(&'static self, body: &'b [u8]) -> impl Iterator<Item = TaskId> + 'b {
+        self.fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::TaskComm)
+            .map(move |f| f.read(body))
+    }
 }

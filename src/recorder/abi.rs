@@ -1,153 +1,208 @@
 //! The ring buffer record ABI (bpf/events.h) and its zero-allocation decoder.
 //!
-//! Each struct mirrors its C twin field for field; the size asserts here and
-//! the `_Static_assert`s in events.h pin both sides to the same layout.
+//! Nothing here copies events.h by hand: records are read through the
+//! skeleton's generated types (`c::`), which libbpf-cargo derives from the BPF
+//! object's BTF, so a C field that is renamed, retyped or moved changes the
+//! type the decoder reads, and the build fails where the two disagree. The few
+//! limits that code without the recorder needs are Rust constants tied to
+//! their C values by the compile-time checks below.
+//!
+//! A record type the writer keeps no state for is declared once, as an
+//! [`FtraceLayout`] in [`RECORDS`]; the others have a decoding arm here and an
+//! [`Event`] variant of their own.
 
-use crate::model::event::{COMM_LEN, Event, Header, TaskId};
+use super::skel::types as c;
+use super::{MAX_FILTER, MAX_SHARDS};
+use crate::model::MAX_CPUS;
+use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceField, FtraceLayout, Header};
+use crate::perfetto::proto::fields;
 use std::mem::{offset_of, size_of};
 
-pub const SL_SWITCH: u8 = 1;
-pub const SL_WAKING: u8 = 2;
-pub const SL_WAKEUP_NEW: u8 = 3;
-pub const SL_TASK_INFO: u8 = 4;
-pub const SL_FORK: u8 = 5;
-pub const SL_EXEC: u8 = 6;
-pub const SL_EXIT: u8 = 7;
-pub const SL_FREE: u8 = 8;
-pub const SL_FORGET: u8 = 9;
-pub const SL_RENAME: u8 = 10;
-pub const SL_LOST: u8 = 11;
-/// Record types are 1..=SL_LOST; arrays of per-type counters use this length.
-pub const N_TYPES: usize = SL_LOST as usize + 1;
+/// A record's type (enum sl_type).
+pub type RecordType = c::sl_type;
 
-/// Must match SL_MAX_SHARDS in events.h (a u64 bitmask in task storage).
-pub const MAX_SHARDS: usize = 64;
-pub use crate::model::MAX_CPUS;
-/// Must match SL_MAX_FILTER in schedlens.bpf.c.
-pub const MAX_FILTER: usize = 16;
-
-const SL_STATE_PREEMPT: u32 = 0x8000_0000;
-const SL_TASK_KTHREAD: u32 = 1;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawHeader {
-    ts: u64,
-    pid: i32,
-    cpu: u16,
-    ty: u8,
-    _pad: u8,
+/// What the recorder says about a record type.
+pub struct RecordInfo {
+    pub ty: RecordType,
+    /// Name its events are counted under in the trace's recorder stats
+    /// (Perfetto's event name; schedlens_* for our bookkeeping records).
+    /// None: not an event (Lost).
+    pub event: Option<&'static str>,
+    /// Label in the `schedlens trace` summary.
+    pub label: &'static str,
+    /// How the writer stores it, for records with no variant of their own.
+    pub ftrace: Option<&'static FtraceLayout>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawSwitch {
-    prev: u64,
-    next: u64,
-    prev_pid: i32,
-    next_pid: i32,
-    prev_state: u32,
-    prev_prio: i16,
-    next_prio: i16,
+impl RecordInfo {
+    const fn own(ty: RecordType, event: Option<&'static str>, label: &'static str) -> Self {
+        RecordInfo {
+            ty,
+            event,
+            label,
+            ftrace: None,
+        }
+    }
+
+    const fn ftrace(ty: RecordType, label: &'static str, layout: &'static FtraceLayout) -> Self {
+        RecordInfo {
+            ty,
+            event: Some(layout.name),
+            label,
+            ftrace: Some(layout),
+        }
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawWaking {
-    task: u64,
-    pid: i32,
-    target_cpu: i32,
-    prio: i32,
-    _pad: u32,
-}
+/// Every record type, in the order the summary and the recorder stats list them.
+pub const RECORDS: [RecordInfo; 11] = [
+    RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),
+    RecordInfo::own(c::sl_type::SL_WAKING, Some("sched_waking"), "sched_waking"),
+    RecordInfo::ftrace(c::sl_type::SL_WAKEUP_NEW, "sched_wakeup_new", &WAKEUP_NEW),
+    RecordInfo::own(c::sl_type::SL_FORK, Some("sched_process_fork"), "fork"),
+    RecordInfo::own(c::sl_type::SL_EXEC, Some("sched_process_exec"), "exec"),
+    RecordInfo::ftrace(c::sl_type::SL_EXIT, "exit", &EXIT),
+    RecordInfo::own(c::sl_type::SL_FREE, Some("sched_process_free"), "free"),
+    RecordInfo::own(c::sl_type::SL_RENAME, Some("task_rename"), "rename"),
+    RecordInfo::own(
+        c::sl_type::SL_TASK_INFO,
+        Some("schedlens_task_info"),
+        "task info",
+    ),
+    RecordInfo::own(c::sl_type::SL_FORGET, Some("schedlens_forget"), "forget"),
+    RecordInfo::own(c::sl_type::SL_LOST, None, "lost markers"),
+];
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawTaskInfo {
-    task: u64,
-    pid: i32,
-    tgid: i32,
-    ppid: i32,
-    flags: u32,
-    comm: [u8; COMM_LEN],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawFork {
-    parent: u64,
-    child: u64,
-    clone_flags: u64,
-    parent_pid: i32,
-    child_pid: i32,
-    child_tgid: i32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawExec {
-    task: u64,
-    pid: i32,
-    old_pid: i32,
-    comm: [u8; COMM_LEN],
-    filename_len: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawExit {
-    task: u64,
-    pid: i32,
-    tgid: i32,
-    prio: i32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawFree {
-    task: u64,
-    pid: i32,
-    prio: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawRename {
-    task: u64,
-    pid: i32,
-    _pad: u32,
-    newcomm: [u8; COMM_LEN],
-}
-
-const _: () = {
-    assert!(size_of::<RawHeader>() == 16);
-    assert!(size_of::<RawSwitch>() == 32);
-    assert!(size_of::<RawWaking>() == 24);
-    assert!(size_of::<RawTaskInfo>() == 40);
-    assert!(size_of::<RawFork>() == 40);
-    assert!(size_of::<RawExec>() == 40);
-    assert!(size_of::<RawExit>() == 24);
-    assert!(size_of::<RawFree>() == 16);
-    assert!(size_of::<RawRename>() == 32);
+/// Length of per-type counter arrays, which are indexed by the type's value.
+pub const N_TYPES: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < RECORDS.len() {
+        if RECORDS[i].ty.0 as usize > max {
+            max = RECORDS[i].ty.0 as usize;
+        }
+        i += 1;
+    }
+    max + 1
 };
 
-const HDR: usize = size_of::<RawHeader>();
+/// The index of a record type in per-type counter arrays.
+pub fn type_index(ty: RecordType) -> usize {
+    ty.0 as usize
+}
 
-/// Marker for the plain-old-data mirrors above: any byte pattern is a valid value.
-trait Pod: Copy {}
-impl Pod for RawHeader {}
-impl Pod for RawSwitch {}
-impl Pod for RawWaking {}
-impl Pod for RawTaskInfo {}
-impl Pod for RawFork {}
-impl Pod for RawExec {}
-impl Pod for RawExit {}
-impl Pod for RawFree {}
-impl Pod for RawRename {}
-impl Pod for u64 {}
+/// The layout of each record type stored as a plain FtraceEvent, by type value.
+static FTRACE_LAYOUTS: [Option<&FtraceLayout>; N_TYPES] = {
+    let mut table = [None; N_TYPES];
+    let mut i = 0;
+    while i < RECORDS.len() {
+        table[RECORDS[i].ty.0 as usize] = RECORDS[i].ftrace;
+        i += 1;
+    }
+    table
+};
+
+/// Declares the [`FtraceLayout`] of a record body: the generated struct, the
+/// FtraceEvent field and message it becomes, then each struct field with its
+/// kind and its field in that message, in the order they are written. Offsets
+/// come from the generated struct and each field's Rust type is checked
+/// against its kind, so the declaration cannot drift from events.h.
+macro_rules! ftrace_layout {
+    ($name:literal: $body:ident as $event:ident, $message:ident {
+        $($field:ident: $kind:ident => $number:ident),* $(,)?
+    }) => {
+        FtraceLayout {
+            name: $name,
+            event: fields::ftrace_event::$event,
+            size: size_of::<c::$body>(),
+            fields: &[$(FtraceField {
+                number: fields::$message::$number,
+                offset: offset_of!(c::$body, $field),
+                kind: {
+                    let _typed: fn(&c::$body) -> &field_type!($kind) = |b| &b.$field;
+                    FieldKind::$kind
+                },
+            }),*],
+        }
+    };
+}
+
+/// The Rust type a field of each [`FieldKind`] has in a generated struct.
+macro_rules! field_type {
+    (I32) => {
+        i32
+    };
+    (U32) => {
+        u32
+    };
+    (U64) => {
+        u64
+    };
+    (TaskComm) => {
+        u64
+    };
+}
+
+/// sched_wakeup_new: a new task is woken for the first time (sl_waking body).
+static WAKEUP_NEW: FtraceLayout = ftrace_layout!("sched_wakeup_new":
+sl_waking as SCHED_WAKEUP_NEW, sched_wakeup_new_ftrace_event {
+    task: TaskComm => COMM,
+    pid: I32 => PID,
+    prio: I32 => PRIO,
+    target_cpu: I32 => TARGET_CPU,
+});
+
+/// sched_process_exit: the task is exiting.
+static EXIT: FtraceLayout = ftrace_layout!("sched_process_exit":
+sl_exit as SCHED_PROCESS_EXIT, sched_process_exit_ftrace_event {
+    task: TaskComm => COMM,
+    pid: I32 => PID,
+    tgid: I32 => TGID,
+    prio: I32 => PRIO,
+});
+
+// The Rust constants that code without the recorder uses, tied to events.h.
+const _: () = {
+    assert!(c::sl_limits::SL_MAX_CPUS.0 as usize == MAX_CPUS);
+    assert!(c::sl_limits::SL_MAX_SHARDS.0 as usize == MAX_SHARDS);
+    assert!(c::sl_limits::SL_MAX_FILTER.0 as usize == MAX_FILTER);
+    assert!(c::sl_limits::SL_COMM_LEN.0 as usize == COMM_LEN);
+    assert!(c::sl_kernel_flags::SL_CLONE_THREAD.0 as i64 == libc::CLONE_THREAD as i64);
+    assert!(c::sl_kernel_flags::SL_PF_KTHREAD.0 as u64 == super::snapshot::PF_KTHREAD);
+    // The header's type field is a u8.
+    assert!(N_TYPES <= 256);
+};
+
+const HDR: usize = size_of::<c::sl_header>();
+
+/// Marker for types any byte pattern is a valid value of.
+///
+/// # Safety
+/// Only for plain integer structs and arrays (the generated record types).
+unsafe trait Pod: Copy {}
+// SAFETY: generated from events.h, whose records hold only integers and
+// integer arrays with explicit padding.
+unsafe impl Pod for c::sl_header {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_switch {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_waking {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_task_info {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_fork {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_exec {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_exit {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_free {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_forget {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_rename {}
+// SAFETY: as above.
+unsafe impl Pod for c::sl_lost {}
 
 /// Why a record could not be decoded (counted by the consumer, never fatal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +239,7 @@ pub fn report_state(raw: u32) -> i64 {
     const TASK_REPORT_MAX: i64 = 0x100;
     const TASK_RTLOCK_WAIT: u32 = 0x1000;
     const TASK_FROZEN: u32 = 0x8000;
-    if raw & SL_STATE_PREEMPT != 0 {
+    if raw & c::sl_switch_state::SL_STATE_PREEMPT.0 != 0 {
         return TASK_REPORT_MAX;
     }
     let mut state = raw & TASK_REPORT;
@@ -203,16 +258,17 @@ pub fn report_state(raw: u32) -> i64 {
 }
 
 /// Decodes one ring buffer record; the event borrows from `data`.
-pub fn decode(data: &[u8]) -> Result<(Header, Event<'_>), DecodeError> {
-    let h: RawHeader = read(data, 0)?;
+pub fn decode(data: &[u8]) -> Result<(RecordType, Header, Event<'_>), DecodeError> {
+    let h: c::sl_header = read(data, 0)?;
+    let ty = c::sl_type(u32::from(h.r#type));
     let header = Header {
         ts: h.ts,
         cpu: u32::from(h.cpu),
         pid: h.pid,
     };
-    let ev = match h.ty {
-        SL_SWITCH => {
-            let b: RawSwitch = read(data, HDR)?;
+    let ev = match ty {
+        c::sl_type::SL_SWITCH => {
+            let b: c::sl_switch = read(data, HDR)?;
             Event::Switch {
                 prev: b.prev,
                 prev_pid: b.prev_pid,
@@ -223,37 +279,28 @@ pub fn decode(data: &[u8]) -> Result<(Header, Event<'_>), DecodeError> {
                 next_prio: i32::from(b.next_prio),
             }
         }
-        SL_WAKING | SL_WAKEUP_NEW => {
-            let b: RawWaking = read(data, HDR)?;
-            if h.ty == SL_WAKING {
-                Event::Waking {
-                    wakee: b.task,
-                    pid: b.pid,
-                    prio: b.prio,
-                    target_cpu: b.target_cpu,
-                }
-            } else {
-                Event::WakeupNew {
-                    task: b.task,
-                    pid: b.pid,
-                    prio: b.prio,
-                    target_cpu: b.target_cpu,
-                }
+        c::sl_type::SL_WAKING => {
+            let b: c::sl_waking = read(data, HDR)?;
+            Event::Waking {
+                wakee: b.task,
+                pid: b.pid,
+                prio: b.prio,
+                target_cpu: b.target_cpu,
             }
         }
-        SL_TASK_INFO => {
-            let b: RawTaskInfo = read(data, HDR)?;
+        c::sl_type::SL_TASK_INFO => {
+            let b: c::sl_task_info = read(data, HDR)?;
             Event::TaskInfo {
                 task: b.task,
                 pid: b.pid,
                 tgid: b.tgid,
                 ppid: b.ppid,
-                comm: comm_at(data, HDR + offset_of!(RawTaskInfo, comm))?,
-                is_kthread: b.flags & SL_TASK_KTHREAD != 0,
+                comm: comm_at(data, HDR + offset_of!(c::sl_task_info, comm))?,
+                is_kthread: b.flags & c::sl_task_flags::SL_TASK_KTHREAD.0 != 0,
             }
         }
-        SL_FORK => {
-            let b: RawFork = read(data, HDR)?;
+        c::sl_type::SL_FORK => {
+            let b: c::sl_fork = read(data, HDR)?;
             Event::Fork {
                 parent: b.parent,
                 parent_pid: b.parent_pid,
@@ -263,9 +310,9 @@ pub fn decode(data: &[u8]) -> Result<(Header, Event<'_>), DecodeError> {
                 clone_flags: b.clone_flags,
             }
         }
-        SL_EXEC => {
-            let b: RawExec = read(data, HDR)?;
-            let start = HDR + size_of::<RawExec>();
+        c::sl_type::SL_EXEC => {
+            let b: c::sl_exec = read(data, HDR)?;
+            let start = HDR + size_of::<c::sl_exec>();
             let filename = usize::try_from(b.filename_len)
                 .ok()
                 .and_then(|len| data.get(start..start.checked_add(len)?))
@@ -274,83 +321,73 @@ pub fn decode(data: &[u8]) -> Result<(Header, Event<'_>), DecodeError> {
                 task: b.task,
                 pid: b.pid,
                 old_pid: b.old_pid,
-                comm: comm_at(data, HDR + offset_of!(RawExec, comm))?,
+                comm: comm_at(data, HDR + offset_of!(c::sl_exec, comm))?,
                 filename,
             }
         }
-        SL_EXIT => {
-            let b: RawExit = read(data, HDR)?;
-            Event::Exit {
-                task: b.task,
-                pid: b.pid,
-                tgid: b.tgid,
-                prio: b.prio,
-            }
-        }
-        SL_FREE => {
-            let b: RawFree = read(data, HDR)?;
+        c::sl_type::SL_FREE => {
+            let b: c::sl_free = read(data, HDR)?;
             Event::Free {
                 task: b.task,
                 pid: b.pid,
                 prio: b.prio,
             }
         }
-        SL_FORGET => {
-            let task: TaskId = read(data, HDR)?;
-            Event::Forget { task }
+        c::sl_type::SL_FORGET => {
+            let b: c::sl_forget = read(data, HDR)?;
+            Event::Forget { task: b.task }
         }
-        SL_RENAME => {
-            let b: RawRename = read(data, HDR)?;
+        c::sl_type::SL_RENAME => {
+            let b: c::sl_rename = read(data, HDR)?;
             Event::Rename {
                 task: b.task,
                 pid: b.pid,
-                newcomm: comm_at(data, HDR + offset_of!(RawRename, newcomm))?,
+                newcomm: comm_at(data, HDR + offset_of!(c::sl_rename, newcomm))?,
             }
         }
-        SL_LOST => {
-            let count: u64 = read(data, HDR)?;
-            Event::Lost { count }
+        c::sl_type::SL_LOST => {
+            let b: c::sl_lost = read(data, HDR)?;
+            Event::Lost { count: b.count }
         }
-        other => return Err(DecodeError::UnknownType(other)),
+        _ => {
+            let layout = FTRACE_LAYOUTS
+                .get(usize::from(h.r#type))
+                .copied()
+                .flatten()
+                .ok_or(DecodeError::UnknownType(h.r#type))?;
+            Event::Ftrace {
+                layout,
+                body: data.get(HDR..HDR + layout.size).ok_or(DecodeError::Short)?,
+            }
+        }
     };
-    Ok((header, ev))
-}
-
-/// The record type of a decoded event, for per-type counters.
-pub fn type_of(ev: &Event<'_>) -> u8 {
-    match ev {
-        Event::Switch { .. } => SL_SWITCH,
-        Event::Waking { .. } => SL_WAKING,
-        Event::WakeupNew { .. } => SL_WAKEUP_NEW,
-        Event::TaskInfo { .. } => SL_TASK_INFO,
-        Event::Fork { .. } => SL_FORK,
-        Event::Exec { .. } => SL_EXEC,
-        Event::Exit { .. } => SL_EXIT,
-        Event::Free { .. } => SL_FREE,
-        Event::Forget { .. } => SL_FORGET,
-        Event::Rename { .. } => SL_RENAME,
-        Event::Lost { .. } => SL_LOST,
-    }
+    Ok((ty, header, ev))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(ty: u8, body: &[u8]) -> Vec<u8> {
+    fn record(ty: RecordType, body: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&1234u64.to_ne_bytes());
         v.extend_from_slice(&42i32.to_ne_bytes());
         v.extend_from_slice(&3u16.to_ne_bytes());
-        v.push(ty);
+        v.push(ty.0 as u8);
         v.push(0);
         v.extend_from_slice(body);
         v
     }
 
+    /// The bytes of a generated record struct, as BPF writes them.
+    fn bytes_of<T: Pod>(v: &T) -> Vec<u8> {
+        // SAFETY: T is plain old data with explicit padding: every byte is initialized.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
     #[test]
     fn states_match_the_kernel_tracepoint() {
-        assert_eq!(report_state(SL_STATE_PREEMPT), 0x100);
+        assert_eq!(report_state(c::sl_switch_state::SL_STATE_PREEMPT.0), 0x100);
         assert_eq!(report_state(0), 0);
         assert_eq!(report_state(0x1), 0x1); // S
         assert_eq!(report_state(0x2), 0x2); // D
@@ -372,8 +409,9 @@ mod tests {
         body.extend_from_slice(&1u32.to_ne_bytes());
         body.extend_from_slice(&120i16.to_ne_bytes());
         body.extend_from_slice(&100i16.to_ne_bytes());
-        let rec = record(SL_SWITCH, &body);
-        let (h, ev) = decode(&rec).unwrap();
+        let rec = record(c::sl_type::SL_SWITCH, &body);
+        let (ty, h, ev) = decode(&rec).unwrap();
+        assert_eq!(ty, c::sl_type::SL_SWITCH);
         assert_eq!((h.ts, h.pid, h.cpu), (1234, 42, 3));
         assert_eq!(
             ev,
@@ -390,7 +428,10 @@ mod tests {
         for len in 0..rec.len() {
             assert_eq!(decode(&rec[..len]), Err(DecodeError::Short), "len {len}");
         }
-        assert_eq!(decode(&record(99, &[])), Err(DecodeError::UnknownType(99)));
+        assert_eq!(
+            decode(&record(c::sl_type(99), &[])),
+            Err(DecodeError::UnknownType(99))
+        );
     }
 
     #[test]
@@ -403,8 +444,8 @@ mod tests {
         body.extend_from_slice(&9u32.to_ne_bytes());
         body.extend_from_slice(&0u32.to_ne_bytes());
         body.extend_from_slice(b"/bin/true");
-        let rec = record(SL_EXEC, &body);
-        match decode(&rec).unwrap().1 {
+        let rec = record(c::sl_type::SL_EXEC, &body);
+        match decode(&rec).unwrap().2 {
             Event::Exec {
                 task,
                 pid,
@@ -422,12 +463,12 @@ mod tests {
         let mut padded = rec.clone();
         padded.resize(128, 0xff);
         assert!(
-            matches!(decode(&padded).unwrap().1, Event::Exec { filename, .. } if filename == b"/bin/true")
+            matches!(decode(&padded).unwrap().2, Event::Exec { filename, .. } if filename == b"/bin/true")
         );
         // A filename_len beyond the record is malformed, not a panic.
         assert_eq!(decode(&rec[..rec.len() - 1]), Err(DecodeError::Short));
         let mut huge = rec.clone();
-        let at = HDR + offset_of!(RawExec, filename_len);
+        let at = HDR + offset_of!(c::sl_exec, filename_len);
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert_eq!(decode(&huge), Err(DecodeError::Short));
     }
@@ -439,10 +480,10 @@ mod tests {
         for v in [100i32, 100, 1] {
             body.extend_from_slice(&v.to_ne_bytes());
         }
-        body.extend_from_slice(&SL_TASK_KTHREAD.to_ne_bytes());
+        body.extend_from_slice(&c::sl_task_flags::SL_TASK_KTHREAD.0.to_ne_bytes());
         body.extend_from_slice(b"kworker/0:1\0\0\0\0\0");
-        let rec = record(SL_TASK_INFO, &body);
-        let (_, ev) = decode(&rec).unwrap();
+        let rec = record(c::sl_type::SL_TASK_INFO, &body);
+        let (_, _, ev) = decode(&rec).unwrap();
         let Event::TaskInfo {
             comm, is_kthread, ..
         } = ev
@@ -451,5 +492,59 @@ mod tests {
         };
         assert!(is_kthread);
         assert_eq!(crate::model::event::comm_str(comm), b"kworker/0:1");
+    }
+
+    /// Decodes an Ftrace record; returns its layout's name and field values.
+    fn decode_ftrace(rec: &[u8]) -> (&'static str, Vec<u64>, Vec<u64>) {
+        let (_, _, ev) = decode(rec).unwrap();
+        let Event::Ftrace { layout, body } = ev else {
+            panic!("{ev:?}")
+        };
+        for len in HDR..rec.len() {
+            assert_eq!(decode(&rec[..len]), Err(DecodeError::Short), "len {len}");
+        }
+        let values = layout.fields.iter().map(|f| f.read(body)).collect();
+        (layout.name, values, layout.tasks(body).collect())
+    }
+
+    #[test]
+    fn ftrace_records_decode_by_their_layout() {
+        let exit = c::sl_exit {
+            task: 0xfeed,
+            pid: 501,
+            tgid: 500,
+            prio: -3,
+            pad: 0,
+        };
+        assert_eq!(
+            decode_ftrace(&record(c::sl_type::SL_EXIT, &bytes_of(&exit))),
+            (
+                "sched_process_exit",
+                vec![0xfeed, 501, 500, -3i64 as u64],
+                vec![0xfeed]
+            )
+        );
+        let wakeup = c::sl_waking {
+            task: 0xbeef,
+            pid: 7,
+            target_cpu: 3,
+            prio: 120,
+            pad: 0,
+        };
+        assert_eq!(
+            decode_ftrace(&record(c::sl_type::SL_WAKEUP_NEW, &bytes_of(&wakeup))),
+            ("sched_wakeup_new", vec![0xbeef, 7, 120, 3], vec![0xbeef])
+        );
+    }
+
+    #[test]
+    fn every_record_type_is_listed_once() {
+        let mut seen = [false; N_TYPES];
+        for r in &RECORDS {
+            assert!(!seen[type_index(r.ty)], "{:?} listed twice", r.ty);
+            seen[type_index(r.ty)] = true;
+        }
+        // Types are 1..: 0 is no record.
+        assert_eq!(seen.iter().filter(|s| **s).count(), N_TYPES - 1);
     }
 }

@@ -1,16 +1,13 @@
 //! Loading, configuring and attaching the BPF programs, and the shard rings.
 
-use crate::recorder::abi::{MAX_CPUS, MAX_FILTER, MAX_SHARDS};
+use crate::model::MAX_CPUS;
+use crate::recorder::skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
+use crate::recorder::{MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
-
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/schedlens.skel.rs"));
-}
-use skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
 
 /// Which sched_switch program to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

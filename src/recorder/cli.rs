@@ -1,5 +1,6 @@
 //! Flag parsing and the checks `schedlens trace` makes before touching BPF.
 
+use crate::recorder::MAX_SHARDS;
 #[cfg(feature = "record")]
 use anyhow::{Context, bail};
 #[cfg(feature = "record")]
@@ -71,10 +72,9 @@ pub fn parse_comm(s: &str) -> Result<String, String> {
 /// Parses --shards: 1 to 64.
 pub fn parse_shards(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
-        Ok(v) if (1..=crate::recorder::abi::MAX_SHARDS).contains(&v) => Ok(v),
+        Ok(v) if (1..=MAX_SHARDS).contains(&v) => Ok(v),
         _ => Err(format!(
-            "{s:?}: the number of shards must be 1 to {}",
-            crate::recorder::abi::MAX_SHARDS
+            "{s:?}: the number of shards must be 1 to {MAX_SHARDS}"
         )),
     }
 }

@@ -36,7 +36,7 @@ impl EventSink for ShardEncoder {
 /// A shard's counters, published after every poll for the live line and summary.
 #[derive(Debug, Default)]
 pub struct ShardCounters {
-    /// Records by type (abi::SL_*).
+    /// Records by type (indexed by [`abi::type_index`]).
     pub by_type: [AtomicU64; N_TYPES],
     /// Records that did not decode (counted, skipped).
     pub malformed: AtomicU64,
@@ -97,8 +97,8 @@ fn consume<S: EventSink>(
             let mut st = state.borrow_mut();
             let st = &mut *st;
             match abi::decode(data) {
-                Ok((h, ev)) => {
-                    st.by_type[usize::from(abi::type_of(&ev))] += 1;
+                Ok((ty, h, ev)) => {
+                    st.by_type[abi::type_index(ty)] += 1;
                     if let Err(e) = st.sink.push(&h, &ev) {
                         st.error = Some(e);
                         // Stops this poll; the loop below reports the error.

@@ -5,6 +5,7 @@
 //! thread per shard decodes them ([`abi`]) and encodes them into the trace
 //! ([`consumer`], [`crate::perfetto::writer`]); [`record`] runs the whole.
 
+#[cfg(feature = "record")]
 pub mod abi;
 #[cfg(feature = "record")]
 pub mod bpf;
@@ -13,8 +14,20 @@ pub mod cli;
 pub mod consumer;
 #[cfg(feature = "record")]
 mod record;
+#[cfg(feature = "record")]
+mod skel {
+    //! The libbpf-rs skeleton of bpf/schedlens.bpf.c: the loader ([`super::bpf`])
+    //! and, in `types`, the Rust twins of bpf/events.h ([`super::abi`]).
+    include!(concat!(env!("OUT_DIR"), "/schedlens.skel.rs"));
+}
 pub mod snapshot;
 pub mod topology;
+
+/// Ring buffer shards the BPF side can address (SL_MAX_SHARDS: a u64 bitmask
+/// in task storage). Here for the flag checks, which run without the recorder too.
+pub const MAX_SHARDS: usize = 64;
+/// Values per --pid, --tgid or --comm flag (SL_MAX_FILTER).
+pub const MAX_FILTER: usize = 16;
 
 use crate::perfetto::writer::Compression;
 use std::ffi::OsString;
@@ -67,11 +80,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         ("--tgid", args.tgids.len()),
         ("--comm", args.comms.len()),
     ] {
-        if n > abi::MAX_FILTER {
-            anyhow::bail!(
-                "at most {} {flag} values are supported, got {n}",
-                abi::MAX_FILTER
-            );
+        if n > MAX_FILTER {
+            anyhow::bail!("at most {MAX_FILTER} {flag} values are supported, got {n}");
         }
     }
     #[cfg(feature = "record")]

@@ -105,7 +105,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     for (cpu, &shard) in cfg.cpu_shard.iter().enumerate() {
         shard_cpus[usize::from(shard)].push(cpu as u32);
     }
-    writer.write_packets(&snapshot::machine_packets_sharded(&topology, &shard_cpus)?)?;
+    writer.write_packets(&snapshot::machine_packets(&topology, &shard_cpus)?)?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<ShardCounters>> = (0..nr_shards).map(|_| Arc::default()).collect();
     let mut consumers = Vec::with_capacity(nr_shards);
@@ -215,9 +215,9 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let stats = snapshot::RecordingStats {
         start_ts,
         end_ts,
-        events: written
-            .named_events()
-            .map(|(name, n)| (name.to_string(), n))
+        events: abi::RECORDS
+            .iter()
+            .filter_map(|r| Some((r.event?.to_string(), by_type[abi::type_index(r.ty)])))
             .collect(),
         lost_per_cpu: lost.clone(),
         bytes_written: writer.bytes_written(),
@@ -435,29 +435,17 @@ fn print_summary(
     size: u64,
     output: &std::path::Path,
 ) {
-    let names = [
-        (abi::SL_SWITCH, "sched_switch"),
-        (abi::SL_WAKING, "sched_waking"),
-        (abi::SL_WAKEUP_NEW, "sched_wakeup_new"),
-        (abi::SL_FORK, "fork"),
-        (abi::SL_EXEC, "exec"),
-        (abi::SL_EXIT, "exit"),
-        (abi::SL_FREE, "free"),
-        (abi::SL_RENAME, "rename"),
-        (abi::SL_TASK_INFO, "task info"),
-        (abi::SL_FORGET, "forget"),
-        (abi::SL_LOST, "lost markers"),
-    ];
     let total: u64 = by_type.iter().sum();
     eprintln!(
         "recorded {:.1}s: {total} events ({:.0}/s)",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    let parts: Vec<String> = names
+    let parts: Vec<String> = abi::RECORDS
         .iter()
-        .filter(|(t, _)| by_type[usize::from(*t)] > 0)
-        .map(|(t, name)| format!("{name} {}", by_type[usize::from(*t)]))
+        .map(|r| (r.label, by_type[abi::type_index(r.ty)]))
+        .filter(|&(_, n)| n > 0)
+        .map(|(label, n)| format!("{label} {n}"))
         .collect();
     eprintln!("  events: {}", parts.join(", "));
     let (lost, ring_fill) = (&stats.lost_per_cpu, &stats.ring_fill);

@@ -16,8 +16,9 @@ const CLOCK_REALTIME: u32 = 1;
 const CLOCK_MONOTONIC: u32 = 3;
 const CLOCK_BOOTTIME: u32 = 6;
 
-/// task->flags bit of kernel threads (include/linux/sched.h).
-const PF_KTHREAD: u64 = 0x0020_0000;
+/// task->flags bit of kernel threads (include/linux/sched.h; SL_PF_KTHREAD
+/// in bpf/events.h, which the BPF side tests).
+pub(crate) const PF_KTHREAD: u64 = 0x0020_0000;
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -114,15 +115,10 @@ fn schedlens(ts: u64, data: schedlens_packet::Data) -> TracePacket {
 }
 
 /// SystemInfo, ClockSnapshot (BOOTTIME, MONOTONIC, REALTIME), CpuInfo and the
-/// schedlens Topology packet.
-pub fn machine_packets(topology: &Topology) -> anyhow::Result<Vec<TracePacket>> {
-    machine_packets_sharded(topology, &[])
-}
-
-/// Like [`machine_packets`], recording in the topology which ring buffer
-/// shard each CPU used: `shards[i]` lists the CPUs of shard `i` (for
-/// example [`Topology::llc_groups`]). CPUs in no shard have no shard field.
-pub fn machine_packets_sharded(
+/// schedlens Topology packet, which records which ring buffer shard each CPU
+/// used: `shards[i]` lists the CPUs of shard `i` (for example
+/// [`Topology::llc_groups`]). CPUs in no shard have no shard field.
+pub fn machine_packets(
     topology: &Topology,
     shards: &[Vec<u32>],
 ) -> anyhow::Result<Vec<TracePacket>> {
@@ -396,7 +392,7 @@ mod tests {
     fn machine() {
         let topo = Topology::read().unwrap();
         let groups = topo.llc_groups();
-        let packets = machine_packets_sharded(&topo, &groups).unwrap();
+        let packets = machine_packets(&topo, &groups).unwrap();
         let Some(trace_packet::Data::SystemInfo(si)) = &packets[1].data else {
             panic!()
         };

@@ -6,12 +6,11 @@
 //! ProcessTree packets) buffered since the last flush.
 
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
-use crate::model::event::{COMM_LEN, Event, Header, TaskId, comm_str};
+use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
 use crate::perfetto::proto::fields::{
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
-    sched_process_exec_ftrace_event as exec, sched_process_exit_ftrace_event as exit,
-    sched_process_fork_ftrace_event as fork, sched_process_free_ftrace_event as free,
-    sched_switch_ftrace_event as switch, sched_wakeup_new_ftrace_event as wakeup_new,
+    sched_process_exec_ftrace_event as exec, sched_process_fork_ftrace_event as fork,
+    sched_process_free_ftrace_event as free, sched_switch_ftrace_event as switch,
     sched_waking_ftrace_event as waking, task_newtask_ftrace_event as newtask,
     task_rename_ftrace_event as rename, trace, trace_packet as packet,
 };
@@ -20,39 +19,12 @@ use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packe
 use crate::perfetto::wire;
 use prost::Message as _;
 use rustc_hash::FxHashMap as FastMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Perfetto names of the events counted in [`EncoderStats::events`], in index
-/// order. The last two are schedlens bookkeeping, not trace events.
-pub const EVENT_NAMES: [&str; 10] = [
-    "sched_switch",
-    "sched_waking",
-    "sched_wakeup_new",
-    "sched_process_fork",
-    "sched_process_exec",
-    "sched_process_exit",
-    "sched_process_free",
-    "task_rename",
-    "schedlens_task_info",
-    "schedlens_forget",
-];
-
-const EV_SWITCH: usize = 0;
-const EV_WAKING: usize = 1;
-const EV_WAKEUP_NEW: usize = 2;
-const EV_FORK: usize = 3;
-const EV_EXEC: usize = 4;
-const EV_EXIT: usize = 5;
-const EV_FREE: usize = 6;
-const EV_RENAME: usize = 7;
-const EV_TASK_INFO: usize = 8;
-const EV_FORGET: usize = 9;
-
-/// Counters for the recorder's live line and end-of-trace summary.
+/// The encoder's own counters, for the end-of-trace summary (events are
+/// counted by type where they are decoded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncoderStats {
-    /// Events pushed, indexed like [`EVENT_NAMES`].
-    pub events: [u64; EVENT_NAMES.len()],
     /// Lost events reported by `Lost`, indexed by cpu.
     pub lost_per_cpu: Vec<u64>,
     /// Events that named a task no TaskInfo announced (written with an empty comm).
@@ -65,16 +37,8 @@ pub struct EncoderStats {
 }
 
 impl EncoderStats {
-    /// (Perfetto event name, count) pairs.
-    pub fn named_events(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        EVENT_NAMES.iter().copied().zip(self.events.iter().copied())
-    }
-
     /// Adds another shard's counters to these.
     pub fn merge(&mut self, other: &EncoderStats) {
-        for (a, b) in self.events.iter_mut().zip(other.events) {
-            *a += b;
-        }
         if self.lost_per_cpu.len() < other.lost_per_cpu.len() {
             self.lost_per_cpu.resize(other.lost_per_cpu.len(), 0);
         }
@@ -253,7 +217,6 @@ pub struct ShardEncoder {
     new_threads_ts: u64,
     scratch: ChunkScratch,
     stats: EncoderStats,
-    shared: Arc<Mutex<EncoderStats>>,
 }
 
 impl ShardEncoder {
@@ -270,7 +233,6 @@ impl ShardEncoder {
             new_threads_ts: 0,
             scratch: ChunkScratch::default(),
             stats: EncoderStats::default(),
-            shared: Arc::default(),
         }
     }
 
@@ -283,12 +245,6 @@ impl ShardEncoder {
     /// This shard's counters, exact as of the last push.
     pub fn stats(&self) -> &EncoderStats {
         &self.stats
-    }
-
-    /// The counters as of the last flush, readable from other threads (the
-    /// live status line) without touching the hot path.
-    pub fn shared_stats(&self) -> Arc<Mutex<EncoderStats>> {
-        Arc::clone(&self.shared)
     }
 
     /// Tasks in the shard's table (its memory use is proportional).
@@ -331,7 +287,6 @@ impl ShardEncoder {
                 next_pid,
                 next_prio,
             } => {
-                self.stats.events[EV_SWITCH] += 1;
                 self.open(i);
                 self.ensure_idle(next, next_pid, h.cpu);
                 let c = &self.cpus[i];
@@ -371,7 +326,6 @@ impl ShardEncoder {
                 prio,
                 target_cpu,
             } => {
-                self.stats.events[EV_WAKING] += 1;
                 self.open(i);
                 let c = &self.cpus[i];
                 // A compact waking's waker is whoever a reader thinks runs on
@@ -397,22 +351,6 @@ impl ShardEncoder {
                     });
                 }
             }
-            Event::WakeupNew {
-                task,
-                pid,
-                prio,
-                target_cpu,
-            } => {
-                self.stats.events[EV_WAKEUP_NEW] += 1;
-                self.open(i);
-                let comm = self.comm_of(task);
-                self.full_event(i, h.ts, h.pid, fe::SCHED_WAKEUP_NEW, |b| {
-                    wire::put_str_field(b, wakeup_new::COMM, comm_str(&comm));
-                    wire::put_i32_field(b, wakeup_new::PID, pid);
-                    wire::put_i32_field(b, wakeup_new::PRIO, prio);
-                    wire::put_i32_field(b, wakeup_new::TARGET_CPU, target_cpu);
-                });
-            }
             Event::TaskInfo {
                 task,
                 pid,
@@ -420,7 +358,6 @@ impl ShardEncoder {
                 comm,
                 ..
             } => {
-                self.stats.events[EV_TASK_INFO] += 1;
                 let comm = clean_comm(comm);
                 match self.tasks.get_mut(&task) {
                     Some(t) => {
@@ -460,7 +397,6 @@ impl ShardEncoder {
                 clone_flags,
                 ..
             } => {
-                self.stats.events[EV_FORK] += 1;
                 self.open(i);
                 let comm = self.comm_of(parent);
                 // The kernel fires task_newtask inside copy_process, before
@@ -484,7 +420,6 @@ impl ShardEncoder {
                 comm,
                 filename,
             } => {
-                self.stats.events[EV_EXEC] += 1;
                 self.open(i);
                 let filename = &filename[..filename.len().min(MAX_FILENAME)];
                 self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_EXEC, |b| {
@@ -500,24 +435,7 @@ impl ShardEncoder {
                     t.intern_gen = 0;
                 }
             }
-            Event::Exit {
-                task,
-                pid,
-                tgid,
-                prio,
-            } => {
-                self.stats.events[EV_EXIT] += 1;
-                self.open(i);
-                let comm = self.comm_of(task);
-                self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_EXIT, |b| {
-                    wire::put_str_field(b, exit::COMM, comm_str(&comm));
-                    wire::put_i32_field(b, exit::PID, pid);
-                    wire::put_i32_field(b, exit::TGID, tgid);
-                    wire::put_i32_field(b, exit::PRIO, prio);
-                });
-            }
             Event::Free { task, pid, prio } => {
-                self.stats.events[EV_FREE] += 1;
                 self.open(i);
                 let comm = self.comm_of(task);
                 self.full_event(i, h.ts, h.pid, fe::SCHED_PROCESS_FREE, |b| {
@@ -528,11 +446,9 @@ impl ShardEncoder {
                 self.tasks.remove(&task);
             }
             Event::Forget { task } => {
-                self.stats.events[EV_FORGET] += 1;
                 self.tasks.remove(&task);
             }
             Event::Rename { task, pid, newcomm } => {
-                self.stats.events[EV_RENAME] += 1;
                 self.open(i);
                 let old = self.comm_of(task);
                 let new = clean_comm(newcomm);
@@ -547,6 +463,10 @@ impl ShardEncoder {
                 }
             }
             Event::Lost { count } => self.lost(i, h, count)?,
+            Event::Ftrace { layout, body } => {
+                self.open(i);
+                self.ftrace_event(i, h, layout, body);
+            }
         }
         if self.buffered >= self.flush_at {
             self.flush()?;
@@ -663,14 +583,37 @@ impl ShardEncoder {
     ) {
         let buf = &mut self.cpus[i].full;
         let before = buf.len();
-        let ev = wire::begin_len(buf, bundle::EVENT);
-        wire::put_u64_field(buf, fe::TIMESTAMP, ts);
-        // FtraceEvent.pid is uint32; a tid is never negative.
-        wire::put_u64_field(buf, fe::PID, u64::from(pid as u32));
-        let inner = wire::begin_len(buf, field);
+        let marks = begin_full_event(buf, ts, pid, field);
         body(buf);
-        wire::end_len(buf, inner);
-        wire::end_len(buf, ev);
+        end_full_event(buf, marks);
+        self.buffered += buf.len() - before;
+    }
+
+    /// Appends an [`Event::Ftrace`] as its layout says.
+    fn ftrace_event(&mut self, i: usize, h: &Header, layout: &FtraceLayout, body: &[u8]) {
+        let buf = &mut self.cpus[i].full;
+        let before = buf.len();
+        let marks = begin_full_event(buf, h.ts, h.pid, layout.event);
+        for f in layout.fields {
+            let value = f.read(body);
+            match f.kind {
+                // read() widened the value as its varint carries it.
+                FieldKind::I32 | FieldKind::U32 | FieldKind::U64 => {
+                    wire::put_u64_field(buf, f.number, value)
+                }
+                FieldKind::TaskComm => {
+                    let comm = match self.tasks.get(&value) {
+                        Some(t) => &t.comm,
+                        None => {
+                            self.stats.unknown_tasks += 1;
+                            &EMPTY_COMM
+                        }
+                    };
+                    wire::put_str_field(buf, f.number, comm_str(comm));
+                }
+            }
+        }
+        end_full_event(buf, marks);
         self.buffered += buf.len() - before;
     }
 
@@ -715,11 +658,25 @@ impl ShardEncoder {
             self.tasks.shrink_to(self.tasks.len() * 2);
         }
         self.stats.bytes_out += *result.as_ref().unwrap_or(&0);
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.clone_from(&self.stats);
-        }
         result.map(|_| ())
     }
+}
+
+/// Starts a `FtraceEventBundle.event` record with its timestamp and pid and
+/// opens its payload field `field`; returns the length placeholders.
+#[inline]
+fn begin_full_event(buf: &mut Vec<u8>, ts: u64, pid: i32, field: u32) -> [usize; 2] {
+    let event = wire::begin_len(buf, bundle::EVENT);
+    wire::put_u64_field(buf, fe::TIMESTAMP, ts);
+    // FtraceEvent.pid is uint32; a tid is never negative.
+    wire::put_u64_field(buf, fe::PID, u64::from(pid as u32));
+    [event, wire::begin_len(buf, field)]
+}
+
+#[inline]
+fn end_full_event(buf: &mut Vec<u8>, [event, payload]: [usize; 2]) {
+    wire::end_len(buf, payload);
+    wire::end_len(buf, event);
 }
 
 /// Appends `packet` as a `Trace.packet` record.

@@ -8,7 +8,7 @@
 
 mod encoder;
 
-pub use encoder::{EVENT_NAMES, EncoderStats, ShardEncoder};
+pub use encoder::{EncoderStats, ShardEncoder};
 
 use crate::perfetto::proto::TracePacket;
 use crate::perfetto::proto::fields::{trace, trace_packet};
