@@ -9,9 +9,11 @@ use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::mem::MaybeUninit;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,17 +40,153 @@ enum End {
 }
 
 pub fn record(args: TraceArgs) -> anyhow::Result<()> {
-    // A Ctrl-C from here on stops the recording cleanly instead of killing us.
+    let interrupted = catch_stop_signals()?;
+    cli::check_privileges()?;
+    cli::check_btf()?;
+    // Under sudo: the user who asked for the recording.
+    let sudo_user = cli::sudo_ids()?;
+    let (output, writer) = create_output(&args, sudo_user)?;
+
+    let topology = Topology::read().context("reading the CPU topology from /sys")?;
+    let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
+    let cfg = bpf_config(&args, &topology, ncpus)?;
+    let mut object = MaybeUninit::uninit();
+    let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
+    let mut recorder = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was recorded: do not leave an empty trace behind.
+            let _ = std::fs::remove_file(&output);
+            return Err(e);
+        }
+    };
+    let start_ts = snapshot::boottime_ns();
+    let started = Instant::now();
+    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg)?;
+
+    let (mut child, spawn_error) = match spawn_command(&args.command, sudo_user) {
+        Ok(child) => (child, None),
+        Err(e) => (None, Some(e)),
+    };
+    let limit = args
+        .duration
+        .or((child.is_none() && spawn_error.is_none()).then_some(DEFAULT_DURATION))
+        .unwrap_or(Duration::ZERO);
+    let mut progress = Progress::new();
+    let end = if spawn_error.is_some() {
+        End::Signal
+    } else {
+        wait_for_end(
+            &interrupted,
+            child.as_mut(),
+            &consumers,
+            started,
+            limit,
+            |elapsed| {
+                progress.update(elapsed, || {
+                    let lost = recorder.lost_per_cpu(ncpus).iter().sum();
+                    (consumers.events(), lost, writer.bytes_written())
+                })
+            },
+        )?
+    };
+
+    recorder.detach();
+    std::thread::sleep(DETACH_GRACE);
+    let end_ts = snapshot::boottime_ns();
+    let elapsed = started.elapsed();
+    let mut encoders = match consumers.join() {
+        Ok(encoders) => encoders,
+        Err(e) => {
+            progress.finish();
+            return Err(write_failed(e, &writer, &output, args.compress));
+        }
+    };
+    let lost = recorder.lost_per_cpu(ncpus);
+    let written = finish_encoders(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
+    progress.finish();
+
+    let counts = consumers.counts();
+    let stats = snapshot::RecordingStats {
+        start_ts,
+        end_ts,
+        events: abi::RECORDS
+            .iter()
+            .filter_map(|r| Some((r.event?.to_string(), counts.of(r.ty))))
+            .collect(),
+        lost_per_cpu: lost,
+        bytes_written: writer.bytes_written(),
+        argv: std::env::args().collect(),
+        ring_fill: counts.ring_fill.clone(),
+    };
+    writer.write_packets(&snapshot::epilogue_packets(&stats))?;
+    let size = writer
+        .finish()
+        .with_context(|| format!("finishing {}", output.display()))?;
+    print_summary(
+        elapsed,
+        &counts,
+        written.unknown_tasks,
+        &stats,
+        size,
+        &output,
+    );
+
+    match spawn_error {
+        Some(e) => Err(e),
+        None => outcome(end, &output),
+    }
+}
+
+/// From here on a Ctrl-C (or SIGTERM) stops the recording cleanly instead
+/// of killing us: the returned flag is set.
+fn catch_stop_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))
             .context("installing the signal handlers")?;
     }
-    cli::check_privileges()?;
-    cli::check_btf()?;
-    // Under sudo: the user who asked for the recording.
-    let sudo_user = cli::sudo_ids()?;
+    Ok(interrupted)
+}
 
+/// Writes the machine description, starts the consumers, then snapshots
+/// the processes (after attach, so every task is either in the tree or
+/// born in the trace).
+fn start_consumers(
+    recorder: &mut Recorder<'_>,
+    writer: &Arc<TraceWriter>,
+    topology: &Topology,
+    cfg: &bpf::Config,
+) -> anyhow::Result<Consumers> {
+    let mut shard_cpus = vec![Vec::new(); cfg.nr_shards];
+    for (cpu, &shard) in cfg.cpu_shard.iter().enumerate() {
+        shard_cpus[usize::from(shard)].push(cpu as u32);
+    }
+    writer.write_packets(&snapshot::machine_packets(topology, &shard_cpus)?)?;
+    let consumers = Consumers::start(recorder, writer)?;
+    writer.write_packets(&[snapshot::process_tree_packet()?])?;
+    Ok(consumers)
+}
+
+/// The exit status of `schedlens trace` for a recording that completed.
+fn outcome(end: End, output: &Path) -> anyhow::Result<()> {
+    match end {
+        End::ConsumerFailed => bail!("a consumer thread stopped without an error"),
+        End::Command(status) if !status.success() => bail!(
+            "the command {} (the trace in {} is complete)",
+            describe_status(status),
+            output.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the trace file (before anything is loaded, so a bad -o fails
+/// first) and, under sudo, gives it to the user who asked.
+fn create_output(
+    args: &TraceArgs,
+    sudo_user: Option<(u32, u32)>,
+) -> anyhow::Result<(PathBuf, Arc<TraceWriter>)> {
     let output = args.output.clone().unwrap_or_else(cli::default_output);
     let writer = Arc::new(
         TraceWriter::create(&output, args.compress).with_context(|| {
@@ -69,11 +207,14 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok((output, writer))
+}
 
-    let topology = Topology::read().context("reading the CPU topology from /sys")?;
-    let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
+/// What the BPF programs are loaded with: shards, ring size, filter, and
+/// the sched_switch program this kernel needs.
+fn bpf_config(args: &TraceArgs, topology: &Topology, ncpus: usize) -> anyhow::Result<bpf::Config> {
     let (cpu_shard, nr_shards) = bpf::plan_shards(&topology.llc_groups(), ncpus, args.shards);
-    let cfg = bpf::Config {
+    Ok(bpf::Config {
         cpu_shard,
         nr_shards,
         ring_size: args.ring_size,
@@ -87,168 +228,125 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         } else {
             SwitchVariant::detect()?
         },
-    };
-    let mut object = MaybeUninit::uninit();
-    let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
-    let mut recorder = match loaded {
-        Ok(r) => r,
-        Err(e) => {
-            // Nothing was recorded: do not leave an empty trace behind.
-            let _ = std::fs::remove_file(&output);
-            return Err(e);
-        }
-    };
-    let start_ts = snapshot::boottime_ns();
-    let started = Instant::now();
+    })
+}
 
-    let mut shard_cpus = vec![Vec::new(); nr_shards];
-    for (cpu, &shard) in cfg.cpu_shard.iter().enumerate() {
-        shard_cpus[usize::from(shard)].push(cpu as u32);
+/// Starts the command to record (as the sudo user under sudo); None without one.
+fn spawn_command(
+    command: &[OsString],
+    sudo_user: Option<(u32, u32)>,
+) -> anyhow::Result<Option<Child>> {
+    let Some((program, rest)) = command.split_first() else {
+        return Ok(None);
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    if let Some((uid, gid)) = sudo_user {
+        cmd.uid(uid).gid(gid);
     }
-    writer.write_packets(&snapshot::machine_packets(&topology, &shard_cpus)?)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let counters: Vec<Arc<ShardCounters>> = (0..nr_shards).map(|_| Arc::default()).collect();
-    let mut consumers = Vec::with_capacity(nr_shards);
-    for (shard, ring) in recorder.take_rings().into_iter().enumerate() {
-        let w = Arc::clone(&writer);
-        consumers.push(consumer::spawn(
-            shard,
-            ring,
-            move || ShardEncoder::new(w),
-            Arc::clone(&stop),
-            Arc::clone(&counters[shard]),
-        )?);
+    match cmd.spawn() {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => bail!("could not run {}: {e}", program.to_string_lossy()),
     }
-    // After attach, so every task is either in the tree or born in the trace.
-    writer.write_packets(&[snapshot::process_tree_packet()?])?;
+}
 
-    let mut child = None;
-    let mut spawn_error = None;
-    if let Some((program, rest)) = args.command.split_first() {
-        let mut cmd = Command::new(program);
-        cmd.args(rest);
-        if let Some((uid, gid)) = sudo_user {
-            cmd.uid(uid).gid(gid);
+/// The consumer threads, one per shard ring, and the counters they publish.
+struct Consumers {
+    threads: Vec<JoinHandle<anyhow::Result<ShardEncoder>>>,
+    counters: Vec<Arc<ShardCounters>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the consumers counted, summed over the shards.
+struct Counts {
+    /// Records by type (indexed by [`abi::type_index`]).
+    by_type: [u64; N_TYPES],
+    malformed: u64,
+    /// Each ring's (size, peak fill) in bytes.
+    ring_fill: Vec<(u64, u64)>,
+}
+
+impl Counts {
+    fn of(&self, ty: abi::RecordType) -> u64 {
+        self.by_type[abi::type_index(ty)]
+    }
+}
+
+impl Consumers {
+    /// One thread per ring, each encoding into its own shard of the trace.
+    fn start(recorder: &mut Recorder<'_>, writer: &Arc<TraceWriter>) -> anyhow::Result<Consumers> {
+        let rings = recorder.take_rings();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters: Vec<Arc<ShardCounters>> = rings.iter().map(|_| Arc::default()).collect();
+        let mut threads = Vec::with_capacity(rings.len());
+        for (shard, ring) in rings.into_iter().enumerate() {
+            let w = Arc::clone(writer);
+            threads.push(consumer::spawn(
+                shard,
+                ring,
+                move || ShardEncoder::new(w),
+                Arc::clone(&stop),
+                Arc::clone(&counters[shard]),
+            )?);
         }
-        match cmd.spawn() {
-            Ok(c) => child = Some(c),
-            Err(e) => {
-                spawn_error = Some(anyhow::anyhow!(
-                    "could not run {}: {e}",
-                    program.to_string_lossy()
-                ))
+        Ok(Consumers {
+            threads,
+            counters,
+            stop,
+        })
+    }
+
+    /// A consumer only returns early on an error; its ring would fill up.
+    fn any_stopped(&self) -> bool {
+        self.threads.iter().any(|c| c.is_finished())
+    }
+
+    /// Records decoded so far.
+    fn events(&self) -> u64 {
+        self.counters.iter().map(|c| c.total()).sum()
+    }
+
+    /// Lets the threads drain their rings and stop (only once the programs
+    /// are detached, so nothing arrives after); returns each shard's
+    /// encoder, in shard order, or the first error.
+    fn join(&mut self) -> anyhow::Result<Vec<ShardEncoder>> {
+        self.stop.store(true, Ordering::Release);
+        let mut first_error = None;
+        let mut encoders = Vec::with_capacity(self.threads.len());
+        for c in self.threads.drain(..) {
+            match c.join() {
+                Ok(Ok(encoder)) => encoders.push(encoder),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(anyhow::anyhow!("a consumer thread panicked"));
+                }
             }
         }
-    }
-    let limit = args
-        .duration
-        .or((child.is_none() && spawn_error.is_none()).then_some(DEFAULT_DURATION))
-        .unwrap_or(Duration::ZERO);
-
-    let progress = Progress::new();
-    let end = if spawn_error.is_some() {
-        End::Signal
-    } else {
-        wait_for_end(
-            &interrupted,
-            child.as_mut(),
-            started,
-            limit,
-            &progress,
-            &recorder,
-            &counters,
-            &consumers,
-            &writer,
-            ncpus,
-        )?
-    };
-
-    recorder.detach();
-    std::thread::sleep(DETACH_GRACE);
-    let end_ts = snapshot::boottime_ns();
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Release);
-    let mut consumer_error = None;
-    let mut encoders = Vec::with_capacity(nr_shards);
-    for c in consumers {
-        match c.join() {
-            Ok(Ok(encoder)) => encoders.push(Some(encoder)),
-            Ok(Err(e)) => {
-                consumer_error.get_or_insert(e);
-                encoders.push(None);
-            }
-            Err(_) => {
-                consumer_error.get_or_insert(anyhow::anyhow!("a consumer thread panicked"));
-                encoders.push(None);
-            }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(encoders),
         }
     }
-    if let Some(e) = consumer_error {
-        progress.finish();
-        return Err(write_failed(e, &writer, &output, args.compress));
-    }
-    let lost = recorder.lost_per_cpu(ncpus);
-    report_pending_lost(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
-    let mut written = EncoderStats::default();
-    for encoder in encoders.iter().flatten() {
-        written.merge(encoder.stats());
-    }
-    progress.finish();
 
-    let mut by_type = [0u64; N_TYPES];
-    let mut malformed = 0;
-    let ring_fill: Vec<(u64, u64)> = counters
-        .iter()
-        .map(|c| {
-            (
+    fn counts(&self) -> Counts {
+        let mut counts = Counts {
+            by_type: [0; N_TYPES],
+            malformed: 0,
+            ring_fill: Vec::with_capacity(self.counters.len()),
+        };
+        for c in &self.counters {
+            for (sum, n) in counts.by_type.iter_mut().zip(&c.by_type) {
+                *sum += n.load(Ordering::Relaxed);
+            }
+            counts.malformed += c.malformed.load(Ordering::Relaxed);
+            counts.ring_fill.push((
                 c.ring_bytes.load(Ordering::Relaxed),
                 c.ring_peak_bytes.load(Ordering::Relaxed),
-            )
-        })
-        .collect();
-    for c in &counters {
-        for (sum, n) in by_type.iter_mut().zip(&c.by_type) {
-            *sum += n.load(Ordering::Relaxed);
+            ));
         }
-        malformed += c.malformed.load(Ordering::Relaxed);
-    }
-    let stats = snapshot::RecordingStats {
-        start_ts,
-        end_ts,
-        events: abi::RECORDS
-            .iter()
-            .filter_map(|r| Some((r.event?.to_string(), by_type[abi::type_index(r.ty)])))
-            .collect(),
-        lost_per_cpu: lost.clone(),
-        bytes_written: writer.bytes_written(),
-        argv: std::env::args().collect(),
-        ring_fill,
-    };
-    writer.write_packets(&snapshot::epilogue_packets(&stats))?;
-    let size = writer
-        .finish()
-        .with_context(|| format!("finishing {}", output.display()))?;
-    print_summary(
-        elapsed,
-        &by_type,
-        malformed,
-        written.unknown_tasks,
-        &stats,
-        size,
-        &output,
-    );
-
-    if let Some(e) = spawn_error {
-        return Err(e);
-    }
-    match end {
-        End::ConsumerFailed => bail!("a consumer thread stopped without an error"),
-        End::Command(status) if !status.success() => bail!(
-            "the command {} (the trace in {} is complete)",
-            describe_status(status),
-            output.display()
-        ),
-        _ => Ok(()),
+        counts
     }
 }
 
@@ -259,7 +357,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
 fn write_failed(
     e: anyhow::Error,
     writer: &TraceWriter,
-    output: &std::path::Path,
+    output: &Path,
     compression: Compression,
 ) -> anyhow::Error {
     // Closing can fail the same way; the error that stopped us is the one to show.
@@ -290,22 +388,20 @@ fn write_failed(
     ))
 }
 
-/// Writes the drops no Lost record reported: BPF reports a CPU's failed
-/// reservations only before that CPU's next record, so those after its last
-/// record (or whose Lost record itself did not fit) are still pending when the
-/// programs are detached. Without this the trace's LostEvents would add up to
-/// less than the summary and the epilogue.
-fn report_pending_lost(
-    encoders: &mut [Option<ShardEncoder>],
+/// Writes the drops no Lost record reported, flushes every shard and returns
+/// their counters. BPF reports a CPU's failed reservations only before that
+/// CPU's next record, so those after its last record (or whose Lost record
+/// itself did not fit) are still pending when the programs are detached.
+/// Without this the trace's LostEvents would add up to less than the summary
+/// and the epilogue.
+fn finish_encoders(
+    encoders: &mut [ShardEncoder],
     cpu_shard: &[u8],
     lost: &[u64],
     end_ts: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<EncoderStats> {
     for (cpu, (&total, &shard)) in lost.iter().zip(cpu_shard).enumerate() {
-        let Some(encoder) = encoders
-            .get_mut(usize::from(shard))
-            .and_then(Option::as_mut)
-        else {
+        let Some(encoder) = encoders.get_mut(usize::from(shard)) else {
             continue;
         };
         let reported = encoder.stats().lost_per_cpu.get(cpu).copied().unwrap_or(0);
@@ -319,33 +415,29 @@ fn report_pending_lost(
             encoder.push(&h, &Event::Lost { count: pending })?;
         }
     }
-    for encoder in encoders.iter_mut().flatten() {
+    let mut stats = EncoderStats::default();
+    for encoder in encoders {
         encoder.flush()?;
+        stats.merge(encoder.stats());
     }
-    Ok(())
+    Ok(stats)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Waits until the recording should end: a signal, the command's exit, the
+/// duration, or a consumer that stopped. `tick` runs on every turn.
 fn wait_for_end(
     interrupted: &AtomicBool,
     mut child: Option<&mut Child>,
+    consumers: &Consumers,
     started: Instant,
     limit: Duration,
-    progress: &Progress,
-    recorder: &Recorder<'_>,
-    counters: &[Arc<ShardCounters>],
-    consumers: &[JoinHandle<anyhow::Result<ShardEncoder>>],
-    writer: &TraceWriter,
-    ncpus: usize,
+    mut tick: impl FnMut(Duration),
 ) -> anyhow::Result<End> {
-    let mut last_draw = Instant::now();
-    let mut last_events = 0;
     loop {
         if interrupted.load(Ordering::Relaxed) {
             return Ok(End::Signal);
         }
-        // A consumer only returns early on an error; its ring would fill up.
-        if consumers.iter().any(|c| c.is_finished()) {
+        if consumers.any_stopped() {
             return Ok(End::ConsumerFailed);
         }
         if let Some(c) = child.as_deref_mut() {
@@ -357,14 +449,7 @@ fn wait_for_end(
         if !limit.is_zero() && elapsed >= limit {
             return Ok(End::Duration);
         }
-        if progress.visible() && last_draw.elapsed() >= PROGRESS_EVERY {
-            let events: u64 = counters.iter().map(|c| c.total()).sum();
-            let lost: u64 = recorder.lost_per_cpu(ncpus).iter().sum();
-            let rate = (events - last_events) as f64 / last_draw.elapsed().as_secs_f64();
-            progress.draw(elapsed, rate, lost, writer.bytes_written());
-            last_events = events;
-            last_draw = Instant::now();
-        }
+        tick(elapsed);
         let sleep = if limit.is_zero() {
             TICK
         } else {
@@ -383,39 +468,52 @@ fn describe_status(status: ExitStatus) -> String {
 }
 
 /// The live line on stderr (only on a terminal).
-struct Progress(Option<ProgressBar>);
+struct Progress {
+    bar: Option<ProgressBar>,
+    last_draw: Instant,
+    /// Events at the last draw, for the rate.
+    last_events: u64,
+}
 
 impl Progress {
     fn new() -> Progress {
-        if !std::io::stderr().is_terminal() {
-            return Progress(None);
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_draw: Instant::now(),
+            last_events: 0,
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        Progress(Some(bar))
     }
 
-    fn visible(&self) -> bool {
-        self.0.is_some()
-    }
-
-    fn draw(&self, elapsed: Duration, rate: f64, lost: u64, bytes: u64) {
-        if let Some(bar) = &self.0 {
-            bar.set_message(format!(
-                "recording {:.1}s  {:.0} events/s  {lost} dropped  {:.1} MB written  (Ctrl-C stops)",
-                elapsed.as_secs_f64(),
-                rate,
-                bytes as f64 / 1e6
-            ));
-            bar.tick();
+    /// Redraws at most every PROGRESS_EVERY; `sample` gives (events so far,
+    /// events dropped, bytes written) and runs only then.
+    fn update(&mut self, elapsed: Duration, sample: impl FnOnce() -> (u64, u64, u64)) {
+        let Some(bar) = &self.bar else { return };
+        if self.last_draw.elapsed() < PROGRESS_EVERY {
+            return;
         }
+        let (events, lost, bytes) = sample();
+        let rate = (events - self.last_events) as f64 / self.last_draw.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "recording {:.1}s  {:.0} events/s  {lost} dropped  {:.1} MB written  (Ctrl-C stops)",
+            elapsed.as_secs_f64(),
+            rate,
+            bytes as f64 / 1e6
+        ));
+        bar.tick();
+        self.last_events = events;
+        self.last_draw = Instant::now();
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
@@ -428,14 +526,13 @@ fn fill_pct((size, peak): (u64, u64)) -> f64 {
 
 fn print_summary(
     elapsed: Duration,
-    by_type: &[u64; N_TYPES],
-    malformed: u64,
+    counts: &Counts,
     unknown_tasks: u64,
     stats: &snapshot::RecordingStats,
     size: u64,
-    output: &std::path::Path,
+    output: &Path,
 ) {
-    let total: u64 = by_type.iter().sum();
+    let total: u64 = counts.by_type.iter().sum();
     eprintln!(
         "recorded {:.1}s: {total} events ({:.0}/s)",
         elapsed.as_secs_f64(),
@@ -443,7 +540,7 @@ fn print_summary(
     );
     let parts: Vec<String> = abi::RECORDS
         .iter()
-        .map(|r| (r.label, by_type[abi::type_index(r.ty)]))
+        .map(|r| (r.label, counts.of(r.ty)))
         .filter(|&(_, n)| n > 0)
         .map(|(label, n)| format!("{label} {n}"))
         .collect();
@@ -474,8 +571,8 @@ fn print_summary(
             size >> 20
         );
     }
-    if malformed > 0 {
-        eprintln!("  malformed records skipped: {malformed}");
+    if counts.malformed > 0 {
+        eprintln!("  malformed records skipped: {}", counts.malformed);
     }
     if unknown_tasks > 0 {
         eprintln!(
