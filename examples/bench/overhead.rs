@@ -1,0 +1,165 @@
+//! Figures 1 and 3: a workload's slowdown under schedlens and under
+//! `perf sched record`, and the bytes each writes per event.
+
+use crate::measure::{Stat, run_measured};
+use crate::opts::Opts;
+use crate::trace::{TraceCounts, remove_trace, trace_counts};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::process::Command;
+
+/// `perf bench sched pipe` prints "N usecs/op".
+pub fn parse_usecs_per_op(text: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_suffix("usecs/op")?.trim().parse().ok())
+        .with_context(|| format!("no usecs/op in perf bench output:\n{text}"))
+}
+
+/// `perf bench sched messaging` prints "Total time: X [sec]".
+pub fn parse_total_time(text: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("Total time:")?;
+            rest.trim().strip_suffix("[sec]")?.trim().parse().ok()
+        })
+        .with_context(|| format!("no Total time in perf bench output:\n{text}"))
+}
+
+/// perf record prints "[ perf record: Captured and wrote X MB FILE (N samples) ]".
+pub fn parse_perf_samples(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.contains("Captured and wrote"))?;
+    let open = line.rfind('(')?;
+    line[open + 1..].split_whitespace().next()?.parse().ok()
+}
+
+/// How a workload is run in one condition of a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Condition {
+    Baseline,
+    Schedlens,
+    PerfSched,
+}
+
+pub struct CondRun {
+    pub text: String,
+    pub counts: Option<TraceCounts>,
+    pub perf_bytes_per_event: Option<f64>,
+}
+
+pub fn run_condition(o: &Opts, cond: Condition, workload: &[&str], tag: &str) -> Result<CondRun> {
+    let out = o.work.join(format!("{tag}.pftrace"));
+    let perf_out = o.work.join(format!("{tag}.perf.data"));
+    let mut cmd = match cond {
+        Condition::Baseline => {
+            let mut c = Command::new(workload[0]);
+            c.args(&workload[1..]);
+            c
+        }
+        Condition::Schedlens => {
+            let mut c = Command::new(&o.schedlens);
+            c.args(["trace", "-o"]).arg(&out).arg("--").args(workload);
+            c
+        }
+        Condition::PerfSched => {
+            let mut c = Command::new("perf");
+            c.args(["sched", "record", "-o"])
+                .arg(&perf_out)
+                .arg("--")
+                .args(workload);
+            c
+        }
+    };
+    let (text, _) = run_measured(&mut cmd)?;
+    let mut run = CondRun {
+        text,
+        counts: None,
+        perf_bytes_per_event: None,
+    };
+    match cond {
+        Condition::Schedlens => {
+            run.counts = Some(trace_counts(o, &out)?);
+            remove_trace(&out);
+        }
+        Condition::PerfSched => {
+            let bytes = std::fs::metadata(&perf_out).map(|m| m.len()).unwrap_or(0);
+            run.perf_bytes_per_event = parse_perf_samples(&run.text)
+                .filter(|&n| n > 0)
+                .map(|n| bytes as f64 / n as f64);
+            let _ = std::fs::remove_file(&perf_out);
+        }
+        Condition::Baseline => {}
+    }
+    Ok(run)
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverheadFigure {
+    pub workload: String,
+    pub unit: &'static str,
+    pub baseline: Stat,
+    pub schedlens: Stat,
+    pub perf: Option<Stat>,
+    pub schedlens_slowdown_pct: f64,
+    pub perf_slowdown_pct: Option<f64>,
+    pub schedlens_bytes_per_event: Stat,
+    pub perf_bytes_per_event: Option<Stat>,
+    pub schedlens_lost: u64,
+}
+
+/// Figure 1 and 3: slowdown of a workload under each recorder, interleaved.
+pub fn overhead(
+    o: &Opts,
+    name: &str,
+    workload: &[&str],
+    parse: fn(&str) -> Result<f64>,
+    unit: &'static str,
+    have_perf: bool,
+) -> Result<OverheadFigure> {
+    let mut conds = vec![Condition::Baseline, Condition::Schedlens];
+    if have_perf {
+        conds.push(Condition::PerfSched);
+    }
+    let (mut base, mut sl, mut pf) = (vec![], vec![], vec![]);
+    let (mut sl_bpe, mut pf_bpe) = (vec![], vec![]);
+    let mut lost = 0;
+    for round in 0..o.runs {
+        // Rotate the order each round so no condition always runs first.
+        for i in 0..conds.len() {
+            let cond = conds[(round + i) % conds.len()];
+            let tag = format!("{name}-{round}");
+            let run = run_condition(o, cond, workload, &tag)?;
+            let value = parse(&run.text)?;
+            match cond {
+                Condition::Baseline => base.push(value),
+                Condition::Schedlens => {
+                    sl.push(value);
+                    if let Some(c) = run.counts {
+                        if c.events > 0 {
+                            sl_bpe.push(c.bytes as f64 / c.events as f64);
+                        }
+                        lost += c.lost;
+                    }
+                }
+                Condition::PerfSched => {
+                    pf.push(value);
+                    pf_bpe.extend(run.perf_bytes_per_event);
+                }
+            }
+            eprintln!("  {name} round {round} {cond:?}: {value:.3} {unit}");
+        }
+    }
+    let (b, s) = (Stat::of(&base), Stat::of(&sl));
+    let p = have_perf.then(|| Stat::of(&pf));
+    Ok(OverheadFigure {
+        workload: workload.join(" "),
+        unit,
+        baseline: b,
+        schedlens: s,
+        perf: p,
+        schedlens_slowdown_pct: (s.median / b.median - 1.0) * 100.0,
+        perf_slowdown_pct: p.map(|p| (p.median / b.median - 1.0) * 100.0),
+        schedlens_bytes_per_event: Stat::of(&sl_bpe),
+        perf_bytes_per_event: have_perf.then(|| Stat::of(&pf_bpe)),
+        schedlens_lost: lost,
+    })
+}

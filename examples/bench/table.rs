@@ -1,0 +1,133 @@
+//! The results as a table on stdout, each figure against its target.
+
+use crate::Report;
+use crate::analyze::AnalyzeFigure;
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+pub fn print_table(r: &Report) {
+    let mut t = comfy_table::Table::new();
+    t.set_header(["figure", "schedlens", "baseline / perf", "target", ""]);
+    let p = &r.pipe;
+    let perf_pct = p.perf_slowdown_pct.unwrap_or(f64::NAN);
+    t.add_row([
+        "1. slowdown, pinned perf bench sched pipe".to_string(),
+        format!("{:+.1}%", p.schedlens_slowdown_pct),
+        format!("perf sched record {perf_pct:+.1}%"),
+        "<= 1/3 of perf's".into(),
+        verdict(p.schedlens_slowdown_pct <= perf_pct / 3.0).into(),
+    ]);
+    let m = &r.messaging;
+    t.add_row([
+        "1. slowdown, perf bench sched messaging".to_string(),
+        format!("{:+.1}%", m.schedlens_slowdown_pct),
+        format!(
+            "perf sched record {:+.1}%",
+            m.perf_slowdown_pct.unwrap_or(f64::NAN)
+        ),
+        "-".into(),
+        "".into(),
+    ]);
+    let rec = &r.recording;
+    t.add_row([
+        "2. highest rate with zero drops".to_string(),
+        format!("{:.0} events/s", rec.max_zero_drop_events_per_sec),
+        rec.levels
+            .iter()
+            .map(|l| {
+                format!(
+                    "{:.0}/s: {} lost, ring {}% full",
+                    l.events_per_sec, l.lost, l.ring_peak_fill_pct
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        ">= 1,000,000 events/s".into(),
+        verdict(rec.max_zero_drop_events_per_sec >= 1e6).into(),
+    ]);
+    let bpe = p.schedlens_bytes_per_event.median;
+    t.add_row([
+        "3. bytes per event on disk".to_string(),
+        format!("{bpe:.2} B"),
+        format!(
+            "perf.data {:.1} B",
+            p.perf_bytes_per_event.map(|s| s.median).unwrap_or(f64::NAN)
+        ),
+        "<= 4 B".into(),
+        verdict(bpe <= 4.0).into(),
+    ]);
+    t.add_row([
+        "4. recorder CPU per event (busiest load)".to_string(),
+        format!("{:.0} ns", rec.recorder_ns_per_event),
+        "-".into(),
+        "<= 150 ns".into(),
+        verdict(rec.recorder_ns_per_event <= 150.0).into(),
+    ]);
+    let first = rec.rss_samples_mib.first().copied().unwrap_or(f64::NAN);
+    let last = rec.rss_samples_mib.last().copied().unwrap_or(f64::NAN);
+    t.add_row([
+        "4. recorder peak RSS".to_string(),
+        format!("{:.1} MiB", rec.recorder_max_rss_mib),
+        format!("VmRSS {first:.1} -> {last:.1} MiB"),
+        "flat, < 64 MiB".into(),
+        verdict(rec.recorder_max_rss_mib < 64.0).into(),
+    ]);
+    if let Some(a) = &r.analyze {
+        analyze_rows(&mut t, a);
+    }
+    println!("{t}");
+    println!(
+        "{} runs per condition, interleaved; medians. Machine: {} CPUs, {}, Linux {}.{}",
+        r.pipe.baseline.n,
+        r.cpus,
+        r.machine,
+        r.kernel,
+        if r.smoke {
+            " SMOKE RUN: sizes too small for the figures to mean anything."
+        } else {
+            ""
+        }
+    );
+}
+
+/// Figure 5's rows. `query` runs whatever SQL it is given, so its figure (a
+/// GROUP BY over every slice) is shown apart from the analysis tools'.
+pub fn analyze_rows(t: &mut comfy_table::Table, a: &AnalyzeFigure) {
+    t.add_row([
+        format!("5. load rate ({} events)", a.trace_events),
+        format!("{:.2} M events/s", a.load_events_per_sec / 1e6),
+        format!(
+            "{:.1} s, peak RSS {:.0} MiB",
+            a.load_wall_s, a.load_max_rss_mib
+        ),
+        ">= 2 M events/s".into(),
+        verdict(a.load_events_per_sec >= 2e6).into(),
+    ]);
+    let (query, tools): (Vec<_>, Vec<_>) = a
+        .tool_latency_ms
+        .iter()
+        .partition(|(n, _)| n.as_str() == "query");
+    let worst = tools.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
+    t.add_row([
+        "5. MCP analysis tool latency (worst median)".to_string(),
+        format!("{worst:.0} ms"),
+        tools
+            .iter()
+            .map(|(n, ms)| format!("{n} {ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "< 500 ms each".into(),
+        verdict(worst < 500.0).into(),
+    ]);
+    if let Some((_, ms)) = query.first() {
+        t.add_row([
+            "5. query tool: GROUP BY cpu over every slice".to_string(),
+            format!("{ms:.0} ms"),
+            "arbitrary SQL; a whole-table scan".into(),
+            "-".into(),
+            "".into(),
+        ]);
+    }
+}
