@@ -69,7 +69,7 @@ pub enum Event<'a> {
         child: TaskId,
         child_pid: i32,
         child_tgid: i32,
-        /// The clone flags (CLONE_THREAD 0x10000 marks a thread, not a process).
+        /// The clone flags (CLONE_THREAD marks a thread, not a process).
         clone_flags: u64,
     },
     /// sched_process_exec: `task` now runs `filename`; its comm changed (a

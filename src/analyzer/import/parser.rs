@@ -25,7 +25,8 @@ use crate::analyzer::strings::{FastMap, Str, Strings};
 use crate::perfetto::proto::ProcessTree;
 use serde_json::json;
 
-const CLONE_THREAD: u64 = 0x10000;
+/// The kernel's flag (bpf/events.h SL_CLONE_THREAD is tied to the same value).
+const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
 const KTHREADD_PID: i64 = 2;
 
 struct OpenSlice {
