@@ -1,6 +1,8 @@
 //! The event model shared by the recorder and the file format: what one
-//! recorder event is, independent of how BPF encodes it or how Perfetto
-//! stores it.
+//! recorder event is, with no dependency on either. Events the writer treats
+//! specially are variants of their own; the others carry their record bytes
+//! and a static layout naming Perfetto's FtraceEvent fields, Perfetto's
+//! numbering of the kernel's tracepoints ([`event::FtraceLayout`]).
 
 pub mod event;
 
