@@ -35,11 +35,11 @@ struct Rec {
     h: Header,
     /// TaskIds the record names (TaskInfo: the announced one).
     tasks: Vec<u64>,
-    ev: OwnedEv,
+    event: OwnedEvent,
 }
 
 #[derive(Debug, Clone)]
-enum OwnedEv {
+enum OwnedEvent {
     Switch {
         prev: u64,
         next: u64,
@@ -75,18 +75,18 @@ impl EventSink for Collect {
                 ..
             } => (
                 vec![prev, next],
-                OwnedEv::Switch {
+                OwnedEvent::Switch {
                     prev,
                     next,
                     prev_state,
                 },
             ),
-            Event::Waking { wakee, .. } => (vec![wakee], OwnedEv::Other),
+            Event::Waking { wakee, .. } => (vec![wakee], OwnedEvent::Other),
             Event::TaskInfo {
                 task, comm, tgid, ..
             } => (
                 vec![task],
-                OwnedEv::Info {
+                OwnedEvent::Info {
                     comm: String::from_utf8_lossy(schedlens::model::event::comm_str(comm)).into(),
                     tgid,
                 },
@@ -100,7 +100,7 @@ impl EventSink for Collect {
                 ..
             } => (
                 vec![parent, child],
-                OwnedEv::Fork {
+                OwnedEvent::Fork {
                     child_tgid,
                     parent_pid,
                     flags: clone_flags,
@@ -108,27 +108,27 @@ impl EventSink for Collect {
             ),
             Event::Exec { task, filename, .. } => (
                 vec![task],
-                OwnedEv::Exec {
+                OwnedEvent::Exec {
                     filename: String::from_utf8_lossy(filename).into(),
                 },
             ),
-            Event::Free { task, .. } => (vec![task], OwnedEv::Free),
-            Event::Rename { task, .. } => (vec![task], OwnedEv::Other),
-            Event::Forget { task } => (vec![task], OwnedEv::Forget),
-            Event::Lost { .. } => (vec![], OwnedEv::Other),
+            Event::Free { task, .. } => (vec![task], OwnedEvent::Free),
+            Event::Rename { task, .. } => (vec![task], OwnedEvent::Other),
+            Event::Forget { task } => (vec![task], OwnedEvent::Forget),
+            Event::Lost { .. } => (vec![], OwnedEvent::Other),
             Event::Ftrace { layout, body } => (
                 layout.tasks(body).collect(),
                 if layout.name == "sched_process_exit" {
-                    OwnedEv::Exit
+                    OwnedEvent::Exit
                 } else {
-                    OwnedEv::Other
+                    OwnedEvent::Other
                 },
             ),
         };
         self.0.lock().unwrap().push(Rec {
             h: *h,
             tasks,
-            ev: owned,
+            event: owned,
         });
         Ok(())
     }
@@ -226,12 +226,12 @@ fn hidden_tasks(streams: &[Vec<Rec>]) -> HashSet<u64> {
     let mut switched_out = HashSet::new();
     let mut exited = HashSet::new();
     for r in streams.iter().flatten() {
-        match r.ev {
-            OwnedEv::Switch { prev, next, .. } => {
+        match r.event {
+            OwnedEvent::Switch { prev, next, .. } => {
                 switched_out.insert(prev);
                 switched_in.insert(next);
             }
-            OwnedEv::Exit => {
+            OwnedEvent::Exit => {
                 exited.insert(r.tasks[0]);
             }
             _ => {}
@@ -270,14 +270,14 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     r.h.cpu
                 );
             }
-            if let OwnedEv::Info { tgid, .. } = r.ev {
+            if let OwnedEvent::Info { tgid, .. } = r.event {
                 announced.insert(r.tasks[0]);
                 if tgid == me {
                     mine.insert(r.tasks[0]);
                 }
                 continue;
             }
-            if let OwnedEv::Forget = r.ev {
+            if let OwnedEvent::Forget = r.event {
                 announced.remove(&r.tasks[0]);
                 continue;
             }
@@ -287,11 +287,11 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     "shard {shard}: {r:?} names a task not announced before"
                 );
             }
-            if let OwnedEv::Free = r.ev {
+            if let OwnedEvent::Free = r.event {
                 announced.remove(&r.tasks[0]);
             }
-            match &r.ev {
-                OwnedEv::Switch {
+            match &r.event {
+                OwnedEvent::Switch {
                     prev,
                     next,
                     prev_state,
@@ -313,10 +313,10 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     }
                     last.insert(r.h.cpu, *next);
                 }
-                OwnedEv::Fork { parent_pid, .. } if *parent_pid == tid => {
+                OwnedEvent::Fork { parent_pid, .. } if *parent_pid == tid => {
                     forks_of_me.push(r.clone())
                 }
-                OwnedEv::Exec { .. } => execs.push(r.clone()),
+                OwnedEvent::Exec { .. } => execs.push(r.clone()),
                 _ => {}
             }
         }
@@ -336,18 +336,20 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     let threads: Vec<_> = forks_of_me
         .iter()
         .filter(|r| {
-            matches!(r.ev, OwnedEv::Fork { flags, .. } if flags & libc::CLONE_THREAD as u64 != 0)
+            matches!(r.event, OwnedEvent::Fork { flags, .. } if flags & libc::CLONE_THREAD as u64 != 0)
         })
         .collect();
     let procs = forks_of_me.len() - threads.len();
     assert!(!threads.is_empty(), "no CLONE_THREAD fork: {forks_of_me:?}");
     assert!(procs >= 5, "{procs} process forks");
     for t in &threads {
-        assert!(matches!(t.ev, OwnedEv::Fork { child_tgid, .. } if child_tgid == me));
+        assert!(matches!(t.event, OwnedEvent::Fork { child_tgid, .. } if child_tgid == me));
     }
     let true_execs = execs
         .iter()
-        .filter(|r| matches!(&r.ev, OwnedEv::Exec { filename, .. } if filename == "/bin/true"))
+        .filter(
+            |r| matches!(&r.event, OwnedEvent::Exec { filename, .. } if filename == "/bin/true"),
+        )
         .count();
     assert!(
         true_execs >= 5,
@@ -357,7 +359,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     let infos_true = streams
         .iter()
         .flatten()
-        .filter(|r| matches!(&r.ev, OwnedEv::Info { comm, .. } if comm == "true"))
+        .filter(|r| matches!(&r.event, OwnedEvent::Info { comm, .. } if comm == "true"))
         .count();
     assert!(infos_true >= 5);
 }

@@ -102,11 +102,11 @@ struct CpuState {
     n_intern: u32,
     /// Packed column bodies: switch timestamp deltas, prev_state, next_pid,
     /// next_prio, next_comm_index.
-    sw: [Vec<u8>; 5],
+    switches: [Vec<u8>; 5],
     /// waking timestamp deltas, pid, target_cpu, prio, comm_index.
-    wk: [Vec<u8>; 5],
-    sw_last_ts: u64,
-    wk_last_ts: u64,
+    wakings: [Vec<u8>; 5],
+    switch_last_ts: u64,
+    waking_last_ts: u64,
     /// A reader knows which task runs on this CPU: a switch was written since
     /// the start or the last loss. Until then compact events would be
     /// mis-paired (switch) or dropped (waking).
@@ -115,15 +115,15 @@ struct CpuState {
     running_pid: i32,
 }
 
-/// CompactSched fields of the `sw` and `wk` columns.
-const SW_FIELDS: [u32; 5] = [
+/// CompactSched fields of the `switches` and `wakings` columns.
+const SWITCH_COLUMNS: [u32; 5] = [
     cs::SWITCH_TIMESTAMP,
     cs::SWITCH_PREV_STATE,
     cs::SWITCH_NEXT_PID,
     cs::SWITCH_NEXT_PRIO,
     cs::SWITCH_NEXT_COMM_INDEX,
 ];
-const WK_FIELDS: [u32; 5] = [
+const WAKING_COLUMNS: [u32; 5] = [
     cs::WAKING_TIMESTAMP,
     cs::WAKING_PID,
     cs::WAKING_TARGET_CPU,
@@ -144,8 +144,8 @@ impl CpuState {
     /// keeping every buffer's capacity.
     fn encode_into(&mut self, cpu: u32, out: &mut Vec<u8>) {
         let compact = self.intern.len()
-            + Self::columns_len(&self.sw, SW_FIELDS)
-            + Self::columns_len(&self.wk, WK_FIELDS);
+            + Self::columns_len(&self.switches, SWITCH_COLUMNS)
+            + Self::columns_len(&self.wakings, WAKING_COLUMNS);
         let mut bundle_len =
             wire::tag_len(bundle::CPU) + wire::varint_len(u64::from(cpu)) + self.full.len();
         if self.lost {
@@ -173,7 +173,10 @@ impl CpuState {
             wire::put_tag(out, bundle::COMPACT_SCHED, wire::WIRE_LEN);
             wire::put_varint(out, compact as u64);
             out.extend_from_slice(&self.intern);
-            for (cols, fields) in [(&self.sw, SW_FIELDS), (&self.wk, WK_FIELDS)] {
+            for (cols, fields) in [
+                (&self.switches, SWITCH_COLUMNS),
+                (&self.wakings, WAKING_COLUMNS),
+            ] {
                 for (c, f) in cols.iter().zip(fields) {
                     if !c.is_empty() {
                         wire::put_tag(out, f, wire::WIRE_LEN);
@@ -193,10 +196,10 @@ impl CpuState {
         self.intern.clear();
         self.intern_map.clear();
         self.n_intern = 0;
-        self.sw.iter_mut().for_each(Vec::clear);
-        self.wk.iter_mut().for_each(Vec::clear);
-        self.sw_last_ts = 0;
-        self.wk_last_ts = 0;
+        self.switches.iter_mut().for_each(Vec::clear);
+        self.wakings.iter_mut().for_each(Vec::clear);
+        self.switch_last_ts = 0;
+        self.waking_last_ts = 0;
         self.generation = 0;
     }
 }
@@ -293,13 +296,13 @@ impl ShardEncoder {
                 if c.synced && c.running == prev {
                     let idx = self.intern_task(i, next);
                     let c = &mut self.cpus[i];
-                    let delta = h.ts.wrapping_sub(c.sw_last_ts);
-                    c.sw_last_ts = h.ts;
-                    let n = wire::put_varint(&mut c.sw[0], delta)
-                        + wire::put_varint(&mut c.sw[1], prev_state as u64)
-                        + wire::put_i32(&mut c.sw[2], next_pid)
-                        + wire::put_i32(&mut c.sw[3], next_prio)
-                        + wire::put_varint(&mut c.sw[4], u64::from(idx));
+                    let delta = h.ts.wrapping_sub(c.switch_last_ts);
+                    c.switch_last_ts = h.ts;
+                    let n = wire::put_varint(&mut c.switches[0], delta)
+                        + wire::put_varint(&mut c.switches[1], prev_state as u64)
+                        + wire::put_i32(&mut c.switches[2], next_pid)
+                        + wire::put_i32(&mut c.switches[3], next_prio)
+                        + wire::put_varint(&mut c.switches[4], u64::from(idx));
                     self.buffered += n;
                 } else {
                     self.ensure_idle(prev, prev_pid, h.cpu);
@@ -333,13 +336,13 @@ impl ShardEncoder {
                 if c.synced && c.running_pid == h.pid {
                     let idx = self.intern_task(i, wakee);
                     let c = &mut self.cpus[i];
-                    let delta = h.ts.wrapping_sub(c.wk_last_ts);
-                    c.wk_last_ts = h.ts;
-                    let n = wire::put_varint(&mut c.wk[0], delta)
-                        + wire::put_i32(&mut c.wk[1], pid)
-                        + wire::put_i32(&mut c.wk[2], target_cpu)
-                        + wire::put_i32(&mut c.wk[3], prio)
-                        + wire::put_varint(&mut c.wk[4], u64::from(idx));
+                    let delta = h.ts.wrapping_sub(c.waking_last_ts);
+                    c.waking_last_ts = h.ts;
+                    let n = wire::put_varint(&mut c.wakings[0], delta)
+                        + wire::put_i32(&mut c.wakings[1], pid)
+                        + wire::put_i32(&mut c.wakings[2], target_cpu)
+                        + wire::put_i32(&mut c.wakings[3], prio)
+                        + wire::put_varint(&mut c.wakings[4], u64::from(idx));
                     self.buffered += n;
                 } else {
                     let comm = self.comm_of(wakee);
