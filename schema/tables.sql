@@ -1,18 +1,19 @@
 -- schedlens analysis database: the SQLite schema `schedlens analyze/query/summary` load traces into.
 --
--- Format of this file (it is parsed, and served to models as documentation):
---   * `-- @table NAME: one line` before each CREATE TABLE / CREATE VIEW says what a row is.
---   * `-- ` lines after it add detail.
---   * each column line ends with `-- doc` for that column.
---   * a view gets `-- @column NAME TYPE: doc` lines for the columns it adds; a view written as
---     `SELECT *, ... FROM t` also has every column of t.
+-- Generated from the table declarations in src/analyzer/tables.rs: do not edit it by hand; after
+-- changing them, `SCHEDLENS_WRITE_SCHEMA=1 cargo test --lib schema_file` rewrites it.
+-- `-- @table NAME:` says what a row of NAME is and the lines after it add detail; each column's
+-- comment says what it holds. Models read the same text (describe_table, the schema resource).
 -- Tables named as in Perfetto's trace_processor keep its column names and meanings, so queries
 -- written for Perfetto work unchanged. Timestamps (ts, *_ts) are nanoseconds on the trace clock
 -- (CLOCK_BOOTTIME, as in the trace file); durations (dur, latency) are nanoseconds.
 -- utid/upid are row ids of `thread`/`process`: a tid or pid that the kernel reused gets a new row.
--- sched_slice, thread_state and wakeup are virtual tables over the column file beside the
--- database (src/analyze/columns): fast on id, utid, cpu and ts (ranges and ORDER BY), and on
--- wakeup ORDER BY latency DESC; other conditions scan.
+-- These tables are virtual tables over the column file beside the database
+-- (src/analyzer/columns): fast on id and ts (ranges and ORDER BY), on their keys (equality,
+-- ORDER BY, GROUP BY) and on ORDER BY <order> DESC; other conditions scan.
+--   sched_slice: keys utid, cpu
+--   thread_state: keys utid
+--   wakeup: keys utid; order latency
 
 -- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
 CREATE TABLE trace_bounds (

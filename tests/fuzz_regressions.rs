@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 use schedlens::analyzer::import;
-use schedlens::analyzer::schema::TABLES_SQL;
+use schedlens::analyzer::schema::create_sql;
 use schedlens::perfetto::reader::TraceReader;
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ fn regressions_read_and_import_without_panic() {
 
         let conn = Connection::open_in_memory().unwrap();
         schedlens::analyzer::columns::register(&conn).unwrap();
-        conn.execute_batch(TABLES_SQL).unwrap();
+        conn.execute_batch(create_sql()).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let outcome = TraceReader::from_reader(Cursor::new(bytes), size, &name)
             .and_then(|r| import::import_from(r, &conn, false));

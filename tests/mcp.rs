@@ -378,7 +378,7 @@ async fn analyses_match_the_workload() {
         .collect();
     assert!(types.contains(&("task_exec".into(), 3)), "{types:?}");
     assert!(
-        types.contains(&("sched_process_exec".into(), 1)),
+        types.contains(&("sched_process_exec".into(), 3)),
         "{types:?}"
     );
     let s = ok(&c, "search_events", json!({"text": "cpu2"})).await;

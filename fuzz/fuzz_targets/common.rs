@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 use schedlens::analyzer::import;
-use schedlens::analyzer::schema::TABLES_SQL;
+use schedlens::analyzer::schema::create_sql;
 use schedlens::perfetto::reader::TraceReader;
 use std::cell::RefCell;
 use std::io::Cursor;
@@ -13,7 +13,7 @@ thread_local! {
     static DB: RefCell<Connection> = RefCell::new({
         let conn = Connection::open_in_memory().expect("in-memory database");
         schedlens::analyzer::columns::register(&conn).expect("column module");
-        conn.execute_batch(TABLES_SQL).expect("schema");
+        conn.execute_batch(create_sql()).expect("schema");
         conn
     });
 }

@@ -1,6 +1,6 @@
 //! Scheduler totals per time bucket, summed while the trace loads, so that
 //! whole-trace and long-window analyses read a few thousand aggregate rows
-//! instead of millions of events. (Issue 4/5; owner: mcp.)
+//! instead of millions of events.
 //!
 //! The importer hands every completed sched_slice, thread_state and wakeup row
 //! to an [`Aggregator`] (a few adds per row, no SQL); [`Aggregator::write`]
@@ -12,7 +12,11 @@
 //! the exact sum of its buckets; the analyses compute the partial buckets at a
 //! window's two ends from the event tables (see [`WindowSplit`]).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::analyzer::schema::SqlWriter;
+use crate::analyzer::tables::{
+    AGG_CPU, AGG_THREAD, AggCpuRow, AggThreadRow, METADATA, MetadataRow,
+};
+use rusqlite::{Connection, OptionalExtension};
 
 /// Most buckets a trace spans; the width doubles to stay below it.
 pub const MAX_BUCKETS: i64 = 1024;
@@ -270,46 +274,43 @@ impl Aggregator {
             self.add_wait(utid, ts, end_ts.max(ts));
         }
         let width = 1i64 << self.shift;
-        let mut st = conn.prepare(
-            "INSERT INTO agg_cpu (ts, dur, cpu, busy_ns, switches) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut w = SqlWriter::new(conn, &AGG_CPU)?;
         for (cpu, series) in self.cpus.iter().enumerate() {
             for (b, a) in series {
-                st.execute(params![
-                    b << self.shift,
-                    width,
-                    cpu as i64,
-                    a.busy_ns,
-                    a.switches
-                ])?;
+                w.insert(&AggCpuRow {
+                    ts: b << self.shift,
+                    dur: width,
+                    cpu: cpu as i64,
+                    busy_ns: a.busy_ns,
+                    switches: a.switches,
+                })?;
             }
         }
-        let mut st = conn.prepare(
-            "INSERT INTO agg_thread (ts, dur, utid, cpu_ns, switches, wait_ns, wakeups, \
-             latency_max, latency_hist) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
+        let mut w = SqlWriter::new(conn, &AGG_THREAD)?;
         let mut blob = Vec::new();
         for (utid, series) in self.threads.iter_mut().enumerate() {
             for (b, a) in series.iter_mut() {
                 a.bins.sort_unstable();
                 encode_hist(&a.bins, &mut blob);
-                st.execute(params![
-                    *b << self.shift,
-                    width,
-                    utid as i64,
-                    a.cpu_ns,
-                    a.switches,
-                    a.wait_ns,
-                    a.wakeups,
-                    a.latency_max,
-                    (!blob.is_empty()).then_some(&blob)
-                ])?;
+                w.insert(&AggThreadRow {
+                    ts: *b << self.shift,
+                    dur: width,
+                    utid: utid as i64,
+                    cpu_ns: a.cpu_ns,
+                    switches: a.switches,
+                    wait_ns: a.wait_ns,
+                    wakeups: a.wakeups,
+                    latency_max: a.latency_max,
+                    latency_hist: (!blob.is_empty()).then_some(&blob[..]),
+                })?;
             }
         }
-        conn.execute(
-            "INSERT OR REPLACE INTO metadata (name, key_type, int_value) VALUES (?1, 'single', ?2)",
-            params![WIDTH_KEY, width],
-        )?;
+        SqlWriter::new(conn, &METADATA)?.insert(&MetadataRow {
+            name: WIDTH_KEY,
+            key_type: "single",
+            int_value: Some(width),
+            str_value: None,
+        })?;
         conn.execute_batch(INDEXES_SQL)
     }
 }
@@ -446,38 +447,6 @@ pub fn split_window(width: i64, lo: i64, hi: i64) -> WindowSplit {
         None
     };
     WindowSplit { width, full, edges }
-}
-
-/// Builds the aggregates of a database whose event tables were written
-/// without the importer (tests, tools): one pass over the three tables.
-pub fn build_from_tables(conn: &Connection) -> rusqlite::Result<()> {
-    let mut agg = Aggregator::new();
-    let end_ts: i64 = conn
-        .query_row("SELECT end_ts FROM trace_bounds", [], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
-    let mut st = conn.prepare("SELECT cpu, utid, ts, dur FROM sched_slice")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        agg.slice(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-    }
-    let mut st =
-        conn.prepare("SELECT utid, ts, dur, state FROM thread_state WHERE state IN ('R', 'R+')")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        agg.state(
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get_ref(3)?.as_str_or_null()?,
-        );
-    }
-    let mut st = conn.prepare("SELECT utid, ts, latency FROM wakeup")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        agg.wakeup(r.get(0)?, r.get(1)?, r.get(2)?);
-    }
-    agg.write(conn, end_ts)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use crate::analyzer::columns;
 use crate::analyzer::import::{self, ImportReport};
-use crate::analyzer::schema::{SCHEMA_VERSION, TABLES_SQL};
+use crate::analyzer::schema::{SCHEMA_VERSION, create_sql};
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::fs;
@@ -252,7 +252,7 @@ fn build(trace: &Path, db: &Path, s: &TraceStamp, progress: bool) -> anyhow::Res
         "PRAGMA page_size = 65536; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
          PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = FILE; PRAGMA cache_size = -65536;",
     )?;
-    conn.execute_batch(TABLES_SQL)?;
+    conn.execute_batch(create_sql())?;
     conn.execute_batch("BEGIN")?;
     let report = import::import(trace, &conn, progress)?;
     let mut meta = conn.prepare(

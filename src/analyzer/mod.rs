@@ -9,4 +9,6 @@ pub mod import;
 pub mod query;
 pub mod sandbox;
 pub mod schema;
+pub mod stats;
 pub mod strings;
+pub mod tables;

@@ -1,25 +1,33 @@
-//! A synthetic scheduler workload written straight into the analysis schema,
-//! with the raw rows kept so tests compute expected answers independently of
-//! the SQL under test. (Until the importer is merged, the MCP tests serve this
-//! database with the hidden `--db` option.)
+//! A synthetic scheduler workload, written as a Perfetto trace and loaded
+//! through the importer like any trace, with the raw rows kept so tests
+//! compute expected answers independently of the SQL under test.
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::path::Path;
+#[path = "../tracegen/mod.rs"]
+mod tracegen;
 
-use rusqlite::{Connection, params};
-use schedlens::analyzer::columns::{self, ColumnFile, ColumnRow, Layout, Put, TableWriter};
-use schedlens::analyzer::strings::Str;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use schedlens::perfetto::proto::schedlens::{self as slpb, schedlens_packet, topology};
+use schedlens::perfetto::proto::{self as pb, clock_snapshot, cpu_info, trace_packet};
+use tracegen::{Rng, bundle, ev, frame, packet, switch, waking};
 
 pub const START_TS: i64 = 5_000_000_000_000; // 5000 s after boot
 pub const IDLE: i64 = 0;
+/// Wall-clock time at START_TS (the trace's clock snapshot).
+pub const REALTIME_AT_START: i64 = 1_700_000_000_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Slice {
     pub ts: i64,
+    /// -1 for the idle slice each CPU ends the trace in.
     pub dur: i64,
     pub cpu: i64,
     pub utid: i64,
+    /// The state its thread left in ("R" for idle), "" while still running.
+    pub end_state: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -33,10 +41,12 @@ pub struct State {
 
 #[derive(Debug, Clone)]
 pub struct Wakeup {
+    /// The wakeup table's id: wakeups are numbered in time order.
     pub id: i64,
     pub ts: i64,
     pub utid: i64,
-    pub waker: Option<i64>,
+    /// The task the waking ran in: a random task, or idle (an interrupt).
+    pub waker: i64,
     pub cpu: i64,
     pub run_ts: i64,
     pub latency: i64,
@@ -52,9 +62,10 @@ pub struct Thread {
 pub struct Process {
     pub upid: i64,
     pub pid: i64,
+    /// argv[0], as the importer names a process from its command line.
     pub name: String,
     pub parent: Option<i64>,
-    pub cmdline: String,
+    pub cmdline: Vec<String>,
 }
 
 pub struct Workload {
@@ -65,33 +76,26 @@ pub struct Workload {
     pub slices: Vec<Slice>,
     pub states: Vec<State>,
     pub wakeups: Vec<Wakeup>,
-}
-
-/// Deterministic pseudo-random numbers (xorshift), so runs repeat exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: i64) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as i64
-    }
+    /// (ts, utid) of the sched_process_exec events, all on CPU 0.
+    pub execs: Vec<(i64, i64)>,
+    /// (ts, cpu, count) of the recorder's one report of lost events.
+    pub lost: (i64, i64, i64),
 }
 
 /// `cpus` CPUs (LLC and NUMA = cpu / 2), `procs` processes of
 /// `threads_per_proc` threads each, and `pairs_per_cpu` (idle, task) slice
-/// pairs on each CPU. Threads are pinned round-robin to CPUs; each task slice
-/// is preceded by a wakeup during the idle slice before it, except after a
-/// preemption (R+), which needs none.
+/// pairs on each CPU, then a last idle slice. Threads are pinned
+/// round-robin to CPUs; each task slice is preceded by a wakeup during the
+/// idle slice before it, except after a preemption (R+), which needs none.
 pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64) -> Workload {
     let mut rng = Rng(0x5eed_1234_abcd);
+    let mut below = |n: i64| rng.below(n as u64) as i64;
     let mut processes = vec![Process {
         upid: 0,
         pid: 0,
-        name: "swapper".into(),
+        name: String::new(),
         parent: None,
-        cmdline: String::new(),
+        cmdline: Vec::new(),
     }];
     let mut threads = vec![Thread {
         utid: 0,
@@ -104,9 +108,9 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
         processes.push(Process {
             upid: p,
             pid,
-            name: format!("proc{p}"),
+            name: format!("/usr/bin/proc{p}"),
             parent: if p == 1 { None } else { Some(1 + (p - 2) % 2) },
-            cmdline: format!("/usr/bin/proc{p} --mode=test{p}"),
+            cmdline: vec![format!("/usr/bin/proc{p}"), format!("--mode=test{p}")],
         });
         for t in 0..threads_per_proc {
             threads.push(Thread {
@@ -136,12 +140,13 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
             .collect();
         let mut t = START_TS + cpu * 1_000;
         for i in 0..pairs_per_cpu {
-            let idle = 10_000 + rng.below(190_000);
+            let idle = 10_000 + below(190_000);
             slices.push(Slice {
                 ts: t,
                 dur: idle,
                 cpu,
                 utid: IDLE,
+                end_state: "R",
             });
             let run_at = t + idle;
             if mine.is_empty() {
@@ -151,7 +156,7 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
             let u = mine[i as usize % mine.len()];
             let preempted = matches!(open[u as usize], Some((_, "R+", _)));
             if !preempted {
-                let lat = 1_000 + rng.below(idle.min(100_000) - 1_000);
+                let lat = 1_000 + below(idle.min(100_000) - 1_000);
                 let wake = run_at - lat;
                 if let Some((from, st, c)) = open[u as usize] {
                     states.push(State {
@@ -162,14 +167,15 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
                         cpu: c,
                     });
                 }
-                open[u as usize] = Some((wake, "R", Some(cpu)));
-                let waker = if rng.below(4) == 0 {
-                    None
+                // A woken task's runnable state has no CPU (trace_processor's rule).
+                open[u as usize] = Some((wake, "R", None));
+                let waker = if below(4) == 0 {
+                    IDLE
                 } else {
-                    Some(tasks[rng.below(tasks.len() as i64) as usize])
+                    tasks[below(tasks.len() as i64) as usize]
                 };
                 wakeups.push(Wakeup {
-                    id: wakeups.len() as i64,
+                    id: 0,
                     ts: wake,
                     utid: u,
                     waker,
@@ -187,12 +193,14 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
                     cpu: c,
                 });
             }
-            let run = 50_000 + rng.below(1_950_000);
+            let run = 50_000 + below(1_950_000);
+            let next = if below(8) == 0 { "R+" } else { "S" };
             slices.push(Slice {
                 ts: run_at,
                 dur: run,
                 cpu,
                 utid: u,
+                end_state: next,
             });
             states.push(State {
                 ts: run_at,
@@ -201,10 +209,16 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
                 state: "Running",
                 cpu: Some(cpu),
             });
-            let next = if rng.below(8) == 0 { "R+" } else { "S" };
             open[u as usize] = Some((run_at + run, next, None));
             t = run_at + run;
         }
+        slices.push(Slice {
+            ts: t,
+            dur: -1,
+            cpu,
+            utid: IDLE,
+            end_state: "",
+        });
         end_ts = end_ts.max(t);
     }
     for (u, o) in open.iter().enumerate() {
@@ -218,9 +232,22 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
             });
         }
     }
+    // The importer numbers wakeups as they happen (simultaneous ones in
+    // CPU order).
+    wakeups.sort_by_key(|w| (w.ts, w.cpu));
+    for (id, w) in wakeups.iter_mut().enumerate() {
+        w.id = id as i64;
+    }
     Workload {
         cpus,
         end_ts,
+        execs: threads
+            .iter()
+            .skip(1)
+            .take(3)
+            .map(|t| (START_TS + 5, t.utid))
+            .collect(),
+        lost: (START_TS + 100, 1, 42),
         threads,
         processes,
         slices,
@@ -229,199 +256,255 @@ pub fn workload(cpus: i64, procs: i64, threads_per_proc: i64, pairs_per_cpu: i64
     }
 }
 
-/// Writes the workload into a new database at `path` with the schema and the
-/// importer's indexes.
-pub fn write_db(w: &Workload, path: &Path) {
-    let mut c = Connection::open(path).unwrap();
-    columns::register(&c).unwrap();
-    c.execute_batch(schedlens::analyzer::schema::TABLES_SQL)
-        .unwrap();
-    let tx = c.transaction().unwrap();
-    tx.execute(
-        "INSERT INTO trace_bounds VALUES (?1, ?2)",
-        params![START_TS, w.end_ts],
-    )
-    .unwrap();
-    for (k, s, i) in [
-        ("system_name", Some("Linux"), None),
-        ("system_release", Some("6.8.0-test"), None),
-        ("system_machine", Some("x86_64"), None),
-        ("num_cpus", None, Some(w.cpus)),
-        (
-            "realtime_offset_ns",
+/// Trace time per bundle: each CPU's events of one window go in one bundle,
+/// the CPUs' bundles interleaved window by window, as a recorder writes them.
+const BUNDLE_NS: i64 = 10_000_000;
+
+/// Writes the workload as a Perfetto trace: the machine's description,
+/// one process snapshot per process (so utids follow the workload's
+/// numbering), then per CPU the switches, wakings and execs.
+pub fn write_trace(w: &Workload, path: &Path) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let at = |ts: i64, data| pb::TracePacket {
+        timestamp: Some(ts as u64),
+        ..packet(data)
+    };
+    let mut head = vec![
+        packet(trace_packet::Data::SystemInfo(pb::SystemInfo {
+            utsname: Some(pb::Utsname {
+                sysname: Some("Linux".into()),
+                version: Some("#1 SMP".into()),
+                release: Some("6.8.0-test".into()),
+                machine: Some("x86_64".into()),
+            }),
+            num_cpus: Some(w.cpus as u32),
+            ..Default::default()
+        })),
+        packet(trace_packet::Data::ClockSnapshot(pb::ClockSnapshot {
+            clocks: [(1, REALTIME_AT_START), (6, START_TS)]
+                .map(|(id, ts)| clock_snapshot::Clock {
+                    clock_id: Some(id),
+                    timestamp: Some(ts as u64),
+                })
+                .to_vec(),
+            primary_trace_clock: None,
+        })),
+        packet(trace_packet::Data::CpuInfo(pb::CpuInfo {
+            cpus: (0..w.cpus)
+                .map(|_| cpu_info::Cpu {
+                    processor: Some("Test CPU @ 3GHz".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+        schedlens(
             None,
-            Some(1_700_000_000_000_000_000 - START_TS),
+            schedlens_packet::Data::Topology(slpb::Topology {
+                cpus: (0..w.cpus as u32)
+                    .map(|cpu| topology::Cpu {
+                        cpu: Some(cpu),
+                        package_id: Some(0),
+                        core_id: Some(cpu as i32),
+                        llc_id: Some(cpu as i32 / 2),
+                        numa_node: Some(cpu as i32 / 2),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
         ),
-    ] {
-        tx.execute(
-            "INSERT INTO metadata VALUES (?1, 'single', ?2, ?3)",
-            params![k, i, s],
-        )
-        .unwrap();
+    ];
+    for p in w.processes.iter().skip(1) {
+        let tree = pb::ProcessTree {
+            processes: vec![pb::process_tree::Process {
+                pid: Some(p.pid as i32),
+                ppid: Some(p.parent.map_or(0, |u| w.processes[u as usize].pid) as i32),
+                cmdline: p.cmdline.clone(),
+                is_kthread: Some(false),
+                ..Default::default()
+            }],
+            threads: w
+                .threads
+                .iter()
+                .filter(|t| t.upid == p.upid)
+                .map(|t| pb::process_tree::Thread {
+                    tid: Some(t.tid as i32),
+                    name: Some(t.name.clone()),
+                    tgid: Some(p.pid as i32),
+                })
+                .collect(),
+            collection_end_timestamp: None,
+        };
+        head.push(at(START_TS, trace_packet::Data::ProcessTree(tree)));
     }
-    for cpu in 0..w.cpus {
-        tx.execute(
-            "INSERT INTO cpu (id, cpu, processor, package_id, core_id, llc_id, numa_node)
-             VALUES (?1, ?1, 'Test CPU @ 3GHz', 0, ?1, ?2, ?2)",
-            params![cpu, cpu / 2],
-        )
-        .unwrap();
+    let (lost_ts, lost_cpu, lost) = w.lost;
+    head.push(schedlens(
+        Some(lost_ts),
+        schedlens_packet::Data::LostEvents(slpb::LostEvents {
+            cpu: Some(lost_cpu as u32),
+            count: Some(lost as u64),
+        }),
+    ));
+    for p in &head {
+        out.write_all(&frame(p)).unwrap();
     }
-    for p in &w.processes {
-        tx.execute(
-            "INSERT INTO process (upid, pid, name, parent_upid, cmdline, is_kthread)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            params![p.upid, p.pid, p.name, p.parent, p.cmdline],
-        )
-        .unwrap();
-    }
-    for t in &w.threads {
-        tx.execute(
-            "INSERT INTO thread (utid, tid, name, upid, is_main_thread, is_idle)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                t.utid,
-                t.tid,
-                t.name,
-                t.upid,
-                t.tid == 1000 + t.upid * 10,
-                t.tid == 0
-            ],
-        )
-        .unwrap();
-    }
-    {
-        write_columns(w, path, &tx);
-        let mut st = tx
-            .prepare("INSERT INTO task_event (ts, type, utid, tid, pid, comm, cpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)")
-            .unwrap();
-        for t in w.threads.iter().skip(1).take(3) {
-            st.execute(params![START_TS + 5, "exec", t.utid, t.tid, t.tid, t.name])
-                .unwrap();
-        }
-        tx.execute(
-            "INSERT INTO ftrace_event (ts, name, cpu, utid, args) VALUES (?1, 'sched_process_exec', 0, 1, '{\"pid\":1010}')",
-            [START_TS + 5],
-        )
-        .unwrap();
-        tx.execute(
-            "INSERT INTO lost_events (ts, cpu, count) VALUES (?1, 1, 42)",
-            [START_TS + 100],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-    c.execute_batch(schedlens::analyzer::db::INDEXES_SQL)
-        .unwrap();
-    schedlens::analyzer::aggregate::build_from_tables(&c).unwrap();
-}
-
-struct SliceRow<'a>(i64, &'a Slice, Str);
-struct StateRow<'a>(i64, &'a State, Str);
-struct WakeupRow<'a>(&'a Wakeup);
-
-impl ColumnRow for SliceRow<'_> {
-    const LAYOUT: &'static Layout = &columns::SCHED_SLICE;
-    fn id(&self) -> i64 {
-        self.0
-    }
-    fn put(&self, out: &mut impl Put) {
-        let s = self.1;
-        out.int(Some(s.ts));
-        out.int(Some(s.dur));
-        out.int(Some(s.cpu as u32));
-        out.int(Some(s.utid as u32));
-        out.int(Some(self.2));
-        out.int(Some(120));
-    }
-}
-
-impl ColumnRow for StateRow<'_> {
-    const LAYOUT: &'static Layout = &columns::THREAD_STATE;
-    fn id(&self) -> i64 {
-        self.0
-    }
-    fn put(&self, out: &mut impl Put) {
-        let s = self.1;
-        out.int(Some(s.ts));
-        out.int(Some(s.dur));
-        out.int(s.cpu.map(|c| c as u32));
-        out.int(Some(s.utid as u32));
-        out.int(Some(self.2));
-        out.int(None::<i64>);
-        out.int(None::<i64>);
-        out.int(None::<i64>);
-        out.int(None::<i64>);
-        out.int(None::<i64>);
-    }
-}
-
-impl ColumnRow for WakeupRow<'_> {
-    const LAYOUT: &'static Layout = &columns::WAKEUP;
-    fn id(&self) -> i64 {
-        self.0.id
-    }
-    fn put(&self, out: &mut impl Put) {
-        let x = self.0;
-        out.int(Some(x.ts));
-        out.int(Some(x.utid as u32));
-        out.int(x.waker.map(|u| u as u32));
-        out.int(Some(x.cpu as u32));
-        out.int(Some(x.cpu as i32));
-        out.int(Some(x.run_ts));
-        out.int(Some(x.cpu as u32));
-        out.int(Some(120));
-    }
-}
-
-/// The column file of the database at `path` (sched_slice, thread_state,
-/// wakeup), written the way the importer writes it; its build id goes in
-/// the metadata.
-fn write_columns(w: &Workload, path: &Path, tx: &Connection) {
-    // The column file's strings; rows hold indexes into it.
-    let mut strings: Vec<String> = Vec::new();
-    let mut intern = |s: &str| -> Str {
-        match strings.iter().position(|x| x == s) {
-            Some(i) => i as Str,
-            None => {
-                strings.push(s.to_string());
-                (strings.len() - 1) as Str
+    let per_cpu = events_per_cpu(w);
+    let mut next = vec![0; per_cpu.len()];
+    let mut window_end = START_TS + BUNDLE_NS;
+    while next.iter().zip(&per_cpu).any(|(&i, evs)| i < evs.len()) {
+        for (cpu, evs) in per_cpu.iter().enumerate() {
+            let from = next[cpu];
+            while next[cpu] < evs.len() && evs[next[cpu]].0 < window_end {
+                next[cpu] += 1;
+            }
+            if next[cpu] > from {
+                let events = evs[from..next[cpu]].iter().map(|e| e.1.clone()).collect();
+                out.write_all(&frame(&bundle(cpu as u32, events))).unwrap();
             }
         }
-    };
-    let mut file = ColumnFile::create(Some(&columns::path_for(path))).unwrap();
-    let mut slices = TableWriter::default();
-    let mut states = TableWriter::default();
-    let mut wakeups = TableWriter::default();
-    let s_state = intern("S");
-    let mut sorted: Vec<&Slice> = w.slices.iter().collect();
-    sorted.sort_by_key(|s| (s.ts, s.cpu));
-    for (id, s) in sorted.into_iter().enumerate() {
-        slices
-            .add(SliceRow(id as i64, s, s_state), &mut file)
-            .unwrap();
+        window_end += BUNDLE_NS;
     }
-    let mut sorted: Vec<&State> = w.states.iter().collect();
-    sorted.sort_by_key(|s| (s.ts, s.utid));
-    for (id, s) in sorted.into_iter().enumerate() {
-        let state = intern(s.state);
-        states
-            .add(StateRow(id as i64, s, state), &mut file)
-            .unwrap();
+    out.flush().unwrap();
+}
+
+fn schedlens(ts: Option<i64>, data: schedlens_packet::Data) -> pb::TracePacket {
+    pb::TracePacket {
+        timestamp: ts.map(|t| t as u64),
+        ..packet(trace_packet::Data::Schedlens(slpb::SchedlensPacket {
+            data: Some(data),
+        }))
+    }
+}
+
+/// Each CPU's ftrace events in time order: a switch at the start of every
+/// slice (from the CPU's previous slice), the wakings, and the execs.
+fn events_per_cpu(w: &Workload) -> Vec<Vec<(i64, pb::FtraceEvent)>> {
+    let task = |utid: i64| {
+        let t = &w.threads[utid as usize];
+        (t.tid as i32, t.name.as_str())
+    };
+    let mut per_cpu: Vec<Vec<(i64, pb::FtraceEvent)>> = vec![Vec::new(); w.cpus as usize];
+    let mut running: Vec<Option<&Slice>> = vec![None; w.cpus as usize];
+    for s in &w.slices {
+        let c = s.cpu as usize;
+        let (prev, prev_state) = match running[c] {
+            Some(p) => (
+                p.utid,
+                if p.end_state == "R+" {
+                    0x100
+                } else if p.end_state == "S" {
+                    1
+                } else {
+                    0
+                },
+            ),
+            None => (IDLE, 0),
+        };
+        let (prev_tid, prev_comm) = task(prev);
+        let next = task(s.utid);
+        per_cpu[c].push((
+            s.ts,
+            switch(s.ts as u64, (prev_tid, prev_comm, prev_state), next),
+        ));
+        running[c] = Some(s);
     }
     for x in &w.wakeups {
-        wakeups.add(WakeupRow(x), &mut file).unwrap();
+        let (tid, comm) = task(x.utid);
+        let e = waking(x.ts as u64, task(x.waker).0 as u32, tid, comm, x.cpu as i32);
+        per_cpu[x.cpu as usize].push((x.ts, e));
     }
-    slices.flush(&mut file).unwrap();
-    states.flush(&mut file).unwrap();
-    wakeups.flush(&mut file).unwrap();
-    tx.execute(
-        "INSERT INTO metadata VALUES ('columns_build_id', 'single', ?1, NULL)",
-        [file.build_id() as i64],
-    )
-    .unwrap();
-    file.finish(&mut [&mut slices, &mut states, &mut wakeups], strings)
-        .unwrap();
+    for &(ts, utid) in &w.execs {
+        let (tid, _) = task(utid);
+        let p = &w.processes[w.threads[utid as usize].upid as usize];
+        let exec = pb::SchedProcessExecFtraceEvent {
+            filename: Some(p.cmdline[0].clone()),
+            pid: Some(tid),
+            old_pid: Some(tid),
+        };
+        let e = ev(
+            ts as u64,
+            tid as u32,
+            pb::ftrace_event::Event::SchedProcessExec(exec),
+        );
+        per_cpu[0].push((ts, e));
+    }
+    for evs in &mut per_cpu {
+        // Stable: a CPU's events at one time keep the order above.
+        evs.sort_by_key(|e| e.0);
+    }
+    per_cpu
+}
+
+/// Writes the workload's trace beside `path` (`<path>.pftrace`) and loads it
+/// into a database at `path`, the way `schedlens` loads any trace; checks
+/// that the event tables hold exactly the workload's rows.
+pub fn write_db(w: &Workload, path: &Path) -> PathBuf {
+    let mut trace = path.as_os_str().to_owned();
+    trace.push(".pftrace");
+    let trace = PathBuf::from(trace);
+    write_trace(w, &trace);
+    schedlens::analyzer::db::build_into(&trace, path).unwrap();
+    check_rows(w, path);
+    trace
+}
+
+fn check_rows(w: &Workload, db: &Path) {
+    let conn = schedlens::analyzer::db::open_readonly(db).unwrap();
+    let rows = |sql: &str| -> Vec<Vec<Option<i64>>> {
+        let mut st = conn.prepare(sql).unwrap();
+        let n = st.column_count();
+        let mut rows: Vec<Vec<Option<i64>>> = st
+            .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.sort();
+        rows
+    };
+    let sorted = |mut v: Vec<Vec<Option<i64>>>| {
+        v.sort();
+        v
+    };
+    let state_code = |s: &str| ["Running", "R", "R+", "S", ""].iter().position(|x| *x == s);
+    assert_eq!(
+        rows("SELECT ts, dur, cpu, utid FROM sched_slice"),
+        sorted(
+            w.slices
+                .iter()
+                .map(|s| vec![Some(s.ts), Some(s.dur), Some(s.cpu), Some(s.utid)])
+                .collect()
+        ),
+        "sched_slice"
+    );
+    assert_eq!(
+        rows(
+            "SELECT ts, dur, utid, cpu, CASE state WHEN 'Running' THEN 0 WHEN 'R' THEN 1 \
+             WHEN 'R+' THEN 2 WHEN 'S' THEN 3 END FROM thread_state"
+        ),
+        sorted(
+            w.states
+                .iter()
+                .map(|s| {
+                    let code = state_code(s.state).map(|c| c as i64);
+                    vec![Some(s.ts), Some(s.dur), Some(s.utid), s.cpu, code]
+                })
+                .collect()
+        ),
+        "thread_state"
+    );
+    assert_eq!(
+        rows("SELECT id, ts, utid, waker_utid, waking_cpu, run_ts, latency FROM wakeup"),
+        sorted(
+            w.wakeups
+                .iter()
+                .map(
+                    |x| [x.id, x.ts, x.utid, x.waker, x.cpu, x.run_ts, x.latency]
+                        .map(Some)
+                        .to_vec()
+                )
+                .collect()
+        ),
+        "wakeup"
+    );
 }
 
 /// Independent answers computed from the raw rows.

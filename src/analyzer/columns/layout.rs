@@ -1,8 +1,12 @@
-//! What each columnar table stores (physical columns), what SQL sees
-//! (declared columns, in schema/tables.sql order), and the file's directory.
+//! What each columnar table stores (physical columns) and what SQL sees
+//! (declared columns), derived from the table declarations; how values are
+//! packed; and the file's directory.
 
 use super::NULL_I64 as NULL;
+use crate::analyzer::schema::{Backend, Fill, Item, Table};
+use crate::analyzer::tables;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// A physical column's type. Every stored value is an integer (NULL is
 /// [`NULL`]); a Str column's integers index the directory's strings.
@@ -173,121 +177,107 @@ pub enum Source {
     Col(usize),
     /// Column a minus column b; NULL if either is NULL.
     Diff(usize, usize),
+    /// Always NULL.
+    Null,
 }
 
-/// One columnar table.
+/// One columnar table as the file stores it, derived from its declaration
+/// in [`tables`](crate::analyzer::tables).
 #[derive(Debug)]
 pub struct Layout {
     pub name: &'static str,
-    /// Stored columns, in block order.
-    pub phys: &'static [(&'static str, Phys)],
-    /// SQL columns, in the order schema/tables.sql declares them.
-    pub columns: &'static [(&'static str, Source)],
+    /// Stored columns (the row struct's fields but the id), in block order.
+    pub phys: Vec<(&'static str, Phys)>,
+    /// SQL columns, in declaration order.
+    pub columns: Vec<(&'static str, Source)>,
     /// The physical ts column (rows are opened in ts order).
     pub ts: usize,
     /// Small-domain integer columns with a (key, id) index: equality
     /// lookups and ORDER BY key.
-    pub keys: &'static [usize],
+    pub keys: Vec<usize>,
     /// A declared column with a descending-order index over its non-NULL
     /// values (worst-first queries).
     pub order: Option<usize>,
 }
 
 impl Layout {
+    /// The layout of column-file table `name` of the schema.
     pub fn by_name(name: &str) -> Option<&'static Layout> {
-        [&SCHED_SLICE, &THREAD_STATE, &WAKEUP]
-            .into_iter()
-            .find(|l| l.name == name)
+        static ALL: OnceLock<Vec<Layout>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            tables::SCHEMA
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Table(t) => Layout::derive(t),
+                    Item::View(_) => None,
+                })
+                .collect()
+        })
+        .iter()
+        .find(|l| l.name == name)
+    }
+
+    /// The layout of `table`, which must be a column-file table of the
+    /// schema (the declarations' test checks that every one derives).
+    pub fn of(table: &'static Table) -> &'static Layout {
+        Layout::by_name(table.name)
+            .unwrap_or_else(|| panic!("{} is not a column-file table of the schema", table.name))
+    }
+
+    /// None for SQLite tables. Panics on a declaration that names a column
+    /// it does not have (a mistake the tests catch, not bad input).
+    fn derive(t: &'static Table) -> Option<Layout> {
+        let Backend::ColumnFile { keys, order } = t.backend else {
+            return None;
+        };
+        let phys: Vec<(&'static str, Phys)> = t
+            .columns
+            .iter()
+            .filter(|c| c.fill == Fill::Field)
+            .map(|c| {
+                let p = if c.decl_type() == "TEXT" {
+                    Phys::Str
+                } else {
+                    Phys::Int
+                };
+                (c.name, p)
+            })
+            .collect();
+        let stored = |name: &str| {
+            phys.iter()
+                .position(|p| p.0 == name)
+                .unwrap_or_else(|| panic!("{}: no stored column {name}", t.name))
+        };
+        let columns = t
+            .columns
+            .iter()
+            .map(|c| {
+                let source = match c.fill {
+                    Fill::RowId => Source::Id,
+                    Fill::Field => Source::Col(stored(c.name)),
+                    Fill::SameAs(other) => Source::Col(stored(other)),
+                    Fill::Difference(a, b) => Source::Diff(stored(a), stored(b)),
+                    Fill::Null => Source::Null,
+                };
+                (c.name, source)
+            })
+            .collect();
+        let order = order.map(|o| {
+            t.columns
+                .iter()
+                .position(|c| c.name == o)
+                .unwrap_or_else(|| panic!("{}: no column {o}", t.name))
+        });
+        Some(Layout {
+            name: t.name,
+            ts: stored("ts"),
+            keys: keys.iter().map(|k| stored(k)).collect(),
+            order,
+            phys,
+            columns,
+        })
     }
 }
-
-pub static SCHED_SLICE: Layout = Layout {
-    name: "sched_slice",
-    phys: &[
-        ("ts", Phys::Int),
-        ("dur", Phys::Int),
-        ("cpu", Phys::Int),
-        ("utid", Phys::Int),
-        ("end_state", Phys::Str),
-        ("priority", Phys::Int),
-    ],
-    columns: &[
-        ("id", Source::Id),
-        ("ts", Source::Col(0)),
-        ("dur", Source::Col(1)),
-        ("cpu", Source::Col(2)),
-        ("utid", Source::Col(3)),
-        ("end_state", Source::Col(4)),
-        ("priority", Source::Col(5)),
-        ("ucpu", Source::Col(2)),
-    ],
-    ts: 0,
-    keys: &[3, 2],
-    order: None,
-};
-
-pub static THREAD_STATE: Layout = Layout {
-    name: "thread_state",
-    phys: &[
-        ("ts", Phys::Int),
-        ("dur", Phys::Int),
-        ("cpu", Phys::Int),
-        ("utid", Phys::Int),
-        ("state", Phys::Str),
-        ("io_wait", Phys::Int),
-        ("blocked_function", Phys::Str),
-        ("waker_utid", Phys::Int),
-        ("waker_id", Phys::Int),
-        ("irq_context", Phys::Int),
-    ],
-    columns: &[
-        ("id", Source::Id),
-        ("ts", Source::Col(0)),
-        ("dur", Source::Col(1)),
-        ("cpu", Source::Col(2)),
-        ("utid", Source::Col(3)),
-        ("state", Source::Col(4)),
-        ("io_wait", Source::Col(5)),
-        ("blocked_function", Source::Col(6)),
-        ("waker_utid", Source::Col(7)),
-        ("waker_id", Source::Col(8)),
-        ("irq_context", Source::Col(9)),
-        ("ucpu", Source::Col(2)),
-    ],
-    ts: 0,
-    keys: &[3],
-    order: None,
-};
-
-pub static WAKEUP: Layout = Layout {
-    name: "wakeup",
-    phys: &[
-        ("ts", Phys::Int),
-        ("utid", Phys::Int),
-        ("waker_utid", Phys::Int),
-        ("waking_cpu", Phys::Int),
-        ("target_cpu", Phys::Int),
-        ("run_ts", Phys::Int),
-        ("run_cpu", Phys::Int),
-        ("priority", Phys::Int),
-    ],
-    columns: &[
-        ("id", Source::Id),
-        ("ts", Source::Col(0)),
-        ("utid", Source::Col(1)),
-        ("waker_utid", Source::Col(2)),
-        ("waking_cpu", Source::Col(3)),
-        ("target_cpu", Source::Col(4)),
-        ("run_ts", Source::Col(5)),
-        ("run_cpu", Source::Col(6)),
-        ("latency", Source::Diff(5, 0)),
-        ("priority", Source::Col(7)),
-    ],
-    ts: 0,
-    keys: &[1],
-    // latency: the scheduling_latency tool's worst wakeups.
-    order: Some(8),
-};
 
 /// The JSON directory at the end of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -417,6 +407,33 @@ mod tests {
             }
             assert_eq!(out, column, "{p:?}");
         }
+    }
+
+    #[test]
+    fn layouts_follow_the_declarations() {
+        let w = Layout::of(&tables::WAKEUP);
+        let names: Vec<&str> = w.phys.iter().map(|p| p.0).collect();
+        assert_eq!(
+            names,
+            [
+                "ts",
+                "utid",
+                "waker_utid",
+                "waking_cpu",
+                "target_cpu",
+                "run_ts",
+                "run_cpu",
+                "priority"
+            ]
+        );
+        assert!(matches!(w.columns[0].1, Source::Id));
+        assert!(matches!(w.columns[8], ("latency", Source::Diff(5, 0))));
+        assert_eq!((w.ts, w.keys.as_slice(), w.order), (0, &[1][..], Some(8)));
+        let s = Layout::of(&tables::SCHED_SLICE);
+        assert_eq!(s.phys[4], ("end_state", Phys::Str));
+        assert!(matches!(s.columns[7], ("ucpu", Source::Col(2))));
+        assert_eq!(s.keys, [3, 2]);
+        assert!(Layout::by_name("thread").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Columnar storage for the three event tables that get millions of rows
-//! (sched_slice, thread_state, wakeup), served to SQLite as virtual tables.
+//! Columnar storage for the event tables that get millions of rows (those
+//! declared `in column_file` in [`tables`](crate::analyzer::tables)),
+//! served to SQLite as virtual tables.
 //!
 //! Why: inserting rows into SQLite B-trees and sorting them into indexes
 //! took ~90% of a load (about 0.5 us per row). Here a load appends
@@ -38,10 +39,10 @@ mod store;
 mod vtab;
 mod writer;
 
-pub use layout::{Layout, Phys, SCHED_SLICE, THREAD_STATE, WAKEUP};
+pub use layout::{Layout, Phys};
 pub use store::Store;
-pub use vtab::register;
-pub use writer::{ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter};
+pub use vtab::{MODULE, register};
+pub use writer::{Cell, ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter, TextCell};
 
 use std::path::{Path, PathBuf};
 
@@ -69,16 +70,18 @@ pub fn row_count_key(table: &str) -> String {
     format!("rows_{table}")
 }
 
-/// Views with exactly the rows of a columnar table (schema/tables.sql).
-const SAME_ROWS: &[(&str, &str)] = &[("sched", "sched_slice")];
-
-/// The row count of columnar table `table` (or of a view of all its rows)
-/// as recorded at load, None for other tables (or a database without it).
+/// The row count of columnar table `table` (or of a view, which has all
+/// the rows of its base table) as recorded at load, None for other tables
+/// (or a database without it).
 pub fn row_count(conn: &rusqlite::Connection, table: &str) -> Option<i64> {
-    let table = SAME_ROWS
+    use crate::analyzer::schema::Item;
+    let table = crate::analyzer::tables::SCHEMA
         .iter()
-        .find(|v| v.0 == table)
-        .map_or(table, |v| v.1);
+        .find_map(|item| match item {
+            Item::View(v) if v.name == table => Some(v.base.name),
+            _ => None,
+        })
+        .unwrap_or(table);
     Layout::by_name(table)?;
     conn.query_row(
         "SELECT int_value FROM metadata WHERE name = ?1",

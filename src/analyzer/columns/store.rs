@@ -103,7 +103,7 @@ impl Store {
                 t.phys.len() == layout.phys.len()
                     && t.phys
                         .iter()
-                        .zip(layout.phys)
+                        .zip(&layout.phys)
                         .all(|(a, b)| a.0 == b.0 && a.1 == b.1),
                 "{} has columns of another version",
                 t.name
@@ -240,6 +240,7 @@ impl Store {
                 (Some(x), Some(y)) => Value::Int(x.wrapping_sub(y)),
                 _ => Value::Null,
             },
+            Source::Null => Value::Null,
         }
     }
 

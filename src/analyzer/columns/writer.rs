@@ -16,6 +16,7 @@ use super::layout::{
     BlockDir, Bulk, Directory, KeyDir, Layout, OrderDir, Packing, Source, Stored, TableDir,
 };
 use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
+use crate::analyzer::schema::Table;
 use crate::analyzer::strings::{Str, Strings};
 use anyhow::Context;
 use rustc_hash::FxHashMap;
@@ -37,14 +38,84 @@ const MAX_KEYS: u64 = 1 << 26;
 /// column's value is an index into the strings given to
 /// [`ColumnFile::finish`]).
 pub trait Put {
-    fn int<V: Into<i64>>(&mut self, v: Option<V>);
+    fn value(&mut self, v: Option<i64>);
 }
 
-/// A row of a columnar table.
+/// A row of a column-file table: a struct `table!` declares, which derives
+/// this from the table's columns.
 pub trait ColumnRow {
-    const LAYOUT: &'static Layout;
+    const TABLE: &'static Table;
     fn id(&self) -> i64;
+    /// Puts the stored fields, in physical column order.
     fn put(&self, out: &mut impl Put);
+    /// Sets stored field `column` (an amendment to a row not written yet).
+    fn set(&mut self, column: usize, value: Option<i64>);
+    /// Replaces the interned strings of the TEXT fields.
+    fn map_text(&mut self, f: &mut impl FnMut(Str) -> Str);
+}
+
+/// A field type the column file stores: an integer or NULL.
+pub trait Cell: Copy {
+    fn to_cell(self) -> Option<i64>;
+    /// The field's value for a stored value (amendments only set nullable
+    /// fields; a NULL for a required one becomes its default).
+    fn from_cell(v: Option<i64>) -> Self;
+}
+
+macro_rules! int_cell {
+    ($($t:ty),*) => {$(
+        impl Cell for $t {
+            #[inline]
+            fn to_cell(self) -> Option<i64> {
+                Some(i64::from(self))
+            }
+            fn from_cell(v: Option<i64>) -> Self {
+                v.and_then(|v| <$t>::try_from(v).ok()).unwrap_or_default()
+            }
+        }
+    )*};
+}
+int_cell!(i64, i32, u32);
+
+impl Cell for bool {
+    #[inline]
+    fn to_cell(self) -> Option<i64> {
+        Some(i64::from(self))
+    }
+    fn from_cell(v: Option<i64>) -> Self {
+        v.is_some_and(|v| v != 0)
+    }
+}
+
+impl<T: Cell> Cell for Option<T> {
+    #[inline]
+    fn to_cell(self) -> Option<i64> {
+        self.and_then(Cell::to_cell)
+    }
+    fn from_cell(v: Option<i64>) -> Self {
+        v.map(|v| T::from_cell(Some(v)))
+    }
+}
+
+/// A TEXT field of a column-file row: an interned string, or none.
+pub trait TextCell {
+    fn map(&mut self, f: &mut impl FnMut(Str) -> Str);
+}
+
+impl TextCell for Str {
+    #[inline]
+    fn map(&mut self, f: &mut impl FnMut(Str) -> Str) {
+        *self = f(*self);
+    }
+}
+
+impl TextCell for Option<Str> {
+    #[inline]
+    fn map(&mut self, f: &mut impl FnMut(Str) -> Str) {
+        if let Some(s) = self {
+            *s = f(*s);
+        }
+    }
 }
 
 /// Importer string ids -> the file's own dense string table.
@@ -85,8 +156,8 @@ struct BlockPut<'a> {
 
 impl Put for BlockPut<'_> {
     #[inline]
-    fn int<V: Into<i64>>(&mut self, v: Option<V>) {
-        self.cols[self.col].push(v.map_or(NULL_I64, Into::into));
+    fn value(&mut self, v: Option<i64>) {
+        self.cols[self.col].push(v.unwrap_or(NULL_I64));
         self.col += 1;
     }
 }
@@ -102,8 +173,8 @@ struct PatchPut<'a> {
 }
 
 impl Put for PatchPut<'_> {
-    fn int<V: Into<i64>>(&mut self, v: Option<V>) {
-        let v = v.map_or(NULL_I64, Into::into);
+    fn value(&mut self, v: Option<i64>) {
+        let v = v.unwrap_or(NULL_I64);
         let at = self.block.column_offset(self.col);
         let slot = self.row as usize % BLOCK_ROWS;
         let p = &mut self.block.columns[self.col];
@@ -281,6 +352,7 @@ pub trait Finish: Sync {
 
 /// One table's writer.
 pub struct TableWriter<T: ColumnRow> {
+    layout: &'static Layout,
     /// Id of the first slot of `window`.
     base: i64,
     /// Closed rows from `base` on; None for rows not closed yet.
@@ -301,10 +373,12 @@ pub struct TableWriter<T: ColumnRow> {
 
 impl<T: ColumnRow> Default for TableWriter<T> {
     fn default() -> Self {
+        let layout = Layout::of(T::TABLE);
         TableWriter {
+            layout,
             base: 0,
             window: VecDeque::new(),
-            cols: T::LAYOUT
+            cols: layout
                 .phys
                 .iter()
                 .map(|_| Vec::with_capacity(BLOCK_ROWS))
@@ -363,8 +437,8 @@ impl<T: ColumnRow> TableWriter<T> {
         Ok(())
     }
 
-    /// A closed row not written yet, to be amended.
-    pub fn pending(&mut self, id: i64) -> Option<&mut T> {
+    /// A closed row not written yet.
+    fn pending(&mut self, id: i64) -> Option<&mut T> {
         let in_window = usize::try_from(id - self.base)
             .ok()
             .and_then(|at| self.window.get_mut(at))
@@ -375,10 +449,14 @@ impl<T: ColumnRow> TableWriter<T> {
         }
     }
 
-    /// Amends physical column `col` of a row already written (or not
-    /// closed yet: the patch then applies after it is).
-    pub fn patch(&mut self, id: i64, col: usize, value: Option<i64>) {
-        self.patches.push((id, col, value));
+    /// Amends physical column `col` of row `id`: in place while the row is
+    /// held, else through a patch of the written file at the end (the patch
+    /// also applies after a row not closed yet is written).
+    pub fn amend(&mut self, id: i64, col: usize, value: Option<i64>) {
+        match self.pending(id) {
+            Some(row) => row.set(col, value),
+            None => self.patches.push((id, col, value)),
+        }
     }
 
     /// Appends every row held; call once, after the last row.
@@ -508,7 +586,7 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
                         col,
                         exceptions: &mut self.exceptions,
                     };
-                    p.int(value);
+                    p.value(value);
                 }
                 pi += 1;
             }
@@ -526,7 +604,7 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
     }
 
     fn plan_indexes(&self, file: &File, end: &mut u64) -> std::io::Result<IndexPlan> {
-        let layout = T::LAYOUT;
+        let layout = self.layout;
         // A placeholder never filled (NULL ts) also breaks the order.
         let mut last = i64::MIN;
         let mut ts_sorted = true;
@@ -537,7 +615,7 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
         let exceptions_at = *end;
         *end += self.exceptions.len() as u64 * 16;
         let mut keys = Vec::new();
-        for &col in layout.keys {
+        for &col in &layout.keys {
             let mut counts: Vec<u32> = Vec::new();
             let mut too_many = false;
             self.scan(file, [col], |_, [k]| {
@@ -595,7 +673,7 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
                             add(id, v);
                         }
                     })?,
-                    Source::Id => {}
+                    Source::Id | Source::Null => {}
                 }
                 packed.sort_unstable();
                 wide.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
@@ -671,9 +749,10 @@ impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
 
     fn directory(&self, plan: IndexPlan) -> TableDir {
         TableDir {
-            name: T::LAYOUT.name.to_string(),
+            name: self.layout.name.to_string(),
             rows: plan.rows,
-            phys: T::LAYOUT
+            phys: self
+                .layout
                 .phys
                 .iter()
                 .map(|(n, p)| ((*n).to_string(), *p))

@@ -1,9 +1,154 @@
-//! Tokenized events: what the tokenizer extracts from packets and the parser
-//! consumes in timestamp order. Small and allocation-free for the frequent
-//! kinds (switch, waking), since up to a sort window of them is buffered.
+//! Tokenized events: what the tokenizer extracts from packets and the
+//! trackers consume in timestamp order. Small and allocation-free for the
+//! frequent kinds (switch, waking), since up to a sort window of them is
+//! buffered.
+//!
+//! In the ftrace events, `cpu` is the CPU the event fired on and `src` the
+//! FtraceEvent.pid: the task that was running there.
 
 use crate::analyzer::strings::Str;
 use crate::perfetto::proto::ProcessTree;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Switch(Switch),
+    CompactSwitch(CompactSwitch),
+    Waking(Waking),
+    NewTask(NewTask),
+    Rename(Rename),
+    Free(Free),
+    Exec(Exec),
+    Exit(Exit),
+    BlockedReason(BlockedReason),
+    CpuFrequency(CpuFrequency),
+    Print(Print),
+    Raw(Raw),
+    ProcessTree(Box<ProcessTree>),
+    ProcessStats(Vec<StatsProcess>),
+}
+
+/// A full sched_switch.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub cpu: u32,
+    pub prev_pid: i32,
+    pub prev_prio: i32,
+    pub prev_state: i64,
+    pub prev_comm: Str,
+    pub next_pid: i32,
+    pub next_prio: i32,
+    pub next_comm: Str,
+}
+
+/// A CompactSched switch: prev_* come from the CPU's previous switch.
+#[derive(Debug, Clone)]
+pub struct CompactSwitch {
+    pub cpu: u32,
+    pub prev_state: i64,
+    pub next_pid: i32,
+    pub next_prio: i32,
+    pub next_comm: Str,
+}
+
+/// sched_waking of `pid`.
+#[derive(Debug, Clone)]
+pub struct Waking {
+    pub cpu: u32,
+    /// FtraceEvent.pid for full events, None for compact ones (the waker is
+    /// then the task running on `cpu`).
+    pub waker: Option<i32>,
+    pub pid: i32,
+    pub prio: i32,
+    pub target_cpu: i32,
+    pub comm: Str,
+    pub common_flags: Option<u32>,
+}
+
+/// task_newtask: `src` created `pid`.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+    pub comm: Str,
+    pub clone_flags: u64,
+}
+
+/// task_rename.
+#[derive(Debug, Clone)]
+pub struct Rename {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+    pub comm: Str,
+}
+
+/// sched_process_free: the task_struct of `pid` is released.
+#[derive(Debug, Clone)]
+pub struct Free {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+}
+
+/// sched_process_exec.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+    pub filename: Str,
+    /// The ftrace_event row's arguments.
+    pub args: Box<str>,
+}
+
+/// sched_process_exit.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+    pub comm: Str,
+    /// The ftrace_event row's arguments.
+    pub args: Box<str>,
+}
+
+/// sched_blocked_reason: why `pid` went to sleep in D.
+#[derive(Debug, Clone)]
+pub struct BlockedReason {
+    pub src: i32,
+    pub pid: i32,
+    pub io_wait: bool,
+    /// Resolved through the sequence's interned kernel_symbols at
+    /// tokenization (the interning state is positional in the file).
+    pub caller: Option<Str>,
+}
+
+/// cpu_frequency: `cpu_id` now runs at `state` kHz.
+#[derive(Debug, Clone)]
+pub struct CpuFrequency {
+    pub src: i32,
+    pub state: u32,
+    pub cpu_id: u32,
+}
+
+/// An atrace marker write (`print`).
+#[derive(Debug, Clone)]
+pub struct Print {
+    pub cpu: u32,
+    pub src: i32,
+    pub buf: Box<str>,
+}
+
+/// Any other ftrace event: only an ftrace_event row.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub cpu: u32,
+    pub src: i32,
+    pub name: Str,
+    pub common_flags: Option<u32>,
+    pub args: Box<str>,
+}
 
 /// A process of a ProcessStats packet: what trace_processor uses from it.
 #[derive(Debug, Clone)]
@@ -14,120 +159,9 @@ pub struct StatsProcess {
     pub tids: Vec<i64>,
 }
 
-#[derive(Debug, Clone)]
-pub enum Ev {
-    /// A full sched_switch.
-    Switch {
-        cpu: u32,
-        prev_pid: i32,
-        prev_prio: i32,
-        prev_state: i64,
-        prev_comm: Str,
-        next_pid: i32,
-        next_prio: i32,
-        next_comm: Str,
-    },
-    /// A CompactSched switch: prev_* come from the CPU's previous switch.
-    CompactSwitch {
-        cpu: u32,
-        prev_state: i64,
-        next_pid: i32,
-        next_prio: i32,
-        next_comm: Str,
-    },
-    /// sched_waking; `waker` is FtraceEvent.pid for full events, None for
-    /// compact ones (the waker is then the task running on `cpu`).
-    Waking {
-        cpu: u32,
-        waker: Option<i32>,
-        pid: i32,
-        prio: i32,
-        target_cpu: i32,
-        comm: Str,
-        common_flags: Option<u32>,
-    },
-    NewTask {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-        comm: Str,
-        clone_flags: u64,
-    },
-    Rename {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-        comm: Str,
-    },
-    Free {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-    },
-    Exec {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-        filename: Str,
-        args: Box<str>,
-    },
-    Exit {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-        comm: Str,
-        args: Box<str>,
-    },
-    BlockedReason {
-        cpu: u32,
-        src: i32,
-        pid: i32,
-        io_wait: bool,
-        /// Resolved through the sequence's interned kernel_symbols at
-        /// tokenization (the interning state is positional in the file).
-        caller: Option<Str>,
-    },
-    CpuFreq {
-        cpu: u32,
-        src: i32,
-        state: u32,
-        cpu_id: u32,
-    },
-    /// An atrace marker write (`print`).
-    Print {
-        cpu: u32,
-        src: i32,
-        buf: Box<str>,
-    },
-    /// Any other ftrace event: only an ftrace_event row.
-    Raw {
-        cpu: u32,
-        src: i32,
-        name: Str,
-        common_flags: Option<u32>,
-        args: Box<str>,
-    },
-    ProcessTree(Box<ProcessTree>),
-    ProcessStats(Vec<StatsProcess>),
-}
-
-impl Ev {
+impl Event {
     /// Whether this event came from ftrace (subject to the drop windows).
-    pub fn ftrace_cpu(&self) -> Option<u32> {
-        match self {
-            Ev::Switch { cpu, .. }
-            | Ev::CompactSwitch { cpu, .. }
-            | Ev::Waking { cpu, .. }
-            | Ev::NewTask { cpu, .. }
-            | Ev::Rename { cpu, .. }
-            | Ev::Free { cpu, .. }
-            | Ev::Exec { cpu, .. }
-            | Ev::Exit { cpu, .. }
-            | Ev::BlockedReason { cpu, .. }
-            | Ev::CpuFreq { cpu, .. }
-            | Ev::Print { cpu, .. }
-            | Ev::Raw { cpu, .. } => Some(*cpu),
-            Ev::ProcessTree(_) | Ev::ProcessStats(_) => None,
-        }
+    pub fn is_ftrace(&self) -> bool {
+        !matches!(self, Event::ProcessTree(_) | Event::ProcessStats(_))
     }
 }

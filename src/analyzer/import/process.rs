@@ -126,6 +126,12 @@ impl ProcessTracker {
         Some(utid)
     }
 
+    /// The pid of the thread's process, if known.
+    pub fn pid_of(&self, utid: Utid) -> Option<i64> {
+        let upid = self.threads[utid as usize].upid?;
+        Some(self.processes[upid as usize].pid)
+    }
+
     /// The live thread with this tid, if any.
     #[inline]
     pub fn get_thread(&self, tid: i64) -> Option<Utid> {

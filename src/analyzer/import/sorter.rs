@@ -18,7 +18,7 @@
 //! event that arrives after later events were already extracted is dropped
 //! and counted (`sorter_push_event_out_of_order`), as trace_processor does.
 
-use super::events::Ev;
+use super::events::Event;
 use std::collections::{BTreeSet, VecDeque};
 
 /// Buffered events above which extraction starts (about 48 bytes each).
@@ -37,7 +37,7 @@ pub enum Stream {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<(i64, Ev)>,
+    events: VecDeque<(i64, Event)>,
     min_ts: i64,
     max_ts: i64,
     sorted: bool,
@@ -88,7 +88,7 @@ impl Sorter {
         self.len
     }
 
-    pub fn push(&mut self, stream: Stream, ts: i64, ev: Ev) {
+    pub fn push(&mut self, stream: Stream, ts: i64, event: Event) {
         let idx = self.queue_index(stream);
         let q = &mut self.queues[idx];
         if q.events.is_empty() {
@@ -108,7 +108,7 @@ impl Sorter {
                 self.order.insert((ts, idx));
             }
         }
-        q.events.push_back((ts, ev));
+        q.events.push_back((ts, event));
         self.len += 1;
         self.max_ts = self.max_ts.max(ts);
     }
@@ -117,7 +117,7 @@ impl Sorter {
     pub fn extract(
         &mut self,
         keep: usize,
-        mut sink: impl FnMut(i64, Ev) -> anyhow::Result<()>,
+        mut sink: impl FnMut(i64, Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         while self.len > keep {
             let Some(&(min_ts, idx)) = self.order.first() else {
@@ -134,14 +134,14 @@ impl Sorter {
                 if ts > second {
                     break;
                 }
-                let (ts, ev) = q.events.pop_front().expect("front checked");
+                let (ts, event) = q.events.pop_front().expect("front checked");
                 self.len -= 1;
                 if ts < self.latest_extracted {
                     self.out_of_order += 1;
                     continue;
                 }
                 self.latest_extracted = ts;
-                sink(ts, ev)?;
+                sink(ts, event)?;
             }
             if let Some(&(ts, _)) = q.events.front() {
                 q.min_ts = ts;

@@ -7,10 +7,15 @@
 //! hand: building prost structs for every switch would cost more than the
 //! rest of the import.
 
-use super::Ctx;
-use super::events::{Ev, StatsProcess};
+use super::events::{
+    BlockedReason, CompactSwitch, CpuFrequency, Event, Exec, Exit, Free, NewTask, Print, Raw,
+    Rename, StatsProcess, Switch, Waking,
+};
 use super::sorter::{Sorter, Stream};
-use crate::analyzer::strings::{FastMap, Str};
+use super::trace_info::TraceInfo;
+use crate::analyzer::stats::{Stat, Stats};
+use crate::analyzer::strings::{FastMap, Str, Strings};
+use crate::analyzer::tables::LostEventsRow;
 use crate::perfetto::proto::fields::{
     cpu_frequency_ftrace_event as cpu_frequency, ftrace_event as fe, ftrace_event_bundle as bundle,
     ftrace_event_bundle::compact_sched as cs, interned_data, interned_string,
@@ -63,6 +68,15 @@ fn decode<M: Message + Default>(what: &'static str, b: &[u8]) -> Result<M, Packe
 #[derive(Default)]
 pub struct Tokenizer {
     pub sorter: Sorter,
+    /// What the packets said about the trace and its machine.
+    pub info: TraceInfo,
+    /// Counters of what could not be tokenized.
+    pub stats: Stats,
+    /// Events handed to the sorter (switches, wakings, other ftrace
+    /// events, snapshots).
+    pub events: u64,
+    /// Packets of kinds the importer does not use.
+    pub unknown_packets: u64,
     /// Interned kernel symbols per packet sequence (iid -> name).
     symbols: FastMap<u32, FastMap<u64, Str>>,
     first_bundle_seen: Vec<bool>,
@@ -79,7 +93,7 @@ impl Tokenizer {
         }
     }
 
-    pub fn packet(&mut self, ctx: &mut Ctx, data: &[u8]) -> Result<(), PacketError> {
+    pub fn packet(&mut self, strings: &mut Strings, data: &[u8]) -> Result<(), PacketError> {
         let mut ts = None;
         let mut seq = 0u32;
         let mut cleared = false;
@@ -114,7 +128,7 @@ impl Tokenizer {
             self.symbols.remove(&seq);
         }
         if let Some(b) = interned {
-            self.interned_data(ctx, seq, b)?;
+            self.interned_data(strings, seq, b)?;
         }
         let packet_ts = match ts {
             Some(t) => t,
@@ -122,22 +136,22 @@ impl Tokenizer {
         };
         self.latest_packet_ts = self.latest_packet_ts.max(packet_ts);
         let Some((field, b)) = payload else {
-            ctx.unknown_packets += 1;
+            self.unknown_packets += 1;
             return Ok(());
         };
         match field {
-            packet::FTRACE_EVENTS => self.bundle(ctx, b, seq)?,
+            packet::FTRACE_EVENTS => self.bundle(strings, b, seq)?,
             packet::PROCESS_TREE => {
                 let tree: ProcessTree = decode("ProcessTree", b)?;
-                ctx.events += 1;
-                self.sorter
-                    .push(Stream::Packet, packet_ts, Ev::ProcessTree(Box::new(tree)));
+                self.push(
+                    Stream::Packet,
+                    packet_ts,
+                    Event::ProcessTree(Box::new(tree)),
+                );
             }
             packet::PROCESS_STATS => {
                 let procs = process_stats(b)?;
-                ctx.events += 1;
-                self.sorter
-                    .push(Stream::Packet, packet_ts, Ev::ProcessStats(procs));
+                self.push(Stream::Packet, packet_ts, Event::ProcessStats(procs));
             }
             packet::CLOCK_SNAPSHOT => {
                 let snap: ClockSnapshot = decode("ClockSnapshot", b)?;
@@ -151,23 +165,23 @@ impl Tokenizer {
                 // fit is no offset (and must not panic in checked builds).
                 if let (Some(real), Some(boot)) = (clock(CLOCK_REALTIME), clock(CLOCK_BOOTTIME))
                     && let Some(offset) = (real as i64).checked_sub(boot as i64)
-                    && !ctx.meta.contains_key("realtime_offset_ns")
+                    && !self.info.meta.contains_key("realtime_offset_ns")
                 {
-                    ctx.set_int("realtime_offset_ns", offset);
+                    self.info.set_int("realtime_offset_ns", offset);
                 }
             }
-            packet::SYSTEM_INFO => self.system_info(ctx, decode("SystemInfo", b)?),
-            packet::CPU_INFO => ctx.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
+            packet::SYSTEM_INFO => self.system_info(decode("SystemInfo", b)?),
+            packet::CPU_INFO => self.info.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
             packet::SERVICE_EVENT => {
                 for f in Fields::new(b) {
                     if let (tracing_service_event::TRACING_STARTED, Value::Varint(v)) = f?
                         && v != 0
                     {
-                        ctx.tracing_started = Some(packet_ts);
+                        self.info.tracing_started = Some(packet_ts);
                     }
                 }
             }
-            packet::SCHEDLENS => self.schedlens(ctx, packet_ts, decode("schedlens packet", b)?),
+            packet::SCHEDLENS => self.schedlens(packet_ts, decode("schedlens packet", b)?),
             // trace_config and ftrace_stats are understood but
             // carry nothing the tables show.
             _ => {}
@@ -175,7 +189,19 @@ impl Tokenizer {
         Ok(())
     }
 
-    fn interned_data(&mut self, ctx: &mut Ctx, seq: u32, b: &[u8]) -> Result<(), PacketError> {
+    /// Queues one event.
+    #[inline]
+    fn push(&mut self, stream: Stream, ts: i64, event: Event) {
+        self.events += 1;
+        self.sorter.push(stream, ts, event);
+    }
+
+    fn interned_data(
+        &mut self,
+        strings: &mut Strings,
+        seq: u32,
+        b: &[u8],
+    ) -> Result<(), PacketError> {
         for f in Fields::new(b) {
             let (field, v) = f?;
             let (interned_data::KERNEL_SYMBOLS, Value::Bytes(sym)) = (field, v) else {
@@ -191,16 +217,17 @@ impl Tokenizer {
                 }
             }
             if let Some(name) = name {
-                let id = ctx.strings.intern_bytes(name);
+                let id = strings.intern_bytes(name);
                 self.symbols.entry(seq).or_default().insert(iid, id);
             }
         }
         Ok(())
     }
 
-    fn system_info(&mut self, ctx: &mut Ctx, info: SystemInfo) {
+    fn system_info(&mut self, info: SystemInfo) {
+        let out = &mut self.info;
         if let Some(u) = &info.utsname {
-            ctx.kernel_version = kernel_version(u.sysname(), u.release());
+            out.kernel_version = kernel_version(u.sysname(), u.release());
             for (k, v) in [
                 ("system_name", &u.sysname),
                 ("system_version", &u.version),
@@ -208,38 +235,44 @@ impl Tokenizer {
                 ("system_machine", &u.machine),
             ] {
                 if let Some(v) = v {
-                    ctx.set_str(k, v);
+                    out.set_str(k, v);
                 }
             }
         }
         if let Some(v) = info.timezone_off_mins {
-            ctx.set_int("timezone_off_mins", i64::from(v));
+            out.set_int("timezone_off_mins", i64::from(v));
         }
         if let Some(v) = info.num_cpus {
-            ctx.set_int("num_cpus", i64::from(v));
+            out.set_int("num_cpus", i64::from(v));
         }
         if let Some(v) = info.page_size {
-            ctx.set_int("page_size", i64::from(v));
+            out.set_int("page_size", i64::from(v));
         }
         if let Some(v) = &info.tracing_service_version {
-            ctx.set_str("tracing_service_version", v);
+            out.set_str("tracing_service_version", v);
         }
     }
 
-    fn schedlens(&mut self, ctx: &mut Ctx, ts: i64, p: SchedlensPacket) {
+    fn schedlens(&mut self, ts: i64, p: SchedlensPacket) {
         match p.data {
-            Some(schedlens_packet::Data::Topology(t)) => ctx.topology(t),
+            Some(schedlens_packet::Data::Topology(t)) => self.info.topology(t),
             Some(schedlens_packet::Data::LostEvents(l)) => {
-                let cpu = l.cpu();
-                ctx.lost.push((ts, cpu, Some(l.count() as i64)));
-                ctx.add_stat("recorder_lost_events", Some(cpu), l.count() as i64);
+                let (cpu, count) = (l.cpu(), l.count() as i64);
+                self.info.lost.push(LostEventsRow {
+                    ts,
+                    cpu,
+                    count: Some(count),
+                });
+                self.stats.add_at(Stat::recorder_lost_events, cpu, count);
             }
-            Some(schedlens_packet::Data::RecorderStats(r)) => ctx.recorder_stats(r),
-            None => ctx.unknown_packets += 1,
+            Some(schedlens_packet::Data::RecorderStats(r)) => {
+                self.info.recorder_stats(r, &mut self.stats)
+            }
+            None => self.unknown_packets += 1,
         }
     }
 
-    fn bundle(&mut self, ctx: &mut Ctx, b: &[u8], seq: u32) -> Result<(), PacketError> {
+    fn bundle(&mut self, strings: &mut Strings, b: &[u8], seq: u32) -> Result<(), PacketError> {
         let mut cpu = None;
         let mut lost = false;
         let mut compact = None;
@@ -258,27 +291,31 @@ impl Tokenizer {
             }
         }
         let Some(cpu) = cpu.filter(|&c| c < u64::from(MAX_CPUS)) else {
-            ctx.add_stat("ftrace_bundle_tokenizer_errors", None, 1);
+            self.stats.add(Stat::ftrace_bundle_tokenizer_errors, 1);
             return Ok(());
         };
         let cpu = cpu as u32;
-        ctx.cpu(cpu);
+        self.info.cpu(cpu);
         let first_ts_before = self.sorter.max_ts;
         let mut first_ts = None;
         if let Some(c) = compact {
-            first_ts = self.compact(ctx, cpu, c)?;
+            first_ts = self.compact(strings, cpu, c)?;
         }
         for f in Fields::new(b) {
             if let (bundle::EVENT, Value::Bytes(e)) = f?
-                && let Some(ts) = self.event(ctx, cpu, seq, e)?
+                && let Some(ts) = self.event(strings, cpu, seq, e)?
             {
                 first_ts = Some(first_ts.map_or(ts, |f: i64| f.min(ts)));
             }
         }
         if lost {
-            ctx.add_stat_set("ftrace_cpu_has_data_loss", Some(cpu), 1);
+            self.stats.set_at(Stat::ftrace_cpu_has_data_loss, cpu, 1);
             let at = first_ts.or(data_start).unwrap_or(first_ts_before);
-            ctx.lost.push((at, cpu, None));
+            self.info.lost.push(LostEventsRow {
+                ts: at,
+                cpu,
+                count: None,
+            });
         }
         let c = cpu as usize;
         if self.first_bundle_seen.len() <= c {
@@ -287,7 +324,8 @@ impl Tokenizer {
         if !self.first_bundle_seen[c] {
             self.first_bundle_seen[c] = true;
             if let Some(ts) = data_start {
-                ctx.latest_data_start = Some(ctx.latest_data_start.map_or(ts, |l| l.max(ts)));
+                let latest = &mut self.info.latest_data_start;
+                *latest = Some(latest.map_or(ts, |l| l.max(ts)));
             }
         }
         Ok(())
@@ -295,7 +333,12 @@ impl Tokenizer {
 
     /// CompactSched: parallel packed arrays, delta-encoded timestamps, comms
     /// interned per bundle. Returns the earliest timestamp.
-    fn compact(&mut self, ctx: &mut Ctx, cpu: u32, b: &[u8]) -> Result<Option<i64>, PacketError> {
+    fn compact(
+        &mut self,
+        strings: &mut Strings,
+        cpu: u32,
+        b: &[u8],
+    ) -> Result<Option<i64>, PacketError> {
         // Indexed by field number: CompactSched's fields are 1 to waking_common_flags.
         let mut arrays: [&[u8]; cs::WAKING_COMMON_FLAGS as usize + 1] =
             [&[]; cs::WAKING_COMMON_FLAGS as usize + 1];
@@ -304,13 +347,13 @@ impl Tokenizer {
             let (field, v) = f?;
             match (field, v) {
                 (cs::INTERN_TABLE, Value::Bytes(s)) => {
-                    self.comm_table.push(ctx.strings.intern_bytes(s))
+                    self.comm_table.push(strings.intern_bytes(s))
                 }
                 (1..=cs::WAKING_COMMON_FLAGS, Value::Bytes(s)) => arrays[field as usize] = s,
                 // An unpacked single value would be legal protobuf but no
                 // writer emits it; count it rather than guess.
                 (1..=cs::WAKING_COMMON_FLAGS, _) => {
-                    ctx.add_stat("compact_sched_has_parse_errors", None, 1)
+                    self.stats.add(Stat::compact_sched_has_parse_errors, 1)
                 }
                 _ => {}
             }
@@ -338,17 +381,16 @@ impl Tokenizer {
                     break;
                 };
                 first.get_or_insert(ts);
-                ctx.events += 1;
-                self.sorter.push(
+                self.push(
                     Stream::CompactSwitch(cpu),
                     ts,
-                    Ev::CompactSwitch {
+                    Event::CompactSwitch(CompactSwitch {
                         cpu,
                         prev_state: st as i64,
                         next_pid: pid as i32,
                         next_prio: prio as i32,
                         next_comm,
-                    },
+                    }),
                 );
             }
             errors |= ts_it.next().is_some()
@@ -380,11 +422,10 @@ impl Tokenizer {
                 };
                 let first_ts = first.get_or_insert(ts);
                 *first_ts = (*first_ts).min(ts);
-                ctx.events += 1;
-                self.sorter.push(
+                self.push(
                     Stream::CompactWaking(cpu),
                     ts,
-                    Ev::Waking {
+                    Event::Waking(Waking {
                         cpu,
                         waker: None,
                         pid: pid as i32,
@@ -392,7 +433,7 @@ impl Tokenizer {
                         target_cpu: tcpu as i32,
                         comm,
                         common_flags: flags_it.next().map(|f| f as u32),
-                    },
+                    }),
                 );
             }
             errors |= ts_it.next().is_some()
@@ -402,7 +443,7 @@ impl Tokenizer {
                 || comm_it.next().is_some();
         }
         if errors {
-            ctx.add_stat("compact_sched_has_parse_errors", None, 1);
+            self.stats.add(Stat::compact_sched_has_parse_errors, 1);
         }
         Ok(first)
     }
@@ -410,7 +451,7 @@ impl Tokenizer {
     /// One FtraceEvent; returns its timestamp if it was queued.
     fn event(
         &mut self,
-        ctx: &mut Ctx,
+        s: &mut Strings,
         cpu: u32,
         seq: u32,
         b: &[u8],
@@ -429,15 +470,14 @@ impl Tokenizer {
             }
         }
         let Some(ts) = ts else {
-            ctx.add_stat("ftrace_bundle_tokenizer_errors", None, 1);
+            self.stats.add(Stat::ftrace_bundle_tokenizer_errors, 1);
             return Ok(None);
         };
         let Some((id, p)) = body else {
-            ctx.add_stat("ftrace_missing_event_id", None, 1);
+            self.stats.add(Stat::ftrace_missing_event_id, 1);
             return Ok(None);
         };
-        let s = &mut ctx.strings;
-        let ev = match id {
+        let event = match id {
             fe::SCHED_SWITCH => {
                 let (mut prev_comm, mut prev_pid, mut prev_prio, mut prev_state) =
                     (&[][..], 0, 0, 0);
@@ -454,7 +494,7 @@ impl Tokenizer {
                         _ => {}
                     }
                 }
-                Ev::Switch {
+                Event::Switch(Switch {
                     cpu,
                     prev_pid,
                     prev_prio,
@@ -463,7 +503,7 @@ impl Tokenizer {
                     next_pid,
                     next_prio,
                     next_comm: s.intern_bytes(next_comm),
-                }
+                })
             }
             fe::SCHED_WAKING => {
                 let (mut comm, mut wpid, mut prio, mut target_cpu) = (&[][..], 0, 0, 0);
@@ -476,7 +516,7 @@ impl Tokenizer {
                         _ => {}
                     }
                 }
-                Ev::Waking {
+                Event::Waking(Waking {
                     cpu,
                     waker: Some(pid),
                     pid: wpid,
@@ -485,7 +525,7 @@ impl Tokenizer {
                     comm: s.intern_bytes(comm),
                     // Perfetto takes irq context only from compact wakings.
                     common_flags: None,
-                }
+                })
             }
             fe::TASK_NEWTASK => {
                 let (mut npid, mut comm, mut clone_flags) = (0, &[][..], 0);
@@ -497,13 +537,13 @@ impl Tokenizer {
                         _ => {}
                     }
                 }
-                Ev::NewTask {
+                Event::NewTask(NewTask {
                     cpu,
                     src: pid,
                     pid: npid,
                     comm: s.intern_bytes(comm),
                     clone_flags,
-                }
+                })
             }
             fe::TASK_RENAME => {
                 let (mut rpid, mut comm) = (0, &[][..]);
@@ -514,12 +554,12 @@ impl Tokenizer {
                         _ => {}
                     }
                 }
-                Ev::Rename {
+                Event::Rename(Rename {
                     cpu,
                     src: pid,
                     pid: rpid,
                     comm: s.intern_bytes(comm),
-                }
+                })
             }
             fe::SCHED_PROCESS_FREE => {
                 let mut fpid = 0;
@@ -528,11 +568,11 @@ impl Tokenizer {
                         fpid = v.as_i32();
                     }
                 }
-                Ev::Free {
+                Event::Free(Free {
                     cpu,
                     src: pid,
                     pid: fpid,
-                }
+                })
             }
             fe::SCHED_BLOCKED_REASON => {
                 let (mut bpid, mut caller, mut io_wait) = (0, 0u64, false);
@@ -545,13 +585,12 @@ impl Tokenizer {
                     }
                 }
                 let caller = self.symbols.get(&seq).and_then(|m| m.get(&caller)).copied();
-                Ev::BlockedReason {
-                    cpu,
+                Event::BlockedReason(BlockedReason {
                     src: pid,
                     pid: bpid,
                     io_wait,
                     caller,
-                }
+                })
             }
             fe::CPU_FREQUENCY => {
                 let (mut state, mut cpu_id) = (0, 0);
@@ -562,12 +601,11 @@ impl Tokenizer {
                         _ => {}
                     }
                 }
-                Ev::CpuFreq {
-                    cpu,
+                Event::CpuFrequency(CpuFrequency {
                     src: pid,
                     state,
                     cpu_id,
-                }
+                })
             }
             fe::PRINT => {
                 let mut buf = String::new();
@@ -576,49 +614,48 @@ impl Tokenizer {
                         buf = String::from_utf8_lossy(c).into_owned();
                     }
                 }
-                Ev::Print {
+                Event::Print(Print {
                     cpu,
                     src: pid,
                     buf: buf.into(),
-                }
+                })
             }
             fe::SCHED_PROCESS_EXEC => {
                 let e: SchedProcessExecFtraceEvent = decode("sched_process_exec", p)?;
                 let args =
                     json!({"filename": e.filename(), "pid": e.pid(), "old_pid": e.old_pid()});
-                Ev::Exec {
+                Event::Exec(Exec {
                     cpu,
                     src: pid,
                     pid: e.pid(),
                     filename: s.intern(e.filename()),
                     args: args.to_string().into(),
-                }
+                })
             }
             fe::SCHED_PROCESS_EXIT => {
                 let e: SchedProcessExitFtraceEvent = decode("sched_process_exit", p)?;
                 let args =
                     json!({"comm": e.comm(), "pid": e.pid(), "tgid": e.tgid(), "prio": e.prio()});
-                Ev::Exit {
+                Event::Exit(Exit {
                     cpu,
                     src: pid,
                     pid: e.pid(),
                     comm: s.intern(e.comm()),
                     args: args.to_string().into(),
-                }
+                })
             }
             _ => {
                 let (name, args) = raw_args(id, p)?;
-                Ev::Raw {
+                Event::Raw(Raw {
                     cpu,
                     src: pid,
                     name: s.intern(&name),
                     common_flags: flags,
                     args: args.into(),
-                }
+                })
             }
         };
-        ctx.events += 1;
-        self.sorter.push(Stream::Ftrace(cpu), ts, ev);
+        self.push(Stream::Ftrace(cpu), ts, event);
         Ok(Some(ts))
     }
 }

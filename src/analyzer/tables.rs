@@ -1,0 +1,442 @@
+//! The tables of a loaded trace, each declared once: what a row is, where
+//! the rows live (SQLite or the column file), and every column's SQL type,
+//! meaning and value. The CREATE statements, schema/tables.sql, the
+//! documentation models read, the column file's layouts and the row structs
+//! with their writers all derive from these declarations (see
+//! [`table!`](crate::analyzer::schema) for the column forms).
+//!
+//! Adding a table: declare it here (with `table!`), list it in [`SCHEMA`],
+//! fill its row struct where the importer learns the rows, and regenerate
+//! schema/tables.sql (`SCHEDLENS_WRITE_SCHEMA=1 cargo test --lib schema_file`).
+
+use crate::analyzer::schema::{Item, View, ViewColumn, table};
+use crate::analyzer::strings::Str;
+
+/// Every table and view, in the order they are created and documented.
+pub static SCHEMA: &[Item] = &[
+    Item::Table(&TRACE_BOUNDS),
+    Item::Table(&METADATA),
+    Item::Table(&STATS),
+    Item::Table(&CPU),
+    Item::Table(&PROCESS),
+    Item::Table(&THREAD),
+    Item::Table(&SCHED_SLICE),
+    Item::View(&SCHED),
+    Item::Table(&THREAD_STATE),
+    Item::Table(&FTRACE_EVENT),
+    Item::Table(&COUNTER),
+    Item::Table(&COUNTER_TRACK),
+    Item::Table(&WAKEUP),
+    Item::Table(&TASK_EVENT),
+    Item::Table(&LOST_EVENTS),
+    Item::Table(&AGG_CPU),
+    Item::Table(&AGG_THREAD),
+];
+
+/// The comment at the top of schema/tables.sql.
+pub const HEADER: &[&str] = &[
+    "schedlens analysis database: the SQLite schema `schedlens analyze/query/summary` load traces into.",
+    "",
+    "Generated from the table declarations in src/analyzer/tables.rs: do not edit it by hand; after",
+    "changing them, `SCHEDLENS_WRITE_SCHEMA=1 cargo test --lib schema_file` rewrites it.",
+    "`-- @table NAME:` says what a row of NAME is and the lines after it add detail; each column's",
+    "comment says what it holds. Models read the same text (describe_table, the schema resource).",
+    "Tables named as in Perfetto's trace_processor keep its column names and meanings, so queries",
+    "written for Perfetto work unchanged. Timestamps (ts, *_ts) are nanoseconds on the trace clock",
+    "(CLOCK_BOOTTIME, as in the trace file); durations (dur, latency) are nanoseconds.",
+    "utid/upid are row ids of `thread`/`process`: a tid or pid that the kernel reused gets a new row.",
+];
+
+table! {
+    /// One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+    pub static TRACE_BOUNDS = trace_bounds in sqlite;
+    pub struct TraceBoundsRow {
+        /// Earliest event timestamp, ns.
+        start_ts: i64 = INTEGER NOT NULL,
+        /// Latest event timestamp, ns.
+        end_ts: i64 = INTEGER NOT NULL,
+    }
+}
+
+table! {
+    /// Facts about the trace and the recording as key/value rows (Perfetto's metadata).
+    /// Keys include: trace_path, trace_size_bytes, trace_mtime_ns (the cache is reused while both match),
+    /// system_name, system_release, system_version, system_machine, num_cpus, page_size, timezone_off_mins,
+    /// realtime_offset_ns (add to ts for Unix-epoch ns), recorder_version, recorder_argv, recorder_start_ts,
+    /// recorder_end_ts, recorder_bytes_written, recorder_events_<type> (events the recorder received),
+    /// recorder_ring_peak_fill_pct (the fullest ring buffer when its reader woke; events drop at 100),
+    /// unknown_packets (packets of kinds not imported), loaded_packets, loaded_events,
+    /// truncated_at_offset (present only if the file was cut: byte offset of the first incomplete packet in the
+    /// decompressed stream), load_seconds, schema_version.
+    pub static METADATA = metadata in sqlite;
+    pub struct MetadataRow<'a> {
+        /// Key.
+        name: &'a str = TEXT PRIMARY KEY,
+        /// 'single' (one value per trace) as in Perfetto.
+        key_type: &'a str = TEXT NOT NULL,
+        /// Value when it is an integer, else NULL.
+        int_value: Option<i64> = INTEGER,
+        /// Value when it is a string, else NULL.
+        str_value: Option<&'a str> = TEXT,
+    }
+}
+
+table! {
+    /// Importer and recorder counters (Perfetto's stats), e.g. mismatched_sched_switch_tids.
+    /// Only counters that occurred have rows. severity 'data_loss' rows mean some analyses undercount.
+    pub static STATS = stats in sqlite;
+    pub struct StatsRow<'a> {
+        /// Counter name.
+        name: &'a str = TEXT NOT NULL,
+        /// Index for per-CPU counters (the cpu), else NULL.
+        idx: Option<u32> = INTEGER,
+        /// 'info', 'data_loss' or 'error'.
+        severity: &'a str = TEXT NOT NULL,
+        /// 'trace' (written by the recorder) or 'analysis' (found while importing).
+        source: &'a str = TEXT NOT NULL,
+        /// Count.
+        value: i64 = INTEGER NOT NULL,
+        /// What the counter means.
+        description: &'a str = TEXT,
+    }
+}
+
+table! {
+    /// One row per CPU (Perfetto's cpu), with the recording machine's topology.
+    /// Topology columns are NULL for traces not recorded by schedlens.
+    pub static CPU = cpu in sqlite;
+    pub struct CpuRow {
+        /// Row id (equals ucpu).
+        id = INTEGER PRIMARY KEY => same_as(cpu),
+        /// CPU number as the kernel names it.
+        cpu: u32 = INTEGER NOT NULL,
+        /// CPUs of equal capacity (or max frequency) share a cluster, ordered from the smallest.
+        cluster_id: Option<u32> = INTEGER,
+        /// Processor model name.
+        processor: Option<String> = TEXT,
+        /// Relative compute capacity (cpu_capacity, 1024 = biggest), NULL if unknown.
+        capacity: Option<u32> = INTEGER,
+        /// Always NULL: one machine per trace.
+        machine_id = INTEGER => null,
+        /// Physical package (socket).
+        package_id: Option<i32> = INTEGER,
+        /// Core within the package; SMT siblings share it.
+        core_id: Option<i32> = INTEGER,
+        /// Last-level cache group; CPUs with the same llc_id share an LLC.
+        llc_id: Option<i32> = INTEGER,
+        /// NUMA node.
+        numa_node: Option<i32> = INTEGER,
+        /// Maximum frequency, kHz.
+        max_freq_khz: Option<u32> = INTEGER,
+        /// Recorder ring-buffer shard this CPU's events went through.
+        shard: Option<u32> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per process instance (Perfetto's process). upid 0 is the idle 'process' (pid 0).
+    pub static PROCESS = process in sqlite;
+    pub struct ProcessRow<'a> {
+        /// Unique process id within this trace.
+        upid: u32 = INTEGER PRIMARY KEY,
+        /// Process id (tgid) as the kernel gave it.
+        pid: i64 = INTEGER NOT NULL,
+        /// argv[0] from the process snapshot, else the main thread's comm.
+        name: Option<&'a str> = TEXT,
+        /// When the process started (fork seen in the trace or start time from /proc), NULL if
+        /// unknown.
+        start_ts: Option<i64> = INTEGER,
+        /// When the process ended (its main thread was freed), NULL if alive at the end.
+        end_ts: Option<i64> = INTEGER,
+        /// upid of the parent process, NULL if unknown.
+        parent_upid: Option<u32> = INTEGER,
+        /// User id, NULL if unknown.
+        uid: Option<i64> = INTEGER,
+        /// Always NULL (Perfetto compatibility).
+        android_appid = INTEGER => null,
+        /// Command line, arguments joined by spaces.
+        cmdline: Option<&'a str> = TEXT,
+        /// Always NULL (Perfetto compatibility).
+        arg_set_id = INTEGER => null,
+        /// Always NULL (Perfetto compatibility).
+        machine_id = INTEGER => null,
+        /// 1 for kernel threads, 0 for user processes, NULL if unknown.
+        is_kthread: Option<bool> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per thread instance (Perfetto's thread). utid 0 is the idle thread 'swapper' (tid 0).
+    pub static THREAD = thread in sqlite;
+    pub struct ThreadRow<'a> {
+        /// Unique thread id within this trace.
+        utid: u32 = INTEGER PRIMARY KEY,
+        /// Thread id as the kernel gave it.
+        tid: i64 = INTEGER NOT NULL,
+        /// Thread name (comm); the process snapshot's name wins over names seen in events.
+        name: Option<&'a str> = TEXT,
+        /// When the thread was created, NULL if it existed before the trace.
+        start_ts: Option<i64> = INTEGER,
+        /// When the thread was freed, NULL if alive at the end.
+        end_ts: Option<i64> = INTEGER,
+        /// Process (upid) the thread belongs to, NULL if unknown.
+        upid: Option<u32> = INTEGER,
+        /// 1 if tid equals the process's pid, 0 if not, NULL if the process is unknown.
+        is_main_thread: Option<bool> = INTEGER,
+        /// 1 for the per-CPU idle threads (tid 0).
+        is_idle: bool = INTEGER,
+        /// Always NULL (Perfetto compatibility).
+        machine_id = INTEGER => null,
+    }
+}
+
+table! {
+    /// One row per period a thread ran on a CPU (Perfetto's sched_slice).
+    /// The view `sched` is the same with ts_end = ts + dur.
+    pub static SCHED_SLICE = sched_slice in column_file(keys: [utid, cpu]);
+    pub struct SliceRow {
+        /// Row id.
+        id: i64 = INTEGER PRIMARY KEY => row_id,
+        /// When the thread was switched in, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// How long it ran, ns; -1 if still running at the end of the trace.
+        dur: i64 = INTEGER NOT NULL,
+        /// CPU it ran on.
+        cpu: u32 = INTEGER NOT NULL,
+        /// Thread that ran (thread.utid); utid 0 is idle.
+        utid: u32 = INTEGER NOT NULL,
+        /// State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still
+        /// running.
+        end_state: Option<Str> = TEXT,
+        /// Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
+        priority: i32 = INTEGER NOT NULL,
+        /// Same as cpu (Perfetto compatibility).
+        ucpu = INTEGER => same_as(cpu),
+    }
+}
+
+pub static SCHED: View = View {
+    name: "sched",
+    doc: &["Perfetto's view of sched_slice: the same rows with their end time."],
+    base: &SCHED_SLICE,
+    columns: &[ViewColumn {
+        name: "ts_end",
+        sql: "INTEGER",
+        expr: "ts + dur",
+        doc: "ts + dur, when the thread was switched out (ts - 1 for a slice still running at the end).",
+    }],
+};
+
+table! {
+    /// One row per period a thread spent in one scheduling state (Perfetto's thread_state).
+    /// States: 'Running', 'R' (runnable, waiting for a CPU), 'R+' (preempted, runnable), 'S' (sleeping),
+    /// 'D' (uninterruptible), 'I' (idle kernel thread), 'T', 't', 'X', 'Z', 'P'.
+    pub static THREAD_STATE = thread_state in column_file(keys: [utid]);
+    pub struct StateRow {
+        /// Row id.
+        id: i64 = INTEGER PRIMARY KEY => row_id,
+        /// Start of the state, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Length, ns; -1 if the state lasts to the end of the trace.
+        dur: i64 = INTEGER NOT NULL,
+        /// CPU for Running; target CPU for a wakeup's R; else NULL.
+        cpu: Option<u32> = INTEGER,
+        /// Thread (thread.utid).
+        utid: u32 = INTEGER NOT NULL,
+        /// State code, see the table description; NULL if the trace's prev_state value was invalid.
+        state: Option<Str> = TEXT,
+        /// For D: 1 if the wait was for I/O (when the trace says), else NULL.
+        io_wait: Option<bool> = INTEGER,
+        /// For D: kernel function it blocked in (when the trace says), else NULL.
+        blocked_function: Option<Str> = TEXT,
+        /// For R after a wakeup or a new task: the thread that woke or created it.
+        waker_utid: Option<u32> = INTEGER,
+        /// For R after a wakeup: thread_state.id of the waker's row at that time.
+        waker_id: Option<i64> = INTEGER,
+        /// 1 if the wakeup came from interrupt context, NULL if unknown.
+        irq_context: Option<u32> = INTEGER,
+        /// Same as cpu (Perfetto compatibility).
+        ucpu = INTEGER => same_as(cpu),
+    }
+}
+
+table! {
+    /// Raw kernel events that do not build the tables above, one row each (Perfetto's ftrace_event).
+    /// name is the tracepoint: sched_wakeup, sched_wakeup_new, sched_process_fork, sched_process_exec,
+    /// sched_process_exit, sched_migrate_task, print, ...
+    pub static FTRACE_EVENT = ftrace_event in sqlite;
+    pub struct FtraceEventRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Event time, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Tracepoint name.
+        name: &'a str = TEXT NOT NULL,
+        /// CPU it fired on.
+        cpu: u32 = INTEGER NOT NULL,
+        /// Thread that was running when it fired.
+        utid: Option<u32> = INTEGER,
+        /// Always NULL: arguments are in args.
+        arg_set_id = INTEGER => null,
+        /// Kernel common_flags, NULL if absent.
+        common_flags: Option<u32> = INTEGER,
+        /// Same as cpu (Perfetto compatibility).
+        ucpu = INTEGER => same_as(cpu),
+        /// The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"}.
+        args: &'a str = TEXT,
+    }
+}
+
+table! {
+    /// Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.
+    pub static COUNTER = counter in sqlite;
+    pub struct CounterRow {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Sample time, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// counter_track.id the sample belongs to.
+        track_id: i64 = INTEGER NOT NULL,
+        /// Sample value.
+        value: f64 = REAL NOT NULL,
+    }
+}
+
+table! {
+    /// One row per counter time series, e.g. 'cpufreq' for a CPU.
+    pub static COUNTER_TRACK = counter_track in sqlite;
+    pub struct CounterTrackRow<'a> {
+        /// Track id (counter.track_id).
+        id: i64 = INTEGER PRIMARY KEY,
+        /// Series name, e.g. 'cpufreq'.
+        name: &'a str = TEXT NOT NULL,
+        /// CPU the series describes, NULL if none.
+        cpu: Option<u32> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per wakeup (sched_waking) of a thread, with how long it waited for a CPU.
+    /// latency = run_ts - ts: the scheduling latency (waking to running). NULL when the thread did not run
+    /// again before the trace ended or the wakeup found the thread already runnable.
+    pub static WAKEUP = wakeup in column_file(keys: [utid], order: latency);
+    pub struct WakeupRow {
+        /// Row id.
+        id: i64 = INTEGER PRIMARY KEY => row_id,
+        /// When the wakeup happened (sched_waking), ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Thread woken (the wakee).
+        utid: u32 = INTEGER NOT NULL,
+        /// Thread that woke it (running on the waking CPU), NULL if unknown.
+        waker_utid: Option<u32> = INTEGER,
+        /// CPU the wakeup was issued on.
+        waking_cpu: u32 = INTEGER NOT NULL,
+        /// CPU the kernel chose to run the wakee on.
+        target_cpu: i32 = INTEGER,
+        /// When the wakee next started running, ns; NULL if never in the trace.
+        run_ts: Option<i64> = INTEGER,
+        /// CPU it then ran on; differs from target_cpu if it migrated.
+        run_cpu: Option<u32> = INTEGER,
+        /// run_ts - ts, ns; NULL if run_ts is NULL.
+        latency = INTEGER => difference(run_ts, ts),
+        /// Wakee priority at the wakeup.
+        priority: i32 = INTEGER,
+    }
+}
+
+table! {
+    /// Task lifecycle: one row per fork, exec, exit, free or rename of a thread.
+    pub static TASK_EVENT = task_event in sqlite;
+    pub struct TaskEventRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Event time, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// 'fork' (new thread or process), 'exec', 'exit', 'free' (task_struct released), 'rename'.
+        kind as "type": &'a str = TEXT NOT NULL,
+        /// Thread it happened to (for fork: the new thread).
+        utid: u32 = INTEGER NOT NULL,
+        /// Its tid.
+        tid: i64 = INTEGER NOT NULL,
+        /// Its process id (tgid), NULL if unknown.
+        pid: Option<i64> = INTEGER,
+        /// For fork: the thread that created it.
+        parent_utid: Option<u32> = INTEGER,
+        /// For fork: the creating thread's tid.
+        parent_tid: Option<i64> = INTEGER,
+        /// Name after the event (new comm for exec and rename).
+        comm: Option<&'a str> = TEXT,
+        /// For exec: the executed file.
+        filename: Option<&'a str> = TEXT,
+        /// For fork: clone flags (0x10000 CLONE_THREAD means a new thread, not a process).
+        clone_flags: Option<i64> = INTEGER,
+        /// CPU it happened on.
+        cpu: u32 = INTEGER,
+    }
+}
+
+table! {
+    /// Gaps: events the recorder could not keep because a ring buffer was full.
+    /// Analyses over a CPU and time range that contains a gap undercount; see stats for the totals.
+    pub static LOST_EVENTS = lost_events in sqlite;
+    pub struct LostEventsRow {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// First event after the gap, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// CPU whose events were lost.
+        cpu: u32 = INTEGER NOT NULL,
+        /// How many events were lost; NULL when the trace only says some were (ftrace lost_events).
+        count: Option<i64> = INTEGER,
+    }
+}
+
+table! {
+    /// Per time bucket and CPU: how long non-idle threads ran and how often one was switched in.
+    /// Use it for utilization over long windows: sum(busy_ns) / (dur * buckets) per CPU.
+    /// Aggregates are totals per time bucket summed while the trace loads (schedlens only; not in Perfetto).
+    /// Buckets are [ts, ts + dur) with ts a multiple of dur; dur is the same for every row (metadata
+    /// aggregate_bucket_ns, a power of two chosen so the trace spans at most 1024 buckets). Intervals that
+    /// cross a bucket edge are cut there, so summing the buckets inside a window gives exact totals for
+    /// that part of it. Idle (utid 0) is left out.
+    pub static AGG_CPU = agg_cpu in sqlite;
+    pub struct AggCpuRow {
+        /// Bucket start, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Bucket length, ns.
+        dur: i64 = INTEGER NOT NULL,
+        /// CPU.
+        cpu: i64 = INTEGER NOT NULL,
+        /// Time non-idle threads ran on the CPU within the bucket, ns.
+        busy_ns: i64 = INTEGER NOT NULL,
+        /// Non-idle sched_slice rows starting within the bucket.
+        switches: i64 = INTEGER NOT NULL,
+    }
+}
+
+table! {
+    /// Per time bucket and thread: CPU time, switch-ins, runnable time, wakeups and their latency.
+    /// Buckets as in agg_cpu. Only buckets where the thread ran, waited or was woken have a row.
+    pub static AGG_THREAD = agg_thread in sqlite;
+    pub struct AggThreadRow<'a> {
+        /// Bucket start, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Bucket length, ns.
+        dur: i64 = INTEGER NOT NULL,
+        /// Thread (thread.utid).
+        utid: i64 = INTEGER NOT NULL,
+        /// Time it ran (sched_slice) within the bucket, ns.
+        cpu_ns: i64 = INTEGER NOT NULL,
+        /// Its sched_slice rows starting within the bucket.
+        switches: i64 = INTEGER NOT NULL,
+        /// Time it was runnable (thread_state R and R+) within the bucket, ns.
+        wait_ns: i64 = INTEGER NOT NULL,
+        /// Its wakeup rows with a latency whose ts is within the bucket.
+        wakeups: i64 = INTEGER NOT NULL,
+        /// Largest latency among those wakeups, ns; NULL without any.
+        latency_max: Option<i64> = INTEGER,
+        /// Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact
+        /// below 64 ns, then 32 per power of two. NULL without wakeups.
+        latency_hist: Option<&'a [u8]> = BLOB,
+    }
+}
