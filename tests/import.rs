@@ -351,3 +351,108 @@ fn prost_roundtrip_of_our_trace_matches_perfetto_protos() {
     assert_eq!(t.packet.len(), 2);
     assert_eq!(pb::Trace::decode(&bytes[..]).unwrap().packet.len(), 2);
 }
+
+/// A trace from a 4096-CPU machine (CpuInfo and Topology of 4096 CPUs,
+/// events on the last CPU) loads every CPU; a bundle from a CPU past
+/// model::MAX_CPUS is counted and dropped.
+#[test]
+fn a_4096_cpu_machine_loads_every_cpu() {
+    use schedlens::perfetto::proto::schedlens::{self as slpb, schedlens_packet, topology};
+    const CPUS: u32 = 4096;
+    assert_eq!(schedlens::model::MAX_CPUS as u32, CPUS);
+    let last = CPUS - 1;
+    let cpu_info = packet(trace_packet::Data::CpuInfo(pb::CpuInfo {
+        cpus: (0..CPUS)
+            .map(|c| pb::cpu_info::Cpu {
+                processor: Some("Big CPU".into()),
+                capacity: Some(if c < CPUS / 2 { 512 } else { 1024 }),
+                ..Default::default()
+            })
+            .collect(),
+    }));
+    let topology = packet(trace_packet::Data::Schedlens(slpb::SchedlensPacket {
+        data: Some(schedlens_packet::Data::Topology(slpb::Topology {
+            cpus: (0..CPUS)
+                .map(|c| topology::Cpu {
+                    cpu: Some(c),
+                    package_id: Some((c / 1024) as i32),
+                    core_id: Some((c / 2) as i32),
+                    llc_id: Some((c / 64) as i32),
+                    numa_node: Some((c / 1024) as i32),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    }));
+    let packets = vec![
+        system_info("6.8.0"),
+        cpu_info,
+        topology,
+        bundle(
+            0,
+            vec![
+                switch(1_000, (0, "swapper/0", 0), (100, "first")),
+                switch(4_000, (100, "first", 1), (0, "swapper/0")),
+            ],
+        ),
+        bundle(
+            last,
+            vec![
+                waking(1_500, 0, 200, "last", last as i32),
+                switch(2_000, (0, "swapper/4095", 0), (200, "last")),
+                switch(3_000, (200, "last", 1), (0, "swapper/4095")),
+            ],
+        ),
+        bundle(
+            CPUS,
+            vec![switch(2_500, (0, "swapper", 0), (300, "beyond"))],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = load(dir.path(), "big.pftrace", &encode(&packets)).unwrap();
+    assert_eq!(int(&db, "SELECT count(*) FROM cpu"), i64::from(CPUS));
+    assert_eq!(
+        int(
+            &db,
+            "SELECT llc_id * 10000 + numa_node * 100 + cluster_id FROM cpu WHERE cpu = 4095"
+        ),
+        63 * 10000 + 3 * 100 + 1
+    );
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM sched_slice WHERE cpu = 4095"),
+        2
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT dur FROM sched_slice JOIN thread USING (utid) WHERE tid = 200"
+        ),
+        1_000
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM thread_state WHERE state = 'Running' AND cpu = 4095"
+        ),
+        1
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT waking_cpu + target_cpu + run_cpu FROM wakeup WHERE latency = 500"
+        ),
+        3 * 4095
+    );
+    assert_eq!(
+        int(&db, "SELECT sum(busy_ns) FROM agg_cpu WHERE cpu = 4095"),
+        1_000
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT value FROM stats WHERE name = 'ftrace_bundle_tokenizer_errors'"
+        ),
+        1
+    );
+    assert_eq!(int(&db, "SELECT count(*) FROM thread WHERE tid = 300"), 0);
+}
