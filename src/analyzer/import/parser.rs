@@ -125,15 +125,21 @@ impl Parser {
                 }
                 Ok(())
             }
-            Event::Raw(e) => {
-                let utid = st.procs.get_or_create_thread(e.src.into());
+            Event::Raw {
+                cpu,
+                src,
+                name,
+                common_flags,
+                args,
+            } => {
+                let utid = st.procs.get_or_create_thread(src.into());
                 st.sink.ftrace_event(&FtraceEventRow {
                     ts,
-                    name: st.strings.get(e.name),
-                    cpu: e.cpu,
+                    name: st.strings.get(name),
+                    cpu,
                     utid: Some(utid),
-                    common_flags: e.common_flags,
-                    args: &e.args,
+                    common_flags,
+                    args: &args,
                 })
             }
             Event::ProcessTree(tree) => {
@@ -214,7 +220,7 @@ impl Parser {
 fn soft_switch(st: &mut Storage<'_>, ts: i64, e: &Switch) -> anyhow::Result<()> {
     let s = &st.strings;
     let args = json!({"prev_comm": s.get(e.prev_comm), "prev_pid": e.prev_pid,
-        "prev_prio": e.prev_prio, "prev_state": e.prev_state, "next_comm": s.get(e.next_comm),
+        "prev_prio": e.prev_prio, "prev_state": e.prev_state.get(), "next_comm": s.get(e.next_comm),
         "next_pid": e.next_pid, "next_prio": e.next_prio});
     st.ftrace_event(ts, "sched_switch", e.cpu, None, None, &args.to_string())
 }

@@ -73,7 +73,7 @@ impl SchedTracker {
         let next = st.procs.get_or_create_thread(e.next_pid.into());
         st.procs
             .update_thread_name(next, e.next_comm, NamePriority::Ftrace);
-        let state = self.states.decode(st, info, e.prev_state);
+        let state = self.states.decode(st, info, e.prev_state.get());
         let cpu = self.cpu(e.cpu);
         if let Some(open) = cpu.slice.take() {
             let matched = i64::from(e.prev_pid) == cpu.pid;
@@ -118,7 +118,7 @@ impl SchedTracker {
         };
         let (prev_pid, prev_prio) = (cpu.pid, cpu.prio);
         let open = cpu.slice.take();
-        let state = self.states.decode(st, info, e.prev_state);
+        let state = self.states.decode(st, info, e.prev_state.get());
         if let Some(open) = open {
             close(st, e.cpu, open, ts, state)?;
         }
@@ -130,7 +130,7 @@ impl SchedTracker {
                 .name
                 .map_or("", |c| s.get(c));
             let args = json!({"prev_comm": prev_comm, "prev_pid": prev_pid, "prev_prio": prev_prio,
-                "prev_state": e.prev_state, "next_comm": s.get(e.next_comm), "next_pid": e.next_pid,
+                "prev_state": e.prev_state.get(), "next_comm": s.get(e.next_comm), "next_pid": e.next_pid,
                 "next_prio": e.next_prio});
             st.ftrace_event(
                 ts,

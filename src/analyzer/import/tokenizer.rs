@@ -8,7 +8,7 @@
 //! rest of the import.
 
 use super::events::{
-    BlockedReason, CompactSwitch, CpuFrequency, Event, Exec, Exit, Free, NewTask, Print, Raw,
+    BlockedReason, CompactSwitch, CpuFrequency, Event, Exec, Exit, Free, NewTask, PrevState, Print,
     Rename, StatsProcess, Switch, Waking,
 };
 use super::sorter::{Sorter, Stream};
@@ -386,7 +386,7 @@ impl Tokenizer {
                     ts,
                     Event::CompactSwitch(CompactSwitch {
                         cpu,
-                        prev_state: st as i64,
+                        prev_state: PrevState::new(st as i64),
                         next_pid: pid as i32,
                         next_prio: prio as i32,
                         next_comm,
@@ -498,7 +498,7 @@ impl Tokenizer {
                     cpu,
                     prev_pid,
                     prev_prio,
-                    prev_state,
+                    prev_state: PrevState::new(prev_state),
                     prev_comm: s.intern_bytes(prev_comm),
                     next_pid,
                     next_prio,
@@ -646,13 +646,13 @@ impl Tokenizer {
             }
             _ => {
                 let (name, args) = raw_args(id, p)?;
-                Event::Raw(Raw {
+                Event::Raw {
                     cpu,
                     src: pid,
                     name: s.intern(&name),
                     common_flags: flags,
                     args: args.into(),
-                })
+                }
             }
         };
         self.push(Stream::Ftrace(cpu), ts, event);
