@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 macro_rules! column_tables {
     ($($row:ident => $writer:ident),* $(,)?) => {
         /// Work for the column writer.
-        enum Op {
+        pub enum Op {
             $($row($row),)*
             /// An amendment to a row already closed: (table, id, physical
             /// column, value).
@@ -175,10 +175,11 @@ impl<'c> Sink<'c> {
         self.build_id
     }
 
-    /// Queues a column-file row for the writer thread, its strings mapped
-    /// to the file's.
+    /// Queues a row of a column-file table for the writer thread, its
+    /// strings mapped to the file's. Rows arrive when they close, each with
+    /// the id it got when it opened (ids dense from 0, in ts order).
     #[inline]
-    fn column_row<R: ColumnRow>(&mut self, mut r: R, s: &Strings) -> anyhow::Result<()>
+    pub fn column_row<R: ColumnRow>(&mut self, mut r: R, s: &Strings) -> anyhow::Result<()>
     where
         Op: From<R>,
     {
