@@ -1,6 +1,12 @@
 //! `schedlens summary TRACE`, on top of the analyses.
 
-use crate::analyses::{self as report, Dur, GroupBy, TaskFilter, TaskOrder};
+use crate::analyses::cpu_utilization::{GroupBy, cpu_utilization};
+use crate::analyses::durations::Dur;
+use crate::analyses::scheduling_latency::scheduling_latency;
+use crate::analyses::tasks::TaskFilter;
+use crate::analyses::timespec::trace_bounds;
+use crate::analyses::top_tasks::{TaskOrder, top_tasks};
+use crate::analyses::trace_info::trace_info;
 use crate::analyzer::db::{self, LoadOptions};
 use comfy_table::{Table, presets};
 use rusqlite::Connection;
@@ -46,8 +52,8 @@ fn opt_dur(d: &Option<Dur>) -> String {
 /// The whole summary as text.
 pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
     let mut out = String::new();
-    let info = report::trace_info(conn)?;
-    let b = report::trace_bounds(conn)?;
+    let info = trace_info(conn)?;
+    let b = trace_bounds(conn)?;
     let whole = b.whole();
     let s = &info.system;
     writeln!(out, "Trace {name}")?;
@@ -116,7 +122,7 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
         (GroupBy::Llc, "CPU utilization per LLC"),
         (GroupBy::Numa, "CPU utilization per NUMA node"),
     ] {
-        let u = report::cpu_utilization(conn, whole, group_by)?;
+        let u = cpu_utilization(conn, whole, group_by)?;
         // Without topology the LLC/NUMA groupings fall back to per CPU: skip them.
         if group_by != GroupBy::Cpu && (u.note.is_some() || u.groups.len() <= 1) {
             continue;
@@ -144,7 +150,7 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
         writeln!(out, "{t}")?;
     }
 
-    let top = report::top_tasks(conn, whole, TaskOrder::CpuTime, TOP)?;
+    let top = top_tasks(conn, whole, TaskOrder::CpuTime, TOP)?;
     writeln!(out, "\nTop tasks by CPU time")?;
     let mut t = table(&[
         "tid", "pid", "thread", "process", "cpu time", "switches", "runnable", "p99 lat", "max lat",
@@ -167,7 +173,7 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
 
     writeln!(out, "\nScheduling latency (waking -> running)")?;
     let mut t = table(&["tid", "thread", "wakeups", "p50", "p90", "p99", "max"]);
-    let all = report::scheduling_latency(conn, &TaskFilter::default(), whole, 0)?;
+    let all = scheduling_latency(conn, &TaskFilter::default(), whole, 0)?;
     t.add_row(vec![
         "all".to_string(),
         String::new(),
@@ -183,7 +189,7 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
             pid: task.task.pid,
             name: None,
         };
-        let l = report::scheduling_latency(conn, &filter, whole, 0)?;
+        let l = scheduling_latency(conn, &filter, whole, 0)?;
         t.add_row(vec![
             task.task.tid.to_string(),
             task.task.thread_name.clone().unwrap_or_default(),

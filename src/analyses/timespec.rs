@@ -1,11 +1,13 @@
-//! Time arguments: nanoseconds from trace start or human strings ("1.5s",
-//! "200ms"). (Issue 4; owner: mcp.)
+//! Time arguments and windows: nanoseconds from the trace start or human
+//! strings ("1.5s", "200ms"), resolved against the trace's bounds.
 //!
 //! Everything a user or a model types is relative to the trace start, because
 //! absolute CLOCK_BOOTTIME values are meaningless to them and exceed what a
 //! JavaScript number holds exactly. Absolute values appear only in output, as
 //! strings.
 
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -65,6 +67,24 @@ pub struct Window {
 pub struct TraceBounds {
     pub start_ts: i64,
     pub end_ts: i64,
+}
+
+/// The trace's first and last timestamps.
+pub fn trace_bounds(conn: &Connection) -> anyhow::Result<TraceBounds> {
+    conn.query_row("SELECT start_ts, end_ts FROM trace_bounds", [], |r| {
+        Ok(TraceBounds {
+            start_ts: r.get(0)?,
+            end_ts: r.get(1)?,
+        })
+    })
+    .optional()?
+    .context("the trace_bounds table is empty: the trace holds no events")
+}
+
+/// The window a caller's argument names in this trace (the whole trace
+/// without one).
+pub fn resolve_window(conn: &Connection, arg: Option<&WindowArg>) -> anyhow::Result<Window> {
+    trace_bounds(conn)?.window(arg).map_err(anyhow::Error::msg)
 }
 
 impl TraceBounds {

@@ -1,0 +1,199 @@
+//! `task_timeline`: what one thread, or each thread of a process, did over
+//! time, as merged state intervals.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use rusqlite::{Connection, params};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::durations::{Dur, clip};
+use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
+use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
+use super::tool::{Tool, count_arg};
+
+/// Which task a timeline is for: exactly one of tid or pid.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskSel {
+    Tid(i64),
+    Pid(i64),
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskTimeline {
+    pub window: WindowOut,
+    /// One timeline per thread (all threads of the process for a pid).
+    pub threads: Vec<ThreadTimeline>,
+    /// True when the interval cap cut the timelines.
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ThreadTimeline {
+    #[serde(flatten)]
+    pub task: TaskId,
+    /// Consecutive states, merged when state and CPU repeat, clipped to the window.
+    pub intervals: Vec<StateInterval>,
+    /// Total time per state within the window (up to `totals_until` when the
+    /// interval cap cut the listing).
+    pub totals: Vec<StateTotal>,
+    /// Set when the interval cap was reached: the listing and the totals stop
+    /// here, so the cost stays bounded however busy the thread.
+    pub totals_until: Option<RelTime>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StateInterval {
+    pub start: RelTime,
+    pub dur: Dur,
+    /// Running, R, R+, S, D, I, ...
+    pub state: String,
+    /// CPU for Running (and the target CPU of a wakeup's R).
+    pub cpu: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StateTotal {
+    pub state: String,
+    pub time: Dur,
+}
+
+/// Thread states of one thread, or of all threads of a process, merged.
+pub fn task_timeline(
+    conn: &Connection,
+    sel: TaskSel,
+    w: Window,
+    max_intervals: usize,
+) -> Result<TaskTimeline> {
+    let b = trace_bounds(conn)?;
+    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
+    let filter = match sel {
+        TaskSel::Tid(t) => TaskFilter {
+            tid: Some(t),
+            ..TaskFilter::default()
+        },
+        TaskSel::Pid(p) => TaskFilter {
+            pid: Some(p),
+            ..TaskFilter::default()
+        },
+    };
+    let utids = filter_utids(conn, &filter)?;
+    if utids.is_empty() {
+        bail!(
+            "no thread with {}; search_events finds tasks by name, tid or pid",
+            match sel {
+                TaskSel::Tid(t) => format!("tid {t}"),
+                TaskSel::Pid(p) => format!("pid {p}"),
+            }
+        );
+    }
+    let ids = task_ids(conn, &utids)?;
+    let mut st = conn.prepare(
+        "SELECT ts, dur, state, cpu FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts < ?3
+         ORDER BY ts",
+    )?;
+    let mut budget = max_intervals;
+    let mut truncated = false;
+    let mut threads = Vec::new();
+    for utid in utids {
+        let Some(task) = ids.get(&utid).cloned() else {
+            continue;
+        };
+        let from = state_scan_start(conn, utid, lo)?;
+        let mut merged: Vec<(i64, i64, String, Option<i64>)> = Vec::new();
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        let mut until = None;
+        let mut rows = st.query(params![utid, from, hi])?;
+        while let Some(r) = rows.next()? {
+            let (ts, dur, state, cpu): (i64, i64, String, Option<i64>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let len = clip(ts, dur, lo, hi, b.end_ts);
+            if len == 0 {
+                continue;
+            }
+            let start = ts.max(lo);
+            if let Some(last) = merged.last_mut()
+                && last.2 == state
+                && last.3 == cpu
+                && last.0 + last.1 == start
+            {
+                last.1 += len;
+                *totals.entry(state).or_default() += len;
+                continue;
+            }
+            if merged.len() >= budget {
+                // Stop reading: a busy thread has millions of states.
+                truncated = true;
+                until = Some(RelTime::new(b.rel(start)));
+                break;
+            }
+            *totals.entry(state.clone()).or_default() += len;
+            merged.push((start, len, state, cpu));
+        }
+        budget -= merged.len();
+        threads.push(ThreadTimeline {
+            task,
+            intervals: merged
+                .into_iter()
+                .map(|(s, d, state, cpu)| StateInterval {
+                    start: RelTime::new(b.rel(s)),
+                    dur: Dur::new(d),
+                    state,
+                    cpu,
+                })
+                .collect(),
+            totals: totals
+                .into_iter()
+                .map(|(state, t)| StateTotal {
+                    state,
+                    time: Dur::new(t),
+                })
+                .collect(),
+            totals_until: until,
+        });
+    }
+    Ok(TaskTimeline {
+        window: WindowOut::new(w, &b),
+        threads,
+        truncated,
+        hint: truncated.then(|| {
+            "interval cap reached: the intervals and totals stop at totals_until; narrow the \
+             window (e.g. \"1s..1.1s\") or raise limit, or use top_tasks for whole-window totals"
+                .to_string()
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------- tool
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TaskTimelineArgs {
+    /// Thread id (give tid or pid).
+    pub tid: Option<i64>,
+    /// Process id: a timeline for each of its threads (give tid or pid).
+    pub pid: Option<i64>,
+    /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
+    /// Default: the whole trace.
+    pub window: Option<WindowArg>,
+    /// Most intervals to return over all threads: default 200, at most 2000.
+    pub limit: Option<i64>,
+}
+
+pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
+    name: "task_timeline",
+    description: "What a thread (tid) or each thread of a process (pid) did over time: merged \
+                  intervals of Running (with CPU), R/R+ (runnable), S, D, ... and totals per state.",
+    answer: |trace, a| {
+        let limit = count_arg("limit", a.limit, 200, 2000)?;
+        let sel = match (a.tid, a.pid) {
+            (Some(t), None) => TaskSel::Tid(t),
+            (None, Some(p)) => TaskSel::Pid(p),
+            _ => bail!("give exactly one of tid or pid"),
+        };
+        let w = resolve_window(trace.conn, a.window.as_ref())?;
+        task_timeline(trace.conn, sel, w, limit)
+    },
+};

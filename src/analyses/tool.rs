@@ -1,0 +1,40 @@
+//! An analysis offered as a tool (the MCP server serves each one): its name,
+//! what it answers, and how it answers from the arguments a caller sends.
+
+use anyhow::{Result, bail};
+use rusqlite::Connection;
+
+/// A loaded trace as a tool sees it.
+pub struct TraceDb<'a> {
+    /// The name callers know the trace by.
+    pub name: &'a str,
+    /// Its database.
+    pub conn: &'a Connection,
+}
+
+/// An analysis as a tool. `A` is its arguments (their doc comments are what a
+/// caller reads about them), `O` its answer; `answer` checks the arguments
+/// and runs the analysis.
+pub struct Tool<A, O> {
+    /// The tool's name, as callers call it.
+    pub name: &'static str,
+    /// What it answers, for a caller choosing a tool.
+    pub description: &'static str,
+    pub answer: fn(&TraceDb, A) -> Result<O>,
+}
+
+/// An optional count argument, checked against its maximum; `default` when absent.
+pub(crate) fn count_arg(
+    name: &str,
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+) -> Result<usize> {
+    match value {
+        None => Ok(default),
+        Some(v) if v < 1 || v as u64 > max as u64 => {
+            bail!("{name} must be between 1 and {max} (got {v})")
+        }
+        Some(v) => Ok(v as usize),
+    }
+}

@@ -1,0 +1,88 @@
+//! `schedlens analyze` and its arguments: load the traces named, then serve
+//! them on stdio.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rmcp::ServiceExt;
+use tokio::sync::Semaphore;
+
+use super::call::State;
+use super::server::Server;
+use super::traces::Traces;
+use crate::analyzer::db::{self, LoadOptions};
+use crate::analyzer::sandbox::Limits;
+
+/// Arguments of `schedlens analyze`.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Perfetto traces to serve (each is loaded into its cached SQLite database first).
+    pub traces: Vec<PathBuf>,
+    /// Also offer the trace files in this directory; a model lists them with
+    /// list_traces and opens them by file name.
+    #[arg(long, value_name = "DIR")]
+    pub trace_dir: Option<PathBuf>,
+    /// Reload the traces even if a cached database exists.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Serve an already loaded schedlens database as it is (no trace needed).
+    #[arg(long = "db", value_name = "FILE", hide = true)]
+    pub dbs: Vec<PathBuf>,
+    /// Time limit of one tool call's SQL, e.g. "10s" or "500ms".
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+}
+
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+    if args.traces.is_empty() && args.trace_dir.is_none() && args.dbs.is_empty() {
+        anyhow::bail!("name at least one trace (or --trace-dir DIR) to serve");
+    }
+    let opts = LoadOptions {
+        rebuild: args.rebuild,
+        // stderr may be a client's log; a bar would only fill it.
+        progress: false,
+    };
+    let mut traces = Traces::new(opts.clone());
+    for path in &args.traces {
+        eprintln!("schedlens: loading {}", path.display());
+        let loaded =
+            db::load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
+        traces.add(loaded.name, loaded.db_path)?;
+    }
+    for path in &args.dbs {
+        let name = path
+            .file_name()
+            .context("--db needs a file path")?
+            .to_string_lossy()
+            .into_owned();
+        traces.add(name, path.clone())?;
+    }
+    if let Some(dir) = args.trace_dir {
+        traces.offer_dir(dir)?;
+    }
+    let state = State {
+        traces,
+        limits: Limits {
+            timeout: args.query_timeout,
+            ..Limits::default()
+        },
+        // Two queries at once: the machine's cores are shared, and a model that
+        // fires many slow queries should queue rather than starve the others.
+        slots: Arc::new(Semaphore::new(2)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        eprintln!("schedlens: serving MCP on stdio");
+        let service = Server::new(state)
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("starting the MCP session")?;
+        service.waiting().await.context("MCP session")?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,38 @@
+//! The query tool: one read-only SQL statement, run in the sandbox.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::call::SandboxTool;
+use crate::analyzer::sandbox::{self, QueryResult};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct QueryArgs {
+    /// One read-only SQLite statement (SELECT / WITH ... SELECT). Timestamps (ts) are absolute
+    /// trace-clock ns; subtract (SELECT start_ts FROM trace_bounds) for time from the trace start.
+    pub sql: String,
+    /// Rows to return: default 100, at most 2000.
+    pub limit: Option<i64>,
+    /// Rows to skip first, to page through a long result (default 0).
+    pub offset: Option<i64>,
+}
+
+pub const QUERY: SandboxTool<QueryArgs, QueryResult> = SandboxTool {
+    name: "query",
+    description: "Run one read-only SQL statement (SQLite) on a trace's tables; see \
+                  list_tables/describe_table. Rows come back as typed cells; `truncated` says \
+                  when the row limit or size budget cut the result. ts values are absolute \
+                  trace-clock ns: subtract trace_bounds.start_ts for time from the start. \
+                  Large integers (> 2^53) come back as strings.",
+    answer: |sandboxed, a| {
+        sandbox::run_query(
+            sandboxed.db,
+            &a.sql,
+            a.limit,
+            a.offset,
+            sandboxed.limits,
+            sandboxed.budget,
+        )
+        .map_err(anyhow::Error::msg)
+    },
+};

@@ -1,0 +1,95 @@
+//! The MCP server: rmcp's handler over the tool registry and the schema
+//! resource.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+
+use super::call::{Entry, State};
+use super::{catalogue, registry};
+
+#[derive(Clone)]
+pub(super) struct Server {
+    state: Arc<State>,
+    tools: Arc<[Entry]>,
+    instructions: Arc<str>,
+}
+
+impl Server {
+    pub fn new(state: State) -> Server {
+        let tools: Arc<[Entry]> = registry::tools().into();
+        Server {
+            state: Arc::new(state),
+            instructions: registry::instructions(&tools).into(),
+            tools,
+        }
+    }
+
+    fn tool(&self, name: &str) -> Option<&Entry> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+}
+
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("schedlens", env!("CARGO_PKG_VERSION")))
+        .with_instructions(&*self.instructions)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some(tool) = self.tool(&request.name) else {
+            return Err(ErrorData::invalid_params("tool not found", None));
+        };
+        let args = request.arguments.unwrap_or_default();
+        let result = match (tool.call)(self.state.clone(), args, context).await {
+            Ok(output) => CallToolResult::structured(output),
+            Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
+        };
+        Ok(result.into())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.tools.iter().map(|t| t.tool.clone()).collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool(name).map(|t| t.tool.clone())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(catalogue::resources()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(catalogue::read_resource(&request.uri)?.into())
+    }
+}
