@@ -14,21 +14,32 @@ use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 use common::{START_TS, Workload};
+use schedlens::analyzer::db::{self, LoadOptions};
 
 type Client = RunningService<RoleClient, ()>;
 
 struct Fixture {
     dir: tempfile::TempDir,
+    trace: PathBuf,
     db: PathBuf,
     w: Workload,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("small.db");
     let w = common::workload(4, 3, 2, 300);
-    common::write_db(&w, &db);
-    Fixture { dir, db, w }
+    let (trace, db) = loaded_trace(dir.path(), "small.pftrace", &w);
+    Fixture { dir, trace, db, w }
+}
+
+/// The workload written as a trace file `name` in `dir`, loaded the way
+/// `schedlens analyze` loads it (the server then reuses that cache); returns
+/// the trace and its database.
+fn loaded_trace(dir: &Path, name: &str, w: &Workload) -> (PathBuf, PathBuf) {
+    let trace = dir.join(name);
+    common::write_trace(w, &trace);
+    let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
+    (trace, loaded.db_path)
 }
 
 async fn start(args: &[&str]) -> Client {
@@ -41,8 +52,8 @@ async fn start(args: &[&str]) -> Client {
     ().serve(transport).await.unwrap()
 }
 
-async fn serve(db: &Path, extra: &[&str]) -> Client {
-    let mut args = vec!["--db", db.to_str().unwrap()];
+async fn serve(trace: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![trace.to_str().unwrap()];
     args.extend_from_slice(extra);
     start(&args).await
 }
@@ -100,7 +111,7 @@ fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
 #[tokio::test]
 async fn discovery_and_tool_schemas() {
     let f = fixture();
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
     let info = c.peer_info().unwrap();
     let server = info.server_info.as_ref().unwrap();
     assert_eq!(server.name, "schedlens");
@@ -171,11 +182,11 @@ async fn discovery_and_tool_schemas() {
 async fn analyses_match_the_workload() {
     let f = fixture();
     let w = &f.w;
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
 
     // trace_info
     let info = ok(&c, "trace_info", json!({})).await;
-    assert_eq!(info["trace"], "small.db");
+    assert_eq!(info["trace"], "small.pftrace");
     assert_eq!(info["cpus"]["count"], 4);
     assert_eq!(
         info["cpus"]["llc_groups"],
@@ -435,7 +446,7 @@ async fn analyses_match_the_workload() {
 async fn windows_match_the_workload() {
     let f = fixture();
     let w = &f.w;
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
     let dur = w.end_ts - START_TS;
     let clip = |ts: i64, d: i64, lo: i64, hi: i64| {
         let end = if d < 0 { w.end_ts } else { ts + d };
@@ -518,10 +529,9 @@ async fn windows_match_the_workload() {
 #[tokio::test]
 async fn many_wakeups_use_a_histogram() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("many.db");
     let w = common::workload(2, 1, 2, 70_000);
-    common::write_db(&w, &db);
-    let c = serve(&db, &[]).await;
+    let (trace, _) = loaded_trace(dir.path(), "many.pftrace", &w);
+    let c = serve(&trace, &[]).await;
     for (win, lo) in [
         (json!({}), START_TS),
         (json!({"start": "0.5s"}), START_TS + 500_000_000),
@@ -561,7 +571,7 @@ async fn many_wakeups_use_a_histogram() {
 async fn attacks_fail_and_leave_the_database_unchanged() {
     let f = fixture();
     let before = std::fs::read(&f.db).unwrap();
-    let c = serve(&f.db, &["--query-timeout", "1s"]).await;
+    let c = serve(&f.trace, &["--query-timeout", "1s"]).await;
     let evil = f.dir.path().join("evil.db");
     let evil = evil.to_str().unwrap();
     let attacks = [
@@ -640,7 +650,7 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
 #[tokio::test]
 async fn bad_arguments_are_readable_tool_errors() {
     let f = fixture();
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
     let cases = [
         (
             "describe_table",
@@ -728,7 +738,7 @@ async fn bad_arguments_are_readable_tool_errors() {
 async fn cancellation_interrupts_running_queries() {
     let f = fixture();
     // A long time limit: only cancellation can free the two query slots in time.
-    let c = serve(&f.db, &["--query-timeout", "60s"]).await;
+    let c = serve(&f.trace, &["--query-timeout", "60s"]).await;
     let endless =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     for _ in 0..2 {
@@ -753,25 +763,22 @@ async fn cancellation_interrupts_running_queries() {
 #[tokio::test]
 async fn several_traces_need_a_name() {
     let f = fixture();
-    let other = f.dir.path().join("other.db");
-    common::write_db(&common::workload(2, 1, 1, 10), &other);
-    let c = start(&[
-        "--db",
-        f.db.to_str().unwrap(),
-        "--db",
-        other.to_str().unwrap(),
-    ])
-    .await;
+    let (other, _) = loaded_trace(
+        f.dir.path(),
+        "other.pftrace",
+        &common::workload(2, 1, 1, 10),
+    );
+    let c = start(&[f.trace.to_str().unwrap(), other.to_str().unwrap()]).await;
     let msg = err(&c, "trace_info", json!({})).await;
     assert!(
-        msg.contains("small.db") && msg.contains("other.db"),
+        msg.contains("small.pftrace") && msg.contains("other.pftrace"),
         "{msg}"
     );
     let msg = err(&c, "cpu_utilization", json!({})).await;
     assert!(msg.contains("several traces"), "{msg}");
-    let a = ok(&c, "trace_info", json!({"trace": "other.db"})).await;
+    let a = ok(&c, "trace_info", json!({"trace": "other.pftrace"})).await;
     assert_eq!(a["cpus"]["count"], 2);
-    let b = ok(&c, "trace_info", json!({"trace": "small.db"})).await;
+    let b = ok(&c, "trace_info", json!({"trace": "small.pftrace"})).await;
     assert_eq!(b["cpus"]["count"], 4);
     let list = ok(&c, "list_traces", json!({})).await;
     assert_eq!(list["traces"].as_array().unwrap().len(), 2);
@@ -810,7 +817,7 @@ async fn trace_dir_offers_only_its_files_by_name() {
 #[tokio::test]
 async fn schema_discovery_and_resource() {
     let f = fixture();
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
     let t = ok(&c, "list_tables", json!({})).await;
     let tables = t["tables"].as_array().unwrap();
     let slice = tables.iter().find(|x| x["name"] == "sched_slice").unwrap();
@@ -844,16 +851,21 @@ async fn schema_discovery_and_resource() {
 #[tokio::test]
 #[ignore = "builds a ~2 GB database; run by hand with --release"]
 async fn analysis_latency_on_a_large_trace() {
-    let dir = tempfile::tempdir().unwrap();
-    // SCHEDLENS_LARGE_DB keeps the database there and reuses it on later runs.
-    let db = std::env::var_os("SCHEDLENS_LARGE_DB")
-        .map_or_else(|| dir.path().join("large.db"), PathBuf::from);
-    if !db.exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SCHEDLENS_LARGE_DIR keeps the trace and its database there and reuses
+    // them on later runs.
+    let keep = std::env::var_os("SCHEDLENS_LARGE_DIR")
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    let dir = keep.join("large");
+    if !dir.exists() {
         let started = Instant::now();
         let w = common::workload(8, 40, 4, 416_000);
-        let tmp = db.with_extension("tmp");
-        common::write_db(&w, &tmp);
-        std::fs::rename(&tmp, &db).unwrap();
+        // Built aside and renamed whole, so an interrupted build is not reused.
+        let building = keep.join("large.building");
+        let _ = std::fs::remove_dir_all(&building);
+        std::fs::create_dir_all(&building).unwrap();
+        loaded_trace(&building, "large.pftrace", &w);
+        std::fs::rename(&building, &dir).unwrap();
         let events = w.slices.len() + w.wakeups.len();
         eprintln!(
             "built {} slices, {} states, {} wakeups ({events} switch+waking events) in {:?}",
@@ -863,7 +875,7 @@ async fn analysis_latency_on_a_large_trace() {
             started.elapsed()
         );
     }
-    let c = serve(&db, &["--query-timeout", "60s"]).await;
+    let c = serve(&dir.join("large.pftrace"), &["--query-timeout", "60s"]).await;
     let calls = [
         ("trace_info", json!({})),
         ("cpu_utilization", json!({})),

@@ -27,16 +27,13 @@ pub struct AnalyzeArgs {
     /// Reload the traces even if a cached database exists.
     #[arg(long)]
     pub rebuild: bool,
-    /// Serve an already loaded schedlens database as it is (no trace needed).
-    #[arg(long = "db", value_name = "FILE", hide = true)]
-    pub dbs: Vec<PathBuf>,
     /// Time limit of one tool call's SQL, e.g. "10s" or "500ms".
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    if args.traces.is_empty() && args.trace_dir.is_none() && args.dbs.is_empty() {
+    if args.traces.is_empty() && args.trace_dir.is_none() {
         anyhow::bail!("name at least one trace (or --trace-dir DIR) to serve");
     }
     let opts = LoadOptions {
@@ -50,14 +47,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         let loaded =
             db::load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
         traces.add(loaded.name, loaded.db_path)?;
-    }
-    for path in &args.dbs {
-        let name = path
-            .file_name()
-            .context("--db needs a file path")?
-            .to_string_lossy()
-            .into_owned();
-        traces.add(name, path.clone())?;
     }
     if let Some(dir) = args.trace_dir {
         traces.offer_dir(dir)?;
