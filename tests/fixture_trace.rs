@@ -13,6 +13,10 @@ use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
+use schedlens::analyses::{
+    cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
+    trace_info,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -189,7 +193,7 @@ async fn mcp_tools_answer_what_the_workload_did() {
     let (_dir, trace) = copy_fixture();
     let c = serve(&trace).await;
 
-    let info = ok(&c, "trace_info", json!({})).await;
+    let info = ok(&c, trace_info::TOOL.name, json!({})).await;
     assert_eq!(info["system"]["kernel_release"], t.kernel_release.as_str());
     assert_eq!(
         int(&info["system"]["num_cpus"]),
@@ -207,7 +211,12 @@ async fn mcp_tools_answer_what_the_workload_did() {
     assert_eq!(int(&info["drops"]["lost_events"]), 0);
 
     // The ping-pong pair switches far more than anything else on the machine.
-    let top = ok(&c, "top_tasks", json!({"order_by": "switches", "limit": 2})).await;
+    let top = ok(
+        &c,
+        top_tasks::TOOL.name,
+        json!({"order_by": "switches", "limit": 2}),
+    )
+    .await;
     let mut top_tids: Vec<i32> = top["tasks"]
         .as_array()
         .unwrap()
@@ -226,7 +235,7 @@ async fn mcp_tools_answer_what_the_workload_did() {
         assert_eq!(x["thread_name"], "sched-pipe");
     }
 
-    let found = ok(&c, "search_events", json!({"text": "true"})).await;
+    let found = ok(&c, search_events::TOOL.name, json!({"text": "true"})).await;
     let mut true_tids: Vec<i32> = found["tasks"]
         .as_array()
         .unwrap()
@@ -239,14 +248,14 @@ async fn mcp_tools_answer_what_the_workload_did() {
     expected.sort();
     assert_eq!(true_tids, expected);
 
-    let found = ok(&c, "search_events", json!({"text": "sched-pipe"})).await;
+    let found = ok(&c, search_events::TOOL.name, json!({"text": "sched-pipe"})).await;
     for x in found["tasks"].as_array().unwrap() {
         let tid = int(&x["tid"]) as i32;
         let expected = t.switched_in.get(&tid).copied().unwrap_or(0);
         assert_eq!(int(&x["slices"]) as usize, expected, "slices of {tid}");
     }
 
-    let tree = ok(&c, "process_tree", json!({"pid": t.sh_pid})).await;
+    let tree = ok(&c, process_tree::TOOL.name, json!({"pid": t.sh_pid})).await;
     let procs = tree["processes"].as_array().unwrap();
     assert_eq!(
         int(&procs[0]["pid"]) as i32,
@@ -262,12 +271,17 @@ async fn mcp_tools_answer_what_the_workload_did() {
         assert_eq!(int(&node["depth"]), 1);
     }
 
-    let lat = ok(&c, "scheduling_latency", json!({"tid": t.pipe_pids[0]})).await;
+    let lat = ok(
+        &c,
+        scheduling_latency::TOOL.name,
+        json!({"tid": t.pipe_pids[0]}),
+    )
+    .await;
     let n = int(&lat["count"]);
     // Each round trip wakes each side at most once.
     assert!(n > 0 && n as usize <= PIPE_LOOPS + 1, "{n} wakeups");
 
-    let util = ok(&c, "cpu_utilization", json!({"group_by": "llc"})).await;
+    let util = ok(&c, cpu_utilization::TOOL.name, json!({"group_by": "llc"})).await;
     let cpus: usize = util["groups"]
         .as_array()
         .unwrap()
@@ -277,7 +291,7 @@ async fn mcp_tools_answer_what_the_workload_did() {
     assert_eq!(cpus, 2, "both CPUs are in an LLC group");
 
     // A /bin/true process ran and then died.
-    let tl = ok(&c, "task_timeline", json!({"tid": t.true_pids[0]})).await;
+    let tl = ok(&c, task_timeline::TOOL.name, json!({"tid": t.true_pids[0]})).await;
     let intervals = tl["threads"][0]["intervals"].as_array().unwrap();
     assert!(
         intervals.iter().any(|i| i["state"] == "Running"),

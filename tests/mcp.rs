@@ -14,7 +14,12 @@ use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 use common::{START_TS, Workload};
+use schedlens::analyses::{
+    cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
+    trace_info,
+};
 use schedlens::analyzer::db::{self, LoadOptions};
+use schedlens::mcp::{catalogue, query, traces};
 
 type Client = RunningService<RoleClient, ()>;
 
@@ -116,26 +121,17 @@ async fn discovery_and_tool_schemas() {
     let server = info.server_info.as_ref().unwrap();
     assert_eq!(server.name, "schedlens");
     assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
-    assert!(info.instructions.as_deref().unwrap().contains("trace_info"));
+    let instructions = info.instructions.as_deref().unwrap();
 
+    // tools/list is the registry, in its order; the instructions name every tool.
     let tools = c.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(
-        names,
-        [
-            "trace_info",
-            "list_traces",
-            "search_events",
-            "list_tables",
-            "describe_table",
-            "cpu_utilization",
-            "top_tasks",
-            "scheduling_latency",
-            "task_timeline",
-            "process_tree",
-            "query"
-        ]
-    );
+    assert_eq!(names, schedlens::mcp::tool_names());
+    assert_eq!(names.first(), Some(&trace_info::TOOL.name));
+    assert_eq!(names.last(), Some(&query::QUERY.name));
+    for name in &names {
+        assert!(instructions.contains(name), "instructions lack {name}");
+    }
     let again = c.list_all_tools().await.unwrap();
     assert_eq!(
         again.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
@@ -185,7 +181,7 @@ async fn analyses_match_the_workload() {
     let c = serve(&f.trace, &[]).await;
 
     // trace_info
-    let info = ok(&c, "trace_info", json!({})).await;
+    let info = ok(&c, trace_info::TOOL.name, json!({})).await;
     assert_eq!(info["trace"], "small.pftrace");
     assert_eq!(info["cpus"]["count"], 4);
     assert_eq!(
@@ -208,7 +204,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(count_of("task_exec"), Some(3));
 
     // cpu_utilization: whole trace and a window cutting slices at both ends
-    let u = ok(&c, "cpu_utilization", json!({})).await;
+    let u = ok(&c, cpu_utilization::TOOL.name, json!({})).await;
     for g in u["groups"].as_array().unwrap() {
         let cpu = g["id"].as_i64().unwrap();
         assert_eq!(
@@ -219,7 +215,7 @@ async fn analyses_match_the_workload() {
     }
     let u = ok(
         &c,
-        "cpu_utilization",
+        cpu_utilization::TOOL.name,
         json!({"window": "1.234567ms..7ms", "group_by": "llc"}),
     )
     .await;
@@ -234,14 +230,14 @@ async fn analyses_match_the_workload() {
     }
     let u2 = ok(
         &c,
-        "cpu_utilization",
+        cpu_utilization::TOOL.name,
         json!({"window": {"start": 1_234_567, "end": "7ms"}, "group_by": "llc"}),
     )
     .await;
     assert_eq!(u["groups"], u2["groups"]);
 
     // top_tasks by cpu_time
-    let t = ok(&c, "top_tasks", json!({"limit": 3})).await;
+    let t = ok(&c, top_tasks::TOOL.name, json!({"limit": 3})).await;
     let tasks = t["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 3);
     let mut by_cpu: Vec<(i64, i64)> = (1..w.threads.len() as i64)
@@ -257,7 +253,12 @@ async fn analyses_match_the_workload() {
         let switches = w.slices.iter().filter(|s| s.utid == want.1).count();
         assert_eq!(got["switches"], switches as i64);
     }
-    let t = ok(&c, "top_tasks", json!({"order_by": "latency", "limit": 1})).await;
+    let t = ok(
+        &c,
+        top_tasks::TOOL.name,
+        json!({"order_by": "latency", "limit": 1}),
+    )
+    .await;
     let worst = w
         .wakeups
         .iter()
@@ -267,7 +268,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(ns(&t["tasks"][0]["latency_max"]), worst.latency);
     let t = ok(
         &c,
-        "top_tasks",
+        top_tasks::TOOL.name,
         json!({"order_by": "wait_time", "limit": 1}),
     )
     .await;
@@ -285,7 +286,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(ns(&t["tasks"][0]["wait_time"]), wait(best));
 
     // scheduling_latency: all, and one process's threads
-    let l = ok(&c, "scheduling_latency", json!({"worst": 5})).await;
+    let l = ok(&c, scheduling_latency::TOOL.name, json!({"worst": 5})).await;
     let all = w.latencies(&[]);
     assert_eq!(l["count"], all.len());
     assert_eq!(ns(&l["p50"]), nearest_rank(&all, 50.0));
@@ -308,15 +309,25 @@ async fn analyses_match_the_workload() {
         .filter(|t| t.upid == 2)
         .map(|t| t.utid)
         .collect();
-    let l = ok(&c, "scheduling_latency", json!({"pid": 1020})).await;
+    let l = ok(&c, scheduling_latency::TOOL.name, json!({"pid": 1020})).await;
     assert_eq!(l["matched_threads"], pid2.len());
     assert_eq!(l["count"], w.latencies(&pid2).len());
-    let l = ok(&c, "scheduling_latency", json!({"name": "WORKER2"})).await;
+    let l = ok(
+        &c,
+        scheduling_latency::TOOL.name,
+        json!({"name": "WORKER2"}),
+    )
+    .await;
     assert_eq!(l["matched_threads"], 1);
 
     // task_timeline: totals equal the raw states; intervals are ordered and disjoint
     let th = &w.threads[3];
-    let tl = ok(&c, "task_timeline", json!({"tid": th.tid, "limit": 2000})).await;
+    let tl = ok(
+        &c,
+        task_timeline::TOOL.name,
+        json!({"tid": th.tid, "limit": 2000}),
+    )
+    .await;
     let thread = &tl["threads"][0];
     let totals = thread["totals"].as_array().unwrap();
     let running = totals.iter().find(|t| t["state"] == "Running").unwrap();
@@ -328,7 +339,7 @@ async fn analyses_match_the_workload() {
     }
     let tl = ok(
         &c,
-        "task_timeline",
+        task_timeline::TOOL.name,
         json!({"pid": 1010, "limit": 5, "window": "2ms..50ms"}),
     )
     .await;
@@ -336,7 +347,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(tl["threads"].as_array().unwrap().len(), 2);
 
     // process_tree
-    let pt = ok(&c, "process_tree", json!({})).await;
+    let pt = ok(&c, process_tree::TOOL.name, json!({})).await;
     let procs = pt["processes"].as_array().unwrap();
     assert_eq!(procs.len(), w.processes.len() - 1);
     assert_eq!(procs[0]["pid"], 1010);
@@ -345,7 +356,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(procs[1]["depth"], 1);
     assert_eq!(procs[0]["threads"], 2);
     // proc3 is proc2's child in the workload.
-    let pt = ok(&c, "process_tree", json!({"pid": 1020})).await;
+    let pt = ok(&c, process_tree::TOOL.name, json!({"pid": 1020})).await;
     let sub = pt["processes"].as_array().unwrap();
     assert_eq!(sub.len(), 2);
     assert_eq!(
@@ -359,7 +370,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(sub[1]["parent_pid"], 1020);
 
     // search_events
-    let s = ok(&c, "search_events", json!({"text": "worker"})).await;
+    let s = ok(&c, search_events::TOOL.name, json!({"text": "worker"})).await;
     let found = s["tasks"].as_array().unwrap();
     assert_eq!(
         found.len(),
@@ -375,7 +386,7 @@ async fn analyses_match_the_workload() {
             w.slices.iter().filter(|s| s.utid == utid).count()
         );
     }
-    let s = ok(&c, "search_events", json!({"text": "exec"})).await;
+    let s = ok(&c, search_events::TOOL.name, json!({"text": "exec"})).await;
     let types: Vec<(String, i64)> = s["event_types"]
         .as_array()
         .unwrap()
@@ -392,19 +403,24 @@ async fn analyses_match_the_workload() {
         types.contains(&("sched_process_exec".into(), 3)),
         "{types:?}"
     );
-    let s = ok(&c, "search_events", json!({"text": "cpu2"})).await;
+    let s = ok(&c, search_events::TOOL.name, json!({"text": "cpu2"})).await;
     assert_eq!(s["cpus"].as_array().unwrap().len(), 1);
     assert_eq!(
         s["cpus"][0]["slices"],
         w.slices.iter().filter(|x| x.cpu == 2).count()
     );
-    let s = ok(&c, "search_events", json!({"text": "--mode=test3"})).await;
+    let s = ok(
+        &c,
+        search_events::TOOL.name,
+        json!({"text": "--mode=test3"}),
+    )
+    .await;
     assert_eq!(s["tasks"].as_array().unwrap().len(), 2);
 
     // query
     let q = ok(
         &c,
-        "query",
+        query::QUERY.name,
         json!({"sql": "SELECT count(*) AS n, max(ts) FROM sched_slice"}),
     )
     .await;
@@ -412,7 +428,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(q["rows"][0][0], w.slices.len());
     let q = ok(
         &c,
-        "query",
+        query::QUERY.name,
         json!({"sql": "SELECT 9007199254740993, 1.5, x'0102', NULL, 'a'"}),
     )
     .await;
@@ -422,7 +438,7 @@ async fn analyses_match_the_workload() {
     );
     let q = ok(
         &c,
-        "query",
+        query::QUERY.name,
         json!({"sql": "SELECT utid FROM thread ORDER BY utid", "limit": 2, "offset": 1}),
     )
     .await;
@@ -430,7 +446,7 @@ async fn analyses_match_the_workload() {
     assert_eq!(q["truncated"], true);
     let q = ok(
         &c,
-        "query",
+        query::QUERY.name,
         json!({"sql": "SELECT * FROM sched_slice", "limit": 100000}),
     )
     .await;
@@ -464,12 +480,17 @@ async fn windows_match_the_workload() {
     ] {
         let (lo, hi) = (START_TS + a, START_TS + b);
         let win = json!({"start": a, "end": b});
-        let u = ok(&c, "cpu_utilization", json!({ "window": win })).await;
+        let u = ok(&c, cpu_utilization::TOOL.name, json!({ "window": win })).await;
         for g in u["groups"].as_array().unwrap() {
             let cpu = g["id"].as_i64().unwrap();
             assert_eq!(ns(&g["busy"]), w.busy_in(cpu, lo, hi), "{win} cpu {cpu}");
         }
-        let t = ok(&c, "top_tasks", json!({"window": win, "limit": 100})).await;
+        let t = ok(
+            &c,
+            top_tasks::TOOL.name,
+            json!({"window": win, "limit": 100}),
+        )
+        .await;
         let tasks = t["tasks"].as_array().unwrap();
         let ran = (1..w.threads.len() as i64)
             .filter(|&u| {
@@ -506,7 +527,7 @@ async fn windows_match_the_workload() {
                 "{win} utid {u}"
             );
         }
-        let l = ok(&c, "scheduling_latency", json!({"window": win})).await;
+        let l = ok(&c, scheduling_latency::TOOL.name, json!({"window": win})).await;
         let mut all: Vec<i64> = w
             .wakeups
             .iter()
@@ -536,7 +557,12 @@ async fn many_wakeups_use_a_histogram() {
         (json!({}), START_TS),
         (json!({"start": "0.5s"}), START_TS + 500_000_000),
     ] {
-        let l = ok(&c, "scheduling_latency", json!({"window": win, "worst": 5})).await;
+        let l = ok(
+            &c,
+            scheduling_latency::TOOL.name,
+            json!({"window": win, "worst": 5}),
+        )
+        .await;
         let mut rows: Vec<&common::Wakeup> = w.wakeups.iter().filter(|x| x.ts >= lo).collect();
         assert!(rows.len() > 100_000, "{}", rows.len());
         let mut all: Vec<i64> = rows.iter().map(|x| x.latency).collect();
@@ -627,7 +653,7 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
     ];
     for sql in &attacks {
         let started = Instant::now();
-        let msg = err(&c, "query", json!({ "sql": sql })).await;
+        let msg = err(&c, query::QUERY.name, json!({ "sql": sql })).await;
         assert!(!msg.is_empty(), "{sql:?}: empty error");
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -635,7 +661,12 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
         );
     }
     // The server still works, and nothing was written anywhere.
-    let q = ok(&c, "query", json!({"sql": "SELECT count(*) FROM thread"})).await;
+    let q = ok(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT count(*) FROM thread"}),
+    )
+    .await;
     assert_eq!(q["rows"][0][0], f.w.threads.len());
     c.cancel().await.unwrap();
     assert_eq!(before, std::fs::read(&f.db).unwrap(), "database changed");
@@ -653,79 +684,110 @@ async fn bad_arguments_are_readable_tool_errors() {
     let c = serve(&f.trace, &[]).await;
     let cases = [
         (
-            "describe_table",
+            catalogue::DESCRIBE_TABLE.name,
             json!({"table": "no_such_table"}),
             "unknown table",
         ),
         (
-            "query",
+            query::QUERY.name,
             json!({"sql": "SELECT nope FROM thread"}),
-            "describe_table",
+            catalogue::DESCRIBE_TABLE.name,
         ),
-        ("query", json!({"sql": "SELECT * FROM nope"}), "list_tables"),
-        ("query", json!({"sql": "SELECT 1", "limit": -1}), "limit"),
-        ("query", json!({"sql": "SELECT 1", "offset": -5}), "offset"),
         (
-            "query",
+            query::QUERY.name,
+            json!({"sql": "SELECT * FROM nope"}),
+            catalogue::LIST_TABLES.name,
+        ),
+        (
+            query::QUERY.name,
+            json!({"sql": "SELECT 1", "limit": -1}),
+            "limit",
+        ),
+        (
+            query::QUERY.name,
+            json!({"sql": "SELECT 1", "offset": -5}),
+            "offset",
+        ),
+        (
+            query::QUERY.name,
             json!({"sql": "SELECT 1", "limit": "many"}),
             "expected i64",
         ),
-        ("query", json!({}), "sql"),
+        (query::QUERY.name, json!({}), "sql"),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"window": "1 fortnight..2s"}),
             "bad time",
         ),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"window": "200ms..100ms"}),
             "after its end",
         ),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"window": "1000s.."}),
             "trace lasts only",
         ),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"window": {"start": -5}}),
             "negative",
         ),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"group_by": "socket"}),
             "expected one of `cpu`, `llc`, `numa`",
         ),
-        ("top_tasks", json!({"limit": -3}), "limit"),
-        ("top_tasks", json!({"limit": 0}), "limit"),
+        (top_tasks::TOOL.name, json!({"limit": -3}), "limit"),
+        (top_tasks::TOOL.name, json!({"limit": 0}), "limit"),
         (
-            "top_tasks",
+            top_tasks::TOOL.name,
             json!({"order_by": "fun"}),
-            "bad arguments for top_tasks",
+            "unknown variant `fun`",
         ),
         (
-            "scheduling_latency",
+            scheduling_latency::TOOL.name,
             json!({"name": "no-such-task"}),
-            "search_events",
+            search_events::TOOL.name,
         ),
-        ("task_timeline", json!({}), "tid or pid"),
-        ("task_timeline", json!({"tid": 1, "pid": 2}), "tid or pid"),
-        ("task_timeline", json!({"tid": 424242}), "no thread"),
-        ("process_tree", json!({"pid": 424242}), "no process"),
-        ("search_events", json!({"text": "  "}), "empty"),
+        (task_timeline::TOOL.name, json!({}), "tid or pid"),
         (
-            "trace_info",
+            task_timeline::TOOL.name,
+            json!({"tid": 1, "pid": 2}),
+            "tid or pid",
+        ),
+        (
+            task_timeline::TOOL.name,
+            json!({"tid": 424242}),
+            "no thread",
+        ),
+        (
+            process_tree::TOOL.name,
+            json!({"pid": 424242}),
+            "no process",
+        ),
+        (search_events::TOOL.name, json!({"text": "  "}), "empty"),
+        (
+            trace_info::TOOL.name,
             json!({"trace": "other.pftrace"}),
             "unknown trace",
         ),
         (
-            "query",
+            query::QUERY.name,
             json!({"sql": "SELECT 1", "trace": "../small.db"}),
             "unknown trace",
         ),
     ];
     for (tool, args, needle) in cases {
         let msg = err(&c, tool, args.clone()).await;
+        // Argument type errors say which tool's schema to read.
+        if msg.starts_with("bad arguments") {
+            assert!(
+                msg.starts_with(&format!("bad arguments for {tool}: ")),
+                "{msg}"
+            );
+        }
         assert!(
             msg.contains(needle),
             "{tool} {args}: {msg:?} lacks {needle:?}"
@@ -742,7 +804,7 @@ async fn cancellation_interrupts_running_queries() {
     let endless =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     for _ in 0..2 {
-        let call = call(&c, "query", json!({ "sql": endless }));
+        let call = call(&c, query::QUERY.name, json!({ "sql": endless }));
         // Dropping the call makes the client send notifications/cancelled.
         assert!(
             tokio::time::timeout(Duration::from_millis(300), call)
@@ -751,7 +813,7 @@ async fn cancellation_interrupts_running_queries() {
         );
     }
     let started = Instant::now();
-    let q = ok(&c, "query", json!({"sql": "SELECT 42"})).await;
+    let q = ok(&c, query::QUERY.name, json!({"sql": "SELECT 42"})).await;
     assert_eq!(q["rows"][0][0], 42);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -769,18 +831,18 @@ async fn several_traces_need_a_name() {
         &common::workload(2, 1, 1, 10),
     );
     let c = start(&[f.trace.to_str().unwrap(), other.to_str().unwrap()]).await;
-    let msg = err(&c, "trace_info", json!({})).await;
+    let msg = err(&c, trace_info::TOOL.name, json!({})).await;
     assert!(
         msg.contains("small.pftrace") && msg.contains("other.pftrace"),
         "{msg}"
     );
-    let msg = err(&c, "cpu_utilization", json!({})).await;
+    let msg = err(&c, cpu_utilization::TOOL.name, json!({})).await;
     assert!(msg.contains("several traces"), "{msg}");
-    let a = ok(&c, "trace_info", json!({"trace": "other.pftrace"})).await;
+    let a = ok(&c, trace_info::TOOL.name, json!({"trace": "other.pftrace"})).await;
     assert_eq!(a["cpus"]["count"], 2);
-    let b = ok(&c, "trace_info", json!({"trace": "small.pftrace"})).await;
+    let b = ok(&c, trace_info::TOOL.name, json!({"trace": "small.pftrace"})).await;
     assert_eq!(b["cpus"]["count"], 4);
-    let list = ok(&c, "list_traces", json!({})).await;
+    let list = ok(&c, traces::LIST_TRACES.name, json!({})).await;
     assert_eq!(list["traces"].as_array().unwrap().len(), 2);
     c.cancel().await.unwrap();
 }
@@ -794,7 +856,7 @@ async fn trace_dir_offers_only_its_files_by_name() {
     std::fs::write(dir.join("b.perfetto-trace.zst"), b"").unwrap();
     std::fs::write(dir.join("notes.txt"), b"").unwrap();
     let c = start(&["--trace-dir", dir.to_str().unwrap()]).await;
-    let list = ok(&c, "list_traces", json!({})).await;
+    let list = ok(&c, traces::LIST_TRACES.name, json!({})).await;
     assert_eq!(
         list["traces"],
         json!([{"name": "a.pftrace", "loaded": false}, {"name": "b.perfetto-trace.zst", "loaded": false}])
@@ -806,10 +868,10 @@ async fn trace_dir_offers_only_its_files_by_name() {
         "traces/a.pftrace",
         "..",
     ] {
-        let msg = err(&c, "trace_info", json!({ "trace": bad })).await;
+        let msg = err(&c, trace_info::TOOL.name, json!({ "trace": bad })).await;
         assert!(msg.contains("unknown trace"), "{bad}: {msg}");
     }
-    let msg = err(&c, "trace_info", json!({})).await;
+    let msg = err(&c, trace_info::TOOL.name, json!({})).await;
     assert!(msg.contains("several traces"), "{msg}");
     c.cancel().await.unwrap();
 }
@@ -818,7 +880,7 @@ async fn trace_dir_offers_only_its_files_by_name() {
 async fn schema_discovery_and_resource() {
     let f = fixture();
     let c = serve(&f.trace, &[]).await;
-    let t = ok(&c, "list_tables", json!({})).await;
+    let t = ok(&c, catalogue::LIST_TABLES.name, json!({})).await;
     let tables = t["tables"].as_array().unwrap();
     let slice = tables.iter().find(|x| x["name"] == "sched_slice").unwrap();
     assert_eq!(slice["rows"], f.w.slices.len());
@@ -828,7 +890,12 @@ async fn schema_discovery_and_resource() {
         (&sched["kind"], &sched["rows"]),
         (&json!("view"), &json!(f.w.slices.len()))
     );
-    let d = ok(&c, "describe_table", json!({"table": "wakeup"})).await;
+    let d = ok(
+        &c,
+        catalogue::DESCRIBE_TABLE.name,
+        json!({"table": "wakeup"}),
+    )
+    .await;
     let cols = d["columns"].as_array().unwrap();
     let latency = cols.iter().find(|c| c["name"] == "latency").unwrap();
     assert_eq!(latency["type"], "INTEGER");
@@ -877,31 +944,34 @@ async fn analysis_latency_on_a_large_trace() {
     }
     let c = serve(&dir.join("large.pftrace"), &["--query-timeout", "60s"]).await;
     let calls = [
-        ("trace_info", json!({})),
-        ("cpu_utilization", json!({})),
+        (trace_info::TOOL.name, json!({})),
+        (cpu_utilization::TOOL.name, json!({})),
         (
-            "cpu_utilization",
+            cpu_utilization::TOOL.name,
             json!({"window": "10s..10.1s", "group_by": "llc"}),
         ),
-        ("top_tasks", json!({})),
-        ("top_tasks", json!({"order_by": "switches"})),
-        ("top_tasks", json!({"order_by": "wait_time"})),
-        ("top_tasks", json!({"order_by": "latency"})),
+        (top_tasks::TOOL.name, json!({})),
+        (top_tasks::TOOL.name, json!({"order_by": "switches"})),
+        (top_tasks::TOOL.name, json!({"order_by": "wait_time"})),
+        (top_tasks::TOOL.name, json!({"order_by": "latency"})),
         (
-            "top_tasks",
+            top_tasks::TOOL.name,
             json!({"window": "10s..10.1s", "order_by": "wait_time"}),
         ),
-        ("scheduling_latency", json!({})),
-        ("scheduling_latency", json!({"pid": 1050})),
-        ("scheduling_latency", json!({"window": "10s..10.1s"})),
-        ("task_timeline", json!({"tid": 1050})),
+        (scheduling_latency::TOOL.name, json!({})),
+        (scheduling_latency::TOOL.name, json!({"pid": 1050})),
         (
-            "task_timeline",
+            scheduling_latency::TOOL.name,
+            json!({"window": "10s..10.1s"}),
+        ),
+        (task_timeline::TOOL.name, json!({"tid": 1050})),
+        (
+            task_timeline::TOOL.name,
             json!({"tid": 1050, "window": "10s..10.1s"}),
         ),
-        ("process_tree", json!({})),
-        ("search_events", json!({"text": "worker1"})),
-        ("list_tables", json!({})),
+        (process_tree::TOOL.name, json!({})),
+        (search_events::TOOL.name, json!({"text": "worker1"})),
+        (catalogue::LIST_TABLES.name, json!({})),
     ];
     // The machines are shared and noisy: the median of five calls.
     for (tool, args) in calls {

@@ -44,12 +44,20 @@ pub fn analyze(o: &Opts, trace: &Path, events: u64) -> Result<AnalyzeFigure> {
 }
 
 pub async fn tool_latencies(o: &Opts, trace: &Path) -> Result<Vec<(String, f64)>> {
+    use schedlens::analyses::{
+        cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
+        trace_info,
+    };
+    use schedlens::mcp::{catalogue, query};
     let mut cmd = tokio::process::Command::new(&o.schedlens);
     cmd.arg("analyze").arg(trace).stderr(Stdio::null());
     let client = ().serve(TokioChildProcess::new(cmd)?).await?;
     // A busy thread's tid for the per-task tools.
     let top = client
-        .call_tool(tool_call("top_tasks", serde_json::json!({"limit": 1})))
+        .call_tool(tool_call(
+            top_tasks::TOOL.name,
+            serde_json::json!({"limit": 1}),
+        ))
         .await?;
     let tid = top
         .structured_content
@@ -58,27 +66,33 @@ pub async fn tool_latencies(o: &Opts, trace: &Path) -> Result<Vec<(String, f64)>
         .and_then(|v| v.as_i64())
         .unwrap_or(1);
     let calls = [
-        ("trace_info", serde_json::json!({})),
-        ("list_tables", serde_json::json!({})),
+        (trace_info::TOOL.name, serde_json::json!({})),
+        (catalogue::LIST_TABLES.name, serde_json::json!({})),
         (
-            "describe_table",
+            catalogue::DESCRIBE_TABLE.name,
             serde_json::json!({"table": "sched_slice"}),
         ),
-        ("cpu_utilization", serde_json::json!({"group_by": "cpu"})),
         (
-            "top_tasks",
+            cpu_utilization::TOOL.name,
+            serde_json::json!({"group_by": "cpu"}),
+        ),
+        (
+            top_tasks::TOOL.name,
             serde_json::json!({"order_by": "cpu_time", "limit": 10}),
         ),
         (
-            "top_tasks",
+            top_tasks::TOOL.name,
             serde_json::json!({"order_by": "latency", "limit": 10}),
         ),
-        ("scheduling_latency", serde_json::json!({})),
-        ("task_timeline", serde_json::json!({"tid": tid})),
-        ("process_tree", serde_json::json!({})),
-        ("search_events", serde_json::json!({"text": "bench"})),
+        (scheduling_latency::TOOL.name, serde_json::json!({})),
+        (task_timeline::TOOL.name, serde_json::json!({"tid": tid})),
+        (process_tree::TOOL.name, serde_json::json!({})),
         (
-            "query",
+            search_events::TOOL.name,
+            serde_json::json!({"text": "bench"}),
+        ),
+        (
+            query::QUERY.name,
             serde_json::json!({"sql": "SELECT cpu, count(*) FROM sched_slice GROUP BY cpu"}),
         ),
     ];
@@ -93,9 +107,10 @@ pub async fn tool_latencies(o: &Opts, trace: &Path) -> Result<Vec<(String, f64)>
             }
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let label = match name {
-            "top_tasks" => format!("top_tasks({})", args["order_by"].as_str().unwrap_or("")),
-            _ => name.to_string(),
+        let label = if name == top_tasks::TOOL.name {
+            format!("{name}({})", args["order_by"].as_str().unwrap_or(""))
+        } else {
+            name.to_string()
         };
         out.push((label, Stat::of(&times).median));
     }

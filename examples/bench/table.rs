@@ -108,7 +108,7 @@ pub fn analyze_rows(t: &mut comfy_table::Table, a: &AnalyzeFigure) {
     let (query, tools): (Vec<_>, Vec<_>) = a
         .tool_latency_ms
         .iter()
-        .partition(|(n, _)| n.as_str() == "query");
+        .partition(|(n, _)| n.as_str() == schedlens::mcp::query::QUERY.name);
     let worst = tools.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
     t.add_row([
         "5. MCP analysis tool latency (worst median)".to_string(),

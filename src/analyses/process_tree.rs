@@ -78,7 +78,10 @@ pub fn process_tree(conn: &Connection, pid: Option<i64>, max: usize) -> Result<P
         Some(p) => {
             let r: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].1.pid == p).collect();
             if r.is_empty() {
-                bail!("no process with pid {p}; call process_tree without pid to list them all");
+                bail!(
+                    "no process with pid {p}; call {} without pid to list them all",
+                    TOOL.name
+                );
             }
             r
         }

@@ -10,6 +10,7 @@ use super::durations::Dur;
 use super::percentiles::{
     EXACT_MAX_WAKEUPS, PercentileMethod, histogram, latencies, percentile_in_place,
 };
+use super::search_events;
 use super::tasks::{TaskFilter, TaskId, filter_utids, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
@@ -69,7 +70,10 @@ pub fn scheduling_latency(
     } else {
         let utids = filter_utids(conn, filter)?;
         if utids.is_empty() {
-            bail!("no thread matches the filter; search_events finds tasks by name, tid or pid");
+            bail!(
+                "no thread matches the filter; {} finds tasks by name, tid or pid",
+                search_events::TOOL.name
+            );
         }
         Some(utids)
     };

@@ -12,6 +12,7 @@ use super::durations::{Dur, clip};
 use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
+use super::{search_events, top_tasks};
 
 /// Which task a timeline is for: exactly one of tid or pid.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +84,12 @@ pub fn task_timeline(
     let utids = filter_utids(conn, &filter)?;
     if utids.is_empty() {
         bail!(
-            "no thread with {}; search_events finds tasks by name, tid or pid",
+            "no thread with {}; {} finds tasks by name, tid or pid",
             match sel {
                 TaskSel::Tid(t) => format!("tid {t}"),
                 TaskSel::Pid(p) => format!("pid {p}"),
-            }
+            },
+            search_events::TOOL.name
         );
     }
     let ids = task_ids(conn, &utids)?;
@@ -160,9 +162,11 @@ pub fn task_timeline(
         threads,
         truncated,
         hint: truncated.then(|| {
-            "interval cap reached: the intervals and totals stop at totals_until; narrow the \
-             window (e.g. \"1s..1.1s\") or raise limit, or use top_tasks for whole-window totals"
-                .to_string()
+            format!(
+                "interval cap reached: the intervals and totals stop at totals_until; narrow the \
+                 window (e.g. \"1s..1.1s\") or raise limit, or use {} for whole-window totals",
+                top_tasks::TOOL.name
+            )
         }),
     })
 }
