@@ -2,7 +2,7 @@
 
 use crate::analyses::cpu_utilization::{GroupBy, cpu_utilization};
 use crate::analyses::durations::Dur;
-use crate::analyses::scheduling_latency::scheduling_latency;
+use crate::analyses::scheduling_latency::{SchedulingLatency, scheduling_latency};
 use crate::analyses::tasks::TaskFilter;
 use crate::analyses::timespec::trace_bounds;
 use crate::analyses::top_tasks::{TaskOrder, top_tasks};
@@ -173,16 +173,19 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
 
     writeln!(out, "\nScheduling latency (waking -> running)")?;
     let mut t = table(&["tid", "thread", "wakeups", "p50", "p90", "p99", "max"]);
+    let row = |tid: String, thread: String, l: &SchedulingLatency| {
+        vec![
+            tid,
+            thread,
+            l.count.to_string(),
+            opt_dur(&l.p50),
+            opt_dur(&l.p90),
+            opt_dur(&l.p99),
+            opt_dur(&l.max),
+        ]
+    };
     let all = scheduling_latency(conn, &TaskFilter::default(), whole, 0)?;
-    t.add_row(vec![
-        "all".to_string(),
-        String::new(),
-        all.count.to_string(),
-        opt_dur(&all.p50),
-        opt_dur(&all.p90),
-        opt_dur(&all.p99),
-        opt_dur(&all.max),
-    ]);
+    t.add_row(row("all".to_string(), String::new(), &all));
     for task in top.tasks.iter().filter(|t| t.wakeups > 0) {
         let filter = TaskFilter {
             tid: Some(task.task.tid),
@@ -190,15 +193,11 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
             name: None,
         };
         let l = scheduling_latency(conn, &filter, whole, 0)?;
-        t.add_row(vec![
+        t.add_row(row(
             task.task.tid.to_string(),
             task.task.thread_name.clone().unwrap_or_default(),
-            l.count.to_string(),
-            opt_dur(&l.p50),
-            opt_dur(&l.p90),
-            opt_dur(&l.p99),
-            opt_dur(&l.max),
-        ]);
+            &l,
+        ));
     }
     writeln!(out, "{t}")?;
     Ok(out)
