@@ -12,6 +12,11 @@
 //! exact work on its two partial end buckets, through the column store's
 //! access paths (analyzer/columns/vtab.rs: by cpu or utid then ts, by ts,
 //! wakeups by latency). No analysis scans a whole event table.
+//!
+//! A new analysis is a module here (its function, its arguments type and its
+//! `TOOL`) and one `Entry::analysis` line in mcp/registry.rs, which places it
+//! in tools/list and the server instructions; the README's tool table gets
+//! its row (a test compares the two).
 
 pub mod cpu_utilization;
 pub mod process_tree;

@@ -49,14 +49,14 @@ pub struct SandboxedDb<'a> {
 }
 
 /// A tool that answers from the list of traces, without opening one.
-pub struct ServerTool<O> {
+pub struct TraceListTool<O> {
     pub name: &'static str,
     pub description: &'static str,
     pub answer: fn(&Traces) -> O,
 }
 
 /// The answer of a call: structured output, or the message of a tool error.
-pub(super) type Answer = Result<Value, String>;
+type Answer = Result<Value, String>;
 type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
 type Handler =
     Box<dyn Fn(Arc<State>, JsonObject, RequestContext<RoleServer>) -> Pending + Send + Sync>;
@@ -123,7 +123,7 @@ impl Entry {
     }
 
     /// A tool over the list of traces; it takes no arguments.
-    pub fn on_traces<O>(role: Role, tool: ServerTool<O>) -> Entry
+    pub fn on_trace_list<O>(role: Role, tool: TraceListTool<O>) -> Entry
     where
         O: Serialize + JsonSchema + 'static,
     {

@@ -33,7 +33,7 @@ pub(super) fn tools() -> Vec<Entry> {
     use Role::*;
     vec![
         Entry::analysis(Overview, trace_info::TOOL),
-        Entry::on_traces(Traces, traces::LIST_TRACES),
+        Entry::on_trace_list(Traces, traces::LIST_TRACES),
         Entry::analysis(Find, search_events::TOOL),
         Entry::sandboxed(Schema, catalogue::LIST_TABLES),
         Entry::sandboxed(Schema, catalogue::DESCRIBE_TABLE),

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::call::ServerTool;
+use super::call::TraceListTool;
 use crate::analyzer::db::{self, LoadOptions};
 
 pub struct Traces {
@@ -200,7 +200,7 @@ pub struct TraceEntry {
     pub loaded: bool,
 }
 
-pub const LIST_TRACES: ServerTool<TraceList> = ServerTool {
+pub const LIST_TRACES: TraceListTool<TraceList> = TraceListTool {
     name: "list_traces",
     description: "The traces this server can open, by name (those given on its command line \
                   and the trace files of its --trace-dir).",
