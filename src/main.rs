@@ -20,6 +20,9 @@ enum Command {
     Query(analyzer::query::QueryArgs),
     /// Serve MCP over stdio so an AI assistant can query traces offline.
     Analyze(mcp::AnalyzeArgs),
+    /// Runs one model query for `analyze`, in a process of its own.
+    #[command(name = analyzer::sandbox::WORKER_COMMAND, hide = true)]
+    SqlWorker,
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         Command::Summary(args) => analyses::summary::run(args),
         Command::Query(args) => analyzer::query::run(args),
         Command::Analyze(args) => mcp::run(args),
+        Command::SqlWorker => analyzer::sandbox::worker_main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

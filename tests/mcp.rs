@@ -650,6 +650,36 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
         "".into(),
         "   ".into(),
         "-- only a comment".into(),
+        // One value past the model's value limit (1 MiB): refused as it is built.
+        "SELECT instr(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b')".into(),
+        "SELECT replace(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b', 'c')".into(),
+        // Values within it, but one instr call compares for half a minute: only
+        // the worker's kill at the time limit stops it.
+        "SELECT instr(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b')".into(),
+        "SELECT length(replace(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b', 'c'))".into(),
+        // Memory: one row of 300 huge values, 2000 values of 1 MiB (2 GiB, past
+        // the 1 GiB memory limit), aggregates that grow with every row.
+        format!(
+            "SELECT {}",
+            (0..300)
+                .map(|i| format!("printf('%.*c', {}, 'x')", 16_000_000 - i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "SELECT {}",
+            (0..2000)
+                .map(|i| format!("printf('%.*c', 1000000, '{}')", i % 10))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "SELECT {} FROM thread_state",
+            (0..10)
+                .map(|i| format!("json_group_array(printf('%.*c', 1000000 - {i}, 'x'))"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     ];
     for sql in &attacks {
         let started = Instant::now();
@@ -676,6 +706,103 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
         p.push(suffix);
         assert!(!Path::new(&p).exists(), "{suffix} file appeared");
     }
+}
+
+/// What the attacks above get: the value limit, the time limit (even inside
+/// one function call) and the memory limit, each named in its error.
+#[tokio::test]
+async fn resource_attacks_get_the_limit_they_hit() {
+    let f = fixture();
+    let c = serve(&f.db, &["--query-timeout", "2s"]).await;
+    let cases = [
+        (
+            "SELECT instr(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b')"
+                .to_string(),
+            "past the limit of 1048576 bytes",
+        ),
+        (
+            "SELECT instr(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b')".into(),
+            "time limit of 2s",
+        ),
+        (
+            format!(
+                "SELECT {}",
+                (0..2000)
+                    .map(|i| format!("printf('%.*c', 1000000, '{}')", i % 10))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "memory limit of 1024 MiB",
+        ),
+    ];
+    for (sql, needle) in &cases {
+        let msg = err(&c, "query", json!({ "sql": sql })).await;
+        assert!(msg.contains(needle), "{}: {msg}", &sql[..60]);
+    }
+    c.cancel().await.unwrap();
+}
+
+/// The byte budget holds for the first row too: a 2000-column row of 2 KB
+/// cells (4 MB) comes back with its cells cut to share the budget.
+#[tokio::test]
+async fn the_byte_budget_cuts_the_first_row() {
+    let f = fixture();
+    let c = serve(&f.db, &[]).await;
+    let sql = format!(
+        "SELECT {}",
+        (0..2000)
+            .map(|i| format!("printf('%.*c', 2000, 'x') AS c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let r = call(&c, "query", json!({ "sql": sql })).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let body = text(&r);
+    assert!(body.len() <= 256 * 1024 + 4096, "{} bytes", body.len());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["rows"][0].as_array().unwrap().len(), 2000);
+    assert_eq!(v["cells_cut"], true);
+    c.cancel().await.unwrap();
+}
+
+/// Two model queries that run until their (long) time limit hold both query
+/// slots; the analysis tools and schema discovery still answer meanwhile.
+#[tokio::test]
+async fn stuck_queries_do_not_block_the_other_tools() {
+    let f = fixture();
+    let c = serve(&f.db, &["--query-timeout", "120s"]).await;
+    let endless =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let peer = c.peer().clone();
+            tokio::spawn(async move {
+                let args = json!({ "sql": endless });
+                let Value::Object(args) = args else { unreachable!() };
+                peer.call_tool(CallToolRequestParams::new("query").with_arguments(args))
+                    .await
+            })
+        })
+        .collect();
+    // Let both reach their worker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (tool, args) in [
+        ("trace_info", json!({})),
+        ("list_tables", json!({})),
+        ("describe_table", json!({"table": "thread"})),
+        ("top_tasks", json!({})),
+    ] {
+        let answered = tokio::time::timeout(Duration::from_secs(60), ok(&c, tool, args)).await;
+        assert!(answered.is_ok(), "{tool} waited for the stuck queries");
+    }
+    assert!(
+        stuck.iter().all(|q| !q.is_finished()),
+        "the endless queries ended early: the test proves nothing"
+    );
+    for q in stuck {
+        q.abort();
+    }
+    c.cancel().await.unwrap();
 }
 
 #[tokio::test]

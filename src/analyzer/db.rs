@@ -312,7 +312,8 @@ fn open_readonly_conn(db: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens a loaded database read-only (SQLITE_OPEN_READ_ONLY).
+/// Opens a loaded database so that no statement can change anything
+/// ([`sandbox::open_read_only`](crate::analyzer::sandbox::open_read_only)).
 pub fn open_readonly(db: &Path) -> anyhow::Result<rusqlite::Connection> {
-    open_readonly_conn(db).with_context(|| format!("cannot open database {}", db.display()))
+    crate::analyzer::sandbox::open_read_only(db).map_err(anyhow::Error::msg)
 }

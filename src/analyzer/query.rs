@@ -1,4 +1,5 @@
-//! `schedlens query TRACE SQL`. (Issue 3; owner: analyze.)
+//! `schedlens query TRACE SQL`: any read-only statement, with no row caps
+//! (those are for models), on a connection that cannot write.
 
 use crate::analyzer::db::{self, LoadOptions};
 use anyhow::Context;
@@ -61,6 +62,14 @@ pub fn write_query(
     let mut stmt = conn
         .prepare(sql)
         .map_err(|e| anyhow::anyhow!("SQL error: {}", one_line(&e)))?;
+    // Checked before the first step: VACUUM INTO would create its file even
+    // on a read-only connection before failing.
+    if !stmt.readonly() {
+        anyhow::bail!(
+            "not allowed: schedlens query only reads; this statement would write (the trace's \
+             database never changes)"
+        );
+    }
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     let mut rows = stmt
         .query([])

@@ -1,5 +1,4 @@
 //! Read-only SQL with limits, enforced by SQLite itself, for SQL from models.
-//! (Issue 4; owner: mcp.)
 //!
 //! Text matching cannot make SQL read-only (comments, multiple statements and
 //! quoting defeat every such filter), so every rule here is applied by the
@@ -8,8 +7,17 @@
 //! sees every table, function and pragma the compiled statement touches and
 //! denies all that is not a plain read. A progress handler bounds run time and
 //! honours cancellation; row, byte and cell caps bound the result.
+//!
+//! A model's own SQL ([`run_isolated`]) runs in a worker process: SQLite checks
+//! its progress handler only between virtual-machine steps, and one step (an
+//! `instr` over two long strings, say) can run for minutes, so only a process
+//! can be stopped at any moment. The worker has a memory limit of its own
+//! (SQLite's hard heap limit, with RLIMIT_DATA behind it), so a query that
+//! builds huge values fails alone instead of taking the server down.
 
-use std::path::Path;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,12 +26,12 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analyses::timespec::JS_SAFE_INT;
 
 /// Bounds on one query and its result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Limits {
     /// Wall time after which the query is interrupted.
     pub timeout: Duration,
@@ -35,6 +43,8 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Longest text cell, in bytes, before it is cut.
     pub max_cell_bytes: usize,
+    /// Most memory a model's query may use (its worker process's heap).
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
@@ -45,9 +55,21 @@ impl Default for Limits {
             max_rows: 2_000,
             max_bytes: 256 * 1024,
             max_cell_bytes: 2_048,
+            max_memory: 1 << 30,
         }
     }
 }
+
+/// Longest string or BLOB a model's query may make or read (SQLite's default
+/// is 1 GB). Far above any stored value (command lines are the longest), and
+/// small enough that one function call on such values stays cheap in memory.
+pub const MODEL_VALUE_BYTES: i32 = 1 << 20;
+/// Longest LIKE or GLOB pattern (SQLite's default is 50,000): pattern matching
+/// costs the product of pattern and text length.
+const MODEL_PATTERN_BYTES: i32 = 1_000;
+/// After the time limit, how long a worker may take to stop by itself (its
+/// progress handler) before it is killed.
+const WORKER_GRACE: Duration = Duration::from_secs(1);
 
 /// Scalar, aggregate, window, date, math and JSON functions that only compute
 /// on their arguments. Everything else (load_extension, fts3_tokenizer,
@@ -209,15 +231,36 @@ pub struct ReadOnlyDb {
     denied: DenyNote,
 }
 
+/// Opens a loaded database so that no statement can change it or anything
+/// else: read-only, `query_only`, defensive, no triggers, no extensions, no
+/// ATTACH. What a person's `schedlens query` gets; models get
+/// [`ReadOnlyDb`] on top of it.
+pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    crate::analyzer::columns::register(&conn)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+    Ok(conn)
+}
+
 impl ReadOnlyDb {
     /// Opens `path` for untrusted SQL.
     pub fn open(path: &Path) -> Result<ReadOnlyDb, String> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        crate::analyzer::columns::register(&conn)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+        let conn = open_read_only(path)?;
+        // Bounded values and patterns: the work one function call can do.
+        for (limit, value) in [
+            (rusqlite::ffi::SQLITE_LIMIT_LENGTH, MODEL_VALUE_BYTES),
+            (
+                rusqlite::ffi::SQLITE_LIMIT_LIKE_PATTERN_LENGTH,
+                MODEL_PATTERN_BYTES,
+            ),
+            (rusqlite::ffi::SQLITE_LIMIT_SQL_LENGTH, 100_000),
+        ] {
+            // SAFETY: valid handle; sqlite3_limit only reads and sets an int.
+            unsafe { rusqlite::ffi::sqlite3_limit(conn.handle(), limit, value) };
+        }
         let mut db = ReadOnlyDb {
             conn,
             denied: DenyNote::default(),
@@ -257,6 +300,7 @@ impl ReadOnlyDb {
             timeout,
             cancel: cancel.clone(),
             started: Instant::now(),
+            max_memory: Limits::default().max_memory,
         };
         // Checked every 1000 virtual-machine instructions: a few microseconds.
         // Installing a handler cannot fail; rusqlite only reports a closed connection.
@@ -273,12 +317,18 @@ impl ReadOnlyDb {
             return if budget.cancel.load(Ordering::Relaxed) {
                 "query cancelled by the client".to_string()
             } else {
-                format!(
-                    "query stopped: it ran past the time limit of {}. Narrow it with WHERE on ts, \
-                     utid or cpu (those columns are indexed), or aggregate with GROUP BY.",
-                    humantime::format_duration(budget.timeout)
-                )
+                past_time_limit(budget.timeout)
             };
+        }
+        if e.sqlite_error_code() == Some(ErrorCode::OutOfMemory) {
+            return out_of_memory(budget.max_memory);
+        }
+        if e.sqlite_error_code() == Some(ErrorCode::TooBig) {
+            return format!(
+                "query stopped: a value grew past the limit of {} bytes. Select shorter values \
+                 (substr), fewer rows per group_concat or json_group_array, or aggregate.",
+                MODEL_VALUE_BYTES
+            );
         }
         // A function denial comes back as a plain SQLITE_ERROR, so the
         // authorizer's note, not the code, says that a rule refused it.
@@ -307,11 +357,28 @@ impl ReadOnlyDb {
     }
 }
 
+fn past_time_limit(timeout: Duration) -> String {
+    format!(
+        "query stopped: it ran past the time limit of {}. Narrow it with WHERE on ts, utid or \
+         cpu (those columns are indexed), or aggregate with GROUP BY.",
+        humantime::format_duration(timeout)
+    )
+}
+
+fn out_of_memory(max_memory: usize) -> String {
+    format!(
+        "query stopped: it needed more than its memory limit of {} MiB. Aggregate in SQL \
+         (GROUP BY, count, sum), select fewer or shorter columns, or filter with WHERE.",
+        max_memory >> 20
+    )
+}
+
 /// The time budget of one piece of work.
 pub struct Budget {
     timeout: Duration,
     cancel: Arc<AtomicBool>,
     started: Instant,
+    max_memory: usize,
 }
 
 impl Budget {
@@ -346,16 +413,11 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
             None,
         ));
     }
-    // No ATTACH even if the authorizer were bypassed; bounded strings and SQL.
+    // No ATTACH even if the authorizer were bypassed (or absent: a person's
+    // query), so no statement can create or open another file.
     // (sqlite3_limit directly: rusqlite's wrapper is behind a feature not enabled.)
-    for (limit, value) in [
-        (rusqlite::ffi::SQLITE_LIMIT_ATTACHED, 0),
-        (rusqlite::ffi::SQLITE_LIMIT_LENGTH, 16 << 20),
-        (rusqlite::ffi::SQLITE_LIMIT_SQL_LENGTH, 100_000),
-    ] {
-        // SAFETY: valid handle; sqlite3_limit only reads and sets an int.
-        unsafe { rusqlite::ffi::sqlite3_limit(conn.handle(), limit, value) };
-    }
+    // SAFETY: valid handle; sqlite3_limit only reads and sets an int.
+    unsafe { rusqlite::ffi::sqlite3_limit(conn.handle(), rusqlite::ffi::SQLITE_LIMIT_ATTACHED, 0) };
     Ok(())
 }
 
@@ -434,7 +496,7 @@ fn authorize(ctx: &AuthContext<'_>, tables: &[String], note: &DenyNote) -> Autho
 }
 
 /// One cell of a result row.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Cell {
     /// SQL NULL.
@@ -490,7 +552,7 @@ impl Cell {
 }
 
 /// The result of `query`.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct QueryResult {
     /// Column names, in order.
     pub columns: Vec<String>,
@@ -577,6 +639,11 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
+/// Text cells keep at least this much when a wide row shares the budget.
+const MIN_CELL_BYTES: usize = 32;
+/// Quotes, comma and "… [N bytes in all]" around a cut text cell.
+const CELL_OVERHEAD_BYTES: usize = 40;
+
 fn collect(
     db: &ReadOnlyDb,
     sql: &str,
@@ -597,6 +664,11 @@ fn collect(
     }
     let columns: Vec<String> = st.column_names().map(String::from).collect();
     let ncol = columns.len();
+    // The budget holds for the first row too: with many columns each cell
+    // gets its share of it, less what the JSON and a cut's note add (but
+    // never less than a few words).
+    let share = (limits.max_bytes / ncol.max(1)).saturating_sub(CELL_OVERHEAD_BYTES);
+    let max_cell_bytes = limits.max_cell_bytes.min(share.max(MIN_CELL_BYTES));
     let mut rows_iter = st.query([])?;
     let mut skipped = 0u64;
     let mut rows = Vec::new();
@@ -614,12 +686,19 @@ fn collect(
         }
         let mut cells = Vec::with_capacity(ncol);
         for i in 0..ncol {
-            let (cell, cut) = Cell::from_sql(row.get_ref(i)?, limits.max_cell_bytes);
+            let (cell, cut) = Cell::from_sql(row.get_ref(i)?, max_cell_bytes);
             cells_cut |= cut;
             cells.push(cell);
         }
         let size = serde_json::to_vec(&cells).map_or(0, |v| v.len()) + 1;
-        if bytes + size > limits.max_bytes && !rows.is_empty() {
+        if bytes + size > limits.max_bytes {
+            if rows.is_empty() {
+                return Err(Failure::Rule(format!(
+                    "the first row alone takes {size} bytes, more than the result budget of {} \
+                     bytes even with its text cut: select fewer columns",
+                    limits.max_bytes
+                )));
+            }
             truncated_by = Some("bytes");
             break;
         }
@@ -650,6 +729,144 @@ fn collect(
         hint,
         elapsed_ms: budget.elapsed().as_millis() as u64,
     })
+}
+
+/// The hidden subcommand that runs one query in a worker process.
+pub const WORKER_COMMAND: &str = "sql-worker";
+
+/// What a worker is asked to run.
+#[derive(Serialize, Deserialize)]
+struct WorkerRequest {
+    db: PathBuf,
+    sql: String,
+    limit: Option<i64>,
+    offset: Option<i64>,
+    limits: Limits,
+}
+
+/// Most bytes of answer read from a worker: the result budget and the
+/// worst-case escaping of its cells, with room to spare.
+const WORKER_OUTPUT_CAP: u64 = 64 << 20;
+/// Memory a worker needs besides SQLite's heap (Rust's, the result's).
+const WORKER_HEADROOM: usize = 128 << 20;
+
+/// Runs a model's `sql` on the database `db` in a worker process (see the
+/// module docs): stopped at the time limit even inside one SQL function
+/// call, at once when `cancel` is set, and bounded in memory. Errors are
+/// messages for the model.
+pub fn run_isolated(
+    db: &Path,
+    sql: &str,
+    limit: Option<i64>,
+    offset: Option<i64>,
+    limits: &Limits,
+    cancel: &AtomicBool,
+) -> Result<QueryResult, String> {
+    let request = WorkerRequest {
+        db: db.to_path_buf(),
+        sql: sql.to_string(),
+        limit,
+        offset,
+        limits: limits.clone(),
+    };
+    let request = serde_json::to_vec(&request).map_err(|e| format!("internal error: {e}"))?;
+    // This very binary, even if it was replaced on disk since it started.
+    let mut child = Command::new("/proc/self/exe")
+        .arg(WORKER_COMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("internal error: cannot start a query worker: {e}"))?;
+    // The worker reads its whole request before it answers, so writing it
+    // first cannot deadlock; a worker that died early only makes this fail.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&request);
+    }
+    let reader = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.take(WORKER_OUTPUT_CAP).read_to_end(&mut buf);
+            buf
+        })
+    });
+    let deadline = Instant::now() + limits.timeout + WORKER_GRACE;
+    let stopped = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(format!("internal error: waiting for the query worker: {e}")),
+        }
+        let why = if cancel.load(Ordering::Relaxed) {
+            Some("query cancelled by the client".to_string())
+        } else if Instant::now() >= deadline {
+            Some(past_time_limit(limits.timeout))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Err(why);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let output = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let status = stopped?;
+    if let Ok(reply) = serde_json::from_slice::<Result<QueryResult, String>>(&output) {
+        return reply;
+    }
+    use std::os::unix::process::ExitStatusExt as _;
+    Err(match status.signal() {
+        Some(libc::SIGXCPU) => past_time_limit(limits.timeout),
+        Some(sig) => format!(
+            "query stopped: its worker process died (signal {sig}); a query that builds large \
+             values reaches its memory limit of {} MiB this way. {}",
+            limits.max_memory >> 20,
+            "Aggregate in SQL or select fewer, shorter columns."
+        ),
+        None => format!("internal error: the query worker failed ({status})"),
+    })
+}
+
+/// The worker process: reads one [`WorkerRequest`] on stdin, answers
+/// `Result<QueryResult, String>` as JSON on stdout.
+pub fn worker_main() -> anyhow::Result<()> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let req: WorkerRequest = serde_json::from_slice(&input)?;
+    limit_this_process(&req.limits)?;
+    let reply = (|| {
+        let mut db = ReadOnlyDb::open(&req.db)?;
+        let mut budget = db.arm(req.limits.timeout, Arc::default());
+        budget.max_memory = req.limits.max_memory;
+        run_query(&mut db, &req.sql, req.limit, req.offset, &req.limits, &budget)
+    })();
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &reply)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// SQLite's heap limit gives a clean "out of memory" error; RLIMIT_DATA
+/// stops what SQLite does not allocate, RLIMIT_CPU a worker nobody waits for.
+fn limit_this_process(limits: &Limits) -> anyhow::Result<()> {
+    // SAFETY: sets a process-wide limit; this process runs one query only.
+    unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(limits.max_memory as i64) };
+    let data = (limits.max_memory + WORKER_HEADROOM) as libc::rlim_t;
+    let cpu = (limits.timeout + WORKER_GRACE).as_secs() as libc::rlim_t + 2;
+    for (resource, value) in [(libc::RLIMIT_DATA, data), (libc::RLIMIT_CPU, cpu)] {
+        // The soft limit signals (SIGXCPU for the CPU), the hard one kills.
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value + 1,
+        };
+        // SAFETY: a valid rlimit struct for a valid resource.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            anyhow::bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

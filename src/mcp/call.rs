@@ -6,6 +6,7 @@
 //! User mistakes come back as tool errors (isError) the model can read.
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::registry::Role;
-use super::traces::Traces;
+use super::traces::{Resolved, Traces};
 use crate::analyses;
 use crate::analyzer::sandbox::{Budget, Limits, ReadOnlyDb};
 
@@ -30,7 +31,10 @@ use crate::analyzer::sandbox::{Budget, Limits, ReadOnlyDb};
 pub(super) struct State {
     pub traces: Traces,
     pub limits: Limits,
+    /// For the tools' own SQL.
     pub slots: Arc<Semaphore>,
+    /// For a model's SQL, apart: slow queries never hold up the tools.
+    pub worker_slots: Arc<Semaphore>,
 }
 
 /// A tool that needs the SQL sandbox itself (limits and budget), not only a
@@ -48,6 +52,15 @@ pub struct SandboxedDb<'a> {
     pub budget: &'a Budget,
 }
 
+/// A tool that runs a model's SQL: in a worker process on the trace's
+/// database (sandbox::run_isolated), which the time limit or a cancel kills
+/// even inside one SQL function call.
+pub struct WorkerTool<A, O> {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub answer: fn(&Path, A, &Limits, &AtomicBool) -> Result<O, String>,
+}
+
 /// A tool that answers from the list of traces, without opening one.
 pub struct TraceListTool<O> {
     pub name: &'static str,
@@ -58,6 +71,8 @@ pub struct TraceListTool<O> {
 /// The answer of a call: structured output, or the message of a tool error.
 type Answer = Result<Value, String>;
 type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+/// A tool's work on its trace, before its answer is encoded.
+type Call<O> = Pin<Box<dyn Future<Output = Result<O, String>> + Send>>;
 type Handler =
     Box<dyn Fn(Arc<State>, JsonObject, RequestContext<RoleServer>) -> Pending + Send + Sync>;
 
@@ -91,20 +106,21 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(
-            role,
-            tool.name,
-            tool.description,
-            move |name, sandboxed, args| {
-                answer(
-                    &analyses::TraceDb {
-                        name,
-                        conn: sandboxed.db.conn(),
-                    },
-                    args,
-                )
-            },
-        )
+        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
+            Box::pin(async move {
+                state
+                    .run(trace.as_deref(), &ctx, move |name, sandboxed| {
+                        answer(
+                            &analyses::TraceDb {
+                                name,
+                                conn: sandboxed.db.conn(),
+                            },
+                            args,
+                        )
+                    })
+                    .await
+            })
+        })
     }
 
     /// A tool that works in the SQL sandbox.
@@ -114,12 +130,34 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(
-            role,
-            tool.name,
-            tool.description,
-            move |_, sandboxed, args| answer(sandboxed, args),
-        )
+        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
+            Box::pin(async move {
+                state
+                    .run(trace.as_deref(), &ctx, move |_, sandboxed| {
+                        answer(sandboxed, args)
+                    })
+                    .await
+            })
+        })
+    }
+
+    /// A tool that runs a model's SQL in a worker process.
+    pub fn in_worker<A, O>(role: Role, tool: WorkerTool<A, O>) -> Entry
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        O: Serialize + JsonSchema + Send + 'static,
+    {
+        let answer = tool.answer;
+        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
+            Box::pin(async move {
+                let slots = state.worker_slots.clone();
+                state
+                    .run_blocking(&slots, trace.as_deref(), &ctx, move |trace, limits, cancel| {
+                        answer(&trace.db, args, limits, &cancel)
+                    })
+                    .await
+            })
+        })
     }
 
     /// A tool over the list of traces; it takes no arguments.
@@ -140,7 +178,8 @@ impl Entry {
     }
 
     /// A tool that reads the trace its `trace` argument names: `answer` gets
-    /// the trace's name, its sandboxed database and the other arguments.
+    /// the shared state, the `trace` argument, the other arguments parsed and
+    /// the request.
     fn on_trace<A, O, F>(
         role: Role,
         name: &'static str,
@@ -150,7 +189,11 @@ impl Entry {
     where
         A: DeserializeOwned + JsonSchema + Send + 'static,
         O: Serialize + JsonSchema + Send + 'static,
-        F: Fn(&str, &mut SandboxedDb, A) -> anyhow::Result<O> + Copy + Send + Sync + 'static,
+        F: Fn(Arc<State>, Option<String>, A, RequestContext<RoleServer>) -> Call<O>
+            + Copy
+            + Send
+            + Sync
+            + 'static,
     {
         let input = with_trace_arg(input_schema::<A>());
         Entry {
@@ -169,12 +212,7 @@ impl Entry {
                     let TraceArg { trace } =
                         serde_json::from_value(Value::Object(trace)).map_err(bad)?;
                     let args: A = serde_json::from_value(Value::Object(args)).map_err(bad)?;
-                    let out = state
-                        .run(trace.as_deref(), &ctx, move |trace, sandboxed| {
-                            answer(trace, sandboxed, args)
-                        })
-                        .await?;
-                    to_output(out)
+                    to_output(answer(state, trace, args, ctx).await?)
                 })
             }),
         }
@@ -237,9 +275,38 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&str, &mut SandboxedDb) -> anyhow::Result<T> + Send + 'static,
     {
+        self.run_blocking(&self.slots, trace, ctx, move |trace, limits, cancel| {
+            let mut db = ReadOnlyDb::open(&trace.db)?;
+            let budget = db.arm(limits.timeout, cancel);
+            let mut sandboxed = SandboxedDb {
+                db: &mut db,
+                limits,
+                budget: &budget,
+            };
+            let result = work(&trace.name, &mut sandboxed);
+            result.map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
+                Some(sql) => db.explain(sql, &budget),
+                None => format!("{e:#}"),
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` for the named trace on a blocking thread once one of
+    /// `slots` is free, with a flag the request's cancellation sets.
+    async fn run_blocking<T, F>(
+        &self,
+        slots: &Arc<Semaphore>,
+        trace: Option<&str>,
+        ctx: &RequestContext<RoleServer>,
+        work: F,
+    ) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Resolved, &Limits, Arc<AtomicBool>) -> Result<T, String> + Send + 'static,
+    {
         let trace = self.traces.resolve(trace).await?;
-        let permit = self
-            .slots
+        let permit = slots
             .clone()
             .acquire_owned()
             .await
@@ -254,20 +321,9 @@ impl State {
         };
         let limits = self.limits.clone();
         let job = tokio::task::spawn_blocking(move || {
-            // Held until the SQL has stopped, not just until the caller gave up.
+            // Held until the work has stopped, not just until the caller gave up.
             let _permit = permit;
-            let mut db = ReadOnlyDb::open(&trace.db)?;
-            let budget = db.arm(limits.timeout, cancel);
-            let mut sandboxed = SandboxedDb {
-                db: &mut db,
-                limits: &limits,
-                budget: &budget,
-            };
-            let result = work(&trace.name, &mut sandboxed);
-            result.map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
-                Some(sql) => db.explain(sql, &budget),
-                None => format!("{e:#}"),
-            })
+            work(trace, &limits, cancel)
         });
         let result = job.await;
         watcher.abort();

@@ -57,9 +57,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             timeout: args.query_timeout,
             ..Limits::default()
         },
-        // Two queries at once: the machine's cores are shared, and a model that
-        // fires many slow queries should queue rather than starve the others.
+        // Two calls at once of each kind: the machine's cores are shared, and a
+        // model that fires many slow queries should queue rather than starve
+        // the others; its own SQL queues apart, so it never holds up the tools.
         slots: Arc::new(Semaphore::new(2)),
+        worker_slots: Arc::new(Semaphore::new(2)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,9 +1,10 @@
-//! The query tool: one read-only SQL statement, run in the sandbox.
+//! The query tool: one read-only SQL statement, run in the sandbox of a
+//! worker process.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::call::SandboxTool;
+use super::call::WorkerTool;
 use crate::analyzer::sandbox::{self, QueryResult};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -17,22 +18,14 @@ pub struct QueryArgs {
     pub offset: Option<i64>,
 }
 
-pub const QUERY: SandboxTool<QueryArgs, QueryResult> = SandboxTool {
+pub const QUERY: WorkerTool<QueryArgs, QueryResult> = WorkerTool {
     name: "query",
     description: "Run one read-only SQL statement (SQLite) on a trace's tables; see \
                   list_tables/describe_table. Rows come back as typed cells; `truncated` says \
                   when the row limit or size budget cut the result. ts values are absolute \
                   trace-clock ns: subtract trace_bounds.start_ts for time from the start. \
                   Large integers (> 2^53) come back as strings.",
-    answer: |sandboxed, a| {
-        sandbox::run_query(
-            sandboxed.db,
-            &a.sql,
-            a.limit,
-            a.offset,
-            sandboxed.limits,
-            sandboxed.budget,
-        )
-        .map_err(anyhow::Error::msg)
+    answer: |db, a, limits, cancel| {
+        sandbox::run_isolated(db, &a.sql, a.limit, a.offset, limits, cancel)
     },
 };

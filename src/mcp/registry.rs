@@ -42,7 +42,7 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, scheduling_latency::TOOL),
         Entry::analysis(Analysis, task_timeline::TOOL),
         Entry::analysis(Analysis, process_tree::TOOL),
-        Entry::sandboxed(Sql, query::QUERY),
+        Entry::in_worker(Sql, query::QUERY),
     ]
 }
 

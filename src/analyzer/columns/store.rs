@@ -86,13 +86,17 @@ impl Store {
         let dir: Directory =
             serde_json::from_slice(&map[dir_off..len - 16]).context("bad directory")?;
         ensure!(dir.build_id == build_id, "directory of another build");
-        let in_data = |off: u64, bytes: u64| -> anyhow::Result<usize> {
-            let end = off.checked_add(bytes).context("offset overflow")?;
+        // Every size and offset below comes from the file: each product and
+        // sum is checked, so a hostile count cannot wrap into a small one.
+        let in_data = |off: u64, bytes: Option<u64>| -> anyhow::Result<usize> {
+            let end = bytes
+                .and_then(|b| off.checked_add(b))
+                .context("section size overflows")?;
             ensure!(
                 end <= dir_off as u64 && off % 4 == 0,
                 "section out of bounds"
             );
-            Ok(off as usize)
+            Ok(usize::try_from(off)?)
         };
         let mut tables = Vec::new();
         for t in dir.tables {
@@ -114,7 +118,7 @@ impl Store {
                 "{}: row count and blocks disagree",
                 t.name
             );
-            let mut cells = Vec::with_capacity(t.blocks.len() * layout.phys.len());
+            let mut cells = Vec::with_capacity(t.blocks.len().saturating_mul(layout.phys.len()));
             for b in &t.blocks {
                 ensure!(
                     b.columns.len() == layout.phys.len()
@@ -124,7 +128,10 @@ impl Store {
                     "{}: bad block packing",
                     t.name
                 );
-                let bytes = b.columns.iter().map(|p| p.bytes() as u64).sum();
+                let bytes = b
+                    .columns
+                    .iter()
+                    .try_fold(0u64, |sum, p| sum.checked_add(p.bytes() as u64));
                 let mut at = in_data(b.offset, bytes)?;
                 for &packing in &b.columns {
                     cells.push(Cell { at, packing });
@@ -132,20 +139,22 @@ impl Store {
                 }
             }
             let exceptions = (
-                in_data(t.exceptions.0, t.exceptions.1.saturating_mul(16))?,
+                in_data(t.exceptions.0, t.exceptions.1.checked_mul(16))?,
                 usize::try_from(t.exceptions.1)?,
             );
             let mut keys = Vec::new();
             for k in t.keys {
                 ensure!(k.column < layout.phys.len(), "bad key column");
-                let starts = in_data(k.starts, (k.keys + 1) * 4)?;
+                let starts_bytes = k.keys.checked_add(1).and_then(|n| n.checked_mul(4));
+                let starts = in_data(k.starts, starts_bytes)?;
+                // In bounds: starts_bytes = (keys + 1) * 4 fits in the data.
                 let perm_len = u64::from(u32_at(&map, starts + k.keys as usize * 4));
                 ensure!(perm_len <= t.rows, "bad key index");
                 keys.push(KeyIndex {
                     column: k.column,
                     keys: k.keys,
                     starts,
-                    perm: in_data(k.perm, perm_len * 4)?,
+                    perm: in_data(k.perm, perm_len.checked_mul(4))?,
                     perm_len,
                 });
             }
@@ -157,7 +166,7 @@ impl Store {
                     );
                     Some(OrderIndex {
                         column: o.column,
-                        perm: in_data(o.perm, o.len * 4)?,
+                        perm: in_data(o.perm, o.len.checked_mul(4))?,
                         len: o.len,
                     })
                 }
@@ -279,12 +288,19 @@ impl Store {
     }
 }
 
+/// The u64 at `at`; 0 past the end (offsets are checked at open, this only
+/// keeps a mistake from panicking inside SQLite's callbacks, which aborts).
 #[inline]
 fn u64_at(map: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or_default())
+    map.get(at..at.wrapping_add(8))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
+/// The u32 at `at`; 0 past the end, as [`u64_at`].
 #[inline]
 fn u32_at(map: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(map[at..at + 4].try_into().unwrap_or_default())
+    map.get(at..at.wrapping_add(4))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
 }
