@@ -54,7 +54,10 @@ fn a_key_index_claiming_2_pow_62_keys_is_rejected() {
     write_synthetic(&trace, 5_000, 2, 8, 100);
     let t = trace.to_str().unwrap();
     let sql = "SELECT count(*) FROM sched WHERE utid = 3";
-    let honest = ok_stdout(&schedlens(&["query", t, sql, "--format", "csv"], dir.path()));
+    let honest = ok_stdout(&schedlens(
+        &["query", t, sql, "--format", "csv"],
+        dir.path(),
+    ));
     let db = dir.path().join("t.pftrace.db");
     edit_directory(&cols_of(&db), |d| {
         for table in d["tables"].as_array_mut().unwrap() {

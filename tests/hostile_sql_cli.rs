@@ -37,8 +37,14 @@ fn writes_fail_before_they_run_and_leave_no_file() {
         ("UPDATE process SET cmdline = 'forged'".into(), "only reads"),
         ("CREATE TABLE x (a)".into(), "only reads"),
         ("PRAGMA user_version = 3".into(), "only reads"),
-        (format!("ATTACH '{e}' AS evil"), "too many attached databases"),
-        ("SELECT load_extension('/tmp/x.so')".into(), "not authorized"),
+        (
+            format!("ATTACH '{e}' AS evil"),
+            "too many attached databases",
+        ),
+        (
+            "SELECT load_extension('/tmp/x.so')".into(),
+            "not authorized",
+        ),
     ] {
         let out = schedlens(&["query", t, &sql], dir.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -60,7 +66,11 @@ fn a_person_gets_every_row_and_long_values() {
         &["query", trace.to_str().unwrap(), sql, "--format", "csv"],
         dir.path(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().count(), 5001);
     assert_eq!(csv.lines().last(), Some("5000,3000000"));

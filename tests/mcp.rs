@@ -778,7 +778,9 @@ async fn stuck_queries_do_not_block_the_other_tools() {
             let peer = c.peer().clone();
             tokio::spawn(async move {
                 let args = json!({ "sql": endless });
-                let Value::Object(args) = args else { unreachable!() };
+                let Value::Object(args) = args else {
+                    unreachable!()
+                };
                 peer.call_tool(CallToolRequestParams::new("query").with_arguments(args))
                     .await
             })

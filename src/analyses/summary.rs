@@ -32,6 +32,7 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
         &LoadOptions {
             rebuild: args.rebuild,
             progress: true,
+            ..Default::default()
         },
     )?;
     let conn = db::open_readonly(&loaded.db_path)?;

@@ -204,8 +204,11 @@ pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
     })? {
         events.push(row?);
     }
-    let mut st =
-        conn.prepare("SELECT cpu, sum(count) FROM lost_events GROUP BY cpu ORDER BY cpu")?;
+    // A bundle flagged lost_events says that events were lost, not how many
+    // (count NULL): those CPUs show in `problems` (ftrace_cpu_has_data_loss).
+    let mut st = conn.prepare(
+        "SELECT cpu, sum(count) AS n FROM lost_events GROUP BY cpu HAVING n > 0 ORDER BY cpu",
+    )?;
     let per_cpu: Vec<CpuCount> = st
         .query_map([], |r| {
             Ok(CpuCount {

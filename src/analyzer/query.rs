@@ -42,6 +42,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         &LoadOptions {
             rebuild: args.rebuild,
             progress: true,
+            ..Default::default()
         },
     )?;
     let conn = db::open_readonly(&loaded.db_path)?;

@@ -840,7 +840,14 @@ pub fn worker_main() -> anyhow::Result<()> {
         let mut db = ReadOnlyDb::open(&req.db)?;
         let mut budget = db.arm(req.limits.timeout, Arc::default());
         budget.max_memory = req.limits.max_memory;
-        run_query(&mut db, &req.sql, req.limit, req.offset, &req.limits, &budget)
+        run_query(
+            &mut db,
+            &req.sql,
+            req.limit,
+            req.offset,
+            &req.limits,
+            &budget,
+        )
     })();
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &reply)?;

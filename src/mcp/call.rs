@@ -305,12 +305,6 @@ impl State {
         T: Send + 'static,
         F: FnOnce(Resolved, &Limits, Arc<AtomicBool>) -> Result<T, String> + Send + 'static,
     {
-        let trace = self.traces.resolve(trace).await?;
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| "the server is shutting down".to_string())?;
         let cancel = Arc::new(AtomicBool::new(false));
         let watcher = {
             let (ct, cancel) = (ctx.ct.clone(), cancel.clone());
@@ -318,6 +312,23 @@ impl State {
                 ct.cancelled().await;
                 cancel.store(true, Ordering::Relaxed);
             })
+        };
+        // A trace of the directory loads on first use: the cancel stops that too.
+        let ready = async {
+            let trace = self.traces.resolve(trace, Some(cancel.clone())).await?;
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| "the server is shutting down".to_string())?;
+            Ok::<_, String>((trace, permit))
+        };
+        let (trace, permit) = match ready.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                watcher.abort();
+                return Err(e);
+            }
         };
         let limits = self.limits.clone();
         let job = tokio::task::spawn_blocking(move || {

@@ -40,6 +40,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         rebuild: args.rebuild,
         // stderr may be a client's log; a bar would only fill it.
         progress: false,
+        cancel: None,
     };
     let mut traces = Traces::new(opts.clone());
     for path in &args.traces {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context as _;
 use schemars::JsonSchema;
@@ -87,8 +88,12 @@ impl Traces {
     }
 
     /// The trace a tool call names (or the only one), loading it from the
-    /// trace directory on first use.
-    pub async fn resolve(&self, trace: Option<&str>) -> Result<Resolved, String> {
+    /// trace directory on first use; `cancel` stops that load.
+    pub async fn resolve(
+        &self,
+        trace: Option<&str>,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Resolved, String> {
         let (name, dir) = {
             let served = self.served();
             let available = || {
@@ -140,13 +145,15 @@ impl Traces {
             }
             (name, dir.clone())
         };
-        let path = dir.join(&name);
-        let opts = self.load_opts.clone();
-        eprintln!("schedlens: loading {}", path.display());
-        let loaded = tokio::task::spawn_blocking(move || db::load(&path, &opts))
+        let opts = LoadOptions {
+            cancel,
+            ..self.load_opts.clone()
+        };
+        eprintln!("schedlens: loading {name} of {}", dir.display());
+        let file = name.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_dir_trace(&dir, &file, &opts))
             .await
-            .map_err(|e| format!("loading {name} failed: {e}"))?
-            .map_err(|e| format!("loading {name} failed: {e:#}"))?;
+            .map_err(|e| format!("loading {name} failed: {e}"))??;
         self.served().insert(name.clone(), loaded.db_path.clone());
         Ok(Resolved {
             name,
@@ -155,7 +162,37 @@ impl Traces {
     }
 }
 
-/// File names in the trace directory that look like traces.
+/// Loads the file `name` of the trace directory `dir`, as a model asked:
+/// only a regular file directly in the directory, opened without following a
+/// link (whatever replaced the listed file since) and without blocking (a
+/// FIFO would block the open forever). Errors name the file, never its
+/// contents nor where a link pointed.
+fn load_dir_trace(dir: &Path, name: &str, opts: &LoadOptions) -> Result<db::LoadedTrace, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |why: &str| format!("loading {name} failed: {why}");
+    if name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(failed("not a file of the trace directory"));
+    }
+    let dir = std::fs::canonicalize(dir).map_err(|_| failed("the trace directory is gone"))?;
+    let path = dir.join(name);
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => failed("it is a symbolic link; only regular files are served"),
+            _ => failed(&format!("cannot open it ({})", e.kind())),
+        })?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(failed("not a regular file"));
+    }
+    // The path is the directory's own (the user chose it); an error's text
+    // comes from our checks, which quote no file contents.
+    db::load_file(&path, file, opts).map_err(|e| failed(&format!("{e:#}")))
+}
+
+/// File names in the trace directory that look like traces: regular files
+/// only (not links, which could lead out of the directory, nor FIFOs).
 fn dir_traces(dir: &Path) -> Vec<String> {
     const EXTS: &[&str] = &[
         ".pftrace",
@@ -170,7 +207,7 @@ fn dir_traces(dir: &Path) -> Vec<String> {
     };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| {
             let base = n

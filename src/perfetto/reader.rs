@@ -1,12 +1,17 @@
 //! Reads any Perfetto trace file: sniffs plain / gzip / zstd, and yields
 //! TracePackets, expanding compressed_packets (zlib) and zstd_compressed_packets.
-//! (Owned by the analyze work; see issue 3.)
 //!
 //! Memory stays bounded: the file is streamed through a buffered decompressor
 //! and only one packet (or one decompressed container of packets) is held at a
 //! time. A cut-off file yields every complete packet and then reports where it
 //! stopped ([`TraceReader::truncation`]); framing that is not protobuf is an
 //! error naming the packet index and byte offset.
+//!
+//! Work stays bounded by the file's size: compressed data may expand at most
+//! [`MAX_EXPANSION`] times (past a small allowance), so a few megabytes of
+//! zstd or gzip cannot stand for hours of decompression. Real traces expand
+//! about 6 times (sched data, measured on our recordings with zstd -19 and
+//! gzip -9 alike).
 
 use crate::perfetto::wire::{self, Fields, Value};
 use anyhow::{Context, bail};
@@ -14,13 +19,22 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Largest TracePacket accepted. Perfetto's own writers keep packets far below
 /// this (chunks are at most a few hundred KB); anything larger is corruption.
 pub const MAX_PACKET_SIZE: usize = 64 << 20;
 /// Largest decompressed compressed_packets / zstd_compressed_packets container.
-pub const MAX_CONTAINER_SIZE: usize = 256 << 20;
+/// Perfetto's writers keep them under 512 KB.
+pub const MAX_CONTAINER_SIZE: usize = 64 << 20;
+/// Most times compressed data may expand, past [`EXPANSION_ALLOWANCE`]:
+/// far above real traces (about 6), far below a decompression bomb (zstd
+/// turns 32 KB into 1 GiB of zeros; gzip expands up to 1032 times).
+pub const MAX_EXPANSION: u64 = 100;
+/// Decompressed bytes always allowed, whatever the ratio: a whole file's and
+/// a container's.
+const EXPANSION_ALLOWANCE: u64 = 64 << 20;
+const CONTAINER_EXPANSION_ALLOWANCE: u64 = 1 << 20;
 
 /// TracePacket fields that hold further packets.
 const COMPRESSED_PACKETS: u32 = 50;
@@ -87,6 +101,9 @@ pub struct TraceReader {
     truncation: Option<Truncation>,
     done: bool,
     stats: ReaderStats,
+    /// Set from another thread to stop reading (an MCP client's cancel).
+    cancel: Option<Arc<AtomicBool>>,
+    name: String,
 }
 
 /// Counts the bytes pulled from the input, for progress reporting.
@@ -154,10 +171,8 @@ impl TraceReader {
             } else if head[0] == 0x0a {
                 (FileCompression::Plain, Box::new(raw))
             } else {
-                bail!(
-                    "{name} is not a Perfetto trace (it starts with bytes {})",
-                    hex_prefix(&head)
-                );
+                // The bytes themselves are not shown: the file may be anything.
+                bail!("{name} is not a Perfetto trace (neither protobuf, gzip nor zstd)");
             };
         let mut reader = TraceReader {
             input,
@@ -170,15 +185,16 @@ impl TraceReader {
             truncation: None,
             done: false,
             stats: ReaderStats::default(),
+            cancel: None,
+            name: name.to_string(),
         };
         if compression != FileCompression::Plain {
             // The decompressed stream must itself start like a trace.
             match reader.input.fill_buf() {
                 Ok([]) => bail!("{name} is an empty {compression:?} stream, not a Perfetto trace"),
-                Ok(b) if b[0] != 0x0a => bail!(
-                    "{name} is {compression:?}-compressed but not a Perfetto trace (it decompresses to bytes {})",
-                    hex_prefix(b)
-                ),
+                Ok(b) if b[0] != 0x0a => {
+                    bail!("{name} is {compression:?}-compressed but not a Perfetto trace inside")
+                }
                 Ok(_) => {}
                 Err(e) => bail!("{name} is not a readable {compression:?} file: {e}"),
             }
@@ -208,6 +224,11 @@ impl TraceReader {
 
     pub fn stats(&self) -> &ReaderStats {
         &self.stats
+    }
+
+    /// Makes reading fail ("load cancelled") once `cancel` is set.
+    pub fn set_cancel(&mut self, cancel: Arc<AtomicBool>) {
+        self.cancel = Some(cancel);
     }
 
     /// The next packet, or None at the end of the file (or at a cut). Errors
@@ -244,6 +265,14 @@ impl TraceReader {
             }
             if self.done {
                 return Ok(None);
+            }
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                self.done = true;
+                bail!("loading {} was cancelled", self.name);
             }
             let start = self.offset;
             let index = self.stats.top_level_packets;
@@ -311,6 +340,25 @@ impl TraceReader {
             let corrupt = |what: String| -> anyhow::Result<bool> {
                 bail!("corrupt trace: packet #{index} at byte offset {start}: {what}")
             };
+            if self.compression != FileCompression::Plain {
+                let limit = EXPANSION_ALLOWANCE.saturating_add(
+                    MAX_EXPANSION.saturating_mul(self.file_bytes.load(Ordering::Relaxed)),
+                );
+                if self.offset > limit {
+                    bail!(
+                        "{} expands more than {MAX_EXPANSION} times when decompressed (past {} MB \
+                         from {} MB read): not a trace, a decompression bomb",
+                        self.name,
+                        self.offset >> 20,
+                        self.file_bytes.load(Ordering::Relaxed) >> 20
+                    );
+                }
+            }
+            // Field 0 does not exist in protobuf: runs of zero bytes (which
+            // compress to almost nothing) would otherwise be skipped forever.
+            if tag >> 3 == 0 {
+                return corrupt(format!("invalid protobuf tag 0x{tag:x} (field number 0)"));
+            }
             let wire_type = tag & 7;
             if tag >> 3 == 1 && wire_type == 2 {
                 let len = match self.read_varint() {
@@ -402,14 +450,6 @@ fn eof() -> io::Error {
     io::Error::from(io::ErrorKind::UnexpectedEof)
 }
 
-fn hex_prefix(b: &[u8]) -> String {
-    b.iter()
-        .take(4)
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The compressed payload of a container packet, if it is one.
 fn find_container(packet: &[u8]) -> Result<Option<(u32, &[u8])>, wire::WireError> {
     for f in Fields::new(packet) {
@@ -422,7 +462,10 @@ fn find_container(packet: &[u8]) -> Result<Option<(u32, &[u8])>, wire::WireError
 
 fn decompress(field: u32, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let limit = MAX_CONTAINER_SIZE as u64 + 1;
+    let by_ratio = CONTAINER_EXPANSION_ALLOWANCE
+        .saturating_add(MAX_EXPANSION.saturating_mul(payload.len() as u64));
+    let cap = by_ratio.min(MAX_CONTAINER_SIZE as u64);
+    let limit = cap + 1;
     if field == COMPRESSED_PACKETS {
         flate2::read::ZlibDecoder::new(payload)
             .take(limit)
@@ -435,8 +478,12 @@ fn decompress(field: u32, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
             .read_to_end(&mut out)
             .context("zstd_compressed_packets is not valid zstd data")?;
     }
-    if out.len() > MAX_CONTAINER_SIZE {
-        bail!("compressed packets expand beyond {MAX_CONTAINER_SIZE} bytes");
+    if out.len() as u64 > cap {
+        bail!(
+            "{} compressed bytes of packets expand beyond {cap} bytes (at most {MAX_EXPANSION} \
+             times, and {MAX_CONTAINER_SIZE} bytes in all)",
+            payload.len()
+        );
     }
     Ok(out)
 }

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt as _};
 use std::path::Path;
 
 /// Closed rows held for reordering before a row still open is given up on.
@@ -213,11 +213,14 @@ impl ColumnFile {
     /// (for loads into an in-memory database).
     pub fn create(path: Option<&Path>) -> anyhow::Result<ColumnFile> {
         let file = match path {
+            // A new file only, never through a link: the name is beside
+            // the database's temporary file, and never reused.
             Some(p) => File::options()
                 .read(true)
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(p)
                 .with_context(|| format!("cannot create {}", p.display()))?,
             None => tempfile::tempfile().context("cannot create a temporary column file")?,

@@ -34,8 +34,17 @@ use crate::perfetto::wire::{Fields, PackedVarints, Value, WireError};
 use prost::Message;
 use serde_json::json;
 
-/// Bundles of CPUs at or beyond this are corrupt (counted, dropped).
+/// Bundles of CPUs at or beyond this are corrupt (counted, dropped); a
+/// description of more CPUs than this is an error.
 const MAX_CPUS: u32 = crate::model::MAX_CPUS as u32;
+/// Most events one packet may hold. A bundle is one CPU's events of one
+/// chunk: ours stay under 512 KB, about 100,000 compact events at 5 bytes
+/// each; Perfetto's hold one ftrace page's. The events of a packet all wait
+/// in the sorter at once (about 40 bytes each), so this bounds its memory.
+pub const MAX_EVENTS_PER_PACKET: u64 = 1 << 20;
+/// Most processes, and most threads, one process snapshot may list: Linux
+/// cannot have more pids than this (PID_MAX_LIMIT, 2^22, on 64-bit).
+pub const MAX_TASKS_PER_SNAPSHOT: usize = 1 << 22;
 const CLOCK_REALTIME: u32 = 1;
 const CLOCK_BOOTTIME: u32 = 6;
 
@@ -44,6 +53,8 @@ const CLOCK_BOOTTIME: u32 = 6;
 pub enum PacketError {
     Wire(WireError),
     Decode(&'static str, prost::DecodeError),
+    /// The packet describes more than any real machine has.
+    Limit(String),
 }
 
 impl std::fmt::Display for PacketError {
@@ -51,8 +62,25 @@ impl std::fmt::Display for PacketError {
         match self {
             PacketError::Wire(e) => write!(f, "{e}"),
             PacketError::Decode(what, e) => write!(f, "invalid {what}: {e}"),
+            PacketError::Limit(what) => write!(f, "{what}"),
         }
     }
+}
+
+/// Counts the occurrences of field `field` in a message, failing past `max`.
+fn count_at_most(b: &[u8], field: u32, max: usize, what: &str) -> Result<usize, PacketError> {
+    let mut n = 0;
+    for f in Fields::new(b) {
+        if f?.0 == field {
+            n += 1;
+            if n > max {
+                return Err(PacketError::Limit(format!(
+                    "{what} lists more than {max}, more than any machine has"
+                )));
+            }
+        }
+    }
+    Ok(n)
 }
 
 impl From<WireError> for PacketError {
@@ -77,6 +105,8 @@ pub struct Tokenizer {
     pub events: u64,
     /// Packets of kinds the importer does not use.
     pub unknown_packets: u64,
+    /// Events the current packet has queued (bounded by MAX_EVENTS_PER_PACKET).
+    packet_events: u64,
     /// Interned kernel symbols per packet sequence (iid -> name).
     symbols: FastMap<u32, FastMap<u64, Str>>,
     first_bundle_seen: Vec<bool>,
@@ -94,6 +124,7 @@ impl Tokenizer {
     }
 
     pub fn packet(&mut self, strings: &mut Strings, data: &[u8]) -> Result<(), PacketError> {
+        self.packet_events = 0;
         let mut ts = None;
         let mut seq = 0u32;
         let mut cleared = false;
@@ -142,16 +173,31 @@ impl Tokenizer {
         match field {
             packet::FTRACE_EVENTS => self.bundle(strings, b, seq)?,
             packet::PROCESS_TREE => {
+                // Counted before decoding: the decoded tree costs far more
+                // memory than its bytes.
+                use crate::perfetto::proto::fields::process_tree as tree;
+                count_at_most(
+                    b,
+                    tree::PROCESSES,
+                    MAX_TASKS_PER_SNAPSHOT,
+                    "a ProcessTree: processes",
+                )?;
+                count_at_most(
+                    b,
+                    tree::THREADS,
+                    MAX_TASKS_PER_SNAPSHOT,
+                    "a ProcessTree: threads",
+                )?;
                 let tree: ProcessTree = decode("ProcessTree", b)?;
                 self.push(
                     Stream::Packet,
                     packet_ts,
                     Event::ProcessTree(Box::new(tree)),
-                );
+                )?;
             }
             packet::PROCESS_STATS => {
                 let procs = process_stats(b)?;
-                self.push(Stream::Packet, packet_ts, Event::ProcessStats(procs));
+                self.push(Stream::Packet, packet_ts, Event::ProcessStats(procs))?;
             }
             packet::CLOCK_SNAPSHOT => {
                 let snap: ClockSnapshot = decode("ClockSnapshot", b)?;
@@ -171,7 +217,11 @@ impl Tokenizer {
                 }
             }
             packet::SYSTEM_INFO => self.system_info(decode("SystemInfo", b)?),
-            packet::CPU_INFO => self.info.cpu_info(decode::<CpuInfo>("CpuInfo", b)?),
+            packet::CPU_INFO => {
+                use crate::perfetto::proto::fields::cpu_info;
+                count_at_most(b, cpu_info::CPUS, MAX_CPUS as usize, "a CpuInfo: CPUs")?;
+                self.info.cpu_info(decode::<CpuInfo>("CpuInfo", b)?)
+            }
             packet::SERVICE_EVENT => {
                 for f in Fields::new(b) {
                     if let (tracing_service_event::TRACING_STARTED, Value::Varint(v)) = f?
@@ -181,7 +231,7 @@ impl Tokenizer {
                     }
                 }
             }
-            packet::SCHEDLENS => self.schedlens(packet_ts, decode("schedlens packet", b)?),
+            packet::SCHEDLENS => self.schedlens(packet_ts, decode("schedlens packet", b)?)?,
             // trace_config and ftrace_stats are understood but
             // carry nothing the tables show.
             _ => {}
@@ -189,11 +239,20 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// Queues one event.
+    /// Queues one event; fails once the packet has queued more than
+    /// [`MAX_EVENTS_PER_PACKET`] (they all wait in the sorter at once).
     #[inline]
-    fn push(&mut self, stream: Stream, ts: i64, event: Event) {
+    fn push(&mut self, stream: Stream, ts: i64, event: Event) -> Result<(), PacketError> {
+        self.packet_events += 1;
+        if self.packet_events > MAX_EVENTS_PER_PACKET {
+            return Err(PacketError::Limit(format!(
+                "a packet holds more than {MAX_EVENTS_PER_PACKET} events (real ones hold at most a \
+                 few hundred thousand)"
+            )));
+        }
         self.events += 1;
         self.sorter.push(stream, ts, event);
+        Ok(())
     }
 
     fn interned_data(
@@ -253,9 +312,16 @@ impl Tokenizer {
         }
     }
 
-    fn schedlens(&mut self, ts: i64, p: SchedlensPacket) {
+    fn schedlens(&mut self, ts: i64, p: SchedlensPacket) -> Result<(), PacketError> {
         match p.data {
-            Some(schedlens_packet::Data::Topology(t)) => self.info.topology(t),
+            Some(schedlens_packet::Data::Topology(t)) => {
+                if t.cpus.len() > MAX_CPUS as usize || t.cpus.iter().any(|c| c.cpu() >= MAX_CPUS) {
+                    return Err(PacketError::Limit(format!(
+                        "a Topology describes CPUs beyond the {MAX_CPUS} any machine has"
+                    )));
+                }
+                self.info.topology(t)
+            }
             Some(schedlens_packet::Data::LostEvents(l)) => {
                 let (cpu, count) = (l.cpu(), l.count() as i64);
                 self.info.lost.push(LostEventsRow {
@@ -270,6 +336,7 @@ impl Tokenizer {
             }
             None => self.unknown_packets += 1,
         }
+        Ok(())
     }
 
     fn bundle(&mut self, strings: &mut Strings, b: &[u8], seq: u32) -> Result<(), PacketError> {
@@ -391,7 +458,7 @@ impl Tokenizer {
                         next_prio: prio as i32,
                         next_comm,
                     }),
-                );
+                )?;
             }
             errors |= ts_it.next().is_some()
                 || state_it.next().is_some()
@@ -434,7 +501,7 @@ impl Tokenizer {
                         comm,
                         common_flags: flags_it.next().map(|f| f as u32),
                     }),
-                );
+                )?;
             }
             errors |= ts_it.next().is_some()
                 || pid_it.next().is_some()
@@ -655,7 +722,7 @@ impl Tokenizer {
                 }
             }
         };
-        self.push(Stream::Ftrace(cpu), ts, event);
+        self.push(Stream::Ftrace(cpu), ts, event)?;
         Ok(Some(ts))
     }
 }
