@@ -818,6 +818,8 @@ fn truncated_last_chunk_keeps_earlier_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.pftrace");
         let writer = Arc::new(TraceWriter::create(&path, compression).unwrap());
+        // As the recorder does once recording starts: a kill leaves it there.
+        writer.publish().unwrap();
         let mut enc = ShardEncoder::new(Arc::clone(&writer));
         let mut sizes = Vec::new();
         let t = tasks(2);
@@ -872,11 +874,19 @@ fn file_mode_and_errors() {
     let path = dir.path().join("t.pftrace");
     std::fs::write(&path, b"old").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let old = dir.path().join("old-link");
+    std::fs::hard_link(&path, &old).unwrap();
     let w = TraceWriter::create(&path, Compression::Zstd).unwrap();
+    // Until published, the old file stays as it was.
+    assert_eq!(std::fs::read(&path).unwrap(), b"old");
+    assert_eq!(w.finish().unwrap(), 0);
+    // Then a new file replaces it; the old one was never truncated or chmodded.
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(meta.len(), 0, "truncated");
-    assert_eq!(w.finish().unwrap(), 0);
+    assert_eq!(meta.len(), 0, "a new file");
+    assert_eq!(std::fs::read(&old).unwrap(), b"old");
+    let old_mode = std::fs::metadata(&old).unwrap().permissions().mode();
+    assert_eq!(old_mode & 0o777, 0o644);
     assert!(w.write_packets(&[Default::default()]).is_err(), "finished");
 
     let bad = dir.path().join("missing-dir").join("t.pftrace");

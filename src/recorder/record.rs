@@ -54,11 +54,9 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
     let mut recorder = match loaded {
         Ok(r) => r,
-        Err(e) => {
-            // Nothing was recorded: do not leave an empty trace behind.
-            let _ = std::fs::remove_file(&output);
-            return Err(e);
-        }
+        // Nothing was recorded: the unpublished trace goes with the writer,
+        // and whatever was at the output path stays as it was.
+        Err(e) => return Err(e),
     };
     let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
@@ -163,6 +161,8 @@ fn start_consumers(
         shard_cpus[usize::from(shard)].push(cpu as u32);
     }
     writer.write_packets(&snapshot::machine_packets(topology, &shard_cpus)?)?;
+    // Recording has begun: from here a killed recorder leaves the trace at its name.
+    writer.publish()?;
     let consumers = Consumers::start(recorder, writer)?;
     writer.write_packets(&[snapshot::process_tree_packet()?])?;
     Ok(consumers)
@@ -200,7 +200,7 @@ fn create_output(
         // So that user can analyze the trace without root. Right after
         // creating it, so even a recording that dies early is theirs; the
         // mode stays 0600. Not fatal: the recording itself is still wanted.
-        if let Err(e) = std::os::unix::fs::chown(&output, Some(uid), Some(gid)) {
+        if let Err(e) = writer.chown(uid, gid) {
             eprintln!(
                 "warning: could not give {} to uid {uid} (SUDO_UID): {e}; it stays root's",
                 output.display()
@@ -367,10 +367,7 @@ fn write_failed(
     // failed one. A whole-file gzip stream cannot be cut at a chunk boundary;
     // gzip readers stop at its end anyway.
     if compression != Compression::Gzip {
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .open(output)
-            .and_then(|f| f.set_len(kept));
+        let _ = writer.truncate(kept);
     }
     let full = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()

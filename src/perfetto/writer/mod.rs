@@ -5,6 +5,12 @@
 //! With zstd each chunk of records becomes one TracePacket whose
 //! `zstd_compressed_packets` holds one zstd frame, appended with a single
 //! write, so a killed recorder loses at most the chunk being written.
+//!
+//! The output is created as a new file (exclusively, mode 0600, under an
+//! unpredictable name in the target directory) and renamed to its name by
+//! [`TraceWriter::publish`]: root writing a trace never follows a link
+//! planted at the name, never truncates or chmods a file it did not create,
+//! and never replaces anything but a regular file.
 
 mod encoder;
 
@@ -17,7 +23,6 @@ use anyhow::Context as _;
 use prost::Message as _;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +57,10 @@ pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
 /// The output file, shared by the consumer threads.
 pub struct TraceWriter {
     path: PathBuf,
+    /// Where the file is until it is published under `path`.
+    unpublished: Mutex<Option<PathBuf>>,
+    /// The file itself, for what must not go through its name (a cut, chown).
+    handle: File,
     compression: Compression,
     zstd_level: i32,
     sink: Mutex<Sink>,
@@ -92,7 +101,10 @@ pub(crate) struct ChunkScratch {
 }
 
 impl TraceWriter {
-    /// Creates `path` with mode 0600; fails before anything else if it cannot.
+    /// Creates the trace that [`publish`](Self::publish) (or
+    /// [`finish`](Self::finish)) puts at `path`, with mode 0600; fails before
+    /// anything else if it cannot, or if `path` is something other than a
+    /// regular file (a link, a device, a directory).
     pub fn create(path: &Path, compression: Compression) -> anyhow::Result<TraceWriter> {
         Self::create_with_level(path, compression, ZSTD_LEVEL)
     }
@@ -104,17 +116,26 @@ impl TraceWriter {
         compression: Compression,
         zstd_level: i32,
     ) -> anyhow::Result<TraceWriter> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
+        use std::os::unix::fs::PermissionsExt as _;
+        refuse_non_regular(path)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} names no file", path.display()))?
+            .to_string_lossy();
+        let (file, temporary) = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .and_then(|t| t.keep().map_err(|e| e.error))
             .with_context(|| format!("cannot create trace file {}", path.display()))?;
-        // mode() only applies to a new file; an existing one keeps its mode
-        // otherwise, and a trace shows every command line on the machine.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+        let handle = file
+            .try_clone()
+            .with_context(|| format!("cannot create trace file {}", path.display()))?;
         let sink = match compression {
             Compression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
                 CountingFile { file, written: 0 },
@@ -124,11 +145,37 @@ impl TraceWriter {
         };
         Ok(TraceWriter {
             path: path.to_path_buf(),
+            unpublished: Mutex::new(Some(temporary)),
+            handle,
             compression,
             zstd_level,
             sink: Mutex::new(sink),
             bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Puts the file at its name (replacing a regular file there): from now
+    /// on a killed writer leaves it there, readable up to its last chunk.
+    /// Until then whatever was at the name stays as it was.
+    pub fn publish(&self) -> anyhow::Result<()> {
+        let mut unpublished = self.unpublished.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(temporary) = unpublished.as_ref() {
+            refuse_non_regular(&self.path)?;
+            std::fs::rename(temporary, &self.path)
+                .with_context(|| format!("cannot create trace file {}", self.path.display()))?;
+            *unpublished = None;
+        }
+        Ok(())
+    }
+
+    /// Gives the file to `uid`/`gid` (through the open file, not its name).
+    pub fn chown(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::fchown(&self.handle, Some(uid), Some(gid))
+    }
+
+    /// Cuts the file to its first `len` bytes (through the open file).
+    pub fn truncate(&self, len: u64) -> std::io::Result<()> {
+        self.handle.set_len(len)
     }
 
     pub fn compression(&self) -> Compression {
@@ -253,7 +300,41 @@ impl TraceWriter {
         };
         file.sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))?;
+        self.publish()?;
         Ok(self.bytes_written())
+    }
+}
+
+impl Drop for TraceWriter {
+    /// A trace never published (its recording never started) is removed.
+    fn drop(&mut self) {
+        let unpublished = self
+            .unpublished
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(temporary) = unpublished.take() {
+            let _ = std::fs::remove_file(temporary);
+        }
+    }
+}
+
+/// Fails if `path` exists as anything but a regular file: a trace replaces
+/// an old trace, never a link (nor what it points to), a device or a directory.
+fn refuse_non_regular(path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => anyhow::bail!(
+            "cannot create trace file {}: it exists and is not a regular file ({}); choose \
+             another path",
+            path.display(),
+            if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else if m.is_dir() {
+                "a directory"
+            } else {
+                "a device, FIFO or socket"
+            }
+        ),
+        _ => Ok(()),
     }
 }
 
