@@ -28,13 +28,17 @@ pub static HONEST: LazyLock<Honest> = LazyLock::new(|| {
     }
     .expect("temporary directory");
     let trace = dir.path().join("t.pftrace");
-    std::fs::write(&trace, include_bytes!("../../fixtures/pipe-and-true.pftrace"))
-        .expect("write trace");
+    std::fs::write(
+        &trace,
+        include_bytes!("../../fixtures/pipe-and-true.pftrace"),
+    )
+    .expect("write trace");
     let db = dir.path().join("t.db");
     db::build_into(&trace, &db).expect("load the fixture");
     let cols = std::fs::read(columns::path_for(&db)).expect("read cols");
     let at = cols.len() - 16;
-    let directory_offset = u64::from_le_bytes(cols[at..at + 8].try_into().expect("8 bytes")) as usize;
+    let directory_offset =
+        u64::from_le_bytes(cols[at..at + 8].try_into().expect("8 bytes")) as usize;
     Honest {
         cols,
         directory_offset,

@@ -310,7 +310,7 @@ fn remove_stale_temporaries(db: &Path) {
             !dir.join(format!("{db_tmp}.tmp")).exists()
         } else if rest.ends_with(".tmp") {
             // A live load holds an exclusive lock on its database file.
-            File::open(&path).is_ok_and(|f| f.try_lock().is_ok())
+            File::open(&path).is_ok_and(|f| lock(&f))
         } else {
             false
         };
@@ -325,6 +325,13 @@ fn remove_stale_temporaries(db: &Path) {
             }
         }
     }
+}
+
+/// Takes an exclusive flock on `f` if nobody holds one (held until closed).
+fn lock(f: &File) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid open descriptor; flock only takes a lock.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -376,7 +383,7 @@ fn build_at(
         }
     };
     // Tells remove_stale_temporaries of other processes that this load is alive.
-    let _ = tmp.as_file().try_lock();
+    lock(tmp.as_file());
     let tmp_cols = columns::path_for(tmp.path());
     eprintln!(
         "schedlens: loading {} into {}",

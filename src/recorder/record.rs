@@ -52,12 +52,9 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let cfg = bpf_config(&args, &topology, ncpus)?;
     let mut object = MaybeUninit::uninit();
     let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
-    let mut recorder = match loaded {
-        Ok(r) => r,
-        // Nothing was recorded: the unpublished trace goes with the writer,
-        // and whatever was at the output path stays as it was.
-        Err(e) => return Err(e),
-    };
+    // On failure nothing was recorded: the unpublished trace goes with the
+    // writer, and whatever was at the output path stays as it was.
+    let mut recorder = loaded?;
     let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
     let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg)?;
