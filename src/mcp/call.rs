@@ -106,21 +106,26 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
-            Box::pin(async move {
-                state
-                    .run(trace.as_deref(), &ctx, move |name, sandboxed| {
-                        answer(
-                            &analyses::TraceDb {
-                                name,
-                                conn: sandboxed.db.conn(),
-                            },
-                            args,
-                        )
-                    })
-                    .await
-            })
-        })
+        Entry::on_trace(
+            role,
+            tool.name,
+            tool.description,
+            move |state, trace, args, ctx| {
+                Box::pin(async move {
+                    state
+                        .run(trace.as_deref(), &ctx, move |name, sandboxed| {
+                            answer(
+                                &analyses::TraceDb {
+                                    name,
+                                    conn: sandboxed.db.conn(),
+                                },
+                                args,
+                            )
+                        })
+                        .await
+                })
+            },
+        )
     }
 
     /// A tool that works in the SQL sandbox.
@@ -130,15 +135,20 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
-            Box::pin(async move {
-                state
-                    .run(trace.as_deref(), &ctx, move |_, sandboxed| {
-                        answer(sandboxed, args)
-                    })
-                    .await
-            })
-        })
+        Entry::on_trace(
+            role,
+            tool.name,
+            tool.description,
+            move |state, trace, args, ctx| {
+                Box::pin(async move {
+                    state
+                        .run(trace.as_deref(), &ctx, move |_, sandboxed| {
+                            answer(sandboxed, args)
+                        })
+                        .await
+                })
+            },
+        )
     }
 
     /// A tool that runs a model's SQL in a worker process.
@@ -148,16 +158,24 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(role, tool.name, tool.description, move |state, trace, args, ctx| {
-            Box::pin(async move {
-                let slots = state.worker_slots.clone();
-                state
-                    .run_blocking(&slots, trace.as_deref(), &ctx, move |trace, limits, cancel| {
-                        answer(&trace.db, args, limits, &cancel)
-                    })
-                    .await
-            })
-        })
+        Entry::on_trace(
+            role,
+            tool.name,
+            tool.description,
+            move |state, trace, args, ctx| {
+                Box::pin(async move {
+                    let slots = state.worker_slots.clone();
+                    state
+                        .run_blocking(
+                            &slots,
+                            trace.as_deref(),
+                            &ctx,
+                            move |trace, limits, cancel| answer(&trace.db, args, limits, &cancel),
+                        )
+                        .await
+                })
+            },
+        )
     }
 
     /// A tool over the list of traces; it takes no arguments.
