@@ -715,8 +715,8 @@ async fn resource_attacks_get_the_limit_they_hit() {
     let f = fixture();
     // A time limit long enough that the value and memory limits come first
     // on a busy machine; the time limit is checked on a second server.
-    let c = serve(&f.db, &["--query-timeout", "120s"]).await;
-    let quick = serve(&f.db, &["--query-timeout", "2s"]).await;
+    let c = serve(&f.trace, &["--query-timeout", "120s"]).await;
+    let quick = serve(&f.trace, &["--query-timeout", "2s"]).await;
     let cases = [
         (
             "SELECT instr(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b')"
@@ -756,7 +756,7 @@ async fn resource_attacks_get_the_limit_they_hit() {
 #[tokio::test]
 async fn the_byte_budget_cuts_the_first_row() {
     let f = fixture();
-    let c = serve(&f.db, &[]).await;
+    let c = serve(&f.trace, &[]).await;
     let sql = format!(
         "SELECT {}",
         (0..2000)
@@ -779,7 +779,7 @@ async fn the_byte_budget_cuts_the_first_row() {
 #[tokio::test]
 async fn stuck_queries_do_not_block_the_other_tools() {
     let f = fixture();
-    let c = serve(&f.db, &["--query-timeout", "120s"]).await;
+    let c = serve(&f.trace, &["--query-timeout", "120s"]).await;
     let endless =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let stuck: Vec<_> = (0..2)
