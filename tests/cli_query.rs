@@ -24,14 +24,6 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
     trace
 }
 
-fn schedlens(args: &[&str], cache_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_schedlens"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache_home)
-        .output()
-        .expect("run schedlens")
-}
-
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),

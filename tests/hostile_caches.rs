@@ -4,16 +4,8 @@
 mod tracegen;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use tracegen::*;
-
-fn schedlens(args: &[&str], cache_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_schedlens"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache_home)
-        .output()
-        .expect("run schedlens")
-}
 
 fn ok_stdout(o: &Output) -> String {
     assert!(

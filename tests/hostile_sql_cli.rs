@@ -5,17 +5,7 @@
 
 mod tracegen;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use tracegen::*;
-
-fn schedlens(args: &[&str], cache_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_schedlens"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache_home)
-        .output()
-        .expect("run schedlens")
-}
 
 #[test]
 fn writes_fail_before_they_run_and_leave_no_file() {

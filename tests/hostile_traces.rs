@@ -10,17 +10,7 @@ use schedlens::perfetto::proto::process_tree::Thread;
 use schedlens::perfetto::proto::trace_packet::Data;
 use schedlens::perfetto::proto::{CpuInfo, FtraceEventBundle, ProcessTree, TracePacket, cpu_info};
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output};
 use tracegen::*;
-
-fn schedlens(args: &[&str], cache_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_schedlens"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache_home)
-        .output()
-        .expect("run schedlens")
-}
 
 /// `schedlens query` on `bytes` fails with one line containing `needle`,
 /// and leaves no cache or temporary file behind.

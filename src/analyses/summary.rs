@@ -27,14 +27,7 @@ pub struct SummaryArgs {
 }
 
 pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
-    let loaded = db::load(
-        &args.trace,
-        &LoadOptions {
-            rebuild: args.rebuild,
-            progress: true,
-            ..Default::default()
-        },
-    )?;
+    let loaded = db::load(&args.trace, &LoadOptions::interactive(args.rebuild))?;
     let conn = db::open_readonly(&loaded.db_path)?;
     print!("{}", render(&conn, &loaded.name)?);
     Ok(())

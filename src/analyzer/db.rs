@@ -46,6 +46,17 @@ pub struct LoadOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl LoadOptions {
+    /// A load a person waits for at a terminal (query, summary).
+    pub fn interactive(rebuild: bool) -> LoadOptions {
+        LoadOptions {
+            rebuild,
+            progress: true,
+            cancel: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadedTrace {
     /// Short name for the trace (file name without directories), unique among those loaded.

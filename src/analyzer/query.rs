@@ -37,14 +37,7 @@ pub struct QueryArgs {
 }
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let loaded = db::load(
-        &args.trace,
-        &LoadOptions {
-            rebuild: args.rebuild,
-            progress: true,
-            ..Default::default()
-        },
-    )?;
+    let loaded = db::load(&args.trace, &LoadOptions::interactive(args.rebuild))?;
     let conn = db::open_readonly(&loaded.db_path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

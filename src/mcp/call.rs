@@ -106,24 +106,18 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(
+        Entry::in_sandbox(
             role,
             tool.name,
             tool.description,
-            move |state, trace, args, ctx| {
-                Box::pin(async move {
-                    state
-                        .run(trace.as_deref(), &ctx, move |name, sandboxed| {
-                            answer(
-                                &analyses::TraceDb {
-                                    name,
-                                    conn: sandboxed.db.conn(),
-                                },
-                                args,
-                            )
-                        })
-                        .await
-                })
+            move |name, sandboxed, args| {
+                answer(
+                    &analyses::TraceDb {
+                        name,
+                        conn: sandboxed.db.conn(),
+                    },
+                    args,
+                )
             },
         )
     }
@@ -135,20 +129,36 @@ impl Entry {
         O: Serialize + JsonSchema + Send + 'static,
     {
         let answer = tool.answer;
-        Entry::on_trace(
+        Entry::in_sandbox(
             role,
             tool.name,
             tool.description,
-            move |state, trace, args, ctx| {
-                Box::pin(async move {
-                    state
-                        .run(trace.as_deref(), &ctx, move |_, sandboxed| {
-                            answer(sandboxed, args)
-                        })
-                        .await
-                })
-            },
+            move |_, sandboxed, args| answer(sandboxed, args),
         )
+    }
+
+    /// A tool answered on a sandboxed connection to its trace: `answer` gets
+    /// the trace's name, the connection and the other arguments.
+    fn in_sandbox<A, O, F>(
+        role: Role,
+        name: &'static str,
+        description: &'static str,
+        answer: F,
+    ) -> Entry
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        O: Serialize + JsonSchema + Send + 'static,
+        F: Fn(&str, &mut SandboxedDb, A) -> anyhow::Result<O> + Copy + Send + Sync + 'static,
+    {
+        Entry::on_trace(role, name, description, move |state, trace, args, ctx| {
+            Box::pin(async move {
+                state
+                    .run(trace.as_deref(), &ctx, move |name, sandboxed| {
+                        answer(name, sandboxed, args)
+                    })
+                    .await
+            })
+        })
     }
 
     /// A tool that runs a model's SQL in a worker process.

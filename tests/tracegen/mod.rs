@@ -8,6 +8,7 @@ use schedlens::perfetto::proto::{
 };
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Output};
 
 /// xorshift: reproducible data that zstd cannot squeeze to nothing, like
 /// real switches.
@@ -187,4 +188,13 @@ pub fn write_synthetic(path: &Path, events: u64, cpus: u32, tasks: i32, per_bund
         turn += n;
     }
     w.flush().unwrap();
+}
+
+/// Runs the schedlens binary with its caches under `cache_home`.
+pub fn schedlens(args: &[&str], cache_home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_schedlens"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache_home)
+        .output()
+        .expect("run schedlens")
 }
