@@ -15,7 +15,9 @@
 --   thread_state: keys utid
 --   wakeup: keys utid; order latency
 
--- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+-- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds): the span of the
+-- kernel events that made rows. Packets that describe the trace (process snapshots, machine info)
+-- do not count; both are 0 for a trace without events, and end_ts is start_ts + 1 for one instant.
 CREATE TABLE trace_bounds (
   start_ts INTEGER NOT NULL, -- Earliest event timestamp, ns.
   end_ts INTEGER NOT NULL -- Latest event timestamp, ns.

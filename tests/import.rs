@@ -456,3 +456,39 @@ fn a_4096_cpu_machine_loads_every_cpu() {
     );
     assert_eq!(int(&db, "SELECT count(*) FROM thread WHERE tid = 300"), 0);
 }
+
+/// trace_bounds spans the kernel events, as trace_processor's: not a process
+/// snapshot stamped before them, nor a CPU's compact waking and switch that
+/// come before its first switch (they make no row).
+#[test]
+fn trace_bounds_span_the_events_not_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let packets = vec![
+        process_tree(500, &[(100, 1, "app")], &[(100, 100, Some("app"))]),
+        compact_bundle(
+            1,
+            &[(900, 0, 400, "other"), (1_500, 1, 0, "swapper/1")],
+            &[(800, 200, 1)],
+        ),
+        bundle(
+            0,
+            vec![
+                switch(1_000, (0, "swapper/0", 0), (100, "app")),
+                switch(2_000, (100, "app", 1), (0, "swapper/0")),
+            ],
+        ),
+    ];
+    let (db, _) = load(dir.path(), "bounds", &encode(&packets)).unwrap();
+    assert_eq!(
+        (
+            int(&db, "SELECT start_ts FROM trace_bounds"),
+            int(&db, "SELECT end_ts FROM trace_bounds")
+        ),
+        (1_000, 2_000)
+    );
+    // The compact switch at 1500 is kept: it opens the CPU's first slice.
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM sched_slice WHERE cpu = 1"),
+        1
+    );
+}

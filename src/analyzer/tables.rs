@@ -48,7 +48,9 @@ pub const HEADER: &[&str] = &[
 ];
 
 table! {
-    /// One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+    /// One row: the first and last timestamp of the trace (Perfetto's trace_bounds): the span of the
+    /// kernel events that made rows. Packets that describe the trace (process snapshots, machine info)
+    /// do not count; both are 0 for a trace without events, and end_ts is start_ts + 1 for one instant.
     pub static TRACE_BOUNDS = trace_bounds in sqlite;
     pub struct TraceBoundsRow {
         /// Earliest event timestamp, ns.

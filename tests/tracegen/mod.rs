@@ -106,6 +106,88 @@ pub fn free(ts: u64, pid: i32, comm: &str) -> FtraceEvent {
     )
 }
 
+/// `p` with a packet timestamp.
+pub fn at(ts: u64, mut p: TracePacket) -> TracePacket {
+    p.timestamp = Some(ts);
+    p
+}
+
+/// A ProcessTree packet: (pid, ppid, cmdline) processes and (tid, tgid, name) threads.
+pub fn process_tree(
+    ts: u64,
+    processes: &[(i32, i32, &str)],
+    threads: &[(i32, i32, Option<&str>)],
+) -> TracePacket {
+    at(
+        ts,
+        packet(trace_packet::Data::ProcessTree(pb::ProcessTree {
+            processes: processes
+                .iter()
+                .map(|&(pid, ppid, cmdline)| pb::process_tree::Process {
+                    pid: Some(pid),
+                    ppid: Some(ppid),
+                    cmdline: vec![cmdline.into()],
+                    ..Default::default()
+                })
+                .collect(),
+            threads: threads
+                .iter()
+                .map(|&(tid, tgid, name)| pb::process_tree::Thread {
+                    tid: Some(tid),
+                    tgid: Some(tgid),
+                    name: name.map(Into::into),
+                })
+                .collect(),
+            ..Default::default()
+        })),
+    )
+}
+
+/// A CompactSched bundle: switches (ts, prev_state, next_pid, next_comm) and
+/// wakings (ts, pid, target_cpu), each in time order.
+pub fn compact_bundle(
+    cpu: u32,
+    switches: &[(u64, i64, i32, &str)],
+    wakings: &[(u64, i32, i32)],
+) -> TracePacket {
+    let mut c = ftrace_event_bundle::CompactSched::default();
+    let intern = |comm: &str, table: &mut Vec<String>| -> u32 {
+        match table.iter().position(|c| c == comm) {
+            Some(i) => i as u32,
+            None => {
+                table.push(comm.into());
+                table.len() as u32 - 1
+            }
+        }
+    };
+    let mut last = 0;
+    for &(ts, prev_state, pid, comm) in switches {
+        c.switch_timestamp.push(ts - last);
+        last = ts;
+        c.switch_prev_state.push(prev_state);
+        c.switch_next_pid.push(pid);
+        c.switch_next_prio.push(120);
+        let idx = intern(comm, &mut c.intern_table);
+        c.switch_next_comm_index.push(idx);
+    }
+    let mut last = 0;
+    for &(ts, pid, target_cpu) in wakings {
+        c.waking_timestamp.push(ts - last);
+        last = ts;
+        c.waking_pid.push(pid);
+        c.waking_target_cpu.push(target_cpu);
+        c.waking_prio.push(120);
+        let idx = intern("wakee", &mut c.intern_table);
+        c.waking_comm_index.push(idx);
+        c.waking_common_flags.push(1);
+    }
+    packet(trace_packet::Data::FtraceEvents(FtraceEventBundle {
+        cpu: Some(cpu),
+        compact_sched: Some(c),
+        ..Default::default()
+    }))
+}
+
 pub fn system_info(release: &str) -> TracePacket {
     packet(trace_packet::Data::SystemInfo(pb::SystemInfo {
         utsname: Some(pb::Utsname {

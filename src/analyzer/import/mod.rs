@@ -187,7 +187,7 @@ pub fn import_from(
     };
     write_tables(conn, &st, &mut tok.info, &parser, &report)
         .context("writing the trace's tables")?;
-    let end_ts = parser.bounds.map_or(0, |b| b.1);
+    let (_, end_ts) = parser.bounds();
     std::mem::take(&mut st.sink.agg)
         .write(conn, end_ts)
         .context("writing the aggregate tables")?;
@@ -258,7 +258,7 @@ fn write_tables(
             description: stat.description(),
         })?;
     }
-    let (start_ts, end_ts) = parser.bounds.unwrap_or((0, 0));
+    let (start_ts, end_ts) = parser.bounds();
     SqlWriter::new(conn, &TRACE_BOUNDS)?.insert(&TraceBoundsRow { start_ts, end_ts })?;
     info.set_int("unknown_packets", report.unknown_packets as i64);
     info.set_int("loaded_packets", report.packets as i64);

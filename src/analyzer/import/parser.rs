@@ -37,8 +37,10 @@ pub struct Parser {
     states: ThreadStateTracker,
     counters: CounterTracker,
     windows: Option<Windows>,
-    /// First and last timestamp of the events handed over.
-    pub bounds: Option<(i64, i64)>,
+    /// trace_bounds as trace_processor defines it: the first and last
+    /// timestamp of the ftrace events kept (those that make rows), never of
+    /// packets that describe the trace (process snapshots, machine info).
+    bounds: Option<(i64, i64)>,
 }
 
 impl Parser {
@@ -49,6 +51,16 @@ impl Parser {
             counters: CounterTracker::default(),
             windows: None,
             bounds: None,
+        }
+    }
+
+    /// (start_ts, end_ts) of trace_bounds: (0, 0) without events, and as
+    /// trace_processor pins it, never an empty interval.
+    pub fn bounds(&self) -> (i64, i64) {
+        match self.bounds {
+            None => (0, 0),
+            Some((start, end)) if start == end => (start, end + 1),
+            Some(b) => b,
         }
     }
 
@@ -63,10 +75,6 @@ impl Parser {
         ts: i64,
         event: Event,
     ) -> anyhow::Result<()> {
-        self.bounds = Some(
-            self.bounds
-                .map_or((ts, ts), |(a, b)| (a.min(ts), b.max(ts))),
-        );
         let mut soft = false;
         if event.is_ftrace() {
             let w = *self.windows.get_or_insert_with(|| {
@@ -81,6 +89,12 @@ impl Parser {
                 return Ok(());
             }
             soft = ts < w.soft;
+            if !self.skipped_compact(&event) {
+                self.bounds = Some(
+                    self.bounds
+                        .map_or((ts, ts), |(a, b)| (a.min(ts), b.max(ts))),
+                );
+            }
         }
         match event {
             Event::Switch(e) if soft => soft_switch(st, ts, &e),
@@ -150,6 +164,17 @@ impl Parser {
                 process_tree::process_stats(&mut st.procs, &stats);
                 Ok(())
             }
+        }
+    }
+
+    /// A compact switch or waking before its CPU's first switch: it has no
+    /// prev or waker to give it, so it makes no row and, as in
+    /// trace_processor, does not count in the trace's bounds.
+    fn skipped_compact(&mut self, event: &Event) -> bool {
+        match event {
+            Event::CompactSwitch(e) => self.sched.running(e.cpu).is_none(),
+            Event::Waking(e) if e.waker.is_none() => self.sched.running(e.cpu).is_none(),
+            _ => false,
         }
     }
 
