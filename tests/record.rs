@@ -1145,3 +1145,103 @@ fn a_full_disk_stops_the_recording_with_a_readable_file() {
     assert!(packets.iter().any(|p| p.has_process_tree()));
     assert!(packets.iter().any(|p| p.has_ftrace_events()));
 }
+
+/// Every ProcessTree packet (the /proc snapshot, the thread lists of the
+/// chunks) says what was true at its timestamp: no task it lists is forked
+/// after that time (the importer would take it for two tasks). Tasks start
+/// throughout: this process starts a thread every millisecond, each living
+/// 20 ms, while the recorder scans /proc, and the workload forks children
+/// and threads. One shard: a thread forked on another shard's CPUs can be
+/// announced in this shard's chunk before its fork is, which only the
+/// importer can see (tests/import.rs
+/// a_snapshot_stamped_before_a_fork_lists_the_forked_task).
+#[test]
+fn process_snapshots_list_no_task_before_its_fork() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("snapshots");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut threads = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                threads.push(std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(20))
+                }));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let n = threads.len();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            n
+        })
+    };
+    let (trace, report, _) = record_workload(&tmp.0, &["--shards", "1"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(spawner.join().unwrap() > 0);
+
+    let (packets, _) = decode(&trace);
+    let Bundles { events, .. } = bundles(&packets);
+    // Per tid, its forks and frees in time order.
+    let mut life: HashMap<i32, Vec<(u64, bool)>> = HashMap::new();
+    for (_, e) in &events {
+        match &e.event {
+            Some(Fe::TaskNewtask(t)) => {
+                life.entry(t.pid()).or_default().push((e.timestamp(), true))
+            }
+            Some(Fe::SchedProcessFree(f)) => life
+                .entry(f.pid())
+                .or_default()
+                .push((e.timestamp(), false)),
+            _ => {}
+        }
+    }
+    life.values_mut().for_each(|v| v.sort_unstable());
+    let mut listed = 0;
+    let mut late = Vec::new();
+    for p in packets.iter().filter(|p| p.has_process_tree()) {
+        let ts = p.timestamp();
+        let tree = p.process_tree();
+        let tids = tree
+            .processes
+            .iter()
+            .map(|p| p.pid())
+            .chain(tree.threads.iter().map(|t| t.tid()));
+        for tid in tids {
+            listed += 1;
+            // The first fork or free of tid after the packet: a fork means
+            // the packet listed that task before it existed.
+            let next = life
+                .get(&tid)
+                .and_then(|v| v.iter().find(|&&(t, _)| t > ts));
+            if let Some(&(fork_ts, true)) = next {
+                late.push((tid, fork_ts - ts));
+            }
+        }
+    }
+    assert!(listed > 0, "no process snapshot");
+    assert!(
+        late.is_empty(),
+        "{} of {listed} listed tasks forked after the packet that lists them (tid, ns later): {:?}",
+        late.len(),
+        &late[..late.len().min(20)]
+    );
+    // So the loaded trace has one row per thread of the workload.
+    let db = tmp.0.join("t.db");
+    schedlens::analyzer::db::build_into(&trace, &db).unwrap();
+    let conn = schedlens::analyzer::db::open_readonly(&db).unwrap();
+    for &tid in report
+        .pingpong
+        .iter()
+        .chain(&report.sleepers)
+        .chain(&report.children)
+    {
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM thread WHERE tid = ?1", [tid], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 1, "thread rows of {tid}");
+    }
+}

@@ -763,6 +763,64 @@ fn task_lifecycle_events() {
     assert_eq!(trees[0].timestamp(), 3);
 }
 
+/// A chunk's ProcessTree lists the threads it announced that it holds no
+/// fork of (they existed before the trace): a forked thread is announced
+/// just before its fork, and listing it under the chunk's first
+/// announcement would date it before its birth.
+#[test]
+fn a_chunk_lists_no_thread_it_holds_the_fork_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pftrace");
+    let writer = Arc::new(TraceWriter::create(&path, Compression::None).unwrap());
+    let mut enc = ShardEncoder::new(Arc::clone(&writer));
+    let c = comm("app");
+    let info = |task, pid| Event::TaskInfo {
+        task,
+        pid,
+        tgid: 600,
+        ppid: 1,
+        comm: &c,
+        is_kthread: false,
+    };
+    let h = |ts| Header {
+        ts,
+        cpu: 0,
+        pid: 600,
+    };
+    enc.push(&h(10), &info(0xa000, 600)).unwrap();
+    enc.push(&h(11), &info(0xa100, 601)).unwrap();
+    // As the BPF side emits a fork: its tasks announced, then the fork.
+    enc.push(&h(20), &info(0xa200, 602)).unwrap();
+    let fork = Event::Fork {
+        parent: 0xa000,
+        parent_pid: 600,
+        child: 0xa200,
+        child_pid: 602,
+        child_tgid: 600,
+        clone_flags: 0x3d0f00,
+    };
+    enc.push(&h(20), &fork).unwrap();
+    enc.flush().unwrap();
+    writer.finish().unwrap();
+
+    let (packets, _) = decode(&path);
+    let trees: Vec<_> = packets.iter().filter(|p| p.has_process_tree()).collect();
+    assert_eq!(trees.len(), 1);
+    let listed: Vec<_> = trees[0]
+        .process_tree()
+        .threads
+        .iter()
+        .map(|t| (t.tid(), t.tgid()))
+        .collect();
+    assert_eq!(listed, [(601, 600)]);
+    assert_eq!(trees[0].timestamp(), 11);
+    let forks = full_events(&packets)
+        .iter()
+        .filter(|(_, e)| e.has_task_newtask())
+        .count();
+    assert_eq!(forks, 1);
+}
+
 #[test]
 fn unknown_tasks_and_idle() {
     let dir = tempfile::tempdir().unwrap();

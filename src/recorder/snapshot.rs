@@ -244,10 +244,12 @@ fn numeric_entries(dir: &Path) -> Vec<i32> {
     v
 }
 
-/// One process and its threads, or None if it vanished while being read.
+/// One process and its threads `tids` (listed before), or None if it
+/// vanished while being read.
 fn read_process(
     proc: &Path,
     pid: i32,
+    tids: Vec<i32>,
     ticks_per_sec: u64,
 ) -> Option<(process_tree::Process, Vec<process_tree::Thread>)> {
     let dir = proc.join(pid.to_string());
@@ -282,7 +284,7 @@ fn read_process(
         is_kthread: Some(is_kthread),
         cmdline_is_comm: Some(cmdline_is_comm),
     };
-    let threads = numeric_entries(&dir.join("task"))
+    let threads = tids
         .into_iter()
         .filter_map(|tid| {
             let comm = std::fs::read_to_string(dir.join(format!("task/{tid}/comm"))).ok()?;
@@ -296,22 +298,30 @@ fn read_process(
     Some((process, threads))
 }
 
-/// A ProcessTree of every process and thread in /proc, timestamped now (BOOTTIME).
+/// A ProcessTree of every process and thread in /proc (BOOTTIME), stamped
+/// between listing the tasks and reading them: each task in it existed
+/// before its timestamp (it was listed) and had not been freed by then (it
+/// was read after). The scan takes hundreds of ms on a busy machine, so a
+/// stamp taken before the listing would date tasks forked during it before
+/// their forks, and one taken at the end would list tasks freed meanwhile.
 pub fn process_tree_packet() -> anyhow::Result<TracePacket> {
     process_tree_from(Path::new("/proc"))
 }
 
 fn process_tree_from(proc: &Path) -> anyhow::Result<TracePacket> {
-    let ts = boottime_ns();
     // SAFETY: sysconf has no memory effects.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = u64::try_from(ticks).unwrap_or(100);
-    let pids = numeric_entries(proc);
-    anyhow::ensure!(!pids.is_empty(), "no processes in {}", proc.display());
+    let listed: Vec<(i32, Vec<i32>)> = numeric_entries(proc)
+        .into_iter()
+        .map(|pid| (pid, numeric_entries(&proc.join(format!("{pid}/task")))))
+        .collect();
+    anyhow::ensure!(!listed.is_empty(), "no processes in {}", proc.display());
+    let ts = boottime_ns();
     let mut tree = ProcessTree::default();
-    for pid in pids {
+    for (pid, tids) in listed {
         // A process that exits mid-scan is simply not in the snapshot.
-        if let Some((p, threads)) = read_process(proc, pid, ticks) {
+        if let Some((p, threads)) = read_process(proc, pid, tids, ticks) {
             tree.processes.push(p);
             tree.threads.extend(threads);
         }

@@ -204,6 +204,10 @@ impl CpuState {
     }
 }
 
+/// Most a ProcessTree.Thread of `new_threads` adds to a chunk: tag+len,
+/// two int32 fields.
+const NEW_THREAD_BYTES: usize = 26;
+
 /// Encodes the events of one ring-buffer shard (one consumer thread).
 pub struct ShardEncoder {
     writer: Arc<TraceWriter>,
@@ -215,7 +219,9 @@ pub struct ShardEncoder {
     /// Upper bound of the chunk's encoded size if flushed now.
     buffered: usize,
     flush_at: usize,
-    /// Threads announced since the last flush (tid, tgid), and the first one's time.
+    /// Threads announced since the last flush whose fork the chunk does not
+    /// hold (tid, tgid), and the first announcement's time: each of them
+    /// existed by then.
     new_threads: Vec<(i32, i32)>,
     new_threads_ts: u64,
     scratch: ChunkScratch,
@@ -387,8 +393,7 @@ impl ShardEncoder {
                                 self.new_threads_ts = h.ts;
                             }
                             self.new_threads.push((pid, tgid));
-                            // ProcessTree.Thread: tag+len, two int32 fields.
-                            self.buffered += 26;
+                            self.buffered += NEW_THREAD_BYTES;
                         }
                     }
                 }
@@ -401,6 +406,17 @@ impl ShardEncoder {
                 ..
             } => {
                 self.open(i);
+                // The child was announced just before: its task_newtask
+                // ties it to its process, at the right time. Listed in the
+                // chunk's ProcessTree too, it would precede its own fork.
+                if let Some(k) = self
+                    .new_threads
+                    .iter()
+                    .rposition(|&(tid, _)| tid == child_pid)
+                {
+                    self.new_threads.remove(k);
+                    self.buffered -= NEW_THREAD_BYTES;
+                }
                 let comm = self.comm_of(parent);
                 // The kernel fires task_newtask inside copy_process, before
                 // sched_process_fork; Perfetto builds the thread from it.
