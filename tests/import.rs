@@ -492,3 +492,98 @@ fn trace_bounds_span_the_events_not_the_snapshot() {
         1
     );
 }
+
+/// A snapshot read while tasks forked lists them under a timestamp before
+/// their forks (a /proc scan takes time; earlier schedlens recorders stamped
+/// a whole scan with its start, and each chunk's thread list with its first
+/// task's announcement). The fork is then the birth of the thread the snapshot
+/// listed, not of a second one: one row per thread and process, with the
+/// fork's start and parent, and the snapshot's command line.
+#[test]
+fn a_snapshot_stamped_before_a_fork_lists_the_forked_task() {
+    const CLONE_THREAD: u64 = 0x10000;
+    let dir = tempfile::tempdir().unwrap();
+    let packets = vec![
+        process_tree(
+            500,
+            &[
+                (100, 1, "shell"),
+                (300, 100, "worker --jobs 2"),
+                (400, 1, "old"),
+            ],
+            &[(301, 300, Some("worker-io")), (400, 400, None)],
+        ),
+        // A thread list as a recorder chunk carries it: names a process
+        // (500) that is forked later too.
+        process_tree(600, &[], &[(501, 500, None)]),
+        bundle(
+            0,
+            vec![
+                switch(1_000, (0, "swapper/0", 0), (100, "shell")),
+                newtask(1_100, 100, 300, "shell", 0),
+                switch(1_200, (100, "shell", 1), (400, "old")),
+                switch(1_300, (400, "old", 1), (300, "shell")),
+                newtask(1_400, 300, 301, "shell", CLONE_THREAD),
+                newtask(1_500, 300, 500, "shell", 0),
+                switch(1_600, (300, "worker", 1), (500, "shell")),
+                newtask(1_700, 500, 501, "shell", CLONE_THREAD),
+                // 400 ran, so this fork is a new task with its pid (its
+                // free was lost), not the one the snapshot listed.
+                newtask(1_800, 500, 400, "shell", 0),
+                switch(1_900, (500, "shell", 1), (0, "swapper/0")),
+            ],
+        ),
+    ];
+    let (db, _) = load(dir.path(), "snapshot", &encode(&packets)).unwrap();
+    let rows = |tid: i64| {
+        int(
+            &db,
+            &format!("SELECT count(*) FROM thread WHERE tid = {tid}"),
+        )
+    };
+    assert_eq!([100, 300, 301, 500, 501, 400].map(rows), [1, 1, 1, 1, 1, 2]);
+    assert_eq!(
+        int(&db, "SELECT count(*) FROM process WHERE pid IN (300, 500)"),
+        2
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM process WHERE name IS NULL AND pid IN (300, 500)"
+        ),
+        0,
+        "no nameless copy"
+    );
+    let conn = db::open_readonly(&db).unwrap();
+    let worker: (i64, String, i64) = conn
+        .query_row(
+            "SELECT p.start_ts, p.cmdline, parent.pid FROM process p
+             JOIN process parent ON parent.upid = p.parent_upid WHERE p.pid = 300",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(worker, (1_100, "worker --jobs 2".to_string(), 100));
+    // Each forked thread: the fork's start, in its process.
+    for (tid, pid, start) in [(301, 300, 1_400), (501, 500, 1_700)] {
+        assert_eq!(
+            int(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM thread t JOIN process p USING (upid)
+                     WHERE t.tid = {tid} AND p.pid = {pid} AND t.start_ts = {start}"
+                )
+            ),
+            1,
+            "thread {tid}"
+        );
+    }
+    // The fork's rows name the one thread.
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM task_event e JOIN thread t USING (utid) WHERE e.tid = 301 AND t.start_ts = 1400"
+        ),
+        1
+    );
+}

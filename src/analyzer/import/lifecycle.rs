@@ -16,13 +16,18 @@ use crate::analyzer::tables::TaskEventRow;
 const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
 
 /// task_newtask: a new thread, or with a new process when not
-/// CLONE_THREAD. Returns (new thread, its creator) for the thread-state
-/// tracker, None when nothing was created.
+/// CLONE_THREAD; or the thread `listed` (a snapshot listed the task before
+/// its fork, see [`ProcessTracker::snapshot_thread`]) starts here. Returns
+/// (new thread, its creator) for the thread-state tracker, None when
+/// nothing was created.
+///
+/// [`ProcessTracker::snapshot_thread`]: super::process::ProcessTracker::snapshot_thread
 pub fn new_task(
     st: &mut Storage<'_>,
     ts: i64,
     e: &NewTask,
     soft: bool,
+    listed: Option<Utid>,
 ) -> anyhow::Result<Option<(Utid, Utid)>> {
     let parent = st.procs.get_or_create_thread(e.src.into());
     if soft || e.pid == 0 {
@@ -32,7 +37,10 @@ pub fn new_task(
     let (pid, src) = (i64::from(e.pid), i64::from(e.src));
     let procs = &mut st.procs;
     let utid = if e.clone_flags & CLONE_THREAD == 0 {
-        let upid = procs.start_new_process(ts, pid, e.comm, NamePriority::Ftrace);
+        let upid = match listed.and_then(|u| procs.adopt_forked_process(u, ts, e.comm)) {
+            Some(upid) => upid,
+            None => procs.start_new_process(ts, pid, e.comm, NamePriority::Ftrace),
+        };
         // Looked up again: the new process may have replaced src's.
         let source = procs.get_or_create_thread(src);
         let utid = procs.get_or_create_thread(pid);
@@ -40,8 +48,17 @@ pub fn new_task(
         utid
     } else {
         let source = procs.get_or_create_thread(src);
-        let utid = procs.start_new_thread(Some(ts), pid);
-        procs.update_thread_name(utid, e.comm, NamePriority::Ftrace);
+        let utid = match listed {
+            Some(utid) => {
+                procs.adopt_forked_thread(utid, ts, e.comm);
+                utid
+            }
+            None => {
+                let utid = procs.start_new_thread(Some(ts), pid);
+                procs.update_thread_name(utid, e.comm, NamePriority::Ftrace);
+                utid
+            }
+        };
         procs.associate_threads(source, utid);
         utid
     };

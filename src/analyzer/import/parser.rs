@@ -107,10 +107,19 @@ impl Parser {
                 None => Ok(()),
             },
             Event::Waking(e) => self.waking(st, ts, &e, soft),
-            Event::NewTask(e) => match lifecycle::new_task(st, ts, &e, soft)? {
-                Some((utid, parent)) => self.states.new_task(st, ts, utid, parent),
-                None => Ok(()),
-            },
+            Event::NewTask(e) => {
+                // Listed by a snapshot and never scheduled since: the task
+                // this fork creates. One that ran is an older task with the
+                // same tid whose free was lost.
+                let listed = st
+                    .procs
+                    .snapshot_thread(e.pid.into())
+                    .filter(|&u| !self.states.has_state(u));
+                match lifecycle::new_task(st, ts, &e, soft, listed)? {
+                    Some((utid, parent)) => self.states.new_task(st, ts, utid, parent),
+                    None => Ok(()),
+                }
+            }
             Event::Rename(e) => lifecycle::rename(st, ts, &e, soft),
             Event::Free(e) => lifecycle::free(st, ts, &e, soft),
             Event::Exec(e) => lifecycle::exec(st, ts, &e, soft),

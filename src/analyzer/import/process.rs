@@ -3,6 +3,11 @@
 //! or a new process with that pid started; thread-name priorities; threads
 //! joined to processes as soon as any event ties them, with pending
 //! associations resolved transitively.
+//!
+//! One departure: a fork of a tid that only a snapshot has named, and that
+//! has not run since, starts that thread (and its process) instead of a
+//! second one. Snapshots stamped before the forks they list exist (older
+//! recorders did so); trace_processor shows such a task twice.
 
 use crate::analyzer::strings::{FastMap, Str};
 
@@ -29,6 +34,8 @@ pub struct Thread {
     pub is_main_thread: Option<bool>,
     pub is_idle: bool,
     name_priority: NamePriority,
+    /// Created by a snapshot (ProcessTree, ProcessStats), not by an event.
+    from_snapshot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +91,7 @@ impl ProcessTracker {
             is_main_thread: Some(true),
             is_idle: true,
             name_priority: NamePriority::Constant,
+            from_snapshot: false,
         });
         t.tids.insert(0, vec![0]);
         t.live_tid.insert(0, 0);
@@ -102,6 +110,7 @@ impl ProcessTracker {
             is_main_thread: None,
             is_idle: false,
             name_priority: NamePriority::Other,
+            from_snapshot: false,
         });
         self.tids.entry(tid).or_default().push(utid);
         self.live_tid.insert(tid, utid);
@@ -292,6 +301,47 @@ impl ProcessTracker {
             self.invalidate_process_threads(old);
         }
         upid
+    }
+
+    /// Marks the threads from `first` on as created by a snapshot packet.
+    pub fn mark_from_snapshot(&mut self, first: Utid) {
+        for t in &mut self.threads[first as usize..] {
+            t.from_snapshot = true;
+        }
+    }
+
+    /// The live thread `tid` if only a snapshot created it. A snapshot is
+    /// read over time but stamped once, so it can list a task before the
+    /// fork that creates it: that fork is this thread's birth.
+    pub fn snapshot_thread(&self, tid: i64) -> Option<Utid> {
+        self.get_thread(tid)
+            .filter(|&u| self.threads[u as usize].from_snapshot)
+    }
+
+    /// A fork (task_newtask with CLONE_THREAD) of `utid`, a thread a
+    /// snapshot listed first: it starts now, named by the events from here.
+    pub fn adopt_forked_thread(&mut self, utid: Utid, ts: i64, name: Str) {
+        let t = &mut self.threads[utid as usize];
+        t.start_ts = Some(ts);
+        t.from_snapshot = false;
+        t.name = Some(name);
+        t.name_priority = NamePriority::Ftrace;
+    }
+
+    /// A fork of a new process whose main thread `utid` a snapshot listed
+    /// first: that process starts now (keeping what the snapshot said of
+    /// it). None if the snapshot put the thread in another process.
+    pub fn adopt_forked_process(&mut self, utid: Utid, ts: i64, name: Str) -> Option<Upid> {
+        let t = &self.threads[utid as usize];
+        let upid = t.upid?;
+        let p = &mut self.processes[upid as usize];
+        if p.pid != t.tid {
+            return None;
+        }
+        p.start_ts = Some(ts);
+        p.name.get_or_insert(name);
+        self.adopt_forked_thread(utid, ts, name);
+        Some(upid)
     }
 
     /// The new process's parent is the creating thread's process, now or once known.

@@ -3,7 +3,7 @@
 //! their names), ProcessStats packets, and atrace markers.
 
 use super::events::StatsProcess;
-use super::process::{NamePriority, ProcessTracker};
+use super::process::{NamePriority, ProcessTracker, Utid};
 use crate::analyzer::strings::Strings;
 use crate::perfetto::proto::ProcessTree;
 
@@ -11,6 +11,7 @@ const KTHREADD_PID: i64 = 2;
 
 /// A ProcessTree packet, as trace_processor reads it.
 pub fn process_tree(procs: &mut ProcessTracker, strings: &mut Strings, tree: &ProcessTree) {
+    let first_new = procs.threads.len() as Utid;
     let mut kthreads = Vec::new();
     for p in &tree.processes {
         let Some(first) = p.cmdline.first() else {
@@ -70,10 +71,12 @@ pub fn process_tree(procs: &mut ProcessTracker, strings: &mut Strings, tree: &Pr
             procs.update_thread_name(utid, name, NamePriority::ProcessTree);
         }
     }
+    procs.mark_from_snapshot(first_new);
 }
 
 /// A ProcessStats packet: its thread lists tie threads to processes.
 pub fn process_stats(procs: &mut ProcessTracker, stats: &[StatsProcess]) {
+    let first_new = procs.threads.len() as Utid;
     for p in stats {
         for &tid in &p.tids {
             procs.update_thread(tid, p.pid);
@@ -82,6 +85,7 @@ pub fn process_stats(procs: &mut ProcessTracker, stats: &[StatsProcess]) {
             procs.get_or_create_process(p.pid);
         }
     }
+    procs.mark_from_snapshot(first_new);
 }
 
 /// Atrace markers (`B|pid|name`, `E|pid`, `C|pid|...`, ...) tie the

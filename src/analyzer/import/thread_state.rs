@@ -68,6 +68,14 @@ impl ThreadStateTracker {
         &mut self.threads[u]
     }
 
+    /// Whether the thread has a thread_state row yet (it was switched,
+    /// woken or created).
+    pub fn has_state(&self, utid: Utid) -> bool {
+        self.threads
+            .get(utid as usize)
+            .is_some_and(|t| t.last.is_some())
+    }
+
     fn is_blocked(&self, state: Option<Str>) -> bool {
         state != Some(self.runnable) && state != Some(self.running)
     }
