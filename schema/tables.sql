@@ -104,7 +104,7 @@ CREATE VIRTUAL TABLE sched_slice USING schedlens_columns(
   dur INTEGER NOT NULL, -- How long it ran, ns; -1 if still running at the end of the trace.
   cpu INTEGER NOT NULL, -- CPU it ran on.
   utid INTEGER NOT NULL, -- Thread that ran (thread.utid); utid 0 is idle.
-  end_state TEXT, -- State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still running.
+  end_state TEXT, -- State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still running (dur -1) or unknown: the prev_state value was invalid, or the kernel did not report the switch-out and the slice ends at the CPU's next switch, which names another prev (stats mismatched_sched_switch_tids).
   priority INTEGER NOT NULL, -- Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
   ucpu INTEGER -- Same as cpu (Perfetto compatibility).
 );
@@ -122,7 +122,7 @@ CREATE VIRTUAL TABLE thread_state USING schedlens_columns(
   dur INTEGER NOT NULL, -- Length, ns; -1 if the state lasts to the end of the trace.
   cpu INTEGER, -- CPU for Running; target CPU for a wakeup's R; else NULL.
   utid INTEGER NOT NULL, -- Thread (thread.utid).
-  state TEXT, -- State code, see the table description; NULL if the trace's prev_state value was invalid.
+  state TEXT, -- State code, see the table description; NULL if unknown: the trace's prev_state value was invalid, or the kernel did not report the thread's switch-out (Running then ends at its CPU's next switch, which names another prev, and NULL lasts until the thread's next event).
   io_wait INTEGER, -- For D: 1 if the wait was for I/O (when the trace says), else NULL.
   blocked_function TEXT, -- For D: kernel function it blocked in (when the trace says), else NULL.
   waker_utid INTEGER, -- For R after a wakeup or a new task: the thread that woke or created it.

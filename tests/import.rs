@@ -4,6 +4,7 @@
 mod tracegen;
 
 use prost::Message;
+use schedlens::analyses::{task_timeline, timespec};
 use schedlens::analyzer::db::{self, LoadOptions};
 use schedlens::perfetto::proto::{self as pb, trace_packet};
 use std::io::Write;
@@ -586,4 +587,95 @@ fn a_snapshot_stamped_before_a_fork_lists_the_forked_task() {
         ),
         1
     );
+}
+
+/// A switch-out the kernel never reported: the CPU's next switch names
+/// another prev. The slice and the Running state of the task the CPU was
+/// running end there, in an unknown state (NULL) until its next event; they
+/// used to last until then (the task looked Running for seconds). A task
+/// seen running on another CPU since keeps that Running.
+#[test]
+fn a_lost_switch_out_ends_running_at_the_next_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let packets = vec![
+        bundle(
+            0,
+            vec![
+                switch(1_000, (0, "swapper/0", 0), (100, "lost")),
+                // 100's switch-out is missing.
+                switch(1_300, (200, "other", 1), (300, "next")),
+                switch(1_400, (300, "next", 1), (0, "swapper/0")),
+            ],
+        ),
+        bundle(
+            1,
+            vec![
+                switch(1_100, (0, "swapper/1", 0), (600, "moved")),
+                // 600's switch-out is missing, it runs on CPU 2 since 1150.
+                switch(1_250, (700, "another", 1), (0, "swapper/1")),
+                waking(5_000, 0, 100, "lost", 1),
+            ],
+        ),
+        bundle(
+            2,
+            vec![
+                switch(1_150, (0, "swapper/2", 0), (600, "moved")),
+                switch(2_000, (600, "moved", 1), (0, "swapper/2")),
+            ],
+        ),
+    ];
+    let (db, _) = load(dir.path(), "lost-switch-out", &encode(&packets)).unwrap();
+    let conn = db::open_readonly(&db).unwrap();
+    let states = |tid: i64| -> Vec<(i64, i64, Option<String>, Option<i64>)> {
+        conn.prepare(
+            "SELECT s.ts, s.dur, s.state, s.cpu FROM thread_state s JOIN thread USING (utid)
+             WHERE tid = ?1 ORDER BY s.ts",
+        )
+        .unwrap()
+        .query_map([tid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let running = || Some("Running".to_string());
+    assert_eq!(
+        states(100),
+        [
+            (1_000, 300, running(), Some(0)),
+            (1_300, 3_700, None, None),
+            (5_000, -1, Some("R".to_string()), None),
+        ]
+    );
+    assert_eq!(
+        states(600),
+        [
+            (1_100, 50, running(), Some(1)),
+            (1_150, 850, running(), Some(2)),
+            (2_000, -1, Some("S".to_string()), None),
+        ]
+    );
+    let slice: (i64, Option<String>) = conn
+        .query_row(
+            "SELECT dur, end_state FROM sched_slice JOIN thread USING (utid) WHERE tid = 100",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(slice, (300, None));
+    assert_eq!(
+        int(
+            &db,
+            "SELECT value FROM stats WHERE name = 'mismatched_sched_switch_tids'"
+        ),
+        2
+    );
+    // task_timeline shows the unknown state (R begins at the trace's end).
+    let w = timespec::resolve_window(&conn, None).unwrap();
+    let t = task_timeline::task_timeline(&conn, task_timeline::TaskSel::Tid(100), w, 10).unwrap();
+    let shown: Vec<_> = t.threads[0]
+        .intervals
+        .iter()
+        .map(|i| i.state.as_str())
+        .collect();
+    assert_eq!(shown, ["Running", "unknown"]);
 }

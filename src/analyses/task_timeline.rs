@@ -50,7 +50,7 @@ pub struct ThreadTimeline {
 pub struct StateInterval {
     pub start: RelTime,
     pub dur: Dur,
-    /// Running, R, R+, S, D, I, ...
+    /// Running, R, R+, S, D, I, ...; "unknown" where thread_state.state is NULL.
     pub state: String,
     /// CPU for Running (and the target CPU of a wakeup's R).
     pub cpu: Option<i64>,
@@ -61,6 +61,9 @@ pub struct StateTotal {
     pub state: String,
     pub time: Dur,
 }
+
+/// The state shown for a thread_state row whose state is NULL.
+const UNKNOWN_STATE: &str = "unknown";
 
 /// Thread states of one thread, or of all threads of a process, merged.
 pub fn task_timeline(
@@ -110,8 +113,9 @@ pub fn task_timeline(
         let mut until = None;
         let mut rows = st.query(params![utid, from, hi])?;
         while let Some(r) = rows.next()? {
-            let (ts, dur, state, cpu): (i64, i64, String, Option<i64>) =
+            let (ts, dur, state, cpu): (i64, i64, Option<String>, Option<i64>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let state = state.unwrap_or_else(|| UNKNOWN_STATE.to_string());
             let len = clip(ts, dur, lo, hi, b.end_ts);
             if len == 0 {
                 continue;

@@ -208,7 +208,9 @@ table! {
         /// Thread that ran (thread.utid); utid 0 is idle.
         utid: u32 = INTEGER NOT NULL,
         /// State the thread left in: R (preempted: R+), S, D, T, t, X, Z, P, I, ... NULL if still
-        /// running.
+        /// running (dur -1) or unknown: the prev_state value was invalid, or the kernel did not report
+        /// the switch-out and the slice ends at the CPU's next switch, which names another prev
+        /// (stats mismatched_sched_switch_tids).
         end_state: Option<Str> = TEXT,
         /// Kernel priority while running (prio: 0-99 RT, 100-139 normal, 120 = nice 0).
         priority: i32 = INTEGER NOT NULL,
@@ -245,7 +247,9 @@ table! {
         cpu: Option<u32> = INTEGER,
         /// Thread (thread.utid).
         utid: u32 = INTEGER NOT NULL,
-        /// State code, see the table description; NULL if the trace's prev_state value was invalid.
+        /// State code, see the table description; NULL if unknown: the trace's prev_state value was
+        /// invalid, or the kernel did not report the thread's switch-out (Running then ends at its
+        /// CPU's next switch, which names another prev, and NULL lasts until the thread's next event).
         state: Option<Str> = TEXT,
         /// For D: 1 if the wait was for I/O (when the trace says), else NULL.
         io_wait: Option<bool> = INTEGER,

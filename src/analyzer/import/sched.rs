@@ -3,9 +3,11 @@
 //!
 //! A deliberate departure from trace_processor, only on damaged data, so
 //! that slices of a CPU never overlap: a sched_switch whose prev_pid is not
-//! the task the CPU was running (events lost) ends the open slice at the
-//! switch with end_state NULL; Perfetto leaves it open (dur -1) and counts
-//! mismatched_sched_switch_tids. We count it too.
+//! the task the CPU was running (its switch-out was lost) ends the open
+//! slice at the switch with end_state NULL (unknown), and the thread-state
+//! tracker ends that task's Running there too; Perfetto leaves both open
+//! until the task's next event and counts mismatched_sched_switch_tids. We
+//! count it too.
 
 use super::Storage;
 use super::events::{CompactSwitch, Switch};
@@ -23,6 +25,9 @@ pub struct Switched {
     /// prev_state decoded; None if invalid for the kernel version.
     pub prev_state: Option<Str>,
     pub next: Utid,
+    /// The task the CPU was running when prev is another one: the kernel
+    /// did not report its switch-out, which was at the latest this switch.
+    pub lost: Option<Utid>,
 }
 
 struct OpenSlice {
@@ -75,10 +80,12 @@ impl SchedTracker {
             .update_thread_name(next, e.next_comm, NamePriority::Ftrace);
         let state = self.states.decode(st, info, e.prev_state.get());
         let cpu = self.cpu(e.cpu);
+        let mut lost = None;
         if let Some(open) = cpu.slice.take() {
             let matched = i64::from(e.prev_pid) == cpu.pid;
             if !matched {
                 st.stats.add(Stat::mismatched_sched_switch_tids, 1);
+                lost = Some(open.utid);
             }
             close(st, e.cpu, open, ts, if matched { state } else { None })?;
         }
@@ -91,6 +98,7 @@ impl SchedTracker {
             prev,
             prev_state: state,
             next,
+            lost,
         })
     }
 
@@ -148,6 +156,7 @@ impl SchedTracker {
             prev,
             prev_state: state,
             next,
+            lost: None,
         }))
     }
 

@@ -7,7 +7,9 @@
 //! overlap: a task switched out while its latest state is not Running (its
 //! switch-in was lost, or fell before the first compact switch of its CPU)
 //! gets that state ended at the switch; Perfetto leaves it open. Counted as
-//! thread_state_gap.
+//! thread_state_gap. Likewise a task whose switch-out was lost (a switch on
+//! its CPU names another prev) stops Running at that switch and is in an
+//! unknown state (NULL) until its next event; Perfetto keeps it Running.
 
 use super::Storage;
 use super::process::Utid;
@@ -84,6 +86,15 @@ impl ThreadStateTracker {
     /// wakeup, if one waits, its run time).
     pub fn switch(&mut self, st: &mut Storage<'_>, ts: i64, sw: Switched) -> anyhow::Result<()> {
         let running = self.running;
+        if let Some(lost) = sw.lost
+            && let Some(l) = &self.thread(lost).last
+            // Not if it was seen running elsewhere since.
+            && l.state == Some(running)
+            && l.cpu == Some(sw.cpu)
+        {
+            self.close(ts, lost);
+            self.open(st, ts, lost, None, None, None, None)?;
+        }
         if let Some(l) = &self.thread(sw.prev).last
             && l.state != Some(running)
         {
