@@ -120,7 +120,7 @@ CREATE VIRTUAL TABLE thread_state USING schedlens_columns(
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- Start of the state, ns.
   dur INTEGER NOT NULL, -- Length, ns; -1 if the state lasts to the end of the trace.
-  cpu INTEGER, -- CPU for Running; target CPU for a wakeup's R; else NULL.
+  cpu INTEGER, -- CPU for Running, else NULL (as in trace_processor: a wakeup's target CPU is wakeup.target_cpu).
   utid INTEGER NOT NULL, -- Thread (thread.utid).
   state TEXT, -- State code, see the table description; NULL if unknown: the trace's prev_state value was invalid, or the kernel did not report the thread's switch-out (Running then ends at its CPU's next switch, which names another prev, and NULL lasts until the thread's next event).
   io_wait INTEGER, -- For D: 1 if the wait was for I/O (when the trace says), else NULL.

@@ -679,3 +679,46 @@ fn a_lost_switch_out_ends_running_at_the_next_switch() {
         .collect();
     assert_eq!(shown, ["Running", "unknown"]);
 }
+
+/// thread_state.cpu is the CPU of Running only, as trace_processor fills it
+/// (R rows have none; a wakeup's target CPU is in wakeup), and the schema's
+/// documentation, which the MCP server hands to models, says so: it said R
+/// rows held the wakeup's target CPU.
+#[test]
+fn thread_state_cpu_is_documented_as_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = load(dir.path(), "cpu", &encode(&small_trace())).unwrap();
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM thread_state WHERE state = 'R' AND cpu IS NULL"
+        ),
+        int(&db, "SELECT count(*) FROM thread_state WHERE state = 'R'")
+    );
+    assert!(int(&db, "SELECT count(*) FROM thread_state WHERE state = 'R'") > 0);
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM thread_state WHERE state = 'Running' AND cpu IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        int(
+            &db,
+            "SELECT target_cpu FROM wakeup JOIN thread USING (utid) WHERE tid = 200"
+        ),
+        1
+    );
+    let doc = &schedlens::analyzer::schema::table_doc("thread_state")
+        .unwrap()
+        .columns
+        .iter()
+        .find(|c| c.name == "cpu")
+        .unwrap()
+        .doc;
+    assert!(
+        doc.starts_with("CPU for Running, else NULL") && doc.contains("wakeup.target_cpu"),
+        "{doc}"
+    );
+}

@@ -52,7 +52,7 @@ pub struct StateInterval {
     pub dur: Dur,
     /// Running, R, R+, S, D, I, ...; "unknown" where thread_state.state is NULL.
     pub state: String,
-    /// CPU for Running (and the target CPU of a wakeup's R).
+    /// CPU for Running, else null.
     pub cpu: Option<i64>,
 }
 

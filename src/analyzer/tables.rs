@@ -243,7 +243,8 @@ table! {
         ts: i64 = INTEGER NOT NULL,
         /// Length, ns; -1 if the state lasts to the end of the trace.
         dur: i64 = INTEGER NOT NULL,
-        /// CPU for Running; target CPU for a wakeup's R; else NULL.
+        /// CPU for Running, else NULL (as in trace_processor: a wakeup's target CPU is
+        /// wakeup.target_cpu).
         cpu: Option<u32> = INTEGER,
         /// Thread (thread.utid).
         utid: u32 = INTEGER NOT NULL,
