@@ -172,3 +172,41 @@ fn cache_falls_back_to_the_user_cache_dir() {
     assert!(files[1].ends_with("fixture.pftrace.db.cols"), "{files:?}");
     assert!(!ro.join("fixture.pftrace.db").exists());
 }
+
+/// Runnable time has one name in every output: the summary's column, the
+/// agg_thread column (and top_tasks' runnable_time, tests/mcp.rs), all the
+/// same sum of thread_state R and R+ (the worker waited 500 ns from its
+/// waking; its R+ starts at the trace's end).
+#[test]
+fn runnable_time_is_named_and_counted_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = fixture(dir.path());
+    let t = trace.to_str().unwrap();
+    let q = |sql: &str| {
+        stdout(&schedlens(&["query", t, sql, "--format", "csv"], dir.path()))
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        q("SELECT sum(dur) FROM thread_state JOIN thread USING (utid)
+           WHERE tid = 200 AND state IN ('R', 'R+') AND dur > 0"),
+        "500"
+    );
+    assert_eq!(
+        q("SELECT sum(runnable_ns) FROM agg_thread JOIN thread USING (utid) WHERE tid = 200"),
+        "500"
+    );
+    let summary = stdout(&schedlens(&["summary", t], dir.path()));
+    let header = summary
+        .lines()
+        .find(|l| l.contains("cpu time"))
+        .expect("top tasks table");
+    let worker = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("200 "))
+        .expect("worker's row");
+    let col = header.find("runnable time").expect("runnable time column");
+    assert!(worker[col..].starts_with("500ns"), "{header}\n{worker}");
+}

@@ -269,7 +269,7 @@ async fn analyses_match_the_workload() {
     let t = ok(
         &c,
         top_tasks::TOOL.name,
-        json!({"order_by": "wait_time", "limit": 1}),
+        json!({"order_by": "runnable_time", "limit": 1}),
     )
     .await;
     let wait = |u: i64| -> i64 {
@@ -283,7 +283,7 @@ async fn analyses_match_the_workload() {
         .max_by_key(|&u| (wait(u), -u))
         .unwrap();
     assert_eq!(t["tasks"][0]["utid"], best);
-    assert_eq!(ns(&t["tasks"][0]["wait_time"]), wait(best));
+    assert_eq!(ns(&t["tasks"][0]["runnable_time"]), wait(best));
 
     // scheduling_latency: all, and one process's threads
     let l = ok(&c, scheduling_latency::TOOL.name, json!({"worst": 5})).await;
@@ -519,7 +519,7 @@ async fn windows_match_the_workload() {
                 .collect();
             assert_eq!(ns(&task["cpu_time"]), cpu, "{win} utid {u}");
             assert_eq!(task["switches"], switches, "{win} utid {u}");
-            assert_eq!(ns(&task["wait_time"]), wait, "{win} utid {u}");
+            assert_eq!(ns(&task["runnable_time"]), wait, "{win} utid {u}");
             assert_eq!(task["wakeups"], wakes.len(), "{win} utid {u}");
             assert_eq!(
                 task["latency_max"].get("ns").and_then(Value::as_i64),
@@ -1090,11 +1090,11 @@ async fn analysis_latency_on_a_large_trace() {
         ),
         (top_tasks::TOOL.name, json!({})),
         (top_tasks::TOOL.name, json!({"order_by": "switches"})),
-        (top_tasks::TOOL.name, json!({"order_by": "wait_time"})),
+        (top_tasks::TOOL.name, json!({"order_by": "runnable_time"})),
         (top_tasks::TOOL.name, json!({"order_by": "latency"})),
         (
             top_tasks::TOOL.name,
-            json!({"window": "10s..10.1s", "order_by": "wait_time"}),
+            json!({"window": "10s..10.1s", "order_by": "runnable_time"}),
         ),
         (scheduling_latency::TOOL.name, json!({})),
         (scheduling_latency::TOOL.name, json!({"pid": 1050})),

@@ -147,7 +147,15 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
     let top = top_tasks(conn, whole, TaskOrder::CpuTime, TOP)?;
     writeln!(out, "\nTop tasks by CPU time")?;
     let mut t = table(&[
-        "tid", "pid", "thread", "process", "cpu time", "switches", "runnable", "p99 lat", "max lat",
+        "tid",
+        "pid",
+        "thread",
+        "process",
+        "cpu time",
+        "switches",
+        "runnable time",
+        "p99 lat",
+        "max lat",
     ]);
     for task in &top.tasks {
         let id = &task.task;
@@ -158,7 +166,7 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
             id.process_name.clone().unwrap_or_default(),
             task.cpu_time.human.clone(),
             task.switches.to_string(),
-            task.wait_time.human.clone(),
+            task.runnable_time.human.clone(),
             opt_dur(&task.latency_p99),
             opt_dur(&task.latency_max),
         ]);

@@ -14,6 +14,7 @@ use super::tasks::{TaskId, state_scan_start, task_ids};
 use super::timespec::{TraceBounds, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
 use crate::analyzer::aggregate::{self, WindowSplit};
+use crate::analyzer::tables::RUNNABLE_STATES;
 
 /// What `top_tasks` ranks by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -24,8 +25,8 @@ pub enum TaskOrder {
     CpuTime,
     /// Times switched in.
     Switches,
-    /// Time runnable but not running (thread_state R and R+).
-    WaitTime,
+    /// Runnable time: waiting for a CPU (thread_state R and R+; defined with the wakeup table).
+    RunnableTime,
     /// Worst wakeup-to-running latency.
     Latency,
 }
@@ -46,8 +47,8 @@ pub struct TaskStats {
     pub cpu_time: Dur,
     /// Times switched in within the window.
     pub switches: i64,
-    /// Time runnable (R, R+) within the window.
-    pub wait_time: Dur,
+    /// Runnable time (thread_state R and R+) within the window.
+    pub runnable_time: Dur,
     /// Wakeups within the window with a known latency.
     pub wakeups: i64,
     /// 99th percentile wakeup-to-running latency (absent without wakeups).
@@ -64,7 +65,7 @@ pub struct TaskStats {
 struct Totals {
     cpu_ns: i64,
     switches: i64,
-    wait_ns: i64,
+    runnable_ns: i64,
     wakeups: i64,
     latency_max: Option<i64>,
 }
@@ -79,7 +80,7 @@ fn thread_totals(
     let mut out: HashMap<i64, Totals> = HashMap::new();
     if let Some((f0, f1)) = split.full {
         let mut st = conn.prepare(
-            "SELECT utid, sum(cpu_ns), sum(switches), sum(wait_ns), sum(wakeups), max(latency_max)
+            "SELECT utid, sum(cpu_ns), sum(switches), sum(runnable_ns), sum(wakeups), max(latency_max)
              FROM agg_thread WHERE ts >= ?1 AND ts < ?2 GROUP BY utid",
         )?;
         let mut rows = st.query(params![f0, f1])?;
@@ -89,7 +90,7 @@ fn thread_totals(
                 Totals {
                     cpu_ns: r.get(1)?,
                     switches: r.get(2)?,
-                    wait_ns: r.get(3)?,
+                    runnable_ns: r.get(3)?,
                     wakeups: r.get(4)?,
                     latency_max: r.get(5)?,
                 },
@@ -108,9 +109,9 @@ fn thread_totals(
             "SELECT ts, dur, utid FROM sched_slice WHERE cpu = ?1 AND ts < ?2
              ORDER BY ts DESC LIMIT 1",
         )?;
-        // Threads runnable at some time in a bucket have wait_ns there.
+        // Threads runnable at some time in a bucket have runnable_ns there.
         let mut waiting =
-            conn.prepare_cached("SELECT utid FROM agg_thread WHERE ts = ?1 AND wait_ns > 0")?;
+            conn.prepare_cached("SELECT utid FROM agg_thread WHERE ts = ?1 AND runnable_ns > 0")?;
         let mut wakes = conn.prepare_cached(
             "SELECT utid, latency FROM wakeup WHERE ts >= ?1 AND ts < ?2 AND latency IS NOT NULL",
         )?;
@@ -137,7 +138,7 @@ fn thread_totals(
                 .query_map([bucket], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for utid in utids {
-                out.entry(utid).or_default().wait_ns += thread_wait(conn, b, lo, hi, utid)?;
+                out.entry(utid).or_default().runnable_ns += thread_runnable(conn, b, lo, hi, utid)?;
             }
             let mut rows = wakes.query(params![lo, hi])?;
             while let Some(r) = rows.next()? {
@@ -170,7 +171,7 @@ pub fn top_tasks(
         match order_by {
             TaskOrder::CpuTime => (t.cpu_ns > 0 || t.switches > 0).then_some(t.cpu_ns),
             TaskOrder::Switches => (t.switches > 0).then_some(t.switches),
-            TaskOrder::WaitTime => (t.wait_ns > 0).then_some(t.wait_ns),
+            TaskOrder::RunnableTime => (t.runnable_ns > 0).then_some(t.runnable_ns),
             TaskOrder::Latency => t.latency_max,
         }
     };
@@ -202,7 +203,7 @@ pub fn top_tasks(
             task,
             cpu_time: Dur::new(t.cpu_ns),
             switches: t.switches,
-            wait_time: Dur::new(t.wait_ns),
+            runnable_time: Dur::new(t.runnable_ns),
             wakeups: t.wakeups,
             latency_p99: p99.map(|p| Dur::new(p.0)),
             latency_p99_method: p99.map(|p| p.1),
@@ -217,11 +218,12 @@ pub fn top_tasks(
 }
 
 /// Runnable time of one thread in [lo, hi), via thread_state(utid, ts).
-fn thread_wait(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i64) -> Result<i64> {
+fn thread_runnable(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i64) -> Result<i64> {
     let from = state_scan_start(conn, utid, lo)?;
+    let states = RUNNABLE_STATES.map(|s| format!("'{s}'")).join(", ");
     let mut st = conn.prepare_cached(&format!(
         "SELECT coalesce(sum({CLIPPED_DUR}), 0) FROM thread_state
-         WHERE utid = ?4 AND ts >= ?5 AND ts < ?2 AND state IN ('R', 'R+')"
+         WHERE utid = ?4 AND ts >= ?5 AND ts < ?2 AND state IN ({states})"
     ))?;
     Ok(st.query_row(params![lo, hi, b.end_ts, utid, from], |r| r.get(0))?)
 }
@@ -230,7 +232,7 @@ fn thread_wait(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i64) 
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TopTasksArgs {
-    /// Rank by "cpu_time" (default), "switches", "wait_time" (runnable but not running) or
+    /// Rank by "cpu_time" (default), "switches", "runnable_time" (waiting for a CPU: thread_state R and R+) or
     /// "latency" (worst wakeup-to-running latency).
     pub order_by: Option<TaskOrder>,
     /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
@@ -242,7 +244,7 @@ pub struct TopTasksArgs {
 
 pub const TOOL: Tool<TopTasksArgs, TopTasks> = Tool {
     name: "top_tasks",
-    description: "Threads ranked by CPU time, switches, wait time (runnable, not running) or \
+    description: "Threads ranked by CPU time, switches, runnable time (waiting for a CPU) or \
                   worst wakeup latency in a window, with tid, pid, names and all four metrics.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 10, 100)?;

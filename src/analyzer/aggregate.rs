@@ -14,7 +14,7 @@
 
 use crate::analyzer::schema::SqlWriter;
 use crate::analyzer::tables::{
-    AGG_CPU, AGG_THREAD, AggCpuRow, AggThreadRow, METADATA, MetadataRow,
+    AGG_CPU, AGG_THREAD, AggCpuRow, AggThreadRow, METADATA, MetadataRow, RUNNABLE_STATES,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -60,7 +60,7 @@ pub fn bin_range(b: u16) -> (i64, i64) {
 struct ThreadAcc {
     cpu_ns: i64,
     switches: i64,
-    wait_ns: i64,
+    runnable_ns: i64,
     wakeups: i64,
     latency_max: Option<i64>,
     /// One bin per wakeup; turned into (bin, count) pairs when written.
@@ -71,7 +71,7 @@ impl ThreadAcc {
     fn merge(&mut self, o: ThreadAcc) {
         self.cpu_ns += o.cpu_ns;
         self.switches += o.switches;
-        self.wait_ns += o.wait_ns;
+        self.runnable_ns += o.runnable_ns;
         self.wakeups += o.wakeups;
         self.latency_max = self.latency_max.max(o.latency_max);
         self.bins.extend(o.bins);
@@ -138,7 +138,7 @@ pub struct Aggregator {
     /// Slices (cpu, utid, ts) and runnable states (utid, ts) still open at
     /// the end of the trace: they last to the trace end, known only then.
     open_slices: Vec<(u32, u32, i64)>,
-    open_waits: Vec<(u32, i64)>,
+    open_runnable: Vec<(u32, i64)>,
 }
 
 impl Default for Aggregator {
@@ -149,7 +149,7 @@ impl Default for Aggregator {
             threads: Vec::new(),
             cpus: Vec::new(),
             open_slices: Vec::new(),
-            open_waits: Vec::new(),
+            open_runnable: Vec::new(),
         }
     }
 }
@@ -225,26 +225,26 @@ impl Aggregator {
         self.cpus[c] = cpus;
     }
 
-    /// A thread_state row: only runnable time (R, R+) is summed.
+    /// A thread_state row: only runnable time is summed.
     pub fn state(&mut self, utid: u32, ts: i64, dur: i64, state: Option<&str>) {
-        if utid == 0 || !matches!(state, Some("R" | "R+")) {
+        if utid == 0 || !state.is_some_and(|s| RUNNABLE_STATES.contains(&s)) {
             return;
         }
         if dur < 0 {
-            self.open_waits.push((utid, ts));
+            self.open_runnable.push((utid, ts));
             return;
         }
-        self.add_wait(utid, ts, ts + dur);
+        self.add_runnable(utid, ts, ts + dur);
     }
 
-    fn add_wait(&mut self, utid: u32, ts: i64, end: i64) {
+    fn add_runnable(&mut self, utid: u32, ts: i64, end: i64) {
         self.cover(ts, end);
         let u = utid as usize;
         if self.threads.len() <= u {
             self.threads.resize_with(u + 1, Vec::new);
         }
         let mut series = std::mem::take(&mut self.threads[u]);
-        self.split(ts, end, |b, ns| slot(&mut series, b).wait_ns += ns);
+        self.split(ts, end, |b, ns| slot(&mut series, b).runnable_ns += ns);
         self.threads[u] = series;
     }
 
@@ -270,8 +270,8 @@ impl Aggregator {
         for (cpu, utid, ts) in std::mem::take(&mut self.open_slices) {
             self.add_slice(cpu, utid, ts, end_ts.max(ts));
         }
-        for (utid, ts) in std::mem::take(&mut self.open_waits) {
-            self.add_wait(utid, ts, end_ts.max(ts));
+        for (utid, ts) in std::mem::take(&mut self.open_runnable) {
+            self.add_runnable(utid, ts, end_ts.max(ts));
         }
         let width = 1i64 << self.shift;
         let mut w = SqlWriter::new(conn, &AGG_CPU)?;
@@ -298,7 +298,7 @@ impl Aggregator {
                     utid: utid as i64,
                     cpu_ns: a.cpu_ns,
                     switches: a.switches,
-                    wait_ns: a.wait_ns,
+                    runnable_ns: a.runnable_ns,
                     wakeups: a.wakeups,
                     latency_max: a.latency_max,
                     latency_hist: (!blob.is_empty()).then_some(&blob[..]),
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(a.threads[1].len(), 2);
         assert_eq!(a.threads[1][0].1.cpu_ns, 10);
         assert_eq!(a.threads[1][1].1.cpu_ns, 20);
-        assert_eq!(a.threads[1][0].1.wait_ns, 5);
+        assert_eq!(a.threads[1][0].1.runnable_ns, 5);
         // A slice far away forces coarser buckets; the sums survive.
         a.slice(1, 1, w * MAX_BUCKETS * 3, 10);
         assert!(a.shift > FIRST_SHIFT);
