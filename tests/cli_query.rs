@@ -183,11 +183,14 @@ fn runnable_time_is_named_and_counted_alike() {
     let trace = fixture(dir.path());
     let t = trace.to_str().unwrap();
     let q = |sql: &str| {
-        stdout(&schedlens(&["query", t, sql, "--format", "csv"], dir.path()))
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
+        stdout(&schedlens(
+            &["query", t, sql, "--format", "csv"],
+            dir.path(),
+        ))
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string()
     };
     assert_eq!(
         q("SELECT sum(dur) FROM thread_state JOIN thread USING (utid)
@@ -209,4 +212,29 @@ fn runnable_time_is_named_and_counted_alike() {
         .expect("worker's row");
     let col = header.find("runnable time").expect("runnable time column");
     assert!(worker[col..].starts_with("500ns"), "{header}\n{worker}");
+}
+
+/// A trace cut to 100 bytes holds no scheduler data: summary says so in one
+/// line and fails (it printed a summary of "0 CPUs" and exited 0).
+#[test]
+fn summary_of_a_trace_without_scheduler_data_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(fixture(dir.path())).unwrap();
+    let cut = dir.path().join("cut.pftrace");
+    std::fs::write(&cut, &whole[..100]).unwrap();
+    let o = schedlens(&["summary", cut.to_str().unwrap()], dir.path());
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| !l.contains("warning") && !l.contains("loading"))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "schedlens: cut.pftrace has no scheduler data (no sched_switch or sched_waking events): \
+          not a scheduler trace, or cut before its first events"
+        ]
+    );
 }

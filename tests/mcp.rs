@@ -960,6 +960,39 @@ async fn cancellation_interrupts_running_queries() {
     c.cancel().await.unwrap();
 }
 
+/// A trace cut before its scheduler events: every analysis says so, in
+/// one line, instead of answering with zeros; raw SQL still reads it.
+#[tokio::test]
+async fn a_trace_without_scheduler_data_says_so() {
+    let f = fixture();
+    let cut = f.dir.path().join("cut.pftrace");
+    std::fs::write(&cut, &std::fs::read(&f.trace).unwrap()[..100]).unwrap();
+    let c = serve(&cut, &[]).await;
+    for (tool, args) in [
+        (trace_info::TOOL.name, json!({})),
+        (search_events::TOOL.name, json!({"text": "worker"})),
+        (cpu_utilization::TOOL.name, json!({})),
+        (top_tasks::TOOL.name, json!({})),
+        (scheduling_latency::TOOL.name, json!({})),
+        (task_timeline::TOOL.name, json!({"tid": 1})),
+        (process_tree::TOOL.name, json!({})),
+    ] {
+        let msg = err(&c, tool, args).await;
+        assert!(
+            msg.starts_with("cut.pftrace has no scheduler data") && !msg.contains('\n'),
+            "{tool}: {msg}"
+        );
+    }
+    let rows = ok(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT count(*) AS n FROM sched"}),
+    )
+    .await;
+    assert_eq!(rows["rows"][0][0], 0, "{rows}");
+    c.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn several_traces_need_a_name() {
     let f = fixture();

@@ -34,4 +34,4 @@ pub mod tasks;
 pub mod timespec;
 pub mod tool;
 
-pub use tool::{Tool, TraceDb};
+pub use tool::{Tool, TraceDb, require_scheduler_data};

@@ -5,6 +5,7 @@ use crate::analyses::durations::Dur;
 use crate::analyses::scheduling_latency::{SchedulingLatency, scheduling_latency};
 use crate::analyses::tasks::TaskFilter;
 use crate::analyses::timespec::trace_bounds;
+use crate::analyses::tool::{TraceDb, require_scheduler_data};
 use crate::analyses::top_tasks::{TaskOrder, top_tasks};
 use crate::analyses::trace_info::trace_info;
 use crate::analyzer::db::{self, LoadOptions};
@@ -45,6 +46,7 @@ fn opt_dur(d: &Option<Dur>) -> String {
 
 /// The whole summary as text.
 pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
+    require_scheduler_data(&TraceDb { name, conn })?;
     let mut out = String::new();
     let info = trace_info(conn)?;
     let b = trace_bounds(conn)?;

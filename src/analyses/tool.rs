@@ -12,6 +12,25 @@ pub struct TraceDb<'a> {
     pub conn: &'a Connection,
 }
 
+/// Fails, in one line, for a trace without scheduler data (no sched_switch
+/// or sched_waking made a row: not a scheduler trace, or cut before its
+/// first events), which every analysis would answer with zeros.
+pub fn require_scheduler_data(trace: &TraceDb) -> Result<()> {
+    let has: bool = trace.conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sched_slice) OR EXISTS (SELECT 1 FROM thread_state)",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        bail!(
+            "{} has no scheduler data (no sched_switch or sched_waking events): not a scheduler \
+             trace, or cut before its first events",
+            trace.name
+        );
+    }
+    Ok(())
+}
+
 /// An analysis as a tool. `A` is its arguments (their doc comments are what a
 /// caller reads about them), `O` its answer; `answer` checks the arguments
 /// and runs the analysis.

@@ -111,13 +111,12 @@ impl Entry {
             tool.name,
             tool.description,
             move |name, sandboxed, args| {
-                answer(
-                    &analyses::TraceDb {
-                        name,
-                        conn: sandboxed.db.conn(),
-                    },
-                    args,
-                )
+                let trace = analyses::TraceDb {
+                    name,
+                    conn: sandboxed.db.conn(),
+                };
+                analyses::require_scheduler_data(&trace)?;
+                answer(&trace, args)
             },
         )
     }
