@@ -17,6 +17,9 @@ fi
 # The analyzing commands must build on machines without clang or libelf.
 "${run[@]}" cargo build --locked --no-default-features
 
+# The fuzz targets are their own crate: checked here so they keep building.
+"${run[@]}" cargo check --locked --manifest-path fuzz/Cargo.toml
+
 # The benchmark at tiny sizes, so it never rots (its figures mean nothing here).
 "${run[@]}" cargo build --locked --bin schedlens --example bench
 "${run[@]}" target/debug/examples/bench --smoke --schedlens target/debug/schedlens \

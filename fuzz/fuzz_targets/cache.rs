@@ -3,7 +3,15 @@
 //! temporary directory, and the reads the tools and `schedlens query` do.
 
 use rusqlite::Connection;
-use schedlens::analyses::{self, GroupBy, TaskFilter, TaskOrder, TaskSel};
+use schedlens::analyses::cpu_utilization::{GroupBy, cpu_utilization};
+use schedlens::analyses::process_tree::process_tree;
+use schedlens::analyses::scheduling_latency::scheduling_latency;
+use schedlens::analyses::search_events::search_events;
+use schedlens::analyses::task_timeline::{TaskSel, task_timeline};
+use schedlens::analyses::tasks::TaskFilter;
+use schedlens::analyses::timespec::trace_bounds;
+use schedlens::analyses::top_tasks::{TaskOrder, top_tasks};
+use schedlens::analyses::{summary, trace_info::trace_info};
 use schedlens::analyzer::{columns, db};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -100,17 +108,18 @@ fn queries(conn: &Connection) {
 
 /// What the MCP tools and `schedlens summary` ask of a database.
 fn analyses(conn: &Connection) {
-    let _ = analyses::trace_info(conn);
-    let Ok(b) = analyses::trace_bounds(conn) else {
+    let _ = trace_info(conn);
+    let _ = summary::render(conn, "fuzz");
+    let Ok(b) = trace_bounds(conn) else {
         return;
     };
     let Ok(w) = b.window(None) else { return };
-    let _ = analyses::cpu_utilization(conn, w, GroupBy::Cpu);
-    let _ = analyses::cpu_utilization(conn, w, GroupBy::Llc);
-    let _ = analyses::top_tasks(conn, w, TaskOrder::CpuTime, 10);
-    let _ = analyses::top_tasks(conn, w, TaskOrder::Latency, 10);
-    let _ = analyses::scheduling_latency(conn, &TaskFilter::default(), w, 5);
-    let _ = analyses::task_timeline(conn, TaskSel::Tid(4693), w, 50);
-    let _ = analyses::process_tree(conn, None, 50);
-    let _ = analyses::search_events(conn, "sched", 10);
+    let _ = cpu_utilization(conn, w, GroupBy::Cpu);
+    let _ = cpu_utilization(conn, w, GroupBy::Llc);
+    let _ = top_tasks(conn, w, TaskOrder::CpuTime, 10);
+    let _ = top_tasks(conn, w, TaskOrder::Latency, 10);
+    let _ = scheduling_latency(conn, &TaskFilter::default(), w, 5);
+    let _ = task_timeline(conn, TaskSel::Tid(4693), w, 50);
+    let _ = process_tree(conn, None, 50);
+    let _ = search_events(conn, "sched", 10);
 }
