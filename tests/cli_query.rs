@@ -72,6 +72,19 @@ fn query_formats() {
 }
 
 #[test]
+fn trace_bounds_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = fixture(dir.path());
+    let sql = "SELECT TRACE_START(), trace_end(), TRACE_DUR(), \
+               TRACE_START() = (SELECT start_ts FROM trace_bounds) AS same";
+    let csv = stdout(&schedlens(
+        &["query", trace.to_str().unwrap(), sql, "--format", "csv"],
+        dir.path(),
+    ));
+    assert_eq!(csv.lines().nth(1), Some("1000,3000,2000,1"), "{csv}");
+}
+
+#[test]
 fn sql_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let trace = fixture(dir.path());

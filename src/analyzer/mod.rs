@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod columns;
 pub mod db;
+pub mod functions;
 pub mod import;
 pub mod query;
 pub mod sandbox;

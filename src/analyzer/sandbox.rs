@@ -241,6 +241,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     crate::analyzer::columns::register(&conn)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    crate::analyzer::functions::register(&conn)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
     Ok(conn)
 }
@@ -349,7 +351,8 @@ impl ReadOnlyDb {
         } else if msg.contains("no such column") || msg.contains("ambiguous column") {
             "call describe_table(table) for the columns of a table"
         } else if msg.contains("no such function") {
-            "only SQLite's built-in scalar, aggregate, window, date, math and JSON functions exist"
+            "SQLite's built-in scalar, aggregate, window, date, math and JSON functions exist, and \
+             PerfettoSQL's TRACE_START(), TRACE_END() and TRACE_DUR()"
         } else {
             "check the SQL; list_tables and describe_table(table) show the schema"
         };
@@ -451,6 +454,7 @@ fn authorize(ctx: &AuthContext<'_>, tables: &[String], note: &DenyNote) -> Autho
         AuthAction::Function { function_name } => {
             if ALLOWED_FUNCTIONS
                 .iter()
+                .chain(crate::analyzer::functions::NAMES)
                 .any(|f| f.eq_ignore_ascii_case(function_name))
             {
                 Authorization::Allow
