@@ -140,10 +140,29 @@ CREATE TABLE ftrace_event (
   name TEXT NOT NULL, -- Tracepoint name.
   cpu INTEGER NOT NULL, -- CPU it fired on.
   utid INTEGER, -- Thread that was running when it fired.
-  arg_set_id INTEGER, -- Always NULL: arguments are in args.
+  arg_set_id INTEGER, -- The event's fields: the args rows with this arg_set_id (equal to id), EXTRACT_ARG(arg_set_id, 'pid').
   common_flags INTEGER, -- Kernel common_flags, NULL if absent.
   ucpu INTEGER, -- Same as cpu (Perfetto compatibility).
-  args TEXT -- The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"}.
+  args TEXT -- The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"} (the same as its args rows).
+);
+
+-- @table raw: ftrace_event under its older Perfetto name: the same rows and columns.
+CREATE VIEW raw AS SELECT * FROM ftrace_event;
+
+-- @table args: One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.
+-- EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);
+-- keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for
+-- events this importer has no schema for.
+CREATE TABLE args (
+  id INTEGER PRIMARY KEY, -- Row id.
+  arg_set_id INTEGER NOT NULL, -- ftrace_event.arg_set_id of the event.
+  flat_key TEXT NOT NULL, -- Field name (the same as key: the fields of ftrace events are flat).
+  key TEXT NOT NULL, -- Field name.
+  int_value INTEGER, -- Value when an integer (also booleans: 1 or 0), else NULL.
+  string_value TEXT, -- Value when a string, else NULL.
+  real_value REAL, -- Value when a real number, else NULL.
+  value_type TEXT NOT NULL, -- 'int', 'string', 'real' or 'bool'.
+  display_value TEXT -- The value as text.
 );
 
 -- @table counter: Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 /// importer fills them). Stamped in PRAGMA user_version and metadata; a cached
 /// database of another version is rebuilt. Bump on any change to the
 /// declarations or to what the importer writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// A table or a view of [`tables::SCHEMA`].
 #[derive(Debug)]
@@ -409,6 +409,9 @@ fn insert_sql(t: &Table) -> String {
         let param = match c.fill {
             Fill::RowId => Some(1),
             Fill::Field => field_param(c.name),
+            Fill::SameAs(other) if t.column(other).is_some_and(|c| c.fill == Fill::RowId) => {
+                Some(1)
+            }
             Fill::SameAs(other) => field_param(other),
             Fill::Difference(..) | Fill::Null => None,
         };
@@ -480,7 +483,13 @@ mod tests {
             let field = |n: &str| t.column(n).is_some_and(|c| c.fill == Fill::Field);
             for c in t.columns {
                 match c.fill {
-                    Fill::SameAs(o) => assert!(field(o), "{name}.{}: no field {o}", c.name),
+                    Fill::SameAs(o) => {
+                        // The SQLite writer numbers rows itself, so it can
+                        // repeat the id; the column file repeats fields only.
+                        let row_id = !t.is_column_file()
+                            && t.column(o).is_some_and(|c| c.fill == Fill::RowId);
+                        assert!(field(o) || row_id, "{name}.{}: no field {o}", c.name)
+                    }
                     Fill::Difference(a, b) => {
                         assert!(
                             t.is_column_file(),
@@ -569,8 +578,8 @@ mod tests {
     fn inserts_number_rows_and_repeat_aliases() {
         assert_eq!(
             insert_sql(&tables::FTRACE_EVENT),
-            "INSERT INTO ftrace_event (id, ts, name, cpu, utid, common_flags, ucpu, args) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7)"
+            "INSERT INTO ftrace_event (id, ts, name, cpu, utid, arg_set_id, common_flags, ucpu, \
+             args) VALUES (?1, ?2, ?3, ?4, ?5, ?1, ?6, ?4, ?7)"
         );
         assert_eq!(
             insert_sql(&tables::CPU),

@@ -24,6 +24,8 @@ pub static SCHEMA: &[Item] = &[
     Item::View(&SCHED),
     Item::Table(&THREAD_STATE),
     Item::Table(&FTRACE_EVENT),
+    Item::View(&RAW),
+    Item::Table(&ARGS),
     Item::Table(&COUNTER),
     Item::Table(&COUNTER_TRACK),
     Item::Table(&WAKEUP),
@@ -283,14 +285,49 @@ table! {
         cpu: u32 = INTEGER NOT NULL,
         /// Thread that was running when it fired.
         utid: Option<u32> = INTEGER,
-        /// Always NULL: arguments are in args.
-        arg_set_id = INTEGER => null,
+        /// The event's fields: the args rows with this arg_set_id (equal to id), EXTRACT_ARG(arg_set_id, 'pid').
+        arg_set_id = INTEGER => same_as(id),
         /// Kernel common_flags, NULL if absent.
         common_flags: Option<u32> = INTEGER,
         /// Same as cpu (Perfetto compatibility).
         ucpu = INTEGER => same_as(cpu),
-        /// The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"}.
+        /// The event's fields as a JSON object, e.g. {"pid":12,"comm":"bash"} (the same as its args rows).
         args: &'a str = TEXT,
+    }
+}
+
+pub static RAW: View = View {
+    name: "raw",
+    doc: &["ftrace_event under its older Perfetto name: the same rows and columns."],
+    base: &FTRACE_EVENT,
+    columns: &[],
+};
+
+table! {
+    /// One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.
+    /// EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);
+    /// keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for
+    /// events this importer has no schema for.
+    pub static ARGS = args in sqlite;
+    pub struct ArgRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// ftrace_event.arg_set_id of the event.
+        arg_set_id: i64 = INTEGER NOT NULL,
+        /// Field name (the same as key: the fields of ftrace events are flat).
+        flat_key: &'a str = TEXT NOT NULL,
+        /// Field name.
+        key: &'a str = TEXT NOT NULL,
+        /// Value when an integer (also booleans: 1 or 0), else NULL.
+        int_value: Option<i64> = INTEGER,
+        /// Value when a string, else NULL.
+        string_value: Option<&'a str> = TEXT,
+        /// Value when a real number, else NULL.
+        real_value: Option<f64> = REAL,
+        /// 'int', 'string', 'real' or 'bool'.
+        value_type: &'a str = TEXT NOT NULL,
+        /// The value as text.
+        display_value: Option<&'a str> = TEXT,
     }
 }
 
