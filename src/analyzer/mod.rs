@@ -11,5 +11,6 @@ pub mod query;
 pub mod sandbox;
 pub mod schema;
 pub mod stats;
+pub mod stdlib;
 pub mod strings;
 pub mod tables;

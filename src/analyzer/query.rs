@@ -2,11 +2,12 @@
 //! (those are for models), on a connection that cannot write.
 
 use crate::analyzer::db::{self, LoadOptions};
+use crate::analyzer::{sandbox, stdlib};
 use anyhow::Context;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Output formats of `schedlens query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -26,7 +27,9 @@ pub enum Format {
 pub struct QueryArgs {
     /// Perfetto trace file (plain, gzip or zstd).
     pub trace: PathBuf,
-    /// One SQL statement over the tables of schema/tables.sql (sched, thread_state, thread, ...).
+    /// One SQL statement over the tables of schema/tables.sql (sched, thread_state, thread, ...),
+    /// after any `INCLUDE PERFETTO MODULE m;` statements (an unknown module's error lists the
+    /// supported ones).
     pub sql: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -38,12 +41,21 @@ pub struct QueryArgs {
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let loaded = db::load(&args.trace, &LoadOptions::interactive(args.rebuild))?;
-    let conn = db::open_readonly(&loaded.db_path)?;
+    let (conn, sql) = open_for(&loaded.db_path, &args.sql)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    write_query(&conn, &args.sql, args.format, &mut out)?;
+    write_query(&conn, sql, args.format, &mut out)?;
     out.flush()?;
     Ok(())
+}
+
+/// Opens the database `db` for `sql`, which may start with
+/// `INCLUDE PERFETTO MODULE m;` statements: the connection has those
+/// modules' objects, and the statement to run is returned.
+pub fn open_for<'s>(db: &Path, sql: &'s str) -> anyhow::Result<(Connection, &'s str)> {
+    let (modules, rest) = stdlib::split_includes(sql).map_err(anyhow::Error::msg)?;
+    let (conn, _) = sandbox::open_read_only_with(db, &modules).map_err(anyhow::Error::msg)?;
+    Ok((conn, rest))
 }
 
 /// Runs `sql` and writes its result in `format`. SQL errors are one line.

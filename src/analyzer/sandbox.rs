@@ -29,6 +29,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::analyses::timespec::JS_SAFE_INT;
+use crate::analyzer::stdlib::{self, Installed, Module};
 
 /// Bounds on one query and its result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +237,15 @@ pub struct ReadOnlyDb {
 /// ATTACH. What a person's `schedlens query` gets; models get
 /// [`ReadOnlyDb`] on top of it.
 pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+    open_read_only_with(path, &[]).map(|(conn, _)| conn)
+}
+
+/// [`open_read_only`] with the objects of standard library `modules`
+/// installed first (TEMP objects cannot be made once it is `query_only`).
+pub fn open_read_only_with(
+    path: &Path,
+    modules: &[&'static Module],
+) -> Result<(Connection, Installed), String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -243,14 +253,22 @@ pub fn open_read_only(path: &Path) -> Result<Connection, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     crate::analyzer::functions::register(&conn)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let installed = stdlib::install(&conn, modules)
+        .map_err(|e| format!("cannot include the modules in {}: {e}", path.display()))?;
     harden(&conn).map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
-    Ok(conn)
+    Ok((conn, installed))
 }
 
 impl ReadOnlyDb {
     /// Opens `path` for untrusted SQL.
     pub fn open(path: &Path) -> Result<ReadOnlyDb, String> {
-        let conn = open_read_only(path)?;
+        Self::open_with(path, &[])
+    }
+
+    /// Opens `path` for untrusted SQL that may also read the objects of
+    /// standard library `modules`.
+    pub fn open_with(path: &Path, modules: &[&'static Module]) -> Result<ReadOnlyDb, String> {
+        let (conn, installed) = open_read_only_with(path, modules)?;
         // Bounded values and patterns: the work one function call can do.
         for (limit, value) in [
             (rusqlite::ffi::SQLITE_LIMIT_LENGTH, MODEL_VALUE_BYTES),
@@ -267,13 +285,15 @@ impl ReadOnlyDb {
             conn,
             denied: DenyNote::default(),
         };
-        let tables = db
+        let mut tables = db
             .schema_tables()
             .map_err(|e| format!("cannot read the schema of {}: {e}", path.display()))?;
+        tables.extend(installed.tables.iter().map(|t| t.to_string()));
+        let functions = installed.functions;
         let note = db.denied.clone();
         db.conn
             .authorizer(Some(move |ctx: AuthContext<'_>| {
-                authorize(&ctx, &tables, &note)
+                authorize(&ctx, &tables, &functions, &note)
             }))
             .map_err(|e| e.to_string())?;
         Ok(db)
@@ -424,7 +444,12 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn authorize(ctx: &AuthContext<'_>, tables: &[String], note: &DenyNote) -> Authorization {
+fn authorize(
+    ctx: &AuthContext<'_>,
+    tables: &[String],
+    functions: &[&str],
+    note: &DenyNote,
+) -> Authorization {
     let deny = |why: String| {
         if let Ok(mut n) = note.lock() {
             n.get_or_insert(why);
@@ -455,6 +480,7 @@ fn authorize(ctx: &AuthContext<'_>, tables: &[String], note: &DenyNote) -> Autho
             if ALLOWED_FUNCTIONS
                 .iter()
                 .chain(crate::analyzer::functions::NAMES)
+                .chain(functions)
                 .any(|f| f.eq_ignore_ascii_case(function_name))
             {
                 Authorization::Allow
@@ -841,17 +867,12 @@ pub fn worker_main() -> anyhow::Result<()> {
     let req: WorkerRequest = serde_json::from_slice(&input)?;
     limit_this_process(&req.limits)?;
     let reply = (|| {
-        let mut db = ReadOnlyDb::open(&req.db)?;
+        // The includes name modules to install; the rest is the one statement.
+        let (modules, sql) = stdlib::split_includes(&req.sql)?;
+        let mut db = ReadOnlyDb::open_with(&req.db, &modules)?;
         let mut budget = db.arm(req.limits.timeout, Arc::default());
         budget.max_memory = req.limits.max_memory;
-        run_query(
-            &mut db,
-            &req.sql,
-            req.limit,
-            req.offset,
-            &req.limits,
-            &budget,
-        )
+        run_query(&mut db, sql, req.limit, req.offset, &req.limits, &budget)
     })();
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &reply)?;
