@@ -681,10 +681,57 @@ async fn attacks_fail_and_leave_the_database_unchanged() {
                 .join(", ")
         ),
     ];
+    // The same through includes: an include is parsed off the text and never
+    // runs as SQL, so what follows it is still the one statement checked.
+    let inc = "INCLUDE PERFETTO MODULE sched.runnable;";
+    let mut attacks = attacks.to_vec();
+    for sql in [
+        "DELETE FROM thread".to_string(),
+        "SELECT 1; DROP TABLE thread".into(),
+        format!("ATTACH DATABASE '{evil}' AS evil"),
+        format!("ATTACH '{evil}' AS evil; SELECT 1"),
+        format!("VACUUM INTO '{evil}'"),
+        "PRAGMA query_only=0".into(),
+        "CREATE TEMP VIEW v AS SELECT 1".into(),
+        "DROP VIEW sched_previous_runnable_on_thread".into(),
+        "DROP VIEW temp.sched_previous_runnable_on_thread".into(),
+        "CREATE TEMP VIEW sched_previous_runnable_on_thread AS SELECT 1".into(),
+        "SELECT * FROM temp.sqlite_master".into(),
+        "SELECT load_extension('x') FROM sched_previous_runnable_on_thread".into(),
+        "".into(),
+    ] {
+        attacks.push(format!("{inc} {sql}"));
+        attacks.push(format!("{inc}\n-- x\n{inc} /* ; */ {sql}"));
+    }
+    attacks.extend([
+        // Not includes: the text must be exactly INCLUDE PERFETTO MODULE name;
+        format!("INCLUDE PERFETTO MODULE sched.runnable ATTACH DATABASE '{evil}' AS evil;"),
+        format!("INCLUDE PERFETTO MODULE '{evil}'; SELECT 1"),
+        format!("INCLUDE PERFETTO MODULE sched.runnable, '{evil}'; SELECT 1"),
+        "INCLUDE PERFETTO MODULE nope; SELECT 1".into(),
+        "SELECT 1; INCLUDE PERFETTO MODULE sched.runnable;".into(),
+        "INCLUDE PERFETTO MODULE sched.runnable;".into(),
+        // The modules' functions do not open up other functions or tables.
+        "INCLUDE PERFETTO MODULE sched.states; \
+         SELECT sched_state_to_human_readable_string(load_extension('x'))"
+            .into(),
+        "INCLUDE PERFETTO MODULE linux.cpu.utilization.system; \
+         SELECT * FROM cpu_utilization_per_period((SELECT sqlite_version()))"
+            .into(),
+        "INCLUDE PERFETTO MODULE linux.cpu.utilization.system; SELECT * FROM cpu_utilization_per_period".into(),
+        "INCLUDE PERFETTO MODULE linux.cpu.utilization.system; \
+         SELECT count(*) FROM cpu_utilization_per_period(1) a, cpu_utilization_per_period(1) b, \
+         cpu_utilization_per_period(1) c"
+            .into(),
+        "INCLUDE PERFETTO MODULE linux.cpu.utilization.system; \
+         INSERT INTO cpu_utilization_per_period VALUES (1, 1, 1)"
+            .into(),
+    ]);
     for sql in &attacks {
         let started = Instant::now();
         let msg = err(&c, query::QUERY.name, json!({ "sql": sql })).await;
         assert!(!msg.is_empty(), "{sql:?}: empty error");
+        eprintln!("{:.100?} -> {msg:.200}", sql);
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{sql:?} took too long"
@@ -1044,6 +1091,109 @@ async fn trace_dir_offers_only_its_files_by_name() {
     }
     let msg = err(&c, trace_info::TOOL.name, json!({})).await;
     assert!(msg.contains("several traces"), "{msg}");
+    c.cancel().await.unwrap();
+}
+
+/// Every row of a query through the query tool, paging by offset.
+async fn all_rows(c: &Client, sql: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    loop {
+        let q = ok(
+            c,
+            query::QUERY.name,
+            json!({"sql": sql, "limit": 2000, "offset": rows.len()}),
+        )
+        .await;
+        rows.extend(q["rows"].as_array().unwrap().iter().cloned());
+        if q["truncated"] != true {
+            return rows;
+        }
+    }
+}
+
+/// (ts, count) at each change of how many of `intervals` (ts, dur; -1 never
+/// ends) are open: the meaning of Perfetto's thread-level parallelism tables.
+fn open_counts(intervals: impl Iterator<Item = (i64, i64)>) -> Vec<Value> {
+    let mut delta = std::collections::BTreeMap::<i64, i64>::new();
+    for (ts, dur) in intervals {
+        *delta.entry(ts).or_default() += 1;
+        if dur != -1 {
+            *delta.entry(ts + dur).or_default() -= 1;
+        }
+    }
+    let mut open = 0;
+    delta
+        .into_iter()
+        .map(|(ts, d)| {
+            open += d;
+            json!([ts, open])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn perfetto_modules_through_the_query_tool() {
+    let f = fixture();
+    let c = serve(&f.trace, &[]).await;
+    let runnable = all_rows(
+        &c,
+        "INCLUDE PERFETTO MODULE sched.thread_level_parallelism;\n\
+         SELECT ts, runnable_thread_count FROM sched_runnable_thread_count",
+    )
+    .await;
+    let want = open_counts(
+        f.w.states
+            .iter()
+            .filter(|s| s.state == "R")
+            .map(|s| (s.ts, s.dur)),
+    );
+    assert!(want.len() > 100, "{}", want.len());
+    assert_eq!(runnable, want);
+    let active = all_rows(
+        &c,
+        "-- Perfetto's example\nINCLUDE PERFETTO MODULE sched.thread_level_parallelism; \
+         SELECT * FROM sched_active_cpu_count;",
+    )
+    .await;
+    let want = open_counts(
+        f.w.slices
+            .iter()
+            .filter(|s| s.utid != common::IDLE)
+            .map(|s| (s.ts, s.dur)),
+    );
+    assert_eq!(active, want);
+    // Without the include the module's tables do not exist; an unknown
+    // module's error names the supported ones.
+    let e = err(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT * FROM sched_runnable_thread_count"}),
+    )
+    .await;
+    assert!(
+        e.contains("no such table")
+            && e.contains("INCLUDE PERFETTO MODULE sched.thread_level_parallelism;"),
+        "{e}"
+    );
+    let e = err(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "INCLUDE PERFETTO MODULE android.startup; SELECT 1"}),
+    )
+    .await;
+    assert!(
+        e.contains("android.startup") && e.contains("sched.latency"),
+        "{e}"
+    );
+    let q = ok(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT TRACE_START() = start_ts, TRACE_END() = end_ts, TRACE_DUR() FROM trace_bounds"}),
+    )
+    .await;
+    assert_eq!(q["rows"][0][0], 1);
+    assert_eq!(q["rows"][0][1], 1);
+    assert!(q["rows"][0][2].as_i64().unwrap() > 0);
     c.cancel().await.unwrap();
 }
 

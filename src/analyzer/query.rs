@@ -141,7 +141,11 @@ pub fn write_query(
 }
 
 fn one_line(e: &rusqlite::Error) -> String {
-    e.to_string().replace('\n', " ")
+    let msg = e.to_string().replace('\n', " ");
+    match stdlib::include_hint(&msg) {
+        Some(hint) => format!("{msg} ({hint})"),
+        None => msg,
+    }
 }
 
 fn quote(s: &str) -> String {

@@ -285,15 +285,13 @@ impl ReadOnlyDb {
             conn,
             denied: DenyNote::default(),
         };
-        let mut tables = db
+        let tables = db
             .schema_tables()
             .map_err(|e| format!("cannot read the schema of {}: {e}", path.display()))?;
-        tables.extend(installed.tables.iter().map(|t| t.to_string()));
-        let functions = installed.functions;
         let note = db.denied.clone();
         db.conn
             .authorizer(Some(move |ctx: AuthContext<'_>| {
-                authorize(&ctx, &tables, &functions, &note)
+                authorize(&ctx, &tables, &installed, &note)
             }))
             .map_err(|e| e.to_string())?;
         Ok(db)
@@ -366,13 +364,16 @@ impl ReadOnlyDb {
             );
         }
         let msg = e.to_string();
-        let hint = if msg.contains("no such table") {
+        let include = stdlib::include_hint(&msg);
+        let hint = if let Some(include) = &include {
+            include.as_str()
+        } else if msg.contains("no such table") {
             "call list_tables for the tables and views, describe_table(table) for their columns"
         } else if msg.contains("no such column") || msg.contains("ambiguous column") {
             "call describe_table(table) for the columns of a table"
         } else if msg.contains("no such function") {
             "SQLite's built-in scalar, aggregate, window, date, math and JSON functions exist, and \
-             PerfettoSQL's TRACE_START(), TRACE_END() and TRACE_DUR()"
+             PerfettoSQL's TRACE_START(), TRACE_END(), TRACE_DUR() and EXTRACT_ARG(arg_set_id, key)"
         } else {
             "check the SQL; list_tables and describe_table(table) show the schema"
         };
@@ -444,10 +445,12 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// `tables` are the schema's; `modules` what the query's includes added
+/// (TEMP views, which SQLite reports in database "temp", and functions).
 fn authorize(
     ctx: &AuthContext<'_>,
     tables: &[String],
-    functions: &[&str],
+    modules: &Installed,
     note: &DenyNote,
 ) -> Authorization {
     let deny = |why: String| {
@@ -470,7 +473,12 @@ fn authorize(
                 || ALLOWED_EXTRA_TABLES
                     .iter()
                     .any(|t| t.eq_ignore_ascii_case(table_name));
-            if db_ok && known {
+            let module_object = matches!(ctx.database_name, None | Some("main" | "temp"))
+                && modules
+                    .tables
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(table_name));
+            if (db_ok && known) || module_object {
                 Authorization::Allow
             } else {
                 deny(format!("reading {table_name:?}"))
@@ -480,7 +488,7 @@ fn authorize(
             if ALLOWED_FUNCTIONS
                 .iter()
                 .chain(crate::analyzer::functions::NAMES)
-                .chain(functions)
+                .chain(&modules.functions)
                 .any(|f| f.eq_ignore_ascii_case(function_name))
             {
                 Authorization::Allow

@@ -116,6 +116,21 @@ pub fn object(name: &str) -> Option<(&'static Module, &'static Object)> {
     })
 }
 
+/// For SQLite's "no such table: X" or "no such function: X" about an object
+/// of a module: which include brings it.
+pub fn include_hint(sqlite_message: &str) -> Option<String> {
+    let name = ["no such table: ", "no such function: "]
+        .iter()
+        .find_map(|p| sqlite_message.split(p).nth(1))?
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()?;
+    let (m, o) = object(name)?;
+    Some(format!(
+        "{} is in the Perfetto module {}: start the query with INCLUDE PERFETTO MODULE {};",
+        o.name, m.name, m.name
+    ))
+}
+
 fn supported() -> String {
     MODULES
         .iter()
@@ -412,6 +427,15 @@ mod tests {
                 assert!(r.is_err(), "{bad}");
             }
         }
+        assert_eq!(
+            include_hint("no such table: sched_runnable_thread_count").as_deref(),
+            Some(
+                "sched_runnable_thread_count is in the Perfetto module \
+                 sched.thread_level_parallelism: start the query with INCLUDE PERFETTO MODULE \
+                 sched.thread_level_parallelism;"
+            )
+        );
+        assert_eq!(include_hint("no such table: thread_x"), None);
         let e = split_includes("INCLUDE PERFETTO MODULE android.startup; SELECT 1").unwrap_err();
         assert!(
             e.contains("sched.runnable") && e.contains("android.startup"),
