@@ -1230,6 +1230,52 @@ async fn schema_discovery_and_resource() {
         .unwrap();
     let body = serde_json::to_string(&r.contents).unwrap();
     assert!(body.contains("sched_slice") && body.contains("latency"));
+    // The Perfetto modules are documented there and by describe_table.
+    assert!(
+        body.contains("module sched.latency") && body.contains("cpu_utilization_per_period"),
+        "{body:.300}"
+    );
+    let d = ok(
+        &c,
+        catalogue::DESCRIBE_TABLE.name,
+        json!({"table": "sched_latency_for_running_interval"}),
+    )
+    .await;
+    assert_eq!(d["kind"], "view");
+    assert!(
+        d["detail"]
+            .as_str()
+            .unwrap()
+            .contains("INCLUDE PERFETTO MODULE sched.latency;"),
+        "{d}"
+    );
+    let cols: Vec<&str> = d["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "thread_state_id",
+            "sched_id",
+            "utid",
+            "runnable_latency_id",
+            "latency_dur"
+        ]
+    );
+    let d = ok(
+        &c,
+        catalogue::DESCRIBE_TABLE.name,
+        json!({"table": "cpu_thread_utilization_per_period"}),
+    )
+    .await;
+    assert_eq!(d["kind"], "table function");
+    assert!(
+        d["detail"].as_str().unwrap().contains("Argument interval"),
+        "{d}"
+    );
     c.cancel().await.unwrap();
 }
 

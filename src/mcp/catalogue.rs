@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::call::SandboxTool;
 use crate::analyses::metadata::{quote_ident, row_count};
 use crate::analyzer::sandbox::{self, Cell};
-use crate::analyzer::schema;
+use crate::analyzer::{schema, stdlib};
 
 /// Tables and views of the database, excluding SQLite's own.
 fn user_tables(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
@@ -78,7 +78,7 @@ pub struct DescribeTableArgs {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TableDescription {
     pub name: String,
-    /// "table" or "view".
+    /// "table" or "view"; for a Perfetto module's object "view", "table function" or "function".
     pub kind: String,
     /// What one row is.
     pub summary: String,
@@ -100,7 +100,8 @@ pub struct ColumnEntry {
 
 pub const DESCRIBE_TABLE: SandboxTool<DescribeTableArgs, TableDescription> = SandboxTool {
     name: "describe_table",
-    description: "Columns of one table or view (type and meaning) and 3 sample rows.",
+    description: "Columns of one table or view (type and meaning) and 3 sample rows; also a \
+                  Perfetto module's view or function (see the schema resource).",
     answer: |sandboxed, a| {
         let table = a.table.trim();
         let tables = user_tables(sandboxed.db.conn())?;
@@ -109,8 +110,14 @@ pub const DESCRIBE_TABLE: SandboxTool<DescribeTableArgs, TableDescription> = San
             .find(|t| t.0.eq_ignore_ascii_case(table))
             .cloned()
         else {
+            if let Some((module, object)) = stdlib::object(table) {
+                return Ok(module_object(module, object));
+            }
             let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
-            anyhow::bail!("unknown table {table:?}: the tables and views are {names:?}");
+            anyhow::bail!(
+                "unknown table {table:?}: the tables and views are {names:?}; the Perfetto \
+                 modules' views and functions are in the schema resource"
+            );
         };
         let doc = schema::table_docs().iter().find(|d| d.name == name);
         let mut st = sandboxed
@@ -150,6 +157,38 @@ pub const DESCRIBE_TABLE: SandboxTool<DescribeTableArgs, TableDescription> = San
         })
     },
 };
+
+/// A module's view or function, described from its declaration: no sample
+/// rows, as it exists only in a query that includes its module.
+fn module_object(module: &stdlib::Module, o: &stdlib::Object) -> TableDescription {
+    let mut detail = format!(
+        "From the Perfetto module {m}: start the query with INCLUDE PERFETTO MODULE {m}; then use \
+         {}.",
+        o.signature(),
+        m = module.name
+    );
+    if let stdlib::Body::TableFunction { args, .. } | stdlib::Body::Scalar { args, .. } = &o.body {
+        for a in *args {
+            detail.push_str(&format!("\nArgument {} ({}): {}", a.name, a.ty, a.doc));
+        }
+    }
+    TableDescription {
+        name: o.name.to_string(),
+        kind: o.kind().to_string(),
+        summary: o.doc.to_string(),
+        detail,
+        columns: o
+            .columns
+            .iter()
+            .map(|c| ColumnEntry {
+                name: c.name.to_string(),
+                decl_type: c.ty.to_string(),
+                doc: c.doc.to_string(),
+            })
+            .collect(),
+        sample_rows: Vec::new(),
+    }
+}
 
 // --------------------------------------------------------- schema resource
 
@@ -208,5 +247,6 @@ fn schema_markdown() -> String {
             ));
         }
     }
+    md.push_str(&stdlib::reference_markdown());
     md
 }

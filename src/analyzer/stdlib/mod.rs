@@ -310,35 +310,38 @@ pub struct Installed {
     pub functions: Vec<&'static str>,
 }
 
-/// The documentation of every module, for the schema resource: a section
-/// per module with each object's signature, meaning and columns.
-pub fn reference() -> String {
+/// The documentation of PerfettoSQL's functions and of every module, as
+/// markdown for the schema resource: each object's signature, meaning and
+/// columns.
+pub fn reference_markdown() -> String {
     use std::fmt::Write as _;
-    let mut out = String::from(
-        "-- Perfetto standard library modules: start a query with INCLUDE PERFETTO MODULE name;\n\
-         -- (several may precede the one SELECT) to use their views and functions.\n",
+    let mut md = String::from(
+        "\n# PerfettoSQL\n\nFunctions: TRACE_START(), TRACE_END(), TRACE_DUR() (the trace's \
+         bounds, ns) and EXTRACT_ARG(arg_set_id, key) (one field of an ftrace_event/raw row; all of \
+         them are rows of args).\n\nPerfetto standard library modules: start the query with \
+         `INCLUDE PERFETTO MODULE name;` (several may come before the one SELECT; `prefix.*` \
+         includes every module under prefix) to use a module's views and functions, named and \
+         with columns as in Perfetto. Table functions are called in FROM: \
+         `SELECT * FROM cpu_utilization_per_period(100000000)`.\n",
     );
     for m in MODULES {
-        let _ = writeln!(out, "\n-- @module {}", m.name);
-        for o in m.objects {
-            if o.name.starts_with('_') {
-                continue;
-            }
-            let _ = writeln!(out, "-- @{} {}: {}", o.kind(), o.signature(), o.doc);
+        let _ = writeln!(md, "\n## module {}\n", m.name);
+        for o in m.objects.iter().filter(|o| !o.name.starts_with('_')) {
+            let _ = writeln!(md, "- `{}` ({}): {}", o.signature(), o.kind(), o.doc);
             if let Body::TableFunction { args, .. } | Body::Scalar { args, .. } = &o.body {
                 for a in *args {
-                    let _ = writeln!(out, "--   arg {} {}: {}", a.name, a.ty, a.doc);
+                    let _ = writeln!(md, "  - argument `{}` {}: {}", a.name, a.ty, a.doc);
                 }
             }
             if let Body::Scalar { returns, .. } = &o.body {
-                let _ = writeln!(out, "--   returns {returns}");
+                let _ = writeln!(md, "  - returns {returns}");
             }
             for c in o.columns {
-                let _ = writeln!(out, "--   column {} {}: {}", c.name, c.ty, c.doc);
+                let _ = writeln!(md, "  - `{}` {}: {}", c.name, c.ty, c.doc);
             }
         }
     }
-    out
+    md
 }
 
 /// A time conversion: multiplies (FROM a unit to ns) or divides (TO a unit,
