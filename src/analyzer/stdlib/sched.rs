@@ -84,7 +84,11 @@ pub static LATENCY: Module = Module {
         name: "sched_latency_for_running_interval",
         doc: "Scheduling latency of each Running interval: how long the thread was runnable just before.",
         columns: &[
-            col("thread_state_id", "INTEGER", "thread_state.id of the Running state."),
+            col(
+                "thread_state_id",
+                "INTEGER",
+                "thread_state.id of the Running state.",
+            ),
             col("sched_id", "INTEGER", "sched.id of the same interval."),
             col("utid", "INTEGER", "The thread (thread.utid)."),
             col(
@@ -92,14 +96,22 @@ pub static LATENCY: Module = Module {
                 "INTEGER",
                 "thread_state.id of the runnable state before it (its dur is latency_dur).",
             ),
-            col("latency_dur", "INTEGER", "Scheduling latency, ns: the runnable state's duration."),
+            col(
+                "latency_dur",
+                "INTEGER",
+                "Scheduling latency, ns: the runnable state's duration.",
+            ),
         ],
+        // CROSS JOIN keeps this order (SQLite's planner may otherwise scan
+        // sched for every running state): each step is a lookup by id, then
+        // the slice by its ts.
         body: Body::View(
             "SELECT r.id, s.id, runnable.utid, r.prev_runnable_id, runnable.dur
              FROM sched_previous_runnable_on_thread AS r
-             JOIN thread_state AS runnable ON runnable.id = r.prev_runnable_id
-             JOIN thread_state AS running ON running.id = r.id
-             JOIN sched AS s ON s.utid = running.utid AND s.ts = running.ts AND s.dur = running.dur",
+             CROSS JOIN thread_state AS runnable ON runnable.id = r.prev_runnable_id
+             CROSS JOIN thread_state AS running ON running.id = r.id
+             CROSS JOIN sched AS s
+               ON s.ts = running.ts AND s.utid = running.utid AND s.dur = running.dur",
         ),
     }],
 };
