@@ -152,18 +152,16 @@ CREATE VIEW raw AS SELECT * FROM ftrace_event;
 -- @table args: One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.
 -- EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);
 -- keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for
--- events this importer has no schema for.
-CREATE TABLE args (
-  id INTEGER PRIMARY KEY, -- Row id.
-  arg_set_id INTEGER NOT NULL, -- ftrace_event.arg_set_id of the event.
-  flat_key TEXT NOT NULL, -- Field name (the same as key: the fields of ftrace events are flat).
-  key TEXT NOT NULL, -- Field name.
-  int_value INTEGER, -- Value when an integer (also booleans: 1 or 0), else NULL.
-  string_value TEXT, -- Value when a string, else NULL.
-  real_value REAL, -- Value when a real number, else NULL.
-  value_type TEXT NOT NULL, -- 'int', 'string', 'real' or 'bool'.
-  display_value TEXT -- The value as text.
-);
+-- events this importer has no schema for. A view of ftrace_event.args: arg_set_id = ... is a row lookup.
+-- @column arg_set_id INTEGER: ftrace_event.arg_set_id of the event.
+-- @column flat_key TEXT: Field name (the same as key: the fields of ftrace events are flat).
+-- @column key TEXT: Field name.
+-- @column int_value INTEGER: Value when an integer (also booleans: 1 or 0), else NULL.
+-- @column string_value TEXT: Value when a string, else NULL.
+-- @column real_value REAL: Value when a real number, else NULL.
+-- @column value_type TEXT: 'int', 'string', 'real' or 'bool'.
+-- @column display_value TEXT: The value as text.
+CREATE VIEW args AS SELECT e.id AS arg_set_id, CAST(j.key AS TEXT) AS flat_key, CAST(j.key AS TEXT) AS key, CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END AS int_value, CASE j.type WHEN 'text' THEN j.value END AS string_value, CASE j.type WHEN 'real' THEN j.value END AS real_value, CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END AS value_type, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END AS display_value FROM ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null';
 
 -- @table counter: Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.
 CREATE TABLE counter (

@@ -95,7 +95,7 @@ fn args_hold_the_fields_of_the_official_decoding() {
         &trace,
         "SELECT count(*) FROM ftrace_event e, json_each(e.args) j \
          LEFT JOIN args a ON a.arg_set_id = e.arg_set_id AND a.key = j.key \
-         WHERE a.id IS NULL OR (j.type = 'integer' AND (a.int_value IS NOT j.value OR a.value_type != 'int')) \
+         WHERE a.key IS NULL OR (j.type = 'integer' AND (a.int_value IS NOT j.value OR a.value_type != 'int')) \
             OR (j.type = 'text' AND (a.string_value IS NOT j.value OR a.value_type != 'string'))",
     );
     assert_eq!(mismatched, ["0"]);

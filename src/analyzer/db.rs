@@ -72,7 +72,6 @@ pub struct LoadedTrace {
 pub const INDEXES_SQL: &str = "
 CREATE INDEX task_event_utid ON task_event(utid);
 CREATE INDEX ftrace_event_ts ON ftrace_event(ts);
-CREATE INDEX args_set_key ON args(arg_set_id, key);
 CREATE INDEX counter_track_ts ON counter(track_id, ts);
 CREATE INDEX thread_tid ON thread(tid);
 CREATE INDEX thread_upid ON thread(upid);

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 /// Names of the functions registered here, for the sandbox's allow-list.
 pub const NAMES: &[&str] = &["trace_start", "trace_end", "trace_dur", "extract_arg"];
 
-/// The lookup behind EXTRACT_ARG, on the (arg_set_id, key) index.
+/// The lookup behind EXTRACT_ARG: one event's row, then its fields.
 const ARG_SQL: &str = "SELECT coalesce(int_value, string_value, real_value) FROM args \
                        WHERE arg_set_id = ?1 AND key = ?2";
 

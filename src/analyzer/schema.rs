@@ -84,13 +84,16 @@ pub enum Fill {
     Null,
 }
 
-/// A view over one table: all of its rows and columns, and some more.
+/// A view over one table: all of its rows and columns, and some more; or,
+/// with `from`, exactly its `columns` over that FROM clause.
 #[derive(Debug)]
 pub struct View {
     pub name: &'static str,
     pub doc: &'static [&'static str],
     pub base: &'static Table,
     pub columns: &'static [ViewColumn],
+    /// The FROM clause (and WHERE) when the view is not `SELECT *` of `base`.
+    pub from: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -164,12 +167,29 @@ impl Column {
 
 impl View {
     fn select(&self) -> String {
-        let mut sql = String::from("SELECT *");
-        for c in self.columns {
-            let _ = write!(sql, ", {} AS {}", c.expr, c.name);
+        let mut exprs: Vec<String> = Vec::new();
+        if self.from.is_none() {
+            exprs.push("*".into());
         }
-        let _ = write!(sql, " FROM {}", self.base.name);
-        sql
+        exprs.extend(
+            self.columns
+                .iter()
+                .map(|c| format!("{} AS {}", c.expr, c.name)),
+        );
+        format!(
+            "SELECT {} FROM {}",
+            exprs.join(", "),
+            self.from.unwrap_or(self.base.name)
+        )
+    }
+
+    /// The base table's columns that the view repeats.
+    fn base_columns(&self) -> &'static [Column] {
+        if self.from.is_some() {
+            &[]
+        } else {
+            self.base.columns
+        }
     }
 }
 
@@ -312,8 +332,8 @@ pub fn table_doc(name: &str) -> Option<&'static TableDoc> {
     table_docs().iter().find(|t| t.name == name)
 }
 
-fn column_docs(t: &Table) -> impl Iterator<Item = ColumnDoc> {
-    t.columns.iter().map(|c| ColumnDoc {
+fn column_docs(columns: &'static [Column]) -> impl Iterator<Item = ColumnDoc> {
+    columns.iter().map(|c| ColumnDoc {
         name: c.name.to_string(),
         decl_type: c.decl_type().to_string(),
         doc: c.doc(),
@@ -327,14 +347,14 @@ fn item_doc(item: &Item) -> TableDoc {
             summary: t.summary().to_string(),
             detail: t.detail(),
             is_view: false,
-            columns: column_docs(t).collect(),
+            columns: column_docs(t.columns).collect(),
         },
         Item::View(v) => TableDoc {
             name: v.name.to_string(),
             summary: v.doc.first().map_or("", |l| l.trim()).to_string(),
             detail: doc_lines(v.doc.get(1..).unwrap_or_default()),
             is_view: true,
-            columns: column_docs(v.base)
+            columns: column_docs(v.base_columns())
                 .chain(v.columns.iter().map(|c| ColumnDoc {
                     name: c.name.to_string(),
                     decl_type: c.sql.to_string(),
@@ -463,7 +483,7 @@ mod tests {
                         "{}: its base table is not in the schema",
                         v.name
                     );
-                    (v.name, v.base.columns)
+                    (v.name, v.base_columns())
                 }
             };
             assert!(names.insert(name), "{name} declared twice");

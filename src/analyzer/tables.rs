@@ -25,7 +25,7 @@ pub static SCHEMA: &[Item] = &[
     Item::Table(&THREAD_STATE),
     Item::Table(&FTRACE_EVENT),
     Item::View(&RAW),
-    Item::Table(&ARGS),
+    Item::View(&ARGS),
     Item::Table(&COUNTER),
     Item::Table(&COUNTER_TRACK),
     Item::Table(&WAKEUP),
@@ -231,6 +231,7 @@ pub static SCHED: View = View {
         expr: "ts + dur",
         doc: "ts + dur, when the thread was switched out (ts - 1 for a slice still running at the end).",
     }],
+    from: None,
 };
 
 table! {
@@ -301,35 +302,71 @@ pub static RAW: View = View {
     doc: &["ftrace_event under its older Perfetto name: the same rows and columns."],
     base: &FTRACE_EVENT,
     columns: &[],
+    from: None,
 };
 
-table! {
-    /// One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.
-    /// EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);
-    /// keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for
-    /// events this importer has no schema for.
-    pub static ARGS = args in sqlite;
-    pub struct ArgRow<'a> {
-        /// Row id.
-        id = INTEGER PRIMARY KEY => row_id,
-        /// ftrace_event.arg_set_id of the event.
-        arg_set_id: i64 = INTEGER NOT NULL,
-        /// Field name (the same as key: the fields of ftrace events are flat).
-        flat_key: &'a str = TEXT NOT NULL,
-        /// Field name.
-        key: &'a str = TEXT NOT NULL,
-        /// Value when an integer (also booleans: 1 or 0), else NULL.
-        int_value: Option<i64> = INTEGER,
-        /// Value when a string, else NULL.
-        string_value: Option<&'a str> = TEXT,
-        /// Value when a real number, else NULL.
-        real_value: Option<f64> = REAL,
-        /// 'int', 'string', 'real' or 'bool'.
-        value_type: &'a str = TEXT NOT NULL,
-        /// The value as text.
-        display_value: Option<&'a str> = TEXT,
-    }
-}
+pub static ARGS: View = View {
+    name: "args",
+    doc: &[
+        "One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.",
+        "EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);",
+        "keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for",
+        "events this importer has no schema for. A view of ftrace_event.args: arg_set_id = ... is a row lookup.",
+    ],
+    base: &FTRACE_EVENT,
+    columns: &[
+        ViewColumn {
+            name: "arg_set_id",
+            sql: "INTEGER",
+            expr: "e.id",
+            doc: "ftrace_event.arg_set_id of the event.",
+        },
+        ViewColumn {
+            name: "flat_key",
+            sql: "TEXT",
+            expr: "CAST(j.key AS TEXT)",
+            doc: "Field name (the same as key: the fields of ftrace events are flat).",
+        },
+        ViewColumn {
+            name: "key",
+            sql: "TEXT",
+            expr: "CAST(j.key AS TEXT)",
+            doc: "Field name.",
+        },
+        ViewColumn {
+            name: "int_value",
+            sql: "INTEGER",
+            expr: "CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
+            doc: "Value when an integer (also booleans: 1 or 0), else NULL.",
+        },
+        ViewColumn {
+            name: "string_value",
+            sql: "TEXT",
+            expr: "CASE j.type WHEN 'text' THEN j.value END",
+            doc: "Value when a string, else NULL.",
+        },
+        ViewColumn {
+            name: "real_value",
+            sql: "REAL",
+            expr: "CASE j.type WHEN 'real' THEN j.value END",
+            doc: "Value when a real number, else NULL.",
+        },
+        ViewColumn {
+            name: "value_type",
+            sql: "TEXT",
+            expr: "CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' \
+                   WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END",
+            doc: "'int', 'string', 'real' or 'bool'.",
+        },
+        ViewColumn {
+            name: "display_value",
+            sql: "TEXT",
+            expr: "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END",
+            doc: "The value as text.",
+        },
+    ],
+    from: Some("ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null'"),
+};
 
 table! {
     /// Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.

@@ -187,33 +187,12 @@ pub fn import_from(
     };
     write_tables(conn, &st, &mut tok.info, &parser, &report)
         .context("writing the trace's tables")?;
-    conn.execute_batch(FILL_ARGS_SQL)
-        .context("writing the args table")?;
     let (_, end_ts) = parser.bounds();
     std::mem::take(&mut st.sink.agg)
         .write(conn, end_ts)
         .context("writing the aggregate tables")?;
     Ok(report)
 }
-
-/// The args table, one row per field of each ftrace_event row's JSON:
-/// done once in SQLite's C after the load, not per event in the hot loop.
-/// JSON null fields (none today) would have no value to keep.
-const FILL_ARGS_SQL: &str = "
-INSERT INTO args (arg_set_id, flat_key, key, int_value, string_value, real_value, value_type,
-                  display_value)
-SELECT e.arg_set_id, j.key, j.key,
-       CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END,
-       CASE j.type WHEN 'text' THEN j.value END,
-       CASE j.type WHEN 'real' THEN j.value END,
-       CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string'
-                   WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END,
-       CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
-                   ELSE CAST(j.value AS TEXT) END
-FROM ftrace_event AS e, json_each(e.args) AS j
-WHERE j.type != 'null'
-ORDER BY e.id, j.id;
-";
 
 /// The small tables, from what the import holds in memory.
 fn write_tables(
