@@ -26,3 +26,13 @@ fi
   --json target/bench-smoke.json --work-dir target/bench-smoke
 
 "${run[@]}" cargo test --locked --no-fail-fast
+
+# Perfetto's stdlib diff tests are read from a Perfetto source tree, which is
+# not part of ../shared: run them where one is (PERFETTO_SRC, or the mirror
+# fetched beside the repository), and say so where none is.
+perfetto_src="${PERFETTO_SRC:-$(cd .. && pwd)/.mirror/google+perfetto/repo}"
+if [ -d "$perfetto_src" ]; then
+  "${run[@]}" env "PERFETTO_SRC=$perfetto_src" cargo test --locked --test conformance -- --ignored perfetto_stdlib_diff_tests
+else
+  echo "schedlens: NOT RUN: Perfetto's stdlib diff tests (no Perfetto source tree: set PERFETTO_SRC to a checkout)" >&2
+fi

@@ -217,6 +217,7 @@ fn dedent(s: &str) -> String {
 /// (synth_1.py, converted there); every other case is left out with its
 /// reason, printed, and the set of run cases must not shrink unnoticed.
 #[test]
+#[ignore = "reads Perfetto's source tree (PERFETTO_SRC or the fetched mirror); scripts/test.sh runs it when one is there"]
 fn perfetto_stdlib_diff_tests() {
     let src = perfetto_source().expect(
         "Perfetto's source tree is needed for its stdlib diff tests: set PERFETTO_SRC to a \
