@@ -67,7 +67,7 @@ enum sl_task_flags {
 };
 
 struct sl_header {
-	__u64 ts;   /* bpf_ktime_get_boot_ns */
+	__u64 ts;   /* bpf_ktime_get_boot_ns at handler entry (schedlens.bpf.c, "Timestamps") */
 	__s32 pid;  /* tid of the task running when the tracepoint fired */
 	__u16 cpu;
 	__u8 type;  /* enum sl_type */
@@ -157,9 +157,9 @@ struct sl_cpu_state {
 	__u64 lost_pending; /* failed reservations not yet reported in the stream */
 	__u64 lost_total;   /* all failed reservations, read by userspace at the end */
 	__u64 events;       /* drives the every-Nth fill check for wakeups */
-	/* Earliest timestamp taken by handlers nested in the current
-	 * reserve-to-timestamp window (schedlens.bpf.c, window_open). */
-	__u64 nested_min;
+	/* Latest timestamp of this CPU's records: a lower bound for the next
+	 * (schedlens.bpf.c, "Timestamps"). */
+	__u64 last_ts;
 	__u64 pad[4];
 };
 

@@ -115,20 +115,28 @@ REC(rec_forget, sl_forget);
 REC(rec_rename, sl_rename);
 REC(rec_lost, sl_lost);
 
-/* Where this CPU's records go. */
+/* Where this CPU's records go, and when their handler was entered. */
 struct emitter {
 	void *rb;
 	struct sl_cpu_state *cs;
+	u64 t0;
 	u32 cpu;
 	u32 shard;
 	s32 pid; /* header pid */
 };
 
-static __always_inline bool emitter_init(struct emitter *e, s32 pid)
+/* The handler's entry time: its first call, before anything that can wait. */
+static __always_inline u64 handler_entry(void)
+{
+	return bpf_ktime_get_boot_ns();
+}
+
+static __always_inline bool emitter_init(struct emitter *e, u64 t0, s32 pid)
 {
 	u32 cpu = bpf_get_smp_processor_id();
 	u32 idx = cpu & (SL_MAX_CPUS - 1);
 
+	e->t0 = t0;
 	e->cpu = cpu;
 	e->cs = &cpu_state[idx];
 	e->shard = cpu_shard[idx];
@@ -149,46 +157,38 @@ static __always_inline void count_lost(struct sl_cpu_state *cs)
 }
 
 /*
- * Ring order must be time order per CPU: the writer and the importer rely on
- * it. Handlers in task context (exec, fork, exit, rename, free in softirq)
- * run with IRQs on, so an IRQ's handler (sched_waking) can run between our
- * reservation and our timestamp: it reserves after us but stamps before us.
- * Taking the timestamp after the reservation narrows that window to a few
- * instructions but does not close it; this closes it without disabling IRQs.
- * Nesting on one CPU is strictly LIFO, so each reservation opens a window in
- * which nested handlers report the earliest timestamp they took, and the
- * outer record takes no later time than that. A nested record reserved before
- * ours (earlier in the ring) then has ts <= ours, one reserved after has ts >=
- * ours. The clamp moves a record's time back by at most the nested handler's
- * run, an instant the event was already in progress at.
+ * Timestamps. A record carries the time its handler was entered (t0, the
+ * handler's first call), not the time it got its ring space: getting there
+ * takes task storage, announcements and the ring's spinlock, which the CPUs
+ * of a shard share, and a vCPU the host takes away at any of those moments
+ * (or while another CPU holds the lock) made events tens to hundreds of
+ * microseconds late.
+ *
+ * Ring order must still be time order per CPU (the writer and the importer
+ * rely on it), and handlers nest on one CPU: task-context handlers (exec,
+ * fork, exit, rename, free in softirq) run with IRQs on, so an IRQ's handler
+ * (sched_waking) can run inside them. Nesting is strictly LIFO, and a nested
+ * handler is entered after the one it interrupts. So after reserving, a
+ * record takes ts = max(t0, last_ts), the latest time of this CPU's records
+ * so far, and raises last_ts to ts:
+ *  - a handler nested before our reservation is done by then and raised
+ *    last_ts: its records, before ours in the ring, are not later than ours;
+ *  - one nested after our reservation reads last_ts at least as it was when
+ *    we read it, and its t0 is later than ours: its records, after ours in
+ *    the ring, are not earlier than ours.
+ * A record moves off its t0 only when a handler nested in its own wrote a
+ * record before it: it then takes that record's time.
  */
-static __always_inline u64 window_open(struct sl_cpu_state *cs)
+static __always_inline u64 stamp(struct sl_cpu_state *cs, u64 t0)
 {
-	u64 saved = *(volatile u64 *)&cs->nested_min;
+	u64 last = *(volatile u64 *)&cs->last_ts;
 
-	*(volatile u64 *)&cs->nested_min = ~0ULL;
-	return saved;
-}
-
-/* Ends the window without a record (reservation failed): nested times still
- * bound an enclosing window. */
-static __always_inline void window_abort(struct sl_cpu_state *cs, u64 saved)
-{
-	u64 nested = *(volatile u64 *)&cs->nested_min;
-
-	*(volatile u64 *)&cs->nested_min = saved < nested ? saved : nested;
-}
-
-/* Ends the window: the record's timestamp, reported to an enclosing window. */
-static __always_inline u64 window_close(struct sl_cpu_state *cs, u64 saved)
-{
-	u64 ts = bpf_ktime_get_boot_ns();
-	u64 nested = *(volatile u64 *)&cs->nested_min;
-
-	if (nested < ts)
-		ts = nested;
-	*(volatile u64 *)&cs->nested_min = saved < ts ? saved : ts;
-	return ts;
+	if (t0 <= last)
+		return last;
+	/* A failed exchange means a handler nested since the read raised
+	 * last_ts, to a time not earlier than t0 (above): nothing to retry. */
+	__sync_val_compare_and_swap(&cs->last_ts, last, t0);
+	return t0;
 }
 
 static __always_inline void submit(struct emitter *e, void *rec)
@@ -204,17 +204,14 @@ static __always_inline void submit(struct emitter *e, void *rec)
 }
 
 /* Reserves a record of constant size in `rb` and fills its header (see
- * window_open for the timestamp). Does not count a failure. */
+ * "Timestamps" above). Does not count a failure. */
 static __always_inline void *reserve_in(struct emitter *e, void *rb, u64 size, u8 type)
 {
-	u64 saved = window_open(e->cs);
 	struct sl_header *h = bpf_ringbuf_reserve(rb, size, 0);
 
-	if (!h) {
-		window_abort(e->cs, saved);
+	if (!h)
 		return NULL;
-	}
-	h->ts = window_close(e->cs, saved);
+	h->ts = stamp(e->cs, e->t0);
 	h->pid = e->pid;
 	h->cpu = e->cpu;
 	h->type = type;
@@ -348,10 +345,10 @@ static __always_inline bool traced(struct task_struct *t, struct task_ctx *c)
 /* Sets up the emitter and announces the tasks the event names (`b` may be
  * NULL). False if the event must be dropped: a reader could not name its
  * tasks, so it is counted as lost. */
-static __always_inline bool begin(struct emitter *e, s32 pid, struct task_struct *a,
+static __always_inline bool begin(struct emitter *e, u64 t0, s32 pid, struct task_struct *a,
 				  struct task_ctx *ac, struct task_struct *b, struct task_ctx *bc)
 {
-	if (!emitter_init(e, pid))
+	if (!emitter_init(e, t0, pid))
 		return false;
 	if (!announce(e, a, ac) || (b && !announce(e, b, bc))) {
 		count_lost(e->cs);
@@ -370,7 +367,7 @@ static __always_inline s32 task_cpu(struct task_struct *t)
 	return BPF_CORE_READ(o, cpu);
 }
 
-static __always_inline int on_switch(bool preempt, struct task_struct *prev,
+static __always_inline int on_switch(u64 t0, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, u32 prev_state)
 {
 	struct task_ctx *pc = task_ctx_of(prev);
@@ -380,7 +377,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 
 	if (filter_on && !traced(prev, pc) && !traced(next, nc))
 		return 0;
-	if (!begin(&e, prev->pid, prev, pc, next, nc))
+	if (!begin(&e, t0, prev->pid, prev, pc, next, nc))
 		return 0;
 	r = reserve(&e, sizeof(*r), SL_SWITCH);
 	if (!r)
@@ -401,7 +398,7 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	return on_switch(preempt, prev, next, prev_state);
+	return on_switch(handler_entry(), preempt, prev, next, prev_state);
 }
 
 /* Before 5.18 (loaded instead of handle_switch there): prev's state as the
@@ -410,6 +407,7 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(handle_switch_legacy, bool preempt, struct task_struct *prev,
 	     struct task_struct *next)
 {
+	u64 t0 = handler_entry();
 	struct task_struct___old *o = (void *)prev;
 	u32 state;
 
@@ -417,10 +415,10 @@ int BPF_PROG(handle_switch_legacy, bool preempt, struct task_struct *prev,
 		state = BPF_CORE_READ(prev, __state);
 	else
 		state = BPF_CORE_READ(o, state);
-	return on_switch(preempt, prev, next, state);
+	return on_switch(t0, preempt, prev, next, state);
 }
 
-static __always_inline int on_waking(struct task_struct *p, u8 type)
+static __always_inline int on_waking(u64 t0, struct task_struct *p, u8 type)
 {
 	struct task_ctx *c = task_ctx_of(p);
 	struct rec_waking *r;
@@ -428,7 +426,7 @@ static __always_inline int on_waking(struct task_struct *p, u8 type)
 
 	if (!traced(p, c))
 		return 0;
-	if (!begin(&e, current_pid(), p, c, NULL, NULL))
+	if (!begin(&e, t0, current_pid(), p, c, NULL, NULL))
 		return 0;
 	r = reserve(&e, sizeof(*r), type);
 	if (!r)
@@ -445,13 +443,13 @@ static __always_inline int on_waking(struct task_struct *p, u8 type)
 SEC("tp_btf/sched_waking")
 int BPF_PROG(handle_waking, struct task_struct *p)
 {
-	return on_waking(p, SL_WAKING);
+	return on_waking(handler_entry(), p, SL_WAKING);
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(handle_wakeup_new, struct task_struct *p)
 {
-	return on_waking(p, SL_WAKEUP_NEW);
+	return on_waking(handler_entry(), p, SL_WAKEUP_NEW);
 }
 
 /* The only place clone flags are visible: keep them for sched_process_fork,
@@ -477,6 +475,7 @@ int BPF_PROG(handle_newtask, struct task_struct *task, u64 clone_flags)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
+	u64 t0 = handler_entry();
 	struct task_ctx *pc = task_ctx_of(parent);
 	struct task_ctx *cc = task_ctx_of(child);
 	struct rec_fork *r;
@@ -484,7 +483,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (filter_on && !traced(parent, pc) && !traced(child, cc))
 		return 0;
-	if (!begin(&e, parent->pid, parent, pc, child, cc))
+	if (!begin(&e, t0, parent->pid, parent, pc, child, cc))
 		return 0;
 	r = reserve(&e, sizeof(*r), SL_FORK);
 	if (!r)
@@ -526,6 +525,7 @@ static __always_inline void emit_exec(struct emitter *e, struct exec_rec *s, u32
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	u64 t0 = handler_entry();
 	struct task_ctx *c = task_ctx_of(p);
 	u32 zero = 0;
 	struct exec_rec *s;
@@ -541,7 +541,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	}
 	if (!traced(p, c))
 		return 0;
-	if (!begin(&e, p->pid, p, c, NULL, NULL))
+	if (!begin(&e, t0, p->pid, p, c, NULL, NULL))
 		return 0;
 	s = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!s)
@@ -558,8 +558,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	s->b.filename_len = len;
 	s->b.pad = 0;
 	/* bpf_ringbuf_output would copy the exact length but cannot stamp the
-	 * time after reserving (window_open): reserve the smallest of three
-	 * size classes instead; the reader ignores bytes past filename_len. */
+	 * time once the record's ring position is known ("Timestamps"):
+	 * reserve the smallest of three size classes instead; the reader
+	 * ignores bytes past filename_len. */
 	if (len <= EXEC_SMALL - EXEC_FIXED)
 		emit_exec(&e, s, EXEC_SMALL);
 	else if (len <= EXEC_MEDIUM - EXEC_FIXED)
@@ -575,13 +576,14 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
+	u64 t0 = handler_entry();
 	struct task_ctx *c = task_ctx_of(p);
 	struct rec_exit *r;
 	struct emitter e;
 
 	if (!traced(p, c))
 		return 0;
-	if (!begin(&e, p->pid, p, c, NULL, NULL))
+	if (!begin(&e, t0, p->pid, p, c, NULL, NULL))
 		return 0;
 	r = reserve(&e, sizeof(*r), SL_EXIT);
 	if (!r)
@@ -600,6 +602,7 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 SEC("tp_btf/sched_process_free")
 int BPF_PROG(handle_free, struct task_struct *p)
 {
+	u64 t0 = handler_entry();
 	struct task_ctx *c = bpf_task_storage_get(&task_ctx, p, 0, 0);
 	u64 known = c ? c->known : ~0ULL;
 	bool is_traced = traced(p, c);
@@ -611,7 +614,7 @@ int BPF_PROG(handle_free, struct task_struct *p)
 
 	if (!known)
 		return 0;
-	if (!emitter_init(&e, current_pid()))
+	if (!emitter_init(&e, t0, current_pid()))
 		return 0;
 	own = e.shard;
 	if (is_traced && announce(&e, p, c)) {
@@ -649,6 +652,7 @@ int BPF_PROG(handle_free, struct task_struct *p)
 SEC("tp_btf/task_rename")
 int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
 {
+	u64 t0 = handler_entry();
 	struct task_ctx *c = task_ctx_of(task);
 	struct rec_rename *r;
 	struct emitter e;
@@ -659,7 +663,7 @@ int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
 		c->verdict = V_TRACED;
 	if (!traced(task, c))
 		return 0;
-	if (!begin(&e, current_pid(), task, c, NULL, NULL))
+	if (!begin(&e, t0, current_pid(), task, c, NULL, NULL))
 		return 0;
 	r = reserve(&e, sizeof(*r), SL_RENAME);
 	if (!r)

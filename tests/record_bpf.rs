@@ -254,6 +254,7 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
     // running when the recording stopped, so legitimately never switched out).
     let mut mine = HashSet::new();
     let mut running_at_end = HashSet::new();
+    let mut announced_events = 0;
     for (shard, recs) in streams.iter().enumerate() {
         let mut announced = HashSet::new();
         // Per CPU: the previous switch's next task.
@@ -269,6 +270,19 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
                     "shard {shard} cpu {}: time went back from {prev:?} to {r:?}",
                     r.h.cpu
                 );
+                // An announcement and the event it was made for come from
+                // one handler run: both carry the time it was entered, not
+                // the moments their ring space was reserved.
+                if matches!(prev.event, OwnedEvent::Info { .. })
+                    && !matches!(r.event, OwnedEvent::Info { .. })
+                    && r.tasks.contains(&prev.tasks[0])
+                {
+                    announced_events += 1;
+                    assert_eq!(
+                        r.h.ts, prev.h.ts,
+                        "shard {shard}: {r:?} is stamped apart from its announcement {prev:?}"
+                    );
+                }
             }
             if let OwnedEvent::Info { tgid, .. } = r.event {
                 announced.insert(r.tasks[0]);
@@ -333,6 +347,11 @@ fn check_streams(streams: &[Vec<Rec>], tid: i32) {
         "tasks of this process switched in and never out: {own_hidden:x?}"
     );
     assert!(switches > 400, "only {switches} switches");
+    // Each /bin/true is announced before its first event, at least.
+    assert!(
+        announced_events >= 5,
+        "{announced_events} events right after their announcement"
+    );
     let threads: Vec<_> = forks_of_me
         .iter()
         .filter(|r| {
