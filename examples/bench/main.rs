@@ -4,12 +4,14 @@
 //!
 //!   scripts/bench.sh            full run (minutes; root; writes bench/results.json)
 //!   scripts/bench.sh --smoke    tiny sizes, for CI: proves the benchmark still runs
+//!   scripts/bench.sh --compare OTHER   figure 1's pipe under this build and OTHER
 //!
 //! Machines here are shared and noisy, so the conditions of a figure are
 //! interleaved round by round (baseline, schedlens, perf, then rotated) and
 //! reported as medians with their spread (min..max).
 
 mod analyze;
+mod compare;
 mod measure;
 mod opts;
 mod overhead;
@@ -19,8 +21,11 @@ mod trace;
 
 use analyze::{AnalyzeFigure, analyze, analyze_only};
 use anyhow::{Result, bail};
+use compare::compare;
 use opts::Opts;
-use overhead::{OverheadFigure, overhead, parse_total_time, parse_usecs_per_op};
+use overhead::{
+    OverheadFigure, PIPE_LOOPS, overhead, parse_total_time, parse_usecs_per_op, pipe_workload,
+};
 use recording::{RecordingFigure, recording};
 use serde::Serialize;
 use std::process::Command;
@@ -83,19 +88,20 @@ fn main() -> Result<()> {
             "`perf` is missing: it is both the workload and the baseline (scripts/install-deps.sh installs it)"
         );
     }
+    if let Some(other) = &o.compare {
+        return compare(&o, other);
+    }
     let (pipe_loops, msg_loops, msg_groups) = if o.smoke {
-        ("20000", "20", "2")
+        (PIPE_LOOPS.0, "20", "2")
     } else {
-        ("300000", "500", "10")
+        (PIPE_LOOPS.1, "500", "10")
     };
 
     eprintln!(
         "figure 1/3: pinned pipe ping-pong, interleaved {} runs",
         o.runs
     );
-    let pipe_cmd = [
-        "taskset", "-c", "0", "perf", "bench", "sched", "pipe", "-l", pipe_loops,
-    ];
+    let pipe_cmd = pipe_workload(pipe_loops);
     let pipe = overhead(&o, "pipe", &pipe_cmd, parse_usecs_per_op, "usecs/op", true)?;
     eprintln!("figure 1: many tasks (perf bench sched messaging)");
     let msg_cmd = [

@@ -12,6 +12,8 @@ pub struct Opts {
     pub runs: usize,
     /// Only figure 5, on this trace.
     pub analyze_only: Option<PathBuf>,
+    /// Only figure 1's pipe, with this other schedlens binary beside ours.
+    pub compare: Option<PathBuf>,
 }
 
 impl Opts {
@@ -22,6 +24,7 @@ impl Opts {
         let mut work = std::env::temp_dir().join("schedlens-bench");
         let mut runs = None;
         let mut analyze_only = None;
+        let mut compare = None;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -32,9 +35,10 @@ impl Opts {
                 "--work-dir" => work = value()?.into(),
                 "--runs" => runs = Some(value()?.parse().context("--runs takes a number")?),
                 "--analyze" => analyze_only = Some(value()?.into()),
+                "--compare" => compare = Some(value()?.into()),
                 "-h" | "--help" => {
                     println!(
-                        "usage: bench [--smoke] [--runs N] [--schedlens PATH] [--json PATH] [--work-dir DIR]\n       bench --analyze TRACE   (figure 5 only, on a recording of your own)"
+                        "usage: bench [--smoke] [--runs N] [--schedlens PATH] [--json PATH] [--work-dir DIR]\n       bench --analyze TRACE   (figure 5 only, on a recording of your own)\n       bench --compare OTHER   (figure 1's pipe only, under --schedlens and under OTHER, another build)"
                     );
                     std::process::exit(0);
                 }
@@ -49,6 +53,7 @@ impl Opts {
             json_out,
             runs,
             analyze_only,
+            compare,
         })
     }
 }

@@ -8,6 +8,17 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::process::Command;
 
+/// Round trips of the pinned pipe ping-pong: (smoke, full run).
+pub const PIPE_LOOPS: (&str, &str) = ("20000", "300000");
+
+/// Figure 1's first workload: `perf bench sched pipe`, both ends on CPU 0, so
+/// every round trip is two context switches and two wakeups.
+pub fn pipe_workload(loops: &str) -> Vec<&str> {
+    vec![
+        "taskset", "-c", "0", "perf", "bench", "sched", "pipe", "-l", loops,
+    ]
+}
+
 /// `perf bench sched pipe` prints "N usecs/op".
 pub fn parse_usecs_per_op(text: &str) -> Result<f64> {
     text.lines()
