@@ -29,13 +29,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => recorder::run(args),
-        Command::Summary(args) => analyses::summary::run(args),
-        Command::Query(args) => analyzer::query::run(args),
-        Command::Analyze(args) => mcp::run(args),
-        Command::SqlWorker => analyzer::sandbox::worker_main(),
+        Command::Summary(args) => analyses::summary::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Query(args) => analyzer::query::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Analyze(args) => mcp::run(args).map(|()| ExitCode::SUCCESS),
+        Command::SqlWorker => analyzer::sandbox::worker_main().map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("schedlens: {e:#}");
             ExitCode::FAILURE

@@ -705,7 +705,7 @@ fn bad_flag_values_fail_clearly() {
 }
 
 #[test]
-fn a_command_that_cannot_run_fails_with_a_complete_file() {
+fn a_command_that_cannot_run_fails_without_a_trace() {
     if !require_bpf() {
         return;
     }
@@ -723,7 +723,48 @@ fn a_command_that_cannot_run_fails_with_a_complete_file() {
         stderr.contains("could not run /nonexistent/schedlens-cmd"),
         "{stderr}"
     );
-    assert!(decode(&trace).1, "file incomplete");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // Nothing the user asked for was recorded: no file to mistake for it.
+    assert!(!trace.exists(), "a trace was left behind: {stderr}");
+}
+
+#[test]
+fn the_exit_status_is_the_commands() {
+    if !require_bpf() {
+        return;
+    }
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        // Killed by SIGTERM: 128 + 15, as a shell reports it.
+        ("kill -TERM $$", 143),
+    ] {
+        let tmp = Tmp::new("status");
+        let trace = tmp.0.join("t.pftrace");
+        let out = Command::new(BIN)
+            .args(["trace", "-o"])
+            .arg(&trace)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{script}: {stderr}");
+        assert!(
+            !stderr.contains("schedlens: "),
+            "{script}: an error: {stderr}"
+        );
+        if code != 0 {
+            assert!(stderr.contains("the trace in"), "{script}: {stderr}");
+        }
+        // The recording itself is complete whatever the command returned.
+        let (packets, complete) = decode(&trace);
+        assert!(complete, "{script}: file incomplete");
+        assert!(
+            packets.iter().any(|p| p.has_ftrace_stats()),
+            "{script}: no epilogue"
+        );
+    }
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub const MAX_FILTER: usize = 16;
 use crate::perfetto::writer::Compression;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// Arguments of `schedlens trace`.
@@ -68,13 +69,14 @@ pub struct TraceArgs {
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,
-    /// Command to run (as the sudo user under sudo); recording stops when it exits
+    /// Command to run (as the sudo user under sudo); recording stops when it exits, and
+    /// schedlens exits with its status
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
-/// Runs `schedlens trace`.
-pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+/// Runs `schedlens trace`; the exit code is the command's when one was run.
+pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     for (flag, n) in [
         ("--pid", args.pids.len()),
         ("--tgid", args.tgids.len()),

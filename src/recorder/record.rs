@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::mem::MaybeUninit;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -39,7 +39,8 @@ enum End {
     ConsumerFailed,
 }
 
-pub fn record(args: TraceArgs) -> anyhow::Result<()> {
+/// Records; the exit code is the command's when one was run.
+pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let interrupted = catch_stop_signals()?;
     cli::check_privileges()?;
     cli::check_btf()?;
@@ -59,32 +60,35 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg)?;
 
-    let (mut child, spawn_error) = match spawn_command(&args.command, sudo_user) {
-        Ok(child) => (child, None),
-        Err(e) => (None, Some(e)),
+    let mut child = match spawn_command(&args.command, sudo_user) {
+        Ok(child) => child,
+        Err(e) => {
+            // Nothing the user asked for ran: no trace to mistake for it.
+            recorder.detach();
+            let _ = consumers.join();
+            let _ = writer.finish();
+            let _ = std::fs::remove_file(&output);
+            return Err(e);
+        }
     };
     let limit = args
         .duration
-        .or((child.is_none() && spawn_error.is_none()).then_some(DEFAULT_DURATION))
+        .or(child.is_none().then_some(DEFAULT_DURATION))
         .unwrap_or(Duration::ZERO);
     let mut progress = Progress::new();
-    let end = if spawn_error.is_some() {
-        End::Signal
-    } else {
-        wait_for_end(
-            &interrupted,
-            child.as_mut(),
-            &consumers,
-            started,
-            limit,
-            |elapsed| {
-                progress.update(elapsed, || {
-                    let lost = recorder.lost_per_cpu(ncpus).iter().sum();
-                    (consumers.events(), lost, writer.bytes_written())
-                })
-            },
-        )?
-    };
+    let end = wait_for_end(
+        &interrupted,
+        child.as_mut(),
+        &consumers,
+        started,
+        limit,
+        |elapsed| {
+            progress.update(elapsed, || {
+                let lost = recorder.lost_per_cpu(ncpus).iter().sum();
+                (consumers.events(), lost, writer.bytes_written())
+            })
+        },
+    )?;
 
     recorder.detach();
     std::thread::sleep(DETACH_GRACE);
@@ -127,10 +131,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<()> {
         &output,
     );
 
-    match spawn_error {
-        Some(e) => Err(e),
-        None => outcome(end, &output),
-    }
+    outcome(end, &output)
 }
 
 /// From here on a Ctrl-C (or SIGTERM) stops the recording cleanly instead
@@ -165,16 +166,30 @@ fn start_consumers(
     Ok(consumers)
 }
 
-/// The exit status of `schedlens trace` for a recording that completed.
-fn outcome(end: End, output: &Path) -> anyhow::Result<()> {
+/// The exit status of `schedlens trace` for a recording that completed:
+/// the command's, when it ended the recording, so scripts can still test it.
+fn outcome(end: End, output: &Path) -> anyhow::Result<ExitCode> {
     match end {
         End::ConsumerFailed => bail!("a consumer thread stopped without an error"),
-        End::Command(status) if !status.success() => bail!(
-            "the command {} (the trace in {} is complete)",
-            describe_status(status),
-            output.display()
-        ),
-        _ => Ok(()),
+        End::Command(status) if !status.success() => {
+            eprintln!(
+                "the command {} (the trace in {} is complete)",
+                describe_status(status),
+                output.display()
+            );
+            Ok(ExitCode::from(exit_code(status)))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// A child's status as a shell reports it: its exit code, or 128 + the
+/// signal that killed it.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+        _ => 1,
     }
 }
 
