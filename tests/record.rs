@@ -767,6 +767,96 @@ fn the_exit_status_is_the_commands() {
     }
 }
 
+/// A pid no task has now.
+fn unused_pid() -> i32 {
+    (999_999..)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+#[test]
+fn a_filter_that_matches_no_task_fails_unless_told_to_wait() {
+    if !require_bpf() {
+        return;
+    }
+    let pid = unused_pid().to_string();
+    let name = format!("slnone{}", std::process::id());
+    for args in [
+        &["--pid", &pid][..],
+        &["--tgid", &pid],
+        &["--comm", &name],
+        // One value that matches (this test process) does not excuse another.
+        &["--pid", &std::process::id().to_string(), "--pid", &pid],
+    ] {
+        let tmp = Tmp::new("nomatch");
+        let trace = tmp.0.join("t.pftrace");
+        let out = Command::new(BIN)
+            .args(["trace", "-d", "5s", "-o"])
+            .arg(&trace)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        let value = args.last().unwrap();
+        assert!(
+            stderr.contains(&format!("{} {value} matches no", args[args.len() - 2])),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("--wait-for-task"), "{args:?}: {stderr}");
+        assert!(!trace.exists(), "{args:?}: a trace was left behind");
+    }
+
+    // Asked to wait: it records, and says that nothing matched.
+    let tmp = Tmp::new("wait");
+    let trace = tmp.0.join("t.pftrace");
+    let out = Command::new(BIN)
+        .args([
+            "trace",
+            "-d",
+            "300ms",
+            "--wait-for-task",
+            "--pid",
+            &pid,
+            "-o",
+        ])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no task matched"), "{stderr}");
+    assert!(!stderr.contains("bytes/event"), "{stderr}");
+    let (packets, complete) = decode(&trace);
+    assert!(complete, "file incomplete");
+    // Bookkeeping (tasks freed that were never seen) at most: no scheduler
+    // event, no task named.
+    for p in packets.iter().filter(|p| p.has_ftrace_events()) {
+        let b = p.ftrace_events();
+        assert!(
+            b.compact_sched.switch_timestamp.is_empty(),
+            "a switch: {b:?}"
+        );
+        assert!(
+            b.compact_sched.waking_timestamp.is_empty(),
+            "a waking: {b:?}"
+        );
+        assert!(
+            b.event
+                .iter()
+                .all(|e| e.has_sched_process_free() || e.event.is_none()),
+            "an event: {b:?}"
+        );
+    }
+
+    let help = Command::new(BIN)
+        .args(["trace", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--wait-for-task"));
+}
+
 #[test]
 fn comm_filter_keeps_only_matching_tasks() {
     if !require_bpf() {

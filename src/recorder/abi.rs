@@ -54,6 +54,9 @@ impl RecordInfo {
     }
 }
 
+/// The announcement that precedes a task's first event in a shard.
+pub const TASK_INFO: RecordType = c::sl_type::SL_TASK_INFO;
+
 /// Every record type, in the order the summary and the recorder stats list them.
 pub const RECORDS: [RecordInfo; 11] = [
     RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),

@@ -148,6 +148,70 @@ pub fn check_btf() -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "record")]
+/// Fails unless every --pid, --tgid and --comm value names a task that runs
+/// now: a filter that matches nothing records an empty trace, most often
+/// because of a typo or a process that already exited. A --comm may also be
+/// a name CMD will exec (`cmd_given`). --wait-for-task skips this check.
+pub fn check_filter_matches(
+    proc: &Path,
+    pids: &[i32],
+    tgids: &[i32],
+    comms: &[String],
+    cmd_given: bool,
+) -> anyhow::Result<()> {
+    let hint = "add --wait-for-task to record it once it starts";
+    for pid in pids {
+        // /proc/TID resolves for every thread, though only leaders are listed.
+        if !proc.join(pid.to_string()).exists() {
+            bail!("--pid {pid} matches no task running now; {hint}");
+        }
+    }
+    for tgid in tgids {
+        let status =
+            std::fs::read_to_string(proc.join(format!("{tgid}/status"))).unwrap_or_default();
+        let leads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|v| v.trim() == tgid.to_string());
+        if !leads {
+            bail!("--tgid {tgid} matches no process running now; {hint}");
+        }
+    }
+    if cmd_given {
+        return Ok(());
+    }
+    let mut unmatched: Vec<&String> = comms.iter().collect();
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    let tasks = std::fs::read_dir(proc)
+        .with_context(|| format!("listing {}", proc.display()))?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read_dir(e.path().join("task")).ok())
+        .flatten()
+        .flatten();
+    for task in tasks {
+        // A task that exits mid-scan has no comm left to match.
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        unmatched.retain(|c| **c != comm.trim_end_matches('\n'));
+        if unmatched.is_empty() {
+            return Ok(());
+        }
+    }
+    bail!(
+        "--comm {} matches no task running now; {hint}",
+        unmatched[0]
+    )
+}
+
+#[cfg(feature = "record")]
 /// The invoking user's uid/gid when under sudo: `-- CMD` runs as them (not
 /// as root) and the trace file is given to them.
 pub fn sudo_ids() -> anyhow::Result<Option<(u32, u32)>> {
@@ -199,6 +263,47 @@ mod tests {
         assert_eq!(parse_shards("4"), Ok(4));
         assert!(parse_shards("0").is_err());
         assert!(parse_shards("65").is_err());
+    }
+
+    #[cfg(feature = "record")]
+    #[test]
+    fn filters_must_match_a_running_task() {
+        let proc = Path::new("/proc");
+        let me = std::process::id() as i32;
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        let comm = comm.trim_end().to_string();
+        let absent = (999_999..)
+            .find(|p| !proc.join(p.to_string()).exists())
+            .unwrap();
+        let check = |pids: &[i32], tgids: &[i32], comms: &[String], cmd| {
+            check_filter_matches(proc, pids, tgids, comms, cmd).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check(&[me, tid], &[me], std::slice::from_ref(&comm), false),
+            Ok(())
+        );
+        let e = check(&[me, absent], &[], &[], false).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--pid {absent} matches no task")),
+            "{e}"
+        );
+        assert!(e.contains("--wait-for-task"), "{e}");
+        // A thread that is not a leader is no process.
+        if tid != me {
+            assert!(check(&[], &[tid], &[], false).is_err());
+        }
+        let e = check(&[], &[absent], &[], false).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--tgid {absent} matches no process")),
+            "{e}"
+        );
+        let none = "slnone-nosuch".to_string();
+        let e = check(&[], &[], &[comm.clone(), none.clone()], false).unwrap_err();
+        assert!(e.starts_with("--comm slnone-nosuch matches no task"), "{e}");
+        // CMD may exec that name.
+        assert_eq!(check(&[], &[], &[none], true), Ok(()));
     }
 
     #[cfg(feature = "record")]

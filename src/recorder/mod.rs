@@ -60,6 +60,11 @@ pub struct TraceArgs {
     /// Record only tasks with this name (at start, exec or rename) and their descendants (repeatable)
     #[arg(long = "comm", value_name = "NAME", value_parser = cli::parse_comm)]
     pub comms: Vec<String>,
+    /// Start even if a --pid, --tgid or --comm matches no task running now, and record
+    /// it once it appears (without this flag that is an error; a --comm may also name a
+    /// task CMD will start)
+    #[arg(long)]
+    pub wait_for_task: bool,
     /// Number of ring buffers [default: one per group of CPUs sharing a last-level cache]
     #[arg(long, value_parser = cli::parse_shards)]
     pub shards: Option<usize>,

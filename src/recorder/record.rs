@@ -44,6 +44,15 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let interrupted = catch_stop_signals()?;
     cli::check_privileges()?;
     cli::check_btf()?;
+    if !args.wait_for_task {
+        cli::check_filter_matches(
+            Path::new("/proc"),
+            &args.pids,
+            &args.tgids,
+            &args.comms,
+            !args.command.is_empty(),
+        )?;
+    }
     // Under sudo: the user who asked for the recording.
     let sudo_user = cli::sudo_ids()?;
     let (output, writer) = create_output(&args, sudo_user)?;
@@ -122,13 +131,14 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let size = writer
         .finish()
         .with_context(|| format!("finishing {}", output.display()))?;
+    let filtered = !(args.pids.is_empty() && args.tgids.is_empty() && args.comms.is_empty());
     print_summary(
         elapsed,
         &counts,
         written.unknown_tasks,
         &stats,
-        size,
-        &output,
+        (size, &output),
+        filtered,
     );
 
     outcome(end, &output)
@@ -538,8 +548,8 @@ fn print_summary(
     counts: &Counts,
     unknown_tasks: u64,
     stats: &snapshot::RecordingStats,
-    size: u64,
-    output: &Path,
+    (size, output): (u64, &Path),
+    filtered: bool,
 ) {
     let total: u64 = counts.by_type.iter().sum();
     eprintln!(
@@ -587,6 +597,18 @@ fn print_summary(
         eprintln!(
             "  events naming a task never announced (written without a name): {unknown_tasks}"
         );
+    }
+    // Every event of a traced task follows its announcement; without one the
+    // records are bookkeeping (forgetting tasks never seen), and a size per
+    // event would mean nothing.
+    if filtered && counts.of(abi::TASK_INFO) == 0 {
+        eprintln!("  no task matched the filter (--pid, --tgid, --comm)");
+        eprintln!(
+            "  wrote {:.2} MB (no events) to {}",
+            size as f64 / 1e6,
+            output.display()
+        );
+        return;
     }
     eprintln!(
         "  wrote {:.2} MB ({:.1} bytes/event) to {}",
