@@ -722,3 +722,46 @@ fn thread_state_cpu_is_documented_as_filled() {
         "{doc}"
     );
 }
+
+#[test]
+fn handler_runs_the_recorder_says_the_kernel_skipped_are_a_data_loss_stat() {
+    use schedlens::perfetto::proto::schedlens::{self as slpb, recorder_stats::Counter};
+    let dir = tempfile::tempdir().unwrap();
+    let stats = |misses: &[(&str, u64)]| {
+        packet(trace_packet::Data::Schedlens(slpb::SchedlensPacket {
+            data: Some(slpb::schedlens_packet::Data::RecorderStats(
+                slpb::RecorderStats {
+                    recursion_misses: misses
+                        .iter()
+                        .map(|&(name, n)| Counter {
+                            name: Some(name.into()),
+                            value: Some(n),
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            )),
+        }))
+    };
+    let sql = "SELECT value FROM stats WHERE name = 'recorder_bpf_recursion_misses' \
+               AND severity = 'data_loss' AND source = 'trace'";
+    let mut packets = small_trace();
+    packets.push(stats(&[
+        ("handle_switch", 0),
+        ("handle_waking", 7),
+        ("handle_exec", 2),
+    ]));
+    let (db, _) = load(dir.path(), "skipped.pftrace", &encode(&packets)).unwrap();
+    assert_eq!(int(&db, sql), 9);
+    // A recorder that did not count them leaves no row, not a false 0.
+    let mut packets = small_trace();
+    packets.push(stats(&[]));
+    let (db, _) = load(dir.path(), "older.pftrace", &encode(&packets)).unwrap();
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM stats WHERE name = 'recorder_bpf_recursion_misses'"
+        ),
+        0
+    );
+}

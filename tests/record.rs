@@ -1067,6 +1067,74 @@ fn tgid_filter_keeps_the_process_and_its_children_only() {
     assert!(switches >= 6, "{switches} switches of the workload");
 }
 
+#[test]
+fn handler_runs_the_kernel_skipped_are_counted() {
+    if !require_bpf() {
+        return;
+    }
+    let tmp = Tmp::new("recursion");
+    let trace = tmp.0.join("t.pftrace");
+    let out = Command::new(BIN)
+        .args(["trace", "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // "  skipped by the kernel: N handler runs ..."
+    let in_summary: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("skipped by the kernel: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no skipped line: {stderr}"));
+
+    // One counter per program this kernel loads (handle_switch or its
+    // legacy twin, never both), summing to the summary's.
+    let (packets, complete) = decode(&trace);
+    assert!(complete);
+    let (_, epilogue) = lost_packets(&packets);
+    let mut names: Vec<&str> = epilogue.recursion_misses.iter().map(|c| c.name()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "handle_exec",
+            "handle_exit",
+            "handle_fork",
+            "handle_free",
+            "handle_newtask",
+            "handle_rename",
+            "handle_switch",
+            "handle_wakeup_new",
+            "handle_waking",
+        ]
+    );
+    let in_trace: u64 = epilogue.recursion_misses.iter().map(|c| c.value()).sum();
+    assert_eq!(in_trace, in_summary);
+
+    // Loaded, it is a data-loss stat the recorder counted.
+    let out = Command::new(BIN)
+        .args(["query", "--format", "csv"])
+        .arg(&trace)
+        .arg("SELECT severity, source, value FROM stats WHERE name = 'recorder_bpf_recursion_misses'")
+        .env("XDG_CACHE_HOME", &tmp.0)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        csv.lines().nth(1),
+        Some(format!("\"data_loss\",\"trace\",{in_trace}").as_str()),
+        "{csv}"
+    );
+}
+
 /// Per-CPU counts from schedlens LostEvents packets, and the epilogue.
 fn lost_packets(
     packets: &[TracePacket],

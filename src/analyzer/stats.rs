@@ -109,6 +109,8 @@ stats! {
     recorder_lost_events: PerCpu, DataLoss, Trace;
     /// per-CPU lost event totals as the recorder counted them at the end (RecorderStats)
     recorder_lost_events_total: PerCpu, DataLoss, Trace;
+    /// recorder handler runs the kernel skipped because a BPF program was already running on that CPU: their events are missing (RecorderStats.recursion_misses)
+    recorder_bpf_recursion_misses: Single, DataLoss, Trace;
     /// events dropped because they arrived later in the file than the sort window allows
     sorter_push_event_out_of_order: Single, DataLoss, Analysis;
     /// first compact sched_switch of a CPU: it only seeds who runs (no prev_* fields)

@@ -181,6 +181,35 @@ impl<'obj> Recorder<'obj> {
         std::mem::take(&mut self.rings)
     }
 
+    /// Per loaded program, by name: the runs the kernel skipped because a BPF
+    /// program was already running on that CPU (its recursion protection),
+    /// so the events they were for reached no handler.
+    pub fn recursion_misses(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut misses = Vec::new();
+        for prog in self.skel.object().progs().filter(|p| p.autoload()) {
+            let name = prog.name().to_string_lossy().into_owned();
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = size_of_val(&info) as u32;
+            // SAFETY: the fd is a loaded program's (autoload), and `info` is
+            // a writable bpf_prog_info of `len` bytes.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                    prog.as_fd().as_raw_fd(),
+                    &mut info,
+                    &mut len,
+                )
+            };
+            if ret != 0 {
+                bail!(
+                    "reading the kernel's counters of BPF program {name}: {}",
+                    std::io::Error::from_raw_os_error(-ret)
+                );
+            }
+            misses.push((name, info.recursion_misses));
+        }
+        Ok(misses)
+    }
+
     /// Records lost because a ring was full, by CPU (up to `ncpus`).
     pub fn lost_per_cpu(&self, ncpus: usize) -> Vec<u64> {
         match self.skel.maps.bss_data.as_deref() {

@@ -111,6 +111,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let lost = recorder.lost_per_cpu(ncpus);
+    let recursion_misses = recorder.recursion_misses()?;
     let written = finish_encoders(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
     progress.finish();
 
@@ -126,6 +127,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         bytes_written: writer.bytes_written(),
         argv: std::env::args().collect(),
         ring_fill: counts.ring_fill.clone(),
+        recursion_misses,
     };
     writer.write_packets(&snapshot::epilogue_packets(&stats))?;
     let size = writer
@@ -578,6 +580,22 @@ fn print_summary(
         eprintln!(
             "  drops: {dropped} dropped ({}); a larger --ring-size or more --shards helps",
             per_cpu.join(", ")
+        );
+    }
+    let skipped: u64 = stats.recursion_misses.iter().map(|(_, n)| n).sum();
+    if skipped == 0 {
+        eprintln!("  skipped by the kernel: 0 handler runs");
+    } else {
+        let per_prog: Vec<String> = stats
+            .recursion_misses
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        eprintln!(
+            "  skipped by the kernel: {skipped} handler runs ({}), their events are missing: \
+             another BPF program was running on that CPU",
+            per_prog.join(", ")
         );
     }
     if let Some(&(size, peak)) = ring_fill

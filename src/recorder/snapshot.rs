@@ -343,6 +343,8 @@ pub struct RecordingStats {
     pub argv: Vec<String>,
     /// Per shard: (ring size, peak fill) in bytes.
     pub ring_fill: Vec<(u64, u64)>,
+    /// Per BPF program: runs the kernel skipped (recursion protection).
+    pub recursion_misses: Vec<(String, u64)>,
 }
 
 /// FtraceStats (END_OF_TRACE, per-CPU drops) and the schedlens RecorderStats packet.
@@ -361,19 +363,21 @@ pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
             })
             .collect(),
     };
-    let recorder = sl::RecorderStats {
-        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-        argv: stats.argv.clone(),
-        start_ts: Some(stats.start_ts),
-        end_ts: Some(stats.end_ts),
-        events: stats
-            .events
+    let counters = |named: &[(String, u64)]| {
+        named
             .iter()
             .map(|(name, value)| sl::recorder_stats::Counter {
                 name: Some(name.clone()),
                 value: Some(*value),
             })
-            .collect(),
+            .collect()
+    };
+    let recorder = sl::RecorderStats {
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        argv: stats.argv.clone(),
+        start_ts: Some(stats.start_ts),
+        end_ts: Some(stats.end_ts),
+        events: counters(&stats.events),
         lost_per_cpu: stats.lost_per_cpu.clone(),
         bytes_written: Some(stats.bytes_written),
         ring_fill: stats
@@ -384,6 +388,7 @@ pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
                 peak: Some(peak),
             })
             .collect(),
+        recursion_misses: counters(&stats.recursion_misses),
     };
     vec![
         packet(stats.end_ts, trace_packet::Data::FtraceStats(ftrace)),

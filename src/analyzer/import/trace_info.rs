@@ -135,6 +135,11 @@ impl TraceInfo {
         for (cpu, &n) in r.lost_per_cpu.iter().enumerate() {
             stats.set_at(Stat::recorder_lost_events_total, cpu as u32, n as i64);
         }
+        // Older recorders did not count them: no row rather than a false 0.
+        if !r.recursion_misses.is_empty() {
+            let skipped: u64 = r.recursion_misses.iter().map(|c| c.value()).sum();
+            stats.add(Stat::recorder_bpf_recursion_misses, skipped as i64);
+        }
         // The fullest ring, in percent: how close the recording came to
         // dropping events.
         let peak = r
