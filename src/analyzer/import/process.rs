@@ -10,6 +10,11 @@
 //! recorders did so); trace_processor shows such a task twice.
 
 use crate::analyzer::strings::{FastMap, Str};
+use smallvec::SmallVec;
+
+/// Utids of one tid or one process: nearly always one or a few, held inline
+/// so that a trace of many short tasks costs no heap allocation per task.
+type Utids = SmallVec<[Utid; 2]>;
 
 /// Which source named a thread; a name only replaces one of lower or equal priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,11 +60,11 @@ pub struct ProcessTracker {
     pub threads: Vec<Thread>,
     pub processes: Vec<Process>,
     /// Every utid a tid has had that was not ended, oldest first.
-    tids: FastMap<i64, Vec<Utid>>,
+    tids: FastMap<i64, Utids>,
     /// The utid a bare tid currently resolves to.
     live_tid: FastMap<i64, Utid>,
     pids: FastMap<i64, Upid>,
-    process_threads: FastMap<Upid, Vec<Utid>>,
+    process_threads: FastMap<Upid, Utids>,
     /// Threads known to share a process that is not known yet.
     pending_assocs: Vec<(Utid, Utid)>,
     /// (parent thread, child process) whose parent process is not known yet.
@@ -93,7 +98,7 @@ impl ProcessTracker {
             name_priority: NamePriority::Constant,
             from_snapshot: false,
         });
-        t.tids.insert(0, vec![0]);
+        t.tids.insert(0, smallvec::smallvec![0]);
         t.live_tid.insert(0, 0);
         t.pids.insert(0, 0);
         t
@@ -122,7 +127,7 @@ impl ProcessTracker {
         let utid = self.get_thread(tid)?;
         self.threads[utid as usize].end_ts = Some(ts);
         if let Some(v) = self.tids.get_mut(&tid) {
-            v.retain(|&u| u != utid);
+            v.retain(|u| *u != utid);
         }
         self.refresh_live_tid(tid);
         let upid = self.threads[utid as usize].upid?;
@@ -245,7 +250,7 @@ impl ProcessTracker {
                 if let Some(v) = self.tids.get_mut(&tid)
                     && v.last() != Some(&u)
                 {
-                    v.retain(|&x| x != u);
+                    v.retain(|x| *x != u);
                     v.push(u);
                 }
                 u
