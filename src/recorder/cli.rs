@@ -19,10 +19,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses --ring-size: bytes with an optional K/M/G suffix (binary units),
-/// a power of two from 64 KiB to 1 GiB (ring buffers are page multiples and
-/// the kernel requires a power of two).
-pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+/// Parses a size: bytes with an optional K/M/G suffix (binary units, "B" or
+/// "iB" allowed after it), more than zero.
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let lower = lower
@@ -43,6 +42,18 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
         .checked_shl(shift)
         .filter(|b| b >> shift == n)
         .ok_or_else(|| format!("{t:?} is too large"))?;
+    if bytes == 0 {
+        return Err("the size must be more than zero".into());
+    }
+    Ok(bytes)
+}
+
+/// Parses --ring-size: a size (see [`parse_size`]) that is a power of two
+/// from 64 KiB to 1 GiB (ring buffers are page multiples and the kernel
+/// requires a power of two).
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let bytes = parse_size(s)?;
     if !(64 << 10..=1 << 30).contains(&bytes) || !bytes.is_power_of_two() {
         return Err(format!(
             "{t:?}: the ring size must be a power of two from 64K to 1G (e.g. 8M, 16M)"

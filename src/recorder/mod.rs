@@ -65,6 +65,9 @@ pub struct TraceArgs {
     /// task CMD will start)
     #[arg(long)]
     pub wait_for_task: bool,
+    /// Stop once the trace file reaches this size (e.g. 512M, 2G), keeping it
+    #[arg(long, value_name = "SIZE", value_parser = cli::parse_size)]
+    pub max_bytes: Option<u64>,
     /// Number of ring buffers [default: one per group of CPUs sharing a last-level cache]
     #[arg(long, value_parser = cli::parse_shards)]
     pub shards: Option<usize>,

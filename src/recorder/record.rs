@@ -35,6 +35,8 @@ enum End {
     Duration,
     Signal,
     Command(ExitStatus),
+    /// The trace reached --max-bytes.
+    MaxBytes,
     /// A consumer thread stopped early (its error is reported after the drain).
     ConsumerFailed,
 }
@@ -91,6 +93,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &consumers,
         started,
         limit,
+        || args.max_bytes.is_some_and(|cap| writer.bytes_written() >= cap),
         |elapsed| {
             progress.update(elapsed, || {
                 let lost = recorder.lost_per_cpu(ncpus).iter().sum();
@@ -183,6 +186,10 @@ fn start_consumers(
 fn outcome(end: End, output: &Path) -> anyhow::Result<ExitCode> {
     match end {
         End::ConsumerFailed => bail!("a consumer thread stopped without an error"),
+        End::MaxBytes => {
+            eprintln!("  stopped early: the trace reached --max-bytes");
+            Ok(ExitCode::SUCCESS)
+        }
         End::Command(status) if !status.success() => {
             eprintln!(
                 "the command {} (the trace in {} is complete)",
@@ -445,13 +452,14 @@ fn finish_encoders(
 }
 
 /// Waits until the recording should end: a signal, the command's exit, the
-/// duration, or a consumer that stopped. `tick` runs on every turn.
+/// duration, a `full` trace, or a consumer that stopped. `tick` runs on every turn.
 fn wait_for_end(
     interrupted: &AtomicBool,
     mut child: Option<&mut Child>,
     consumers: &Consumers,
     started: Instant,
     limit: Duration,
+    full: impl Fn() -> bool,
     mut tick: impl FnMut(Duration),
 ) -> anyhow::Result<End> {
     loop {
@@ -469,6 +477,9 @@ fn wait_for_end(
         let elapsed = started.elapsed();
         if !limit.is_zero() && elapsed >= limit {
             return Ok(End::Duration);
+        }
+        if full() {
+            return Ok(End::MaxBytes);
         }
         tick(elapsed);
         let sleep = if limit.is_zero() {
