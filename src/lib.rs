@@ -15,6 +15,8 @@
 //! - [`analyses`]: the questions asked of a loaded trace, each answered once
 //!   for `summary`, the CLI and MCP.
 //! - [`mcp`]: `schedlens analyze`, the MCP server.
+//! - [`service`]: `schedlens recorder`, the root service `analyze --recorder`
+//!   asks for recordings.
 
 pub mod analyses;
 pub mod analyzer;
@@ -22,3 +24,4 @@ pub mod mcp;
 pub mod model;
 pub mod perfetto;
 pub mod recorder;
+pub mod service;

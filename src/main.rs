@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use schedlens::{analyses, analyzer, mcp, recorder};
+use schedlens::{analyses, analyzer, mcp, recorder, service};
 use std::process::ExitCode;
 
 /// See what the Linux scheduler did: record with BPF, analyze offline.
@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     /// Record the scheduler into a compressed Perfetto trace (root or CAP_BPF+CAP_PERFMON).
     Trace(recorder::TraceArgs),
+    /// Serve recordings on request to the members of a group, over a Unix socket (root).
+    Recorder(service::RecorderArgs),
     /// Print an overview of a trace: machine, CPU use, top tasks, latencies.
     Summary(analyses::summary::SummaryArgs),
     /// Run SQL against a trace's tables.
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => recorder::run(args),
+        Command::Recorder(args) => service::run(args).map(|()| ExitCode::SUCCESS),
         Command::Summary(args) => analyses::summary::run(args).map(|()| ExitCode::SUCCESS),
         Command::Query(args) => analyzer::query::run(args).map(|()| ExitCode::SUCCESS),
         Command::Analyze(args) => mcp::run(args).map(|()| ExitCode::SUCCESS),

@@ -9,6 +9,8 @@
 pub mod abi;
 #[cfg(feature = "record")]
 pub mod bpf;
+#[cfg(feature = "record")]
+pub mod catalog;
 pub mod cli;
 #[cfg(feature = "record")]
 pub mod consumer;
