@@ -93,7 +93,10 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &consumers,
         started,
         limit,
-        || args.max_bytes.is_some_and(|cap| writer.bytes_written() >= cap),
+        || {
+            args.max_bytes
+                .is_some_and(|cap| writer.bytes_written() >= cap)
+        },
         |elapsed| {
             progress.update(elapsed, || {
                 let lost = recorder.lost_per_cpu(ncpus).iter().sum();

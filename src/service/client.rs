@@ -46,8 +46,9 @@ impl Connection {
     }
 
     pub fn send(&mut self, request: &Request) -> anyhow::Result<()> {
-        protocol::write_frame(&mut self.stream, request)
-            .map_err(|e| anyhow::anyhow!("the recorder at {} went away: {e}", self.socket.display()))
+        protocol::write_frame(&mut self.stream, request).map_err(|e| {
+            anyhow::anyhow!("the recorder at {} went away: {e}", self.socket.display())
+        })
     }
 
     /// A second handle on the connection, to send `cancel` while another
@@ -71,7 +72,8 @@ impl Connection {
             return Err(gone("sent an oversized frame"));
         }
         let end = 4 + len as usize;
-        self.fill(end).map_err(|_| gone("closed the connection mid-frame"))?;
+        self.fill(end)
+            .map_err(|_| gone("closed the connection mid-frame"))?;
         let response = protocol::decode_response(&self.pending[4..end])
             .map_err(|e| anyhow::anyhow!("bad frame from the recorder: {e}"))?;
         self.pending.drain(..end);
@@ -97,8 +99,10 @@ impl Connection {
                 if let ControlMessageOwned::ScmRights(fds) = cmsg {
                     // SAFETY: the kernel just installed these descriptors in
                     // this process for us; nothing else owns them.
-                    self.fds
-                        .extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    self.fds.extend(
+                        fds.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
                 }
             }
             if got == 0 {

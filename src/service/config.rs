@@ -17,11 +17,13 @@ pub const DEFAULT_SPOOL: &str = "/var/lib/schedlens/spool";
 
 /// Arguments of `schedlens recorder`.
 #[derive(Debug, Default, clap::Args)]
-#[command(after_help = "Every setting may also be given in the configuration file \
+#[command(
+    after_help = "Every setting may also be given in the configuration file \
     (the same names with _ for -, durations and sizes as strings: max_duration = \"5m\"); \
     flags override it.\n\nExamples:\n  \
     sudo schedlens recorder\n  \
-    sudo schedlens recorder --group perf --max-duration 1m --max-bytes 512M")]
+    sudo schedlens recorder --group perf --max-duration 1m --max-bytes 512M"
+)]
 pub struct RecorderArgs {
     /// Configuration file [default: /etc/schedlens/recorder.toml, if present]
     #[arg(long, value_name = "FILE")]

@@ -72,8 +72,15 @@ pub enum Response {
     Capabilities(Capabilities),
     Status(Status),
     /// The recording runs; `name` is its trace's file name in the spool.
-    Started { id: u64, name: String, duration_ms: u64 },
-    Progress { elapsed_ms: u64, bytes: u64 },
+    Started {
+        id: u64,
+        name: String,
+        duration_ms: u64,
+    },
+    Progress {
+        elapsed_ms: u64,
+        bytes: u64,
+    },
     /// The recording ended; the trace comes as the frame's file descriptor.
     Finished(Finished),
 }
@@ -274,13 +281,19 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
         ("comms", r.comms.len()),
     ] {
         if n > MAX_FILTER {
-            return bad(format!("at most {MAX_FILTER} {field} are supported, got {n}"));
+            return bad(format!(
+                "at most {MAX_FILTER} {field} are supported, got {n}"
+            ));
         }
     }
     if let Some(id) = r.pids.iter().chain(&r.tgids).find(|&&id| id <= 0) {
         return bad(format!("{id} is not a process id (a number above 0)"));
     }
-    if let Some(c) = r.comms.iter().find(|c| crate::recorder::cli::parse_comm(c).is_err()) {
+    if let Some(c) = r
+        .comms
+        .iter()
+        .find(|c| crate::recorder::cli::parse_comm(c).is_err())
+    {
         return bad(format!(
             "comm {:?} is not a task name (1 to 15 bytes, no NUL)",
             c.chars().take(32).collect::<String>()
@@ -290,7 +303,10 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
         if names.len() > MAX_NAMES {
             return bad(format!("at most {MAX_NAMES} {field} are supported"));
         }
-        if names.iter().any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES) {
+        if names
+            .iter()
+            .any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES)
+        {
             return bad(format!("{field} names have 1 to {MAX_NAME_BYTES} bytes"));
         }
     }
@@ -333,7 +349,10 @@ mod tests {
             (br#"{"op":"status"}"#, "no \"version\""),
             (br#"{"version":2,"op":"status"}"#, "version 2"),
             (br#"{"version":1,"op":"reboot"}"#, "unknown variant"),
-            (br#"{"version":1,"op":"record","duration_ms":0}"#, "more than 0"),
+            (
+                br#"{"version":1,"op":"record","duration_ms":0}"#,
+                "more than 0",
+            ),
             (
                 br#"{"version":1,"op":"record","duration_ms":5,"pids":[-1]}"#,
                 "not a process id",
@@ -345,7 +364,11 @@ mod tests {
         ];
         for (body, want) in cases {
             let e = decode_request(body).unwrap_err();
-            assert!(e.0.contains(want), "{:?}: {e}", String::from_utf8_lossy(body));
+            assert!(
+                e.0.contains(want),
+                "{:?}: {e}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -206,10 +206,7 @@ impl Service {
         match std::fs::symlink_metadata(socket) {
             Ok(m) if m.file_type().is_socket() => {
                 if UnixStream::connect(socket).is_ok() {
-                    bail!(
-                        "another recorder already listens on {}",
-                        socket.display()
-                    );
+                    bail!("another recorder already listens on {}", socket.display());
                 }
                 std::fs::remove_file(socket)
                     .with_context(|| format!("removing the stale socket {}", socket.display()))?;
@@ -391,7 +388,11 @@ impl Service {
             ));
         }
         let groups = catalog::event_groups();
-        if let Some(unknown) = r.events.iter().find(|e| !groups.iter().any(|g| g.name == *e)) {
+        if let Some(unknown) = r
+            .events
+            .iter()
+            .find(|e| !groups.iter().any(|g| g.name == *e))
+        {
             let names: Vec<&str> = groups.iter().map(|g| g.name).collect();
             return Err((
                 ErrorCode::BadRequest,
@@ -403,7 +404,11 @@ impl Service {
             ));
         }
         let stacks = catalog::stack_kinds();
-        if let Some(unknown) = r.stacks.iter().find(|s| !stacks.iter().any(|k| k.name == *s)) {
+        if let Some(unknown) = r
+            .stacks
+            .iter()
+            .find(|s| !stacks.iter().any(|k| k.name == *s))
+        {
             let names: Vec<&str> = stacks.iter().map(|k| k.name).collect();
             return Err((
                 ErrorCode::BadRequest,
@@ -424,7 +429,12 @@ impl Service {
     /// Books a recording under the limits that depend on the others:
     /// concurrency, the caller's interval, room in the spool (made by
     /// deleting the oldest traces). Returns it with its trace's path.
-    fn admit(&self, uid: u32, r: &RecordRequest, cap: u64) -> Result<(u64, String, PathBuf), Refusal> {
+    fn admit(
+        &self,
+        uid: u32,
+        r: &RecordRequest,
+        cap: u64,
+    ) -> Result<(u64, String, PathBuf), Refusal> {
         let config = &self.config;
         let mut book = self.book();
         if book.active.len() >= config.max_concurrent as usize {
@@ -477,7 +487,11 @@ impl Service {
             let name = format!(
                 "{stamp}-uid{uid}-{}{}.pftrace",
                 id,
-                if n == 0 { String::new() } else { format!(".{n}") }
+                if n == 0 {
+                    String::new()
+                } else {
+                    format!(".{n}")
+                }
             );
             let path = config.spool.join(&name);
             if std::fs::symlink_metadata(&path).is_err() {
@@ -701,8 +715,7 @@ impl Service {
         // and getppid. If the service has died already, stop at once.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() == 1
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() == 1 {
                     return Err(std::io::Error::other("the service is gone"));
                 }
                 Ok(())
@@ -740,7 +753,12 @@ fn watch_for_cancel(stream: &UnixStream, stop: Arc<AtomicU8>) {
             Ok(Some(_)) => Stop::Cancelled,
             _ => Stop::Disconnected,
         };
-        let _ = stop.compare_exchange(Stop::No as u8, why as u8, Ordering::AcqRel, Ordering::Acquire);
+        let _ = stop.compare_exchange(
+            Stop::No as u8,
+            why as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     });
 }
 
@@ -842,5 +860,7 @@ fn lookup_user(name: &str) -> anyhow::Result<Uid> {
     if let Ok(uid) = name.parse::<u32>() {
         return Ok(Uid::from_raw(uid));
     }
-    User::from_name(name)?.map(|u| u.uid).context("no such user")
+    User::from_name(name)?
+        .map(|u| u.uid)
+        .context("no such user")
 }
