@@ -35,6 +35,8 @@ pub(super) struct State {
     pub slots: Arc<Semaphore>,
     /// For a model's SQL, apart: slow queries never hold up the tools.
     pub worker_slots: Arc<Semaphore>,
+    /// The recorder service's socket (`--recorder`), for the recording tools.
+    pub recorder: Option<std::path::PathBuf>,
 }
 
 /// A tool that needs the SQL sandbox itself (limits and budget), not only a

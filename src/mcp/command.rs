@@ -27,14 +27,20 @@ pub struct AnalyzeArgs {
     /// Reload the traces even if a cached database exists.
     #[arg(long)]
     pub rebuild: bool,
+    /// Offer recording through the recorder service at SOCKET (`schedlens recorder`):
+    /// adds the record, recording_status and list_recordable_events tools. This
+    /// server loads no BPF; it reads the traces the service hands it.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, require_equals = false,
+          default_missing_value = crate::service::config::DEFAULT_SOCKET)]
+    pub recorder: Option<PathBuf>,
     /// Time limit of one tool call's SQL, e.g. "10s" or "500ms".
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    if args.traces.is_empty() && args.trace_dir.is_none() {
-        anyhow::bail!("name at least one trace (or --trace-dir DIR) to serve");
+    if args.traces.is_empty() && args.trace_dir.is_none() && args.recorder.is_none() {
+        anyhow::bail!("name at least one trace (or --trace-dir DIR, or --recorder) to serve");
     }
     let opts = LoadOptions {
         rebuild: args.rebuild,
@@ -63,6 +69,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         // the others; its own SQL queues apart, so it never holds up the tools.
         slots: Arc::new(Semaphore::new(2)),
         worker_slots: Arc::new(Semaphore::new(2)),
+        recorder: args.recorder,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,7 +1,8 @@
 //! `schedlens analyze`: the MCP server over stdio.
 //!
-//! Every tool is read-only and closed-world: a model reaches only the traces
-//! named on the command line or the files of the `--trace-dir` the user chose,
+//! Every tool is closed-world: a model reaches only the traces named on the
+//! command line, the files of the `--trace-dir` the user chose and the traces
+//! the recorder service hands over (with `--recorder`),
 //! and its SQL runs in the sandbox (analyzer/sandbox.rs).
 //!
 //! - [`command`]: the command and its arguments: load the traces, serve.
@@ -10,6 +11,8 @@
 //! - [`call`]: how a tool call runs: arguments, sandbox, limits, errors.
 //! - [`catalogue`]: list_tables, describe_table and the schema resource.
 //! - [`query`]: the query tool.
+//! - [`recorder`]: record, recording_status and list_recordable_events, which
+//!   ask the recorder service (`--recorder`); the only tools that do more than read.
 //! - [`server`]: rmcp's handler over the registry.
 //!
 //! The analysis tools are declared in their analyses (crate::analyses): a
@@ -19,9 +22,10 @@ pub mod call;
 pub mod catalogue;
 mod command;
 pub mod query;
+pub mod recorder;
 pub mod registry;
 mod server;
 pub mod traces;
 
 pub use command::{AnalyzeArgs, run};
-pub use registry::tool_names;
+pub use registry::{recording_tool_names, tool_names};

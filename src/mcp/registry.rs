@@ -5,6 +5,7 @@
 use super::call::Entry;
 use super::catalogue::{self, SCHEMA_URI};
 use super::query;
+use super::recorder;
 use super::traces;
 use crate::analyses::{
     cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
@@ -26,6 +27,8 @@ pub(super) enum Role {
     Analysis,
     /// Raw SQL, for the rest.
     Sql,
+    /// Recording through the recorder service (only with --recorder).
+    Record,
 }
 
 /// Every tool, in tools/list order.
@@ -44,6 +47,16 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, process_tree::TOOL),
         Entry::in_worker(Sql, query::QUERY),
     ]
+}
+
+/// The tools `--recorder` adds after those, in tools/list order.
+pub(super) fn recording_tools() -> Vec<Entry> {
+    recorder::tools()
+}
+
+/// The names of the tools `--recorder` adds, in tools/list order.
+pub fn recording_tool_names() -> Vec<&'static str> {
+    recording_tools().iter().map(|t| t.name).collect()
 }
 
 /// The tool names, in tools/list order.
@@ -76,7 +89,16 @@ pub(super) fn instructions(tools: &[Entry]) -> String {
         analyses = named(Role::Analysis, ", "),
         sql = named(Role::Sql, ", "),
         traces = named(Role::Traces, ", "),
-    )
+    ) + &if tools.iter().any(|t| t.role == Role::Record) {
+        format!(
+            " This server can also record: {record}; list_recordable_events first shows what \
+             and the limits, and a recorded trace is then available to every tool by the name \
+             record returns.",
+            record = named(Role::Record, ", ")
+        )
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
@@ -85,9 +107,11 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_all_in_the_instructions() {
-        let tools = tools();
+        let mut tools = tools();
+        tools.extend(recording_tools());
         let text = instructions(&tools);
         let mut names = tool_names();
+        names.extend(recording_tool_names());
         for name in &names {
             assert!(text.contains(name), "the instructions leave out {name}");
         }
@@ -97,14 +121,28 @@ mod tests {
         assert_eq!(names.len(), count, "a tool name is used twice");
     }
 
-    /// The README's tool table lists the tools of the registry, in its order.
+    /// The README's tool tables list the tools of the registry, in its order.
     #[test]
     fn readme_lists_every_tool_in_order() {
+        assert_eq!(
+            readme_table("tool"),
+            tool_names(),
+            "README tool table vs the tool registry"
+        );
+        assert_eq!(
+            readme_table("recording tool"),
+            recording_tool_names(),
+            "README recording tool table vs the tool registry"
+        );
+    }
+
+    /// The tool names of the README table whose first column is `header`.
+    fn readme_table(header: &str) -> Vec<String> {
         let readme = include_str!("../../README.md");
         let table = readme
-            .split("\n| tool | answers |\n")
+            .split(&format!("\n| {header} | answers |\n"))
             .nth(1)
-            .expect("the README has a tool table (| tool | answers |)");
+            .unwrap_or_else(|| panic!("the README has a table | {header} | answers |"));
         let mut listed = Vec::new();
         for row in table.lines().skip(1).take_while(|l| l.starts_with('|')) {
             let first_cell = row.split('|').nth(1).unwrap_or_default();
@@ -114,10 +152,6 @@ mod tests {
                 listed.push(name.to_string());
             }
         }
-        assert_eq!(
-            listed,
-            tool_names(),
-            "README tool table vs the tool registry"
-        );
+        listed
     }
 }

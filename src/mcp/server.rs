@@ -23,7 +23,11 @@ pub(super) struct Server {
 
 impl Server {
     pub fn new(state: State) -> Server {
-        let tools: Arc<[Entry]> = registry::tools().into();
+        let mut tools = registry::tools();
+        if state.recorder.is_some() {
+            tools.extend(registry::recording_tools());
+        }
+        let tools: Arc<[Entry]> = tools.into();
         Server {
             state: Arc::new(state),
             instructions: registry::instructions(&tools).into(),

@@ -52,6 +52,21 @@ impl Traces {
         Ok(())
     }
 
+    /// Serves a trace loaded while serving (a recording) under `name`, which must be new.
+    pub fn insert(&self, name: String, db: PathBuf) -> Result<(), String> {
+        let mut served = self.served();
+        if served.contains_key(&name) {
+            return Err(format!("a trace named {name:?} is served already"));
+        }
+        served.insert(name, db);
+        Ok(())
+    }
+
+    /// How this server loads traces.
+    pub fn load_options(&self) -> LoadOptions {
+        self.load_opts.clone()
+    }
+
     /// Also offers the trace files of `dir`.
     pub fn offer_dir(&mut self, dir: PathBuf) -> anyhow::Result<()> {
         std::fs::read_dir(&dir).with_context(|| format!("--trace-dir {}", dir.display()))?;

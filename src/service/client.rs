@@ -45,10 +45,16 @@ impl Connection {
         })
     }
 
+    /// Sends the request. A service that refused the caller before reading
+    /// it may have closed its end already: its refusal is the error then.
     pub fn send(&mut self, request: &Request) -> anyhow::Result<()> {
-        protocol::write_frame(&mut self.stream, request).map_err(|e| {
-            anyhow::anyhow!("the recorder at {} went away: {e}", self.socket.display())
-        })
+        let Err(e) = protocol::write_frame(&mut self.stream, request) else {
+            return Ok(());
+        };
+        if let Ok((Response::Error(refusal), _)) = self.recv() {
+            anyhow::bail!("the recorder refused: {}", refusal.message);
+        }
+        anyhow::bail!("the recorder at {} went away: {e}", self.socket.display())
     }
 
     /// A second handle on the connection, to send `cancel` while another

@@ -132,7 +132,7 @@ pub struct StackKind {
 }
 
 /// The limits a service enforces, as recorder.toml names them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Limits {
     pub max_duration_ms: u64,
     pub max_bytes: u64,
@@ -141,19 +141,22 @@ pub struct Limits {
     pub spool_max_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     pub recordings: Vec<RecordingStatus>,
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordingStatus {
     pub id: u64,
+    /// Its trace's file name in the spool.
     pub name: String,
+    /// Who asked for it.
     pub uid: u32,
     pub elapsed_ms: u64,
     pub duration_ms: u64,
+    /// The trace's size so far.
     pub bytes: u64,
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IoSlice};
+use std::io::{BufRead, BufReader, IoSlice, Read as _};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -283,7 +283,7 @@ impl Service {
                     self.config.allow_groups.join(", ")
                 ),
             );
-            return;
+            return drain(stream);
         }
         let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         let request = match protocol::read_frame(&mut &stream, MAX_REQUEST_BYTES) {
@@ -295,7 +295,7 @@ impl Service {
         let reply = match request {
             Err(message) => {
                 let _ = reply_error(&stream, ErrorCode::BadRequest, None, message);
-                return;
+                return drain(stream);
             }
             Ok(Request::Capabilities) => Response::Capabilities(self.capabilities()),
             Ok(Request::Status) => Response::Status(self.status()),
@@ -776,6 +776,14 @@ fn reply_error(
             message,
         }),
     )
+}
+
+/// Reads (a little of) what a refused client still sends before closing: a
+/// socket closed with unread data resets, and the client would lose the error.
+fn drain(stream: UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = std::io::copy(&mut (&stream).take(1 << 20), &mut std::io::sink());
 }
 
 /// A trace of the spool, opened without following a link or blocking.
