@@ -589,9 +589,12 @@ fn each_limit_is_enforced_and_named() {
         !site.spool.join("old1.pftrace").exists(),
         "the oldest went first"
     );
+    // Traces only: root's `schedlens query` above cached its database beside one.
     let total: u64 = std::fs::read_dir(&site.spool)
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pftrace"))
+        .map(|e| e.metadata().unwrap().len())
         .sum();
     assert!(total <= 1 << 20, "spool holds {total} bytes");
     site.stop();
@@ -674,6 +677,40 @@ fn check_loads(site: &Site, trace: &Path) {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0);
     assert!(n > 0, "{}: {stdout}", trace.display());
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_recording() {
+    if !require_root("a_client_that_goes_away_stops_its_recording") {
+        return;
+    }
+    let mut site = Site::new();
+    site.start(&[]);
+    let mut conn = Connection::connect(&site.socket).unwrap();
+    conn.send(&record(300_000)).unwrap();
+    let name = match conn.recv().unwrap().0 {
+        Response::Started { name, .. } => name,
+        other => panic!("{other:?}"),
+    };
+    while !matches!(conn.recv().unwrap().0, Response::Progress { bytes, .. } if bytes > 0) {}
+    drop(conn);
+    // Long before its 5 minutes, nothing runs and the trace is whole in the spool.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let frames = converse(&site.socket, &Request::Status);
+        match &frames[0].0 {
+            Response::Status(s) if s.recordings.is_empty() => break,
+            Response::Status(_) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recording outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check_loads(&site, &site.spool.join(&name));
+    assert!(site.log().contains("Disconnected"), "{}", site.log());
 }
 
 #[test]

@@ -34,7 +34,7 @@ use crate::recorder::catalog;
 
 /// Connections served at once; more are refused until one ends.
 const MAX_CONNECTIONS: usize = 32;
-/// How long a client may take to send its request.
+/// How long a client may take to send its request, or to take a frame.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a recording's child is checked and its progress sent.
 const TICK: Duration = Duration::from_millis(100);
@@ -244,7 +244,7 @@ impl Service {
             }
             if name.starts_with('.') && name.ends_with(".partial") {
                 let _ = std::fs::remove_file(&path);
-            } else if name.ends_with(".pftrace") {
+            } else if is_trace_name(&name) {
                 if let Ok(file) = open_trace(&path) {
                     let _ = self.share(&file);
                 }
@@ -286,6 +286,8 @@ impl Service {
             return drain(stream);
         }
         let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+        // A client that stops reading is gone: its recording must not wait on it.
+        let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
         let request = match protocol::read_frame(&mut &stream, MAX_REQUEST_BYTES) {
             Ok(Some(body)) => protocol::decode_request(&body).map_err(|e| e.0),
             Ok(None) => return,
@@ -513,7 +515,8 @@ impl Service {
     }
 
     /// Deletes the oldest finished traces until `needed` more bytes fit in
-    /// the spool; false if even an empty spool would not hold them.
+    /// the spool; false if even an empty spool would not hold them. Only
+    /// traces count and go: never a recording's temporary (`.NAME.partial`).
     fn make_room(&self, needed: u64, busy: &[&Path]) -> bool {
         let cap = self.config.spool_max_bytes;
         if needed > cap {
@@ -524,6 +527,7 @@ impl Service {
             .flatten()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| is_trace_name(&e.file_name().to_string_lossy()))
             .filter(|e| !busy.contains(&e.path().as_path()))
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
@@ -796,6 +800,11 @@ fn open_trace(path: &Path) -> std::io::Result<File> {
         return Err(std::io::Error::other("not a regular file"));
     }
     Ok(file)
+}
+
+/// A trace's name in the spool (not a temporary, which starts with a dot).
+fn is_trace_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(".pftrace")
 }
 
 fn file_size(path: &Path) -> u64 {
