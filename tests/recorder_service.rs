@@ -629,6 +629,91 @@ fn each_limit_is_enforced_and_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("spool_max_bytes"));
 }
 
+/// The trace's answer to one `schedlens query` counting something.
+fn query_count(site: &Site, trace: &Path, sql: &str) -> i64 {
+    let out = Command::new(&site.bin)
+        .args(["query", "--format=csv"])
+        .arg(trace)
+        .arg(sql)
+        .env("XDG_CACHE_HOME", site.dir.path().join("root-cache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: {stdout}"))
+}
+
+#[test]
+fn a_request_s_filters_reach_the_recording() {
+    if !require_root("a_request_s_filters_reach_the_recording") {
+        return;
+    }
+    let mut site = Site::new();
+    site.start(&[]);
+    // Waits for its recording to begin (a file it is told about), then forks.
+    let go = site.dir.path().join("go");
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; for i in $(seq 10); do /bin/true; done",
+            go.display()
+        ))
+        .spawn()
+        .unwrap();
+    let busy = spin_workload();
+    let mut conn = Connection::connect(&site.socket).unwrap();
+    conn.send(&Request::Record(RecordRequest {
+        duration_ms: 2000,
+        tgids: vec![sh.id() as i32],
+        ..Default::default()
+    }))
+    .unwrap();
+    let finished = loop {
+        match conn.recv().unwrap() {
+            (Response::Progress { bytes, .. }, _) if bytes > 0 => {
+                let _ = std::fs::write(&go, b"");
+            }
+            (Response::Finished(f), _) => break f,
+            (Response::Started { .. } | Response::Progress { .. }, _) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    drop(busy);
+    assert!(sh.wait().unwrap().success());
+    let trace = site.spool.join(&finished.name);
+    let sh_upid = format!("(SELECT upid FROM process WHERE pid = {})", sh.id());
+    assert_eq!(
+        query_count(
+            &site,
+            &trace,
+            &format!(
+                "SELECT COUNT(*) FROM process WHERE parent_upid = {sh_upid} AND name = 'true'"
+            )
+        ),
+        10
+    );
+    // The busy shells outside the filter fork hundreds of `true`s meanwhile:
+    // none of them is in the trace.
+    assert_eq!(
+        query_count(
+            &site,
+            &trace,
+            &format!(
+                "SELECT COUNT(*) FROM process WHERE name = 'true' AND parent_upid IS NOT {sh_upid}"
+            )
+        ),
+        0
+    );
+}
+
 /// Busy threads that switch constantly, until dropped.
 struct Spin(Vec<Child>);
 
