@@ -599,6 +599,24 @@ fn each_limit_is_enforced_and_named() {
     assert!(total <= 1 << 20, "spool holds {total} bytes");
     site.stop();
 
+    // Room in the spool is kept for the recordings running: a second one
+    // that could not fit beside the first is refused.
+    site.start(&[
+        "--max-concurrent",
+        "2",
+        "--max-bytes",
+        "512K",
+        "--spool-max-bytes",
+        "768K",
+    ]);
+    let mut first = Connection::connect(&site.socket).unwrap();
+    first.send(&record(3000)).unwrap();
+    assert!(matches!(first.recv().unwrap().0, Response::Started { .. }));
+    let (_, limit, message) = refusal(&converse(&site.socket, &record(1000)));
+    assert_eq!(limit.as_deref(), Some("spool_max_bytes"), "{message}");
+    drop(first);
+    site.stop();
+
     // Between one caller's recordings.
     site.start(&["--min-interval", "1h"]);
     let frames = converse(&site.socket, &record(200));
