@@ -108,8 +108,8 @@ impl Site {
             extra.extend(["--min-interval", "0s"]);
         }
         let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
-        let child = Command::new(&self.bin)
-            .arg("recorder")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("recorder")
             .arg("--config")
             .arg(self.dir.path().join("recorder.toml"))
             .arg("--socket")
@@ -119,9 +119,17 @@ impl Site {
             .args(["--group", &self.group])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // Another test's fork may still hold the copy of the binary open for
+        // writing for an instant (ETXTBSY): try again.
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         self.service = Some(child);
         let deadline = Instant::now() + PATIENCE;
         while UnixStream::connect(&self.socket).is_err() {
