@@ -7,6 +7,7 @@
 //! importer.
 
 mod oracle;
+mod output_schema;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use rmcp::ServiceExt;
@@ -17,6 +18,7 @@ use schedlens::analyses::{
     cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
     trace_info,
 };
+use schedlens::mcp::{catalogue, query};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -177,8 +179,11 @@ async fn ok(c: &Client, tool: &str, args: Value) -> Value {
         .await
         .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"));
     assert_ne!(r.is_error, Some(true), "{tool} failed: {:?}", r.content);
-    r.structured_content
-        .unwrap_or_else(|| panic!("{tool}: no structured content"))
+    let answer = r
+        .structured_content
+        .unwrap_or_else(|| panic!("{tool}: no structured content"));
+    output_schema::validate(c, tool, &answer).await;
+    answer
 }
 
 fn int(v: &Value) -> i64 {
@@ -303,5 +308,46 @@ async fn mcp_tools_answer_what_the_workload_did() {
         "a dead task ends dead, not {last}"
     );
 
+    c.cancel().await.unwrap();
+}
+
+/// Most bytes tools/list may take: about 3,000 tokens of a model's context.
+const TOOLS_LIST_BUDGET: usize = 12 * 1024;
+/// Most bytes of a tool's answer with its default arguments.
+const DEFAULT_ANSWER_BUDGET: usize = 4 * 1024;
+
+/// What a model pays for the tools: tools/list, and each tool's answer with
+/// only the arguments it cannot do without, on this real recording (the
+/// busiest thread's timeline, the widest table's rows).
+#[tokio::test]
+async fn tools_list_and_default_answers_fit_their_budgets() {
+    let t = truth();
+    let (_dir, trace) = copy_fixture();
+    let c = serve(&trace).await;
+    let tools = c.list_all_tools().await.unwrap();
+    let list = serde_json::to_string(&json!({ "tools": tools })).unwrap();
+    eprintln!("tools/list: {} bytes, {} tools", list.len(), tools.len());
+    assert!(
+        list.len() <= TOOLS_LIST_BUDGET,
+        "tools/list takes {} bytes, more than {TOOLS_LIST_BUDGET}",
+        list.len()
+    );
+    for name in schedlens::mcp::tool_names() {
+        // A tool added later that needs an argument gets its line here.
+        let args = match name {
+            n if n == catalogue::DESCRIBE_TABLE.name => json!({"table": "thread_state"}),
+            n if n == task_timeline::TOOL.name => json!({"pid": t.pipe_pids[0]}),
+            n if n == search_events::TOOL.name => json!({"text": "s"}),
+            n if n == query::QUERY.name => json!({"sql": "SELECT * FROM thread_state"}),
+            _ => json!({}),
+        };
+        let answer = ok(&c, name, args).await;
+        let bytes = answer.to_string().len();
+        eprintln!("{name}: {bytes} bytes by default");
+        assert!(
+            bytes <= DEFAULT_ANSWER_BUDGET,
+            "{name}'s default answer takes {bytes} bytes, more than {DEFAULT_ANSWER_BUDGET}"
+        );
+    }
     c.cancel().await.unwrap();
 }

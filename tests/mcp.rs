@@ -2,6 +2,7 @@
 //! stdio, answers checked against the synthetic workload's raw rows.
 
 mod common;
+mod output_schema;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -79,7 +80,8 @@ fn text(r: &CallToolResult) -> String {
         .collect()
 }
 
-/// A successful result: the structured content, checked to equal the text.
+/// A successful result: the structured content, checked to equal the text and
+/// to fit the tool's outputSchema.
 async fn ok(c: &Client, tool: &str, args: Value) -> Value {
     let r = call(c, tool, args.clone()).await;
     assert_ne!(r.is_error, Some(true), "{tool} {args}: {}", text(&r));
@@ -89,6 +91,7 @@ async fn ok(c: &Client, tool: &str, args: Value) -> Value {
         structured, from_text,
         "{tool}: text and structured content differ"
     );
+    output_schema::validate(c, tool, &structured).await;
     structured
 }
 
@@ -188,6 +191,10 @@ async fn analyses_match_the_workload() {
         info["cpus"]["llc_groups"],
         json!([{"id": 0, "cpus": [0, 1]}, {"id": 1, "cpus": [2, 3]}])
     );
+    // CPUs 0 and 1 share core 0, 2 and 3 have one each (the workload's topology).
+    assert_eq!(info["cpus"]["cores"], 3);
+    assert_eq!(info["cpus"]["threads_per_core"], 2);
+    assert_eq!(info["cpus"]["smt_siblings"], json!([[0, 1]]));
     assert_eq!(ns(&info["time"]["duration"]), w.end_ts - START_TS);
     assert_eq!(info["time"]["start_ts"], START_TS.to_string());
     assert_eq!(info["system"]["kernel_release"], "6.8.0-test");
@@ -447,7 +454,7 @@ async fn analyses_match_the_workload() {
     let q = ok(
         &c,
         query::QUERY.name,
-        json!({"sql": "SELECT * FROM sched_slice", "limit": 100000}),
+        json!({"sql": "SELECT * FROM sched_slice", "limit": 2000}),
     )
     .await;
     assert_eq!(q["limit"], 2000);
@@ -1355,4 +1362,187 @@ async fn analysis_latency_on_a_large_trace() {
         );
     }
     c.cancel().await.unwrap();
+}
+
+/// An argument a tool does not take is an error naming it and the ones it
+/// does take, never an answer that silently ignores it.
+#[tokio::test]
+async fn unknown_arguments_are_named() {
+    let f = fixture();
+    let c = serve(&f.trace, &[]).await;
+    let cases = [
+        (
+            top_tasks::TOOL.name,
+            json!({"tid": 1}),
+            "\"tid\"",
+            "order_by",
+        ),
+        (
+            cpu_utilization::TOOL.name,
+            json!({"cpu": 0}),
+            "\"cpu\"",
+            "group_by",
+        ),
+        (
+            traces::LIST_TRACES.name,
+            json!({"all": true}),
+            "\"all\"",
+            "takes none",
+        ),
+        (
+            query::QUERY.name,
+            json!({"sql": "SELECT 1", "rows": 5}),
+            "\"rows\"",
+            "limit",
+        ),
+        (
+            cpu_utilization::TOOL.name,
+            json!({"window": {"start": 0, "stop": 5}}),
+            "\"stop\" in window",
+            "end",
+        ),
+    ];
+    for (tool, args, unknown, valid) in cases {
+        let msg = err(&c, tool, args.clone()).await;
+        assert!(
+            msg.contains(unknown) && msg.contains(valid) && msg.contains(tool),
+            "{tool} {args}: {msg:?}"
+        );
+    }
+    c.cancel().await.unwrap();
+}
+
+/// Integers as clients send them: JSON strings and integral floats.
+#[tokio::test]
+async fn integers_may_come_as_strings_or_floats() {
+    let f = fixture();
+    let c = serve(&f.trace, &[]).await;
+    for limit in [json!(3), json!("3"), json!(3.0), json!(" 3 ")] {
+        let top = ok(&c, top_tasks::TOOL.name, json!({"limit": limit})).await;
+        assert_eq!(top["tasks"].as_array().unwrap().len(), 3, "limit {limit}");
+    }
+    let pid = f.w.processes[1].pid;
+    let tree = ok(&c, process_tree::TOOL.name, json!({"pid": pid.to_string()})).await;
+    assert_eq!(tree["processes"][0]["pid"], pid);
+    let q = ok(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT 1", "limit": "1"}),
+    )
+    .await;
+    assert_eq!(q["limit"], 1);
+    let w = ok(
+        &c,
+        cpu_utilization::TOOL.name,
+        json!({"window": {"end": 1e6}}),
+    )
+    .await;
+    assert_eq!(ns(&w["window"]["end"]), 1_000_000);
+    for bad in [json!(2.5), json!("2.5"), json!("three")] {
+        let msg = err(&c, top_tasks::TOOL.name, json!({"limit": bad})).await;
+        assert!(
+            msg.starts_with("bad arguments for top_tasks"),
+            "{bad}: {msg}"
+        );
+    }
+    c.cancel().await.unwrap();
+}
+
+/// `query`'s row limit: 40 rows by default, an error above the maximum.
+#[tokio::test]
+async fn query_limits_say_what_they_are() {
+    let f = fixture();
+    let c = serve(&f.trace, &[]).await;
+    let q = ok(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT utid FROM thread_state"}),
+    )
+    .await;
+    assert_eq!(
+        (q["row_count"].as_i64(), q["limit"].as_i64()),
+        (Some(40), Some(40))
+    );
+    assert_eq!(q["truncated_by"], "limit");
+    let msg = err(
+        &c,
+        query::QUERY.name,
+        json!({"sql": "SELECT 1", "limit": 5000}),
+    )
+    .await;
+    assert!(msg.contains("maximum of 2000"), "{msg}");
+    c.cancel().await.unwrap();
+}
+
+/// The JSON-RPC errors a client needs to stop waiting: -32700 for a line that
+/// is not JSON, -32602 (with the request's id) for tools/call without a name;
+/// the session goes on after both. Raw lines on the server's stdio.
+#[tokio::test]
+async fn malformed_requests_get_json_rpc_errors() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let f = fixture();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_schedlens"))
+        .arg("analyze")
+        .arg(&f.trace)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("an answer")
+            .unwrap()
+            .expect("a line");
+        serde_json::from_str(&line).unwrap()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}});
+    let send = [
+        init.to_string(),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+        "{\"jsonrpc\": \"2.0\", \"id\": 2, \"method\": ".to_string(),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": {}}})
+            .to_string(),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}).to_string(),
+    ];
+    stdin
+        .write_all((send.join("\n") + "\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(next().await);
+    }
+    let by_id = |id: Value| {
+        answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer with id {id}: {answers:?}"))
+    };
+    assert!(by_id(json!(1))["result"]["serverInfo"].is_object());
+    assert_eq!(by_id(Value::Null)["error"]["code"], -32700);
+    let no_name = by_id(json!(3));
+    assert_eq!(no_name["error"]["code"], -32602, "{no_name}");
+    assert!(
+        no_name["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name"),
+        "{no_name}"
+    );
+    assert!(by_id(json!(4))["result"]["tools"].is_array());
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    assert!(
+        status
+            .expect("exits at the end of its input")
+            .unwrap()
+            .success()
+    );
 }

@@ -9,13 +9,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::timespec::{RelTime, trace_bounds};
-use super::tool::{Tool, count_arg};
+use super::tool::{DEFAULT_LIST_BYTES, Tool, count_arg, fit_bytes};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ProcessTree {
     /// Processes in depth-first order (each after its parent); `depth` gives the indentation.
     pub processes: Vec<ProcessNode>,
     pub truncated: bool,
+    /// When the limit cut the listing: how many processes there are and how to see more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -38,8 +41,14 @@ pub struct ProcessNode {
 }
 
 /// Processes as a tree (depth-first list); with `pid`, only that process and
-/// its descendants.
-pub fn process_tree(conn: &Connection, pid: Option<i64>, max: usize) -> Result<ProcessTree> {
+/// its descendants; at most `max` of them, and (with `bytes`) only as many as
+/// take that many bytes of JSON.
+pub fn process_tree(
+    conn: &Connection,
+    pid: Option<i64>,
+    max: usize,
+    bytes: Option<usize>,
+) -> Result<ProcessTree> {
     let b = trace_bounds(conn)?;
     let mut st = conn.prepare(
         "SELECT p.upid, p.pid, p.name, p.cmdline, p.parent_upid, pp.pid,
@@ -103,7 +112,7 @@ pub fn process_tree(conn: &Connection, pid: Option<i64>, max: usize) -> Result<P
             stack.extend(kids.iter().rev().map(|&k| (k, depth + 1)));
         }
     }
-    let processes = order
+    let mut processes: Vec<ProcessNode> = order
         .into_iter()
         .map(|(i, depth)| {
             let mut n = nodes[i].1.clone();
@@ -111,10 +120,22 @@ pub fn process_tree(conn: &Connection, pid: Option<i64>, max: usize) -> Result<P
             n
         })
         .collect();
+    if let Some(budget) = bytes {
+        truncated |= fit_bytes(&mut processes, budget);
+    }
+    let hint = truncated.then(|| {
+        format!(
+            "listing cut at {} processes ({} in the trace): pass pid for one process's \
+             subtree, or raise limit (at most {MAX_PROCESSES})",
+            processes.len(),
+            nodes.len()
+        )
+    });
     nodes.clear();
     Ok(ProcessTree {
         processes,
         truncated,
+        hint,
     })
 }
 
@@ -124,16 +145,20 @@ pub fn process_tree(conn: &Connection, pid: Option<i64>, max: usize) -> Result<P
 pub struct ProcessTreeArgs {
     /// Only this process and its descendants; default: all processes.
     pub pid: Option<i64>,
-    /// Most processes to return: default 500, at most 5000.
+    /// Most processes to return: default 20 (and about 3 KB), at most 5000.
     pub limit: Option<i64>,
 }
+
+/// Most processes one answer lists.
+const MAX_PROCESSES: usize = 5000;
 
 pub const TOOL: Tool<ProcessTreeArgs, ProcessTree> = Tool {
     name: "process_tree",
     description: "Processes as a tree (depth-first list with depth and parent pid): pid, name, \
                   command line, thread count, start/end; optionally one process's subtree.",
     answer: |trace, a| {
-        let limit = count_arg("limit", a.limit, 500, 5000)?;
-        process_tree(trace.conn, a.pid, limit)
+        let limit = count_arg("limit", a.limit, 20, MAX_PROCESSES)?;
+        let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES);
+        process_tree(trace.conn, a.pid, limit, bytes)
     },
 };

@@ -234,7 +234,7 @@ pub struct SchedulingLatencyArgs {
     /// Time window from the trace start (wakeups that happened in it): "1s..2.5s", "..500ms",
     /// "2s..", or {start, end}. Default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Worst cases to list: default 10, at most 100.
+    /// Worst cases to list: default 5, at most 100.
     pub worst: Option<i64>,
 }
 
@@ -244,7 +244,7 @@ pub const TOOL: Tool<SchedulingLatencyArgs, SchedulingLatency> = Tool {
                   and the worst cases with when, where and who woke them; optionally for one \
                   tid, pid or name.",
     answer: |trace, a| {
-        let worst = count_arg("worst", a.worst, 10, 100)?;
+        let worst = count_arg("worst", a.worst, 5, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         let filter = TaskFilter {
             tid: a.tid,

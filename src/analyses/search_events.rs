@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::tasks::{TaskId, like_pattern};
-use super::tool::{Tool, count_arg};
+use super::tool::{DEFAULT_LIST_BYTES, Tool, count_arg, fit_bytes};
 use super::trace_info::{EventCount, SCHED_EVENTS};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -20,7 +20,7 @@ pub struct SearchResults {
     pub event_types: Vec<EventCount>,
     /// CPUs whose number ("3", "cpu3") or processor name matches.
     pub cpus: Vec<CpuMatch>,
-    /// True when a list was cut at the limit.
+    /// True when a list was cut at the limit (or the default answer's size): raise limit.
     pub truncated: bool,
 }
 
@@ -46,7 +46,14 @@ pub struct CpuMatch {
 }
 
 /// Finds tasks, event types and CPUs whose names or ids contain `text`.
-pub fn search_events(conn: &Connection, text: &str, limit: usize) -> Result<SearchResults> {
+/// At most `limit` tasks and CPUs, and (with `bytes`) only as many tasks as
+/// take that many bytes of JSON.
+pub fn search_events(
+    conn: &Connection,
+    text: &str,
+    limit: usize,
+    bytes: Option<usize>,
+) -> Result<SearchResults> {
     let text = text.trim();
     if text.is_empty() {
         bail!("text is empty: give a name, tid, pid, event name or cpu to look for");
@@ -148,6 +155,9 @@ pub fn search_events(conn: &Connection, text: &str, limit: usize) -> Result<Sear
             c.slices = st.query_row([c.cpu], |r| r.get(0))?;
         }
     }
+    if let Some(budget) = bytes {
+        truncated |= fit_bytes(&mut tasks, budget);
+    }
     Ok(SearchResults {
         text: text.to_string(),
         tasks,
@@ -164,7 +174,7 @@ pub struct SearchEventsArgs {
     /// Text to look for (case-insensitive substring): a thread or process name, a command
     /// line, a tid or pid, an event name (e.g. "exec", "wakeup"), or a CPU ("cpu3").
     pub text: String,
-    /// Most tasks and CPUs to return: default 50, at most 500.
+    /// Most tasks and CPUs to return: default 50 (and about 2 KB of tasks), at most 500.
     pub limit: Option<i64>,
 }
 
@@ -174,6 +184,7 @@ pub const TOOL: Tool<SearchEventsArgs, SearchResults> = Tool {
                   command lines, tids, pids), event types and CPUs containing a text, with counts.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 50, 500)?;
-        search_events(trace.conn, &a.text, limit)
+        let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES * 2 / 3);
+        search_events(trace.conn, &a.text, limit, bytes)
     },
 };

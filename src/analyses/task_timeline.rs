@@ -186,7 +186,7 @@ pub struct TaskTimelineArgs {
     /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
     /// Default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most intervals to return over all threads: default 200, at most 2000.
+    /// Most intervals to return over all threads: default 25, at most 2000.
     pub limit: Option<i64>,
 }
 
@@ -195,7 +195,8 @@ pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     description: "What a thread (tid) or each thread of a process (pid) did over time: merged \
                   intervals of Running (with CPU), R/R+ (runnable), S, D, ... and totals per state.",
     answer: |trace, a| {
-        let limit = count_arg("limit", a.limit, 200, 2000)?;
+        // About 100 bytes an interval: a default answer under 4 KB.
+        let limit = count_arg("limit", a.limit, 25, 2000)?;
         let sel = match (a.tid, a.pid) {
             (Some(t), None) => TaskSel::Tid(t),
             (None, Some(p)) => TaskSel::Pid(p),

@@ -57,3 +57,43 @@ pub(crate) fn count_arg(
         Some(v) => Ok(v as usize),
     }
 }
+
+/// Most bytes of JSON a tool's list takes in an answer to a call that gave
+/// no limit: with the rest of the answer, a default answer stays within 4 KB,
+/// which a model can afford on every call. A limit given lifts it.
+pub(crate) const DEFAULT_LIST_BYTES: usize = 3 * 1024;
+
+/// Cuts `items` to those whose JSON fits `budget` bytes (the first always
+/// stays); true when it cut any. For lists whose items vary in size (command
+/// lines), where a count alone cannot bound an answer.
+pub(crate) fn fit_bytes<T: serde::Serialize>(items: &mut Vec<T>, budget: usize) -> bool {
+    let mut used = 0;
+    let keep = items
+        .iter()
+        .position(|item| {
+            used += serde_json::to_vec(item).map_or(0, |v| v.len()) + 1;
+            used > budget
+        })
+        .map_or(items.len(), |cut| cut.max(1));
+    let cut = keep < items.len();
+    items.truncate(keep);
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_bytes_keeps_what_fits_and_at_least_one() {
+        let mut v = vec!["aaaa"; 10]; // 7 bytes each with its comma
+        assert!(fit_bytes(&mut v, 30));
+        assert_eq!(v.len(), 4);
+        let mut v = vec!["a".repeat(100)];
+        assert!(!fit_bytes(&mut v, 10));
+        assert_eq!(v.len(), 1);
+        let mut v = vec!["a"; 3];
+        assert!(!fit_bytes(&mut v, 100));
+        assert_eq!(v.len(), 3);
+    }
+}

@@ -73,6 +73,13 @@ pub struct CpuTopology {
     pub numa_nodes: Vec<CpuGroup>,
     /// Physical packages (sockets).
     pub packages: i64,
+    /// Physical cores: CPUs with the same package_id and core_id are SMT
+    /// siblings on one core (0 when the trace has no topology).
+    pub cores: i64,
+    /// Most hardware threads on one core: 2 with SMT (hyper-threading), 1 without.
+    pub threads_per_core: i64,
+    /// The CPUs of each core that has more than one (empty without SMT).
+    pub smt_siblings: Vec<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -140,6 +147,22 @@ fn cpu_groups(conn: &Connection, column: &str) -> Result<Vec<CpuGroup>> {
         .collect())
 }
 
+/// The CPUs of each physical core (same package_id and core_id), by core.
+fn cores(conn: &Connection) -> Result<Vec<Vec<i64>>> {
+    let mut st = conn.prepare(
+        "SELECT package_id, core_id, cpu FROM cpu WHERE core_id IS NOT NULL
+         ORDER BY package_id, core_id, cpu",
+    )?;
+    let mut cores: BTreeMap<(Option<i64>, i64), Vec<i64>> = BTreeMap::new();
+    for row in st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?)))? {
+        let (core, cpu) = row?;
+        cores.entry(core).or_default().push(cpu);
+    }
+    let mut cores: Vec<Vec<i64>> = cores.into_values().collect();
+    cores.sort_unstable_by_key(|cpus| cpus[0]);
+    Ok(cores)
+}
+
 /// Overview of a loaded trace.
 pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
     let b = trace_bounds(conn)?;
@@ -174,6 +197,7 @@ pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let cores = cores(conn)?;
     let cpus = CpuTopology {
         count: row_count(conn, "cpu")?,
         processors,
@@ -182,6 +206,9 @@ pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
         packages: conn.query_row("SELECT count(DISTINCT package_id) FROM cpu", [], |r| {
             r.get(0)
         })?,
+        cores: cores.len() as i64,
+        threads_per_core: cores.iter().map(|c| c.len() as i64).max().unwrap_or(0),
+        smt_siblings: cores.into_iter().filter(|c| c.len() > 1).collect(),
     };
     let mut events = SCHED_EVENTS
         .iter()
@@ -282,8 +309,8 @@ pub struct NamedTraceInfo {
 
 pub const TOOL: Tool<TraceInfoArgs, NamedTraceInfo> = Tool {
     name: "trace_info",
-    description: "Overview of a trace: kernel and machine, CPUs with LLC/NUMA topology, time \
-                  range (relative and absolute), event counts by type, lost events. Call first.",
+    description: "Overview of a trace: kernel and machine, CPUs with core/SMT, LLC and NUMA \
+                  topology, time range (relative and absolute), event counts by type, lost events. Call first.",
     answer: |trace, TraceInfoArgs {}| {
         Ok(NamedTraceInfo {
             trace: trace.name.to_string(),

@@ -42,6 +42,8 @@ pub struct Limits {
     pub max_rows: usize,
     /// Approximate most bytes of JSON the rows may take.
     pub max_bytes: usize,
+    /// The same when the caller gives no limit: a default answer stays small.
+    pub default_bytes: usize,
     /// Longest text cell, in bytes, before it is cut.
     pub max_cell_bytes: usize,
     /// Most memory a model's query may use (its worker process's heap).
@@ -52,9 +54,11 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(10),
-            default_rows: 100,
+            // About 4 KB of a typical result: an answer a model can afford.
+            default_rows: 40,
             max_rows: 2_000,
             max_bytes: 256 * 1024,
+            default_bytes: 4 * 1024,
             max_cell_bytes: 2_048,
             max_memory: 1 << 30,
         }
@@ -600,7 +604,7 @@ pub struct QueryResult {
     pub row_count: usize,
     /// Rows skipped before the first returned one.
     pub offset: u64,
-    /// The row limit applied (the requested one, capped at the maximum).
+    /// The row limit applied (the requested one, or the default).
     pub limit: usize,
     /// True when the query has more rows than were returned.
     pub truncated: bool,
@@ -627,6 +631,7 @@ pub fn run_query(
     limits: &Limits,
     budget: &Budget,
 ) -> Result<QueryResult, String> {
+    let given = limit.is_some();
     let limit = match limit {
         None => limits.default_rows,
         Some(n) if n < 1 => {
@@ -635,9 +640,14 @@ pub fn run_query(
                 limits.max_rows
             ));
         }
-        Some(n) => usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(limits.max_rows),
+        Some(n) if n as u64 > limits.max_rows as u64 => {
+            return Err(format!(
+                "limit {n} is above the maximum of {} rows: page through a longer result with \
+                 offset, or aggregate it in SQL",
+                limits.max_rows
+            ));
+        }
+        Some(n) => n as usize,
     };
     let offset = match offset {
         None => 0,
@@ -650,7 +660,22 @@ pub fn run_query(
     if let Ok(mut n) = db.denied.lock() {
         *n = None;
     }
-    let result = collect(db, sql, limit, offset, limits, budget);
+    let bytes = if given {
+        limits.max_bytes
+    } else {
+        limits.default_bytes
+    };
+    let mut result = collect(db, sql, (limit, bytes), offset, limits, budget);
+    if let Ok(r) = &mut result
+        && !given
+        && let Some(hint) = &mut r.hint
+    {
+        hint.push_str(&format!(
+            "; without a limit a result is kept to {} rows and {} bytes: pass limit (at most {}) \
+             for up to {} bytes",
+            limits.default_rows, limits.default_bytes, limits.max_rows, limits.max_bytes
+        ));
+    }
     result.map_err(|e| match e {
         Failure::Sql(e) => db.explain(&e, budget),
         Failure::Rule(m) => m,
@@ -682,10 +707,12 @@ const MIN_CELL_BYTES: usize = 32;
 /// Quotes, comma and "… [N bytes in all]" around a cut text cell.
 const CELL_OVERHEAD_BYTES: usize = 40;
 
+/// The rows of `sql` after `offset`, up to `limit` rows and `bytes` bytes
+/// (the first row may take up to the whole `limits.max_bytes`).
 fn collect(
     db: &ReadOnlyDb,
     sql: &str,
-    limit: usize,
+    (limit, max_bytes): (usize, usize),
     offset: u64,
     limits: &Limits,
     budget: &Budget,
@@ -729,7 +756,7 @@ fn collect(
             cells.push(cell);
         }
         let size = serde_json::to_vec(&cells).map_or(0, |v| v.len()) + 1;
-        if bytes + size > limits.max_bytes {
+        if bytes + size > max_bytes && !(rows.is_empty() && size <= limits.max_bytes) {
             if rows.is_empty() {
                 return Err(Failure::Rule(format!(
                     "the first row alone takes {size} bytes, more than the result budget of {} \
@@ -995,6 +1022,31 @@ mod tests {
         };
         let r = run_query(&mut db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) SELECT x, 'padding padding' FROM c", Some(1000), None, &small, &b).unwrap();
         assert_eq!(r.truncated_by.as_deref(), Some("bytes"));
+        let e = run_query(&mut db, "SELECT 1", Some(2001), None, &l, &b).unwrap_err();
+        assert!(e.contains("above the maximum of 2000 rows"), "{e}");
+        // Without a limit: the default rows, and the default bytes.
+        let count = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000)";
+        let r = run_query(
+            &mut db,
+            &format!("{count} SELECT x FROM c"),
+            None,
+            None,
+            &l,
+            &b,
+        )
+        .unwrap();
+        assert_eq!((r.row_count, r.limit), (l.default_rows, l.default_rows));
+        let wide = format!("{count} SELECT x, printf('%.200c', 'x') FROM c");
+        let r = run_query(&mut db, &wide, None, None, &l, &b).unwrap();
+        assert_eq!(r.truncated_by.as_deref(), Some("bytes"));
+        assert!(
+            r.row_count < l.default_rows && r.row_count > 5,
+            "{}",
+            r.row_count
+        );
+        assert!(r.hint.unwrap().contains("pass limit"));
+        let r = run_query(&mut db, &wide, Some(100), None, &l, &b).unwrap();
+        assert_eq!(r.row_count, 100, "a limit given lifts the default bytes");
     }
 
     #[test]

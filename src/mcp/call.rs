@@ -96,7 +96,7 @@ pub(super) struct Entry {
 /// The `trace` argument of every tool that reads a trace.
 #[derive(serde::Deserialize, JsonSchema)]
 struct TraceArg {
-    /// Trace name (from list_traces); may be omitted when only one trace is served.
+    /// Trace name (list_traces); optional with one trace.
     trace: Option<String>,
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::call::State;
 use super::server::Server;
+use super::stdio;
 use super::traces::Traces;
 use crate::analyzer::db::{self, LoadOptions};
 use crate::analyzer::sandbox::Limits;
@@ -77,11 +78,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         eprintln!("schedlens: serving MCP on stdio");
+        let (transport, writer) = stdio::transport(tokio::io::stdin(), tokio::io::stdout());
         let service = Server::new(state)
-            .serve(rmcp::transport::stdio())
+            .serve(transport)
             .await
             .context("starting the MCP session")?;
         service.waiting().await.context("MCP session")?;
+        // rmcp's last answers are still on their way to stdout.
+        writer.await.context("writing to stdout")?;
         anyhow::Ok(())
     })
 }

@@ -13,7 +13,10 @@
 //! - [`query`]: the query tool.
 //! - [`recorder`]: record, recording_status and list_recordable_events, which
 //!   ask the recorder service (`--recorder`); the only tools that do more than read.
+//! - [`schema`]: compact tool schemas, and each call's arguments checked
+//!   against its tool's (unknown names, integers sent as strings).
 //! - [`server`]: rmcp's handler over the registry.
+//! - [`stdio`]: the transport, answering lines rmcp would leave unanswered.
 //!
 //! The analysis tools are declared in their analyses (crate::analyses): a
 //! new one needs only its line in the registry.
@@ -24,7 +27,9 @@ mod command;
 pub mod query;
 pub mod recorder;
 pub mod registry;
+pub mod schema;
 mod server;
+mod stdio;
 pub mod traces;
 
 pub use command::{AnalyzeArgs, run};

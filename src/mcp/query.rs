@@ -12,7 +12,7 @@ pub struct QueryArgs {
     /// One read-only SQLite statement (SELECT / WITH ... SELECT). Timestamps (ts) are absolute
     /// trace-clock ns; subtract (SELECT start_ts FROM trace_bounds) for time from the trace start.
     pub sql: String,
-    /// Rows to return: default 100, at most 2000.
+    /// Rows to return: default 40, at most 2000.
     pub limit: Option<i64>,
     /// Rows to skip first, to page through a long result (default 0).
     pub offset: Option<i64>,

@@ -12,6 +12,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::call::{Entry, State};
+use super::schema::{self, Side};
 use super::{catalogue, registry};
 
 #[derive(Clone)]
@@ -26,6 +27,13 @@ impl Server {
         let mut tools = registry::tools();
         if state.recorder.is_some() {
             tools.extend(registry::recording_tools());
+        }
+        for entry in &mut tools {
+            let tool = &mut entry.tool;
+            tool.input_schema = Arc::new(schema::compact(&tool.input_schema, Side::Input));
+            if let Some(output) = &tool.output_schema {
+                tool.output_schema = Some(Arc::new(schema::compact(output, Side::Output)));
+            }
         }
         let tools: Arc<[Entry]> = tools.into();
         Server {
@@ -60,7 +68,10 @@ impl ServerHandler for Server {
         let Some(tool) = self.tool(&request.name) else {
             return Err(ErrorData::invalid_params("tool not found", None));
         };
-        let args = request.arguments.unwrap_or_default();
+        let mut args = request.arguments.unwrap_or_default();
+        if let Err(message) = schema::check_args(tool.name, &tool.tool.input_schema, &mut args) {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
+        }
         let result = match (tool.call)(self.state.clone(), args, context).await {
             Ok(output) => CallToolResult::structured(output),
             Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),

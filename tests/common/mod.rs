@@ -304,7 +304,8 @@ pub fn write_trace(w: &Workload, path: &Path) {
                     .map(|cpu| topology::Cpu {
                         cpu: Some(cpu),
                         package_id: Some(0),
-                        core_id: Some(cpu as i32),
+                        // CPUs 0 and 1 are SMT siblings on core 0; the others have a core each.
+                        core_id: Some(if cpu < 2 { 0 } else { cpu as i32 }),
                         llc_id: Some(cpu as i32 / 2),
                         numa_node: Some(cpu as i32 / 2),
                         ..Default::default()
