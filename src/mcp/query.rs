@@ -21,10 +21,9 @@ pub struct QueryArgs {
 pub const QUERY: WorkerTool<QueryArgs, QueryResult> = WorkerTool {
     name: "query",
     description: "Run one read-only SQL statement (SQLite) on a trace's tables; see \
-                  list_tables/describe_table. Rows come back as typed cells; `truncated` says \
-                  when the row limit or size budget cut the result. ts values are absolute \
-                  trace-clock ns: subtract trace_bounds.start_ts for time from the start. \
-                  Large integers (> 2^53) come back as strings.",
+                  list_tables/describe_table. Rows come back as typed cells (integers above \
+                  2^53 as strings); `truncated` says when the row limit or size budget cut the \
+                  result.",
     answer: |db, a, limits, cancel| {
         sandbox::run_isolated(db, &a.sql, a.limit, a.offset, limits, cancel)
     },
