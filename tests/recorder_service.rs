@@ -944,3 +944,105 @@ fn a_service_killed_mid_recording_leaves_a_loadable_trace_and_restarts() {
         other => panic!("{other:?}"),
     }
 }
+
+/// How long a trace's scheduling spans, from `schedlens query`.
+fn sched_span_ns(site: &Site, trace: &Path) -> i64 {
+    query_count(site, trace, "SELECT max(ts) - min(ts) FROM sched_slice")
+}
+
+#[test]
+fn a_flight_recording_serves_snapshots_on_request() {
+    if !require_root("a_flight_recording_serves_snapshots_on_request") {
+        return;
+    }
+    let mut site = Site::new();
+    site.start(&[]);
+    let busy = spin_workload();
+    let mut conn = Connection::connect(&site.socket).unwrap();
+    conn.send(&Request::Record(RecordRequest {
+        duration_ms: 9000,
+        flight_window_ms: Some(2000),
+        ..Default::default()
+    }))
+    .unwrap();
+    let (id, name) = match conn.recv().unwrap() {
+        (Response::Started { id, name, .. }, _) => (id, name),
+        other => panic!("{other:?}"),
+    };
+    // Well past the window.
+    loop {
+        match conn.recv().unwrap() {
+            (Response::Progress { elapsed_ms, .. }, _) if elapsed_ms >= 5000 => break,
+            (Response::Progress { .. }, _) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // A recording that is not running cannot be snapshot.
+    let (code, _, message) = refusal(&converse(
+        &site.socket,
+        &Request::Snapshot(protocol::SnapshotRequest { id: Some(id + 100) }),
+    ));
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("no flight recording"), "{message}");
+
+    let mut snap_conn = Connection::connect(&site.socket).unwrap();
+    snap_conn
+        .send(&Request::Snapshot(protocol::SnapshotRequest { id: Some(id) }))
+        .unwrap();
+    let (snap_name, bytes, fd) = match snap_conn.recv().unwrap() {
+        (Response::Snapshot { id: got, name, bytes }, Some(fd)) => {
+            assert_eq!(got, id);
+            (name, bytes, fd)
+        }
+        other => panic!("{other:?}: {}", site.log()),
+    };
+    let snap = site.spool.join(&snap_name);
+    let meta = std::fs::metadata(&snap).unwrap();
+    assert_eq!(meta.len(), bytes);
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    assert_eq!(meta.gid(), nix::unistd::Group::from_name(&site.group).unwrap().unwrap().gid.as_raw());
+    // The descriptor is that file.
+    let mut handed = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut handed).unwrap();
+    assert_eq!(handed, std::fs::read(&snap).unwrap());
+    check_loads(&site, &snap);
+    let span = sched_span_ns(&site, &snap);
+    assert!((1_000_000_000..=4_000_000_000).contains(&span), "{span}");
+
+    // The command line asks the same way.
+    let copy = site.dir.path().join("copy.pftrace");
+    let out = Command::new(&site.bin)
+        .args(["recorder", "snapshot", "--socket"])
+        .arg(&site.socket)
+        .arg("-o")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot flight-"));
+    check_loads(&site, &copy);
+
+    // At its end the recording hands over a last snapshot under its name.
+    let finished = loop {
+        match conn.recv().unwrap() {
+            (Response::Progress { .. }, _) => {}
+            (Response::Finished(f), fd) => {
+                assert!(fd.is_some());
+                break f;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    drop(busy);
+    assert_eq!(finished.name, name);
+    assert_eq!(finished.ended, Ending::Duration, "{:?}", finished.message);
+    let last = site.spool.join(&name);
+    check_loads(&site, &last);
+    assert!(sched_span_ns(&site, &last) <= 4_000_000_000);
+    // None runs now.
+    let (code, _, _) = refusal(&converse(
+        &site.socket,
+        &Request::Snapshot(protocol::SnapshotRequest::default()),
+    ));
+    assert_eq!(code, ErrorCode::BadRequest);
+}

@@ -22,7 +22,7 @@ use super::registry::Role;
 use crate::analyzer::db;
 use crate::service::client::Connection;
 use crate::service::protocol::{
-    Capabilities, Ending, Finished, RecordRequest, Request, Response, Status,
+    Capabilities, Ending, Finished, RecordRequest, Request, Response, SnapshotRequest, Status,
 };
 
 /// Arguments of `record`.
@@ -47,6 +47,28 @@ pub struct RecordArgs {
     /// Only tasks with these names (as `ps -o comm` shows them) and their descendants.
     #[serde(default)]
     pub comms: Vec<String>,
+    /// A flight recording: keep only this last stretch (e.g. "30s") for `snapshot` calls
+    /// while it runs; the trace returned at the end is a snapshot of its last window.
+    #[serde(default)]
+    pub flight_window: Option<String>,
+}
+
+/// Arguments of `snapshot`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotArgs {
+    /// The flight recording's id (recording_status lists them); default: your only one.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Snapshotted {
+    /// The snapshot's trace name: pass it as `trace` to the other tools.
+    pub trace: String,
+    /// The flight recording it was taken from.
+    pub id: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -109,6 +131,13 @@ pub(super) fn tools() -> Vec<Entry> {
              it has. The new trace is then available to every tool by the name it returns.",
             false,
             |state, args, ctx| Box::pin(record(state, args, ctx)),
+        ),
+        entry::<SnapshotArgs, Snapshotted>(
+            "snapshot",
+            "Snapshot the last window of a flight recording (a record call with flight_window, \
+             still running) as a new trace, available to every tool by the name it returns.",
+            false,
+            |state, args, _ctx| Box::pin(snapshot(state, args)),
         ),
         entry::<NoArgs, Status>(
             "recording_status",
@@ -281,6 +310,44 @@ fn recordable(caps: Capabilities, text: &str) -> Recordable {
     }
 }
 
+/// Loads a trace the service handed over as `fd` and serves it as `name`.
+async fn load_handed_trace(state: &State, name: &str, fd: OwnedFd) -> Result<(), String> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .unwrap_or_else(|_| Path::new(name).to_path_buf());
+    let opts = state.traces.load_options();
+    let shown = name.to_string();
+    let loaded =
+        tokio::task::spawn_blocking(move || db::load_file(&path, std::fs::File::from(fd), &opts))
+            .await
+            .map_err(|e| format!("internal error: {e}"))?
+            .map_err(|e| format!("loading the recorded trace {shown}: {e:#}"))?;
+    state.traces.insert(name.to_string(), loaded.db_path)
+}
+
+async fn snapshot(state: Arc<State>, args: SnapshotArgs) -> Result<Snapshotted, String> {
+    let socket = socket(&state)?;
+    let (id, name, bytes, fd) = tokio::task::spawn_blocking(move || {
+        let mut conn = Connection::connect(&socket).map_err(|e| format!("{e:#}"))?;
+        conn.send(&Request::Snapshot(SnapshotRequest { id: args.id }))
+            .map_err(|e| format!("{e:#}"))?;
+        match conn.recv().map_err(|e| format!("{e:#}"))? {
+            (Response::Snapshot { id, name, bytes }, Some(fd)) => Ok((id, name, bytes, fd)),
+            (Response::Snapshot { .. }, None) => {
+                Err("the recorder sent no trace with its answer".to_string())
+            }
+            (other, _) => Err(refused(other)),
+        }
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))??;
+    load_handed_trace(&state, &name, fd).await?;
+    Ok(Snapshotted {
+        trace: name,
+        id,
+        bytes,
+    })
+}
+
 /// What the blocking side of a recording reports to the async side.
 enum Update {
     Progress { elapsed_ms: u64, bytes: u64 },
@@ -299,7 +366,17 @@ async fn record(
             args.duration
         )
     })?;
+    let flight_window_ms = match args.flight_window.as_deref().map(str::trim) {
+        Some(w) => Some(
+            humantime::parse_duration(w)
+                .map_err(|e| format!("flight_window {w:?}: {e} (examples: 30s, 1m)"))?
+                .as_millis()
+                .min(u128::from(u64::MAX)) as u64,
+        ),
+        None => None,
+    };
     let request = RecordRequest {
+        flight_window_ms,
         duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64,
         events: args.events,
         stacks: args.stacks,
@@ -376,15 +453,7 @@ async fn record(
     };
     let (finished, fd) = done;
     let name = finished.name.clone();
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .unwrap_or_else(|_| Path::new(&name).to_path_buf());
-    let opts = state.traces.load_options();
-    let loaded =
-        tokio::task::spawn_blocking(move || db::load_file(&path, std::fs::File::from(fd), &opts))
-            .await
-            .map_err(|e| format!("internal error: {e}"))?
-            .map_err(|e| format!("loading the recorded trace {name}: {e:#}"))?;
-    state.traces.insert(name.clone(), loaded.db_path)?;
+    load_handed_trace(&state, &name, fd).await?;
     if finished.ended == Ending::Failed {
         return Err(format!(
             "the recording failed ({}); what it had is served as trace {name}",

@@ -19,6 +19,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--trigger latency>5ms`: snapshot when a task waits longer than this
+/// between being woken (sched_waking) and running (sched_switch in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerSpec {
+    pub latency: Duration,
+}
+
+/// Parses `latency>DURATION`.
+pub fn parse_trigger(s: &str) -> Result<TriggerSpec, String> {
+    let Some(value) = s.trim().strip_prefix("latency>") else {
+        return Err(format!(
+            "{s:?}: the trigger is latency>DURATION, e.g. latency>5ms"
+        ));
+    };
+    let latency = parse_duration(value)?;
+    Ok(TriggerSpec { latency })
+}
+
 /// Parses a size: bytes with an optional K/M/G suffix (binary units, "B" or
 /// "iB" allowed after it), more than zero.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -260,6 +278,19 @@ mod tests {
             "16 MB x",
         ] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trigger_syntax() {
+        assert_eq!(
+            parse_trigger("latency>5ms"),
+            Ok(TriggerSpec {
+                latency: Duration::from_millis(5)
+            })
+        );
+        for bad in ["latency<5ms", "latency>", "latency>0ms", "5ms", "cpu>5ms"] {
+            assert!(parse_trigger(bad).is_err(), "{bad}");
         }
     }
 

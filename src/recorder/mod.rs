@@ -15,6 +15,8 @@ pub mod cli;
 #[cfg(feature = "record")]
 pub mod consumer;
 #[cfg(feature = "record")]
+pub mod flight;
+#[cfg(feature = "record")]
 mod record;
 #[cfg(feature = "record")]
 mod skel {
@@ -42,7 +44,8 @@ use std::time::Duration;
 #[command(after_help = "Examples:\n  \
     sudo schedlens trace -d 30s\n  \
     sudo schedlens trace -o build.pftrace -- make -j8\n  \
-    sudo schedlens trace --tgid 1234 -d 1m")]
+    sudo schedlens trace --tgid 1234 -d 1m\n  \
+    sudo schedlens trace --flight 30s -o snapshots/ --trigger latency>5ms")]
 pub struct TraceArgs {
     /// How long to record [default: 10s, or until CMD exits when one is given]
     #[arg(short, long, value_parser = cli::parse_duration)]
@@ -67,7 +70,8 @@ pub struct TraceArgs {
     /// task CMD will start)
     #[arg(long)]
     pub wait_for_task: bool,
-    /// Stop once the trace file reaches this size (e.g. 512M, 2G), keeping it
+    /// Stop once the trace file reaches this size (e.g. 512M, 2G), keeping it; with
+    /// --flight: the most the ring holds (the oldest chunks go first) [default: 64M]
     #[arg(long, value_name = "SIZE", value_parser = cli::parse_size)]
     pub max_bytes: Option<u64>,
     /// Number of ring buffers [default: one per group of CPUs sharing a last-level cache]
@@ -79,6 +83,28 @@ pub struct TraceArgs {
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,
+    /// Flight recorder: keep only the last DURATION in a bounded in-memory ring and write
+    /// a snapshot of it into the directory -o (default: .) on SIGUSR1 or --trigger; runs
+    /// until Ctrl-C, -d or CMD's exit
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    pub flight: Option<Duration>,
+    /// With --flight: snapshot when a task waits longer than this from its wakeup to
+    /// running, e.g. latency>5ms (at most one trigger snapshot per --trigger-debounce)
+    #[arg(long, value_name = "latency>DURATION", value_parser = cli::parse_trigger)]
+    pub trigger: Option<cli::TriggerSpec>,
+    /// Only this thread's wakeups fire the trigger
+    #[arg(long, value_name = "PID", value_parser = cli::parse_id)]
+    pub trigger_pid: Option<i32>,
+    /// Only wakeups of tasks with this name fire the trigger
+    #[arg(long, value_name = "NAME", value_parser = cli::parse_comm)]
+    pub trigger_comm: Option<String>,
+    /// Least time between two trigger snapshots [default: the --flight window]
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    pub trigger_debounce: Option<Duration>,
+    /// With --flight: each line on stdin asks for a snapshot, answered by one JSON line
+    /// on stdout (how the recorder service asks)
+    #[arg(long, hide = true)]
+    pub flight_control: bool,
     /// Command to run (as the sudo user under sudo); recording stops when it exits, and
     /// schedlens exits with its status
     #[arg(last = true, value_name = "CMD")]
@@ -97,7 +123,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     #[cfg(feature = "record")]
-    return record::record(args);
+    {
+        flight::check_args(&args)?;
+        record::record(args)
+    }
     #[cfg(not(feature = "record"))]
     anyhow::bail!(
         "this build has no recorder (built without the `record` feature); \

@@ -6,6 +6,7 @@ use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
 use crate::recorder::topology::Topology;
+use crate::recorder::flight::{self, Flight, Watched};
 use crate::recorder::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -57,11 +58,21 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     // Under sudo: the user who asked for the recording.
     let sudo_user = cli::sudo_ids()?;
-    let (output, writer) = create_output(&args, sudo_user)?;
+    let mut flight = match args.flight {
+        Some(window) => Some(Flight::new(&args, window, sudo_user)?),
+        None => None,
+    };
+    let (output, writer) = match &flight {
+        Some(f) => (args.output.clone().unwrap_or_default(), Arc::clone(f.writer())),
+        None => create_output(&args, sudo_user)?,
+    };
 
     let topology = Topology::read().context("reading the CPU topology from /sys")?;
     let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     let cfg = bpf_config(&args, &topology, ncpus)?;
+    if let Some(f) = &mut flight {
+        f.set_machine(topology.clone(), shard_cpus(&cfg));
+    }
     let mut object = MaybeUninit::uninit();
     let loaded = Recorder::load(&mut object, &cfg).and_then(|mut r| r.attach().map(|()| r));
     // On failure nothing was recorded: the unpublished trace goes with the
@@ -69,7 +80,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut recorder = loaded?;
     let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
-    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg)?;
+    let watch = flight.as_ref().and_then(Flight::watch);
+    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch)?;
 
     let mut child = match spawn_command(&args.command, sudo_user) {
         Ok(child) => child,
@@ -84,9 +96,11 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
     let limit = args
         .duration
-        .or(child.is_none().then_some(DEFAULT_DURATION))
+        .or((child.is_none() && flight.is_none()).then_some(DEFAULT_DURATION))
         .unwrap_or(Duration::ZERO);
     let mut progress = Progress::new();
+    // A flight recorder's bytes are its ring's; --max-bytes bounds that.
+    let size_capped = flight.is_none();
     let end = wait_for_end(
         &interrupted,
         child.as_mut(),
@@ -94,10 +108,15 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         started,
         limit,
         || {
-            args.max_bytes
-                .is_some_and(|cap| writer.bytes_written() >= cap)
+            size_capped
+                && args
+                    .max_bytes
+                    .is_some_and(|cap| writer.bytes_written() >= cap)
         },
         |elapsed| {
+            if let Some(f) = &mut flight {
+                f.tick();
+            }
             progress.update(elapsed, || {
                 let lost = recorder.lost_per_cpu(ncpus).iter().sum();
                 (consumers.events(), lost, writer.bytes_written())
@@ -145,9 +164,12 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &counts,
         written.unknown_tasks,
         &stats,
-        (size, &output),
+        flight.is_none().then_some((size, &output)),
         filtered,
     );
+    if let Some(f) = &flight {
+        f.print_summary();
+    }
 
     outcome(end, &output)
 }
@@ -171,17 +193,26 @@ fn start_consumers(
     writer: &Arc<TraceWriter>,
     topology: &Topology,
     cfg: &bpf::Config,
+    watch: Option<Arc<flight::LatencyWatch>>,
 ) -> anyhow::Result<Consumers> {
+    // A flight recorder writes them at the start of each snapshot instead.
+    if writer.ring_stats().is_none() {
+        writer.write_packets(&snapshot::machine_packets(topology, &shard_cpus(cfg))?)?;
+    }
+    // Recording has begun: from here a killed recorder leaves the trace at its name.
+    writer.publish()?;
+    let consumers = Consumers::start(recorder, writer, watch)?;
+    writer.write_packets(&[snapshot::process_tree_packet()?])?;
+    Ok(consumers)
+}
+
+/// The CPUs of each shard: `[shard] -> cpus`.
+fn shard_cpus(cfg: &bpf::Config) -> Vec<Vec<u32>> {
     let mut shard_cpus = vec![Vec::new(); cfg.nr_shards];
     for (cpu, &shard) in cfg.cpu_shard.iter().enumerate() {
         shard_cpus[usize::from(shard)].push(cpu as u32);
     }
-    writer.write_packets(&snapshot::machine_packets(topology, &shard_cpus)?)?;
-    // Recording has begun: from here a killed recorder leaves the trace at its name.
-    writer.publish()?;
-    let consumers = Consumers::start(recorder, writer)?;
-    writer.write_packets(&[snapshot::process_tree_packet()?])?;
-    Ok(consumers)
+    shard_cpus
 }
 
 /// The exit status of `schedlens trace` for a recording that completed:
@@ -286,7 +317,7 @@ fn spawn_command(
 
 /// The consumer threads, one per shard ring, and the counters they publish.
 struct Consumers {
-    threads: Vec<JoinHandle<anyhow::Result<ShardEncoder>>>,
+    threads: Vec<JoinHandle<anyhow::Result<Watched>>>,
     counters: Vec<Arc<ShardCounters>>,
     stop: Arc<AtomicBool>,
 }
@@ -308,17 +339,23 @@ impl Counts {
 
 impl Consumers {
     /// One thread per ring, each encoding into its own shard of the trace.
-    fn start(recorder: &mut Recorder<'_>, writer: &Arc<TraceWriter>) -> anyhow::Result<Consumers> {
+    /// `watch`, the flight recorder's trigger, sees every event.
+    fn start(
+        recorder: &mut Recorder<'_>,
+        writer: &Arc<TraceWriter>,
+        watch: Option<Arc<flight::LatencyWatch>>,
+    ) -> anyhow::Result<Consumers> {
         let rings = recorder.take_rings();
         let stop = Arc::new(AtomicBool::new(false));
         let counters: Vec<Arc<ShardCounters>> = rings.iter().map(|_| Arc::default()).collect();
         let mut threads = Vec::with_capacity(rings.len());
         for (shard, ring) in rings.into_iter().enumerate() {
             let w = Arc::clone(writer);
+            let watch = watch.clone();
             threads.push(consumer::spawn(
                 shard,
                 ring,
-                move || ShardEncoder::new(w),
+                move || Watched::new(ShardEncoder::new(w), watch),
                 Arc::clone(&stop),
                 Arc::clone(&counters[shard]),
             )?);
@@ -349,7 +386,7 @@ impl Consumers {
         let mut encoders = Vec::with_capacity(self.threads.len());
         for c in self.threads.drain(..) {
             match c.join() {
-                Ok(Ok(encoder)) => encoders.push(encoder),
+                Ok(Ok(watched)) => encoders.push(watched.into_inner()),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -564,7 +601,7 @@ fn print_summary(
     counts: &Counts,
     unknown_tasks: u64,
     stats: &snapshot::RecordingStats,
-    (size, output): (u64, &Path),
+    written: Option<(u64, &Path)>,
     filtered: bool,
 ) {
     let total: u64 = counts.by_type.iter().sum();
@@ -635,6 +672,12 @@ fn print_summary(
     // event would mean nothing.
     if filtered && counts.of(abi::TASK_INFO) == 0 {
         eprintln!("  no task matched the filter (--pid, --tgid, --comm)");
+    }
+    // A flight recorder wrote no trace of the whole run.
+    let Some((size, output)) = written else {
+        return;
+    };
+    if filtered && counts.of(abi::TASK_INFO) == 0 {
         eprintln!(
             "  wrote {:.2} MB (no events) to {}",
             size as f64 / 1e6,

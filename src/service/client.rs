@@ -119,3 +119,30 @@ impl Connection {
         Ok(())
     }
 }
+
+/// `schedlens recorder snapshot`: asks the service for a snapshot of a
+/// flight recording and reports (and with -o copies) the trace it hands over.
+pub fn snapshot(args: super::config::SnapshotArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut conn = Connection::connect(&args.socket)?;
+    conn.send(&Request::Snapshot(protocol::SnapshotRequest { id: args.id }))?;
+    let (id, name, bytes, fd) = match conn.recv()? {
+        (Response::Snapshot { id, name, bytes }, Some(fd)) => (id, name, bytes, fd),
+        (Response::Error(e), _) => anyhow::bail!("the recorder refused: {}", e.message),
+        (other, _) => anyhow::bail!("the recorder answered {other:?}, not a snapshot"),
+    };
+    eprintln!("snapshot {name} of flight recording {id} ({bytes} bytes) in the spool");
+    if let Some(out) = &args.output {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        let mut trace = std::fs::File::from(fd);
+        io::copy(&mut trace, &mut file).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("copied to {}", out.display());
+    }
+    Ok(())
+}

@@ -22,9 +22,13 @@ pub const DEFAULT_SPOOL: &str = "/var/lib/schedlens/spool";
     (the same names with _ for -, durations and sizes as strings: max_duration = \"5m\"); \
     flags override it.\n\nExamples:\n  \
     sudo schedlens recorder\n  \
-    sudo schedlens recorder --group perf --max-duration 1m --max-bytes 512M"
+    sudo schedlens recorder --group perf --max-duration 1m --max-bytes 512M\n  \
+    schedlens recorder snapshot -o last-30s.pftrace"
 )]
 pub struct RecorderArgs {
+    /// What to ask a running service instead of serving
+    #[command(subcommand)]
+    pub action: Option<RecorderAction>,
     /// Configuration file [default: /etc/schedlens/recorder.toml, if present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -58,6 +62,26 @@ pub struct RecorderArgs {
     /// Groups allowed (name or gid; repeatable; replaces the file's list) [default: --group]
     #[arg(long = "allow-group", value_name = "GROUP")]
     pub allow_groups: Vec<String>,
+}
+
+/// Requests to a running service.
+#[derive(Debug, clap::Subcommand)]
+pub enum RecorderAction {
+    /// Snapshot a flight recording's last window into the spool (and -o)
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// The service's socket
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The flight recording (its id in `started` or `status`) [default: your only one]
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Also copy the snapshot here (a new file, mode 0600)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// recorder.toml: every field optional, none unknown.

@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod config;
+#[cfg(feature = "record")]
+mod flight;
 pub mod protocol;
 #[cfg(feature = "record")]
 mod server;
@@ -18,6 +20,9 @@ pub use config::RecorderArgs;
 
 /// Runs `schedlens recorder`.
 pub fn run(args: RecorderArgs) -> anyhow::Result<()> {
+    if let Some(config::RecorderAction::Snapshot(snapshot)) = args.action {
+        return client::snapshot(snapshot);
+    }
     #[cfg(feature = "record")]
     return server::run(args);
     #[cfg(not(feature = "record"))]

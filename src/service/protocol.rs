@@ -36,6 +36,18 @@ pub enum Request {
     Record(RecordRequest),
     /// Stops the recording of this connection, keeping what it has.
     Cancel,
+    /// A snapshot of a flight recording's last window, as a new trace.
+    Snapshot(SnapshotRequest),
+}
+
+/// Which flight recording to snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// The recording's id (from `started` or `status`); none: the caller's
+    /// only flight recording running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
 }
 
 /// A recording's parameters.
@@ -59,9 +71,15 @@ pub struct RecordRequest {
     /// Only tasks with these names (1 to 15 bytes) and their descendants.
     #[serde(default)]
     pub comms: Vec<String>,
-    /// Stop once the trace reaches this size (at most the service's max_bytes).
+    /// Stop once the trace reaches this size (at most the service's max_bytes);
+    /// for a flight recording, the most its ring and each snapshot hold.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// A flight recording: keep only the last this many milliseconds (at most
+    /// the service's max_duration) for `snapshot` requests; `finished` then
+    /// carries a snapshot taken at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_window_ms: Option<u64>,
 }
 
 /// What the service answers.
@@ -83,6 +101,9 @@ pub enum Response {
     },
     /// The recording ended; the trace comes as the frame's file descriptor.
     Finished(Finished),
+    /// A flight recording's snapshot, written into the spool as `name`; the
+    /// trace comes as the frame's file descriptor.
+    Snapshot { id: u64, name: String, bytes: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +336,9 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
     }
     if r.max_bytes == Some(0) {
         return bad("max_bytes must be more than 0".into());
+    }
+    if r.flight_window_ms == Some(0) {
+        return bad("flight_window_ms must be more than 0".into());
     }
     Ok(())
 }

@@ -26,9 +26,10 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg, sockopt};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
 use super::config::{Config, RecorderArgs};
+use super::flight::FlightControl;
 use super::protocol::{
     self, Capabilities, Ending, ErrorCode, ErrorReply, EventGroup, Finished, MAX_REQUEST_BYTES,
-    RecordRequest, RecordingStatus, Request, Response, StackKind, Status,
+    RecordRequest, RecordingStatus, Request, Response, SnapshotRequest, StackKind, Status,
 };
 use crate::recorder::catalog;
 
@@ -123,6 +124,8 @@ struct Active {
     duration: Duration,
     /// Bytes the spool keeps free for it.
     reserved: u64,
+    /// A flight recording's snapshot requests, once its child runs.
+    flight: Option<Arc<FlightControl>>,
 }
 
 /// Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS).
@@ -311,6 +314,7 @@ impl Service {
                 return;
             }
             Ok(Request::Record(r)) => return self.record(stream, &peer, r),
+            Ok(Request::Snapshot(r)) => return self.snapshot(stream, &peer, r),
         };
         let _ = protocol::write_frame(&mut &stream, &reply);
     }
@@ -377,6 +381,19 @@ impl Service {
                     humantime::format_duration(config.max_duration)
                 ),
             ));
+        }
+        if let Some(window) = r.flight_window_ms.map(Duration::from_millis) {
+            if window > config.max_duration {
+                return Err((
+                    ErrorCode::Limit,
+                    Some("max_duration"),
+                    format!(
+                        "a flight window of {} is longer than this recorder's max_duration of {}",
+                        humantime::format_duration(window),
+                        humantime::format_duration(config.max_duration)
+                    ),
+                ));
+            }
         }
         let cap = r.max_bytes.unwrap_or(config.max_bytes);
         if cap > config.max_bytes {
@@ -510,6 +527,7 @@ impl Service {
             started: Instant::now(),
             duration: Duration::from_millis(r.duration_ms),
             reserved: cap,
+            flight: None,
         });
         Ok((id, name, path))
     }
@@ -582,15 +600,7 @@ impl Service {
                     finished.bytes
                 );
                 if finished.ended != Ending::Disconnected {
-                    let frame = protocol::encode_frame(&Response::Finished(finished));
-                    let fds = [trace.as_raw_fd()];
-                    let _ = sendmsg::<()>(
-                        stream.as_raw_fd(),
-                        &[IoSlice::new(&frame)],
-                        &[ControlMessage::ScmRights(&fds)],
-                        MsgFlags::MSG_NOSIGNAL,
-                        None,
-                    );
+                    send_with_trace(&stream, &Response::Finished(finished), &trace);
                 }
             }
             Err(message) => {
@@ -615,6 +625,16 @@ impl Service {
             .spawn_recorder(r, cap, path)
             .map_err(|e| format!("cannot start the recorder: {e}"))?;
         let errors = collect_errors(&mut child);
+        let flight = match (r.flight_window_ms, child.stdin.take(), child.stdout.take()) {
+            (Some(_), Some(stdin), Some(stdout)) => {
+                let control = Arc::new(FlightControl::new(stdin, stdout, cap));
+                if let Some(a) = self.book().active.iter_mut().find(|a| a.id == id) {
+                    a.flight = Some(Arc::clone(&control));
+                }
+                Some(control)
+            }
+            _ => None,
+        };
         let stop = Arc::new(AtomicU8::new(Stop::No as u8));
         watch_for_cancel(stream, stop.clone());
         let duration = Duration::from_millis(r.duration_ms);
@@ -636,7 +656,13 @@ impl Service {
                 Ok(None) => {}
                 Err(e) => return Err(format!("waiting for the recorder: {e}")),
             }
-            if !stopping && Stop::load(&stop) != Stop::No {
+            // A flight recorder runs until the service stops it, after its
+            // last snapshot (the trace `finished` hands over).
+            let over = flight.is_some() && started.elapsed() >= duration;
+            if !stopping && (over || Stop::load(&stop) != Stop::No) {
+                if let Some(control) = &flight {
+                    self.final_snapshot(control, path);
+                }
                 let _ = kill(pid, Signal::SIGINT);
                 stopping = true;
             }
@@ -672,7 +698,7 @@ impl Service {
             Stop::Cancelled => Ending::Cancelled,
             Stop::Disconnected => Ending::Disconnected,
             Stop::No if !status.success() => Ending::Failed,
-            Stop::No if bytes >= cap => Ending::MaxBytes,
+            Stop::No if flight.is_none() && bytes >= cap => Ending::MaxBytes,
             Stop::No => Ending::Duration,
         };
         let message = (ended == Ending::Failed)
@@ -689,16 +715,117 @@ impl Service {
         ))
     }
 
-    /// `schedlens trace` for the request, writing `path`.
+    /// A flight recording's last snapshot, put at the name `started` gave.
+    fn final_snapshot(&self, control: &FlightControl, path: &Path) {
+        let result = control
+            .snapshot(&self.config.spool)
+            .and_then(|snap| std::fs::rename(&snap, path).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            eprintln!(
+                "schedlens recorder: {}: the last snapshot failed: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// A snapshot of one of the caller's flight recordings (root: anyone's).
+    fn snapshot(&self, stream: UnixStream, peer: &Peer, r: SnapshotRequest) {
+        let refused = |(code, limit, message): Refusal| {
+            eprintln!("schedlens recorder: uid {}: refused: {message}", peer.uid);
+            let _ = reply_error(&stream, code, limit, message);
+        };
+        let (id, control, busy) = {
+            let book = self.book();
+            let mine: Vec<&Active> = book
+                .active
+                .iter()
+                .filter(|a| a.flight.is_some())
+                .filter(|a| peer.uid.is_root() || a.uid == peer.uid.as_raw())
+                .filter(|a| r.id.is_none_or(|id| id == a.id))
+                .collect();
+            let chosen = match mine.as_slice() {
+                [one] => *one,
+                [] => {
+                    return refused((
+                        ErrorCode::BadRequest,
+                        None,
+                        match r.id {
+                            Some(id) => format!("no flight recording {id} of yours is running"),
+                            None => "no flight recording of yours is running: start one with                                      record and flight_window_ms"
+                                .into(),
+                        },
+                    ));
+                }
+                several => {
+                    let ids: Vec<String> = several.iter().map(|a| a.id.to_string()).collect();
+                    return refused((
+                        ErrorCode::BadRequest,
+                        None,
+                        format!("several flight recordings run ({}): name one by id", ids.join(", ")),
+                    ));
+                }
+            };
+            let busy: Vec<PathBuf> = book.active.iter().map(|a| a.path.clone()).collect();
+            (chosen.id, chosen.flight.clone(), busy)
+        };
+        let Some(control) = control else { return };
+        let reserved: u64 = self.book().active.iter().map(|a| a.reserved).sum();
+        let busy: Vec<&Path> = busy.iter().map(PathBuf::as_path).collect();
+        if !self.make_room(reserved + control.cap, &busy) {
+            return refused((
+                ErrorCode::Limit,
+                Some("spool_max_bytes"),
+                format!(
+                    "the spool cannot hold a snapshot of up to {} bytes within its                      spool_max_bytes of {}",
+                    control.cap, self.config.spool_max_bytes
+                ),
+            ));
+        }
+        let trace = control.snapshot(&self.config.spool).and_then(|path| {
+            let file = open_trace(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Err(e) = self.share(&file) {
+                eprintln!("schedlens recorder: cannot share {}: {e}", path.display());
+            }
+            Ok((path, file))
+        });
+        match trace {
+            Ok((path, file)) => {
+                let name = path.file_name().map_or_else(String::new, |n| {
+                    n.to_string_lossy().into_owned()
+                });
+                let bytes = file.metadata().map_or(0, |m| m.len());
+                eprintln!(
+                    "schedlens recorder: uid {}: snapshot {name} of recording {id} ({bytes} bytes)",
+                    peer.uid
+                );
+                send_with_trace(&stream, &Response::Snapshot { id, name, bytes }, &file);
+            }
+            Err(message) => {
+                eprintln!("schedlens recorder: uid {}: snapshot: {message}", peer.uid);
+                let _ = reply_error(&stream, ErrorCode::Failed, None, message);
+            }
+        }
+    }
+
+    /// `schedlens trace` for the request, writing `path` (a flight
+    /// recording: its snapshots into the spool, asked for on its stdin).
     fn spawn_recorder(&self, r: &RecordRequest, cap: u64, path: &Path) -> std::io::Result<Child> {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("trace")
-            .arg("--duration")
-            .arg(format!("{}ms", r.duration_ms))
-            .arg("--output")
-            .arg(path)
-            .arg("--max-bytes")
-            .arg(cap.to_string());
+        cmd.arg("trace");
+        match r.flight_window_ms {
+            Some(window) => cmd
+                .arg("--flight")
+                .arg(format!("{window}ms"))
+                .arg("--flight-control")
+                .arg("--output")
+                .arg(&self.config.spool),
+            None => cmd
+                .arg("--duration")
+                .arg(format!("{}ms", r.duration_ms))
+                .arg("--output")
+                .arg(path),
+        };
+        cmd.arg("--max-bytes").arg(cap.to_string());
         for (flag, ids) in [("--pid", &r.pids), ("--tgid", &r.tgids)] {
             for id in ids {
                 cmd.arg(flag).arg(id.to_string());
@@ -712,9 +839,14 @@ impl Service {
         for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER"] {
             cmd.env_remove(var);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let control = || {
+            if r.flight_window_ms.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        cmd.stdin(control()).stdout(control()).stderr(Stdio::piped());
         // SAFETY: between fork and exec only async-signal-safe calls: prctl
         // and getppid. If the service has died already, stop at once.
         unsafe {
@@ -802,8 +934,21 @@ fn open_trace(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Sends `response` with `trace`'s descriptor as its ancillary data.
+fn send_with_trace(stream: &UnixStream, response: &Response, trace: &File) {
+    let frame = protocol::encode_frame(response);
+    let fds = [trace.as_raw_fd()];
+    let _ = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(&frame)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+}
+
 /// A trace's name in the spool (not a temporary, which starts with a dot).
-fn is_trace_name(name: &str) -> bool {
+pub(super) fn is_trace_name(name: &str) -> bool {
     !name.starts_with('.') && name.ends_with(".pftrace")
 }
 

@@ -13,8 +13,10 @@
 //! and never replaces anything but a regular file.
 
 mod encoder;
+mod ring;
 
 pub use encoder::{EncoderStats, ShardEncoder};
+pub use ring::{FlightRing, RingStats};
 
 use crate::perfetto::proto::TracePacket;
 use crate::perfetto::proto::fields::{trace, trace_packet};
@@ -59,8 +61,9 @@ pub struct TraceWriter {
     path: PathBuf,
     /// Where the file is until it is published under `path`.
     unpublished: Mutex<Option<PathBuf>>,
-    /// The file itself, for what must not go through its name (a cut, chown).
-    handle: File,
+    /// The file itself, for what must not go through its name (a cut,
+    /// chown); none for a flight recorder's ring.
+    handle: Option<File>,
     compression: Compression,
     zstd_level: i32,
     sink: Mutex<Sink>,
@@ -70,6 +73,8 @@ pub struct TraceWriter {
 enum Sink {
     Plain(File),
     Gzip(flate2::write::GzEncoder<CountingFile>),
+    /// The flight recorder: chunks stay in memory, the oldest dropped.
+    Ring(FlightRing),
     Closed,
 }
 
@@ -146,12 +151,47 @@ impl TraceWriter {
         Ok(TraceWriter {
             path: path.to_path_buf(),
             unpublished: Mutex::new(Some(temporary)),
-            handle,
+            handle: Some(handle),
             compression,
             zstd_level,
             sink: Mutex::new(sink),
             bytes: AtomicU64::new(0),
         })
+    }
+
+    /// A writer whose zstd chunks go into `ring` instead of a file (the
+    /// flight recorder); `dir` is where its snapshots go, for messages.
+    pub fn flight(dir: &Path, ring: FlightRing) -> TraceWriter {
+        TraceWriter {
+            path: dir.to_path_buf(),
+            unpublished: Mutex::new(None),
+            handle: None,
+            compression: Compression::Zstd,
+            zstd_level: ZSTD_LEVEL,
+            sink: Mutex::new(Sink::Ring(ring)),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The ring's chunks now, oldest first, after dropping those older than
+    /// the window, and its accounting; None unless this is a flight writer.
+    pub fn ring_chunks(&self) -> Option<(Vec<std::sync::Arc<[u8]>>, RingStats)> {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *sink {
+            Sink::Ring(ring) => {
+                ring.evict(crate::recorder::snapshot::boottime_ns());
+                Some((ring.chunks(), ring.stats()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The ring's accounting; None unless this is a flight writer.
+    pub fn ring_stats(&self) -> Option<RingStats> {
+        match &*self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
+            Sink::Ring(ring) => Some(ring.stats()),
+            _ => None,
+        }
     }
 
     /// Puts the file at its name (replacing a regular file there): from now
@@ -170,12 +210,18 @@ impl TraceWriter {
 
     /// Gives the file to `uid`/`gid` (through the open file, not its name).
     pub fn chown(&self, uid: u32, gid: u32) -> std::io::Result<()> {
-        std::os::unix::fs::fchown(&self.handle, Some(uid), Some(gid))
+        match &self.handle {
+            Some(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
     }
 
     /// Cuts the file to its first `len` bytes (through the open file).
     pub fn truncate(&self, len: u64) -> std::io::Result<()> {
-        self.handle.set_len(len)
+        match &self.handle {
+            Some(f) => f.set_len(len),
+            None => Ok(()),
+        }
     }
 
     pub fn compression(&self) -> Compression {
@@ -245,6 +291,10 @@ impl TraceWriter {
                     .with_context(|| format!("writing {}", self.path.display()))?;
                 gz.get_ref().written - before
             }
+            Sink::Ring(ring) => {
+                ring.push(data, crate::recorder::snapshot::boottime_ns());
+                data.len() as u64
+            }
             Sink::Closed => anyhow::bail!("trace file {} is already finished", self.path.display()),
         };
         self.bytes.fetch_add(added, Ordering::Relaxed);
@@ -285,6 +335,10 @@ impl TraceWriter {
     /// Flushes and closes the file; returns its size. Later writes fail.
     pub fn finish(&self) -> anyhow::Result<u64> {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        // A ring stays for its snapshots and accounting; nothing is written.
+        if matches!(*sink, Sink::Ring(_)) {
+            return Ok(self.bytes_written());
+        }
         let file = match std::mem::replace(&mut *sink, Sink::Closed) {
             Sink::Plain(f) => f,
             Sink::Gzip(gz) => {
@@ -296,7 +350,7 @@ impl TraceWriter {
                     .fetch_add(counting.written - before, Ordering::Relaxed);
                 counting.file
             }
-            Sink::Closed => return Ok(self.bytes_written()),
+            Sink::Ring(_) | Sink::Closed => return Ok(self.bytes_written()),
         };
         file.sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))?;
