@@ -83,7 +83,11 @@ impl Connection {
         let response = protocol::decode_response(&self.pending[4..end])
             .map_err(|e| anyhow::anyhow!("bad frame from the recorder: {e}"))?;
         self.pending.drain(..end);
-        let fd = (!self.fds.is_empty()).then(|| self.fds.remove(0));
+        // Only these frames carry a descriptor. One read may hold frames
+        // before it too (progress the client had not read yet): the
+        // descriptor is theirs only by arrival, not by meaning.
+        let carries_fd = matches!(response, Response::Finished(_) | Response::Snapshot { .. });
+        let fd = (carries_fd && !self.fds.is_empty()).then(|| self.fds.remove(0));
         Ok((response, fd))
     }
 
