@@ -28,10 +28,8 @@ struct Tmp(PathBuf);
 
 impl Tmp {
     fn new(tag: &str) -> Tmp {
-        let dir = std::env::temp_dir().join(format!(
-            "schedlens-flight-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("schedlens-flight-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Tmp(dir)
@@ -211,10 +209,7 @@ fn a_latency_trigger_snapshot_holds_the_triggering_wakeup() {
     let snap = wait_for_snapshot(&tmp.0, "trigger", &mut rec);
     stop(&mut rec);
     let log = stderr_of(&tmp.0);
-    assert!(
-        log.contains(&format!("trigger: pid {tid} waited")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("trigger: pid {tid} waited")), "{log}");
     let mode = std::fs::metadata(&snap).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", snap.display());
     // The triggering wakeup is in the snapshot, with its latency.
@@ -281,11 +276,7 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
     );
     assert!(n >= cpus, "{n} CPUs with topology, {cpus} online");
     // The window: 3 s, plus at most about one chunk (flushed every second).
-    let span = query_i64(
-        &tmp.0,
-        &snap,
-        "SELECT max(ts) - min(ts) FROM sched_slice",
-    );
+    let span = query_i64(&tmp.0, &snap, "SELECT max(ts) - min(ts) FROM sched_slice");
     assert!(span <= 5_000_000_000, "snapshot spans {span} ns");
     assert!(span >= 2_000_000_000, "snapshot spans only {span} ns");
     // The load's tasks are named in the events of the window.
@@ -344,7 +335,10 @@ fn the_ring_stays_within_its_budget_over_a_long_run() {
     // until the next push drops the oldest: at most one chunk over).
     assert!(peak <= BUDGET + 512 * 1024, "{log}");
     // The run was far longer than the ring: most of it was dropped.
-    assert!(appended >= 4 * BUDGET, "only {appended} bytes in all: {log}");
+    assert!(
+        appended >= 4 * BUDGET,
+        "only {appended} bytes in all: {log}"
+    );
     // The snapshot is the ring plus the machine and process packets.
     let size = std::fs::metadata(&snap).unwrap().len();
     assert!(size <= BUDGET + 2 * 512 * 1024, "{size}");
@@ -354,7 +348,10 @@ fn the_ring_stays_within_its_budget_over_a_long_run() {
 #[test]
 fn flight_flags_are_checked() {
     for (args, message) in [
-        (&["--trigger", "latency>5ms"][..], "--trigger needs --flight"),
+        (
+            &["--trigger", "latency>5ms"][..],
+            "--trigger needs --flight",
+        ),
         (
             &["--flight", "5s", "--trigger-pid", "1"][..],
             "--trigger-pid needs --trigger",

@@ -987,10 +987,19 @@ fn a_flight_recording_serves_snapshots_on_request() {
 
     let mut snap_conn = Connection::connect(&site.socket).unwrap();
     snap_conn
-        .send(&Request::Snapshot(protocol::SnapshotRequest { id: Some(id) }))
+        .send(&Request::Snapshot(protocol::SnapshotRequest {
+            id: Some(id),
+        }))
         .unwrap();
     let (snap_name, bytes, fd) = match snap_conn.recv().unwrap() {
-        (Response::Snapshot { id: got, name, bytes }, Some(fd)) => {
+        (
+            Response::Snapshot {
+                id: got,
+                name,
+                bytes,
+            },
+            Some(fd),
+        ) => {
             assert_eq!(got, id);
             (name, bytes, fd)
         }
@@ -1000,7 +1009,14 @@ fn a_flight_recording_serves_snapshots_on_request() {
     let meta = std::fs::metadata(&snap).unwrap();
     assert_eq!(meta.len(), bytes);
     assert_eq!(meta.mode() & 0o777, 0o640);
-    assert_eq!(meta.gid(), nix::unistd::Group::from_name(&site.group).unwrap().unwrap().gid.as_raw());
+    assert_eq!(
+        meta.gid(),
+        nix::unistd::Group::from_name(&site.group)
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw()
+    );
     // The descriptor is that file.
     let mut handed = Vec::new();
     std::fs::File::from(fd).read_to_end(&mut handed).unwrap();
@@ -1018,7 +1034,11 @@ fn a_flight_recording_serves_snapshots_on_request() {
         .arg(&copy)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot flight-"));
     check_loads(&site, &copy);
 

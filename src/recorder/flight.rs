@@ -11,9 +11,9 @@
 
 use crate::model::event::{Event, Header, TaskId, comm_str};
 use crate::perfetto::writer::{FlightRing, ShardEncoder, TraceWriter};
+use crate::recorder::cli::TriggerSpec;
 use crate::recorder::consumer::EventSink;
 use crate::recorder::topology::Topology;
-use crate::recorder::cli::TriggerSpec;
 use crate::recorder::{TraceArgs, snapshot};
 use anyhow::{Context, bail};
 use rustc_hash::FxHashSet;
@@ -115,7 +115,12 @@ impl LatencyWatch {
         if ts < quiet
             || self
                 .quiet_until_ns
-                .compare_exchange(quiet, ts + self.debounce_ns, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    quiet,
+                    ts + self.debounce_ns,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             return false;
@@ -153,7 +158,6 @@ impl Watched {
     pub fn into_inner(self) -> ShardEncoder {
         self.encoder
     }
-
 }
 
 impl EventSink for Watched {
@@ -247,7 +251,11 @@ pub struct Flight {
 impl Flight {
     /// Checks the flags, makes DIR (mode 0700 when new) and sets up the ring,
     /// the signal and the trigger.
-    pub fn new(args: &TraceArgs, window: Duration, owner: Option<(u32, u32)>) -> anyhow::Result<Flight> {
+    pub fn new(
+        args: &TraceArgs,
+        window: Duration,
+        owner: Option<(u32, u32)>,
+    ) -> anyhow::Result<Flight> {
         use std::os::unix::fs::DirBuilderExt as _;
         let dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
         match std::fs::symlink_metadata(&dir) {
@@ -259,7 +267,9 @@ impl Flight {
             Err(_) => std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&dir)
-                .with_context(|| format!("cannot create the snapshot directory {}", dir.display()))?,
+                .with_context(|| {
+                    format!("cannot create the snapshot directory {}", dir.display())
+                })?,
         }
         let ring_bytes = args.max_bytes.unwrap_or(DEFAULT_RING_BYTES);
         let ring = FlightRing::new(window.as_nanos() as u64, ring_bytes);
@@ -267,15 +277,14 @@ impl Flight {
         let usr1 = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
             .context("installing the SIGUSR1 handler")?;
-        let watch = match args.trigger {
-            Some(spec) => Some(Arc::new(LatencyWatch::new(
+        let watch = args.trigger.map(|spec| {
+            Arc::new(LatencyWatch::new(
                 spec,
                 args.trigger_pid,
                 args.trigger_comm.as_deref(),
                 args.trigger_debounce.unwrap_or(window),
-            ))),
-            None => None,
-        };
+            ))
+        });
         let control = args.flight_control.then(read_control_requests);
         Ok(Flight {
             dir,
@@ -317,7 +326,8 @@ impl Flight {
                 fired.latency_ns as f64 / 1e6,
                 TRIGGER_SETTLE.as_secs()
             );
-            self.pending.get_or_insert((Instant::now() + TRIGGER_SETTLE, fired));
+            self.pending
+                .get_or_insert((Instant::now() + TRIGGER_SETTLE, fired));
         }
         if let Some((due, fired)) = self.pending {
             if Instant::now() >= due {
@@ -429,7 +439,10 @@ impl Flight {
     }
 }
 
-fn encode(out: &mut Vec<u8>, packets: &[crate::perfetto::proto::TracePacket]) -> anyhow::Result<()> {
+fn encode(
+    out: &mut Vec<u8>,
+    packets: &[crate::perfetto::proto::TracePacket],
+) -> anyhow::Result<()> {
     use crate::perfetto::proto::fields::trace;
     use prost::Message as _;
     for p in packets {

@@ -5,8 +5,8 @@ use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWrit
 use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
-use crate::recorder::topology::Topology;
 use crate::recorder::flight::{self, Flight, Watched};
+use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, cli, snapshot};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -63,7 +63,10 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (output, writer) = match &flight {
-        Some(f) => (args.output.clone().unwrap_or_default(), Arc::clone(f.writer())),
+        Some(f) => (
+            args.output.clone().unwrap_or_default(),
+            Arc::clone(f.writer()),
+        ),
         None => create_output(&args, sudo_user)?,
     };
 

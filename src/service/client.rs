@@ -130,7 +130,9 @@ pub fn snapshot(args: super::config::SnapshotArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut conn = Connection::connect(&args.socket)?;
-    conn.send(&Request::Snapshot(protocol::SnapshotRequest { id: args.id }))?;
+    conn.send(&Request::Snapshot(protocol::SnapshotRequest {
+        id: args.id,
+    }))?;
     let (id, name, bytes, fd) = match conn.recv()? {
         (Response::Snapshot { id, name, bytes }, Some(fd)) => (id, name, bytes, fd),
         (Response::Error(e), _) => anyhow::bail!("the recorder refused: {}", e.message),

@@ -52,7 +52,10 @@ impl FlightControl {
                 .file_name()
                 .is_some_and(|n| super::server::is_trace_name(&n.to_string_lossy()));
         if !in_spool {
-            return Err(format!("the snapshot {} is not in the spool", path.display()));
+            return Err(format!(
+                "the snapshot {} is not in the spool",
+                path.display()
+            ));
         }
         Ok(path)
     }

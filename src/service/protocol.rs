@@ -103,7 +103,11 @@ pub enum Response {
     Finished(Finished),
     /// A flight recording's snapshot, written into the spool as `name`; the
     /// trace comes as the frame's file descriptor.
-    Snapshot { id: u64, name: String, bytes: u64 },
+    Snapshot {
+        id: u64,
+        name: String,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -761,7 +761,10 @@ impl Service {
                     return refused((
                         ErrorCode::BadRequest,
                         None,
-                        format!("several flight recordings run ({}): name one by id", ids.join(", ")),
+                        format!(
+                            "several flight recordings run ({}): name one by id",
+                            ids.join(", ")
+                        ),
                     ));
                 }
             };
@@ -790,9 +793,9 @@ impl Service {
         });
         match trace {
             Ok((path, file)) => {
-                let name = path.file_name().map_or_else(String::new, |n| {
-                    n.to_string_lossy().into_owned()
-                });
+                let name = path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 let bytes = file.metadata().map_or(0, |m| m.len());
                 eprintln!(
                     "schedlens recorder: uid {}: snapshot {name} of recording {id} ({bytes} bytes)",
@@ -846,7 +849,9 @@ impl Service {
                 Stdio::null()
             }
         };
-        cmd.stdin(control()).stdout(control()).stderr(Stdio::piped());
+        cmd.stdin(control())
+            .stdout(control())
+            .stderr(Stdio::piped());
         // SAFETY: between fork and exec only async-signal-safe calls: prctl
         // and getppid. If the service has died already, stop at once.
         unsafe {
