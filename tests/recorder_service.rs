@@ -960,7 +960,7 @@ fn a_flight_recording_serves_snapshots_on_request() {
     let busy = spin_workload();
     let mut conn = Connection::connect(&site.socket).unwrap();
     conn.send(&Request::Record(RecordRequest {
-        duration_ms: 9000,
+        duration_ms: 30_000,
         flight_window_ms: Some(2000),
         ..Default::default()
     }))

@@ -751,7 +751,8 @@ impl Service {
                         None,
                         match r.id {
                             Some(id) => format!("no flight recording {id} of yours is running"),
-                            None => "no flight recording of yours is running: start one with                                      record and flight_window_ms"
+                            None => "no flight recording of yours is running: start one with \
+                                     record and flight_window_ms"
                                 .into(),
                         },
                     ));
