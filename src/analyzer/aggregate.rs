@@ -107,6 +107,11 @@ fn slot<T: Default>(s: &mut Series<T>, b: i64) -> &mut T {
             }
         },
         _ => {
+            // Most threads of a trace of many short tasks span one bucket:
+            // room for just that one (a Vec's first growth makes room for four).
+            if s.is_empty() {
+                s.reserve_exact(1);
+            }
             s.push((b, T::default()));
             s.len() - 1
         }

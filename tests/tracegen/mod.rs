@@ -280,3 +280,56 @@ pub fn schedlens(args: &[&str], cache_home: &Path) -> Output {
         .output()
         .expect("run schedlens")
 }
+
+/// A hostile trace: `tasks` tasks, each with its own pid and name (pids run
+/// past Linux's 2^22, as trace_processor accepts), each woken and switched
+/// in once on one of `cpus` CPUs, then switched out asleep for good. Every
+/// task stays open to the end, which is the worst case for what a load
+/// holds per task.
+pub fn write_distinct_tasks(path: &Path, tasks: u64, cpus: u32) {
+    const PER_BUNDLE: u64 = 2_000;
+    let f = std::fs::File::create(path).expect("create");
+    let mut w = std::io::BufWriter::new(f);
+    w.write_all(&frame(&system_info("6.8.0"))).unwrap();
+    let mut next = 0u64;
+    let mut ts = 1_000_000u64;
+    while next < tasks {
+        for cpu in 0..cpus {
+            let n = PER_BUNDLE.min(tasks - next);
+            let mut c = ftrace_event_bundle::CompactSched::default();
+            let (mut last_sw, mut last_wk) = (0u64, 0u64);
+            for i in 0..n {
+                let task = next + i;
+                let pid = i32::try_from(task + 1).expect("tasks fit in pids");
+                c.intern_table.push(format!("t{task:x}"));
+                let at = ts + i * 10_000 + u64::from(cpu) * 3;
+                c.waking_timestamp.push(at - last_wk);
+                last_wk = at;
+                c.waking_pid.push(pid);
+                c.waking_target_cpu.push(cpu as i32);
+                c.waking_prio.push(120);
+                c.waking_comm_index.push(i as u32);
+                c.waking_common_flags.push(1);
+                let sw = at + 2_000;
+                c.switch_timestamp.push(sw - last_sw);
+                last_sw = sw;
+                c.switch_prev_state.push(1);
+                c.switch_next_pid.push(pid);
+                c.switch_next_prio.push(120);
+                c.switch_next_comm_index.push(i as u32);
+            }
+            let p = packet(trace_packet::Data::FtraceEvents(FtraceEventBundle {
+                cpu: Some(cpu),
+                compact_sched: Some(c),
+                ..Default::default()
+            }));
+            w.write_all(&frame(&p)).unwrap();
+            next += n;
+            if next == tasks {
+                break;
+            }
+        }
+        ts += PER_BUNDLE * 10_000;
+    }
+    w.flush().unwrap();
+}

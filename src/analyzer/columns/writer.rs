@@ -19,7 +19,6 @@ use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
 use crate::analyzer::schema::Table;
 use crate::analyzer::strings::{Str, Strings};
 use anyhow::Context;
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::hash::BuildHasher;
@@ -29,6 +28,9 @@ use std::path::Path;
 
 /// Closed rows held for reordering before a row still open is given up on.
 const REORDER_WINDOW: usize = 1 << 15;
+/// Late rows held before those of written blocks go to the file; more
+/// than a block's rows, which stay until their block is written.
+const LATE_BATCH: usize = 2 * BLOCK_ROWS;
 /// Key columns with more distinct values than this get no index (a hostile
 /// trace could otherwise make the run table huge; real keys are utids and
 /// CPUs).
@@ -368,8 +370,10 @@ pub struct TableWriter<T: ColumnRow> {
     /// Values packed blocks cannot hold, by [`exception_key`]; sorted once
     /// the patches are in.
     exceptions: Vec<(u64, i64)>,
-    /// Rows closed after their placeholder was written.
-    late: FxHashMap<i64, T>,
+    /// Rows closed after their placeholder was written, in the order they
+    /// came: a trace may leave millions of tasks' last states open to the
+    /// end, so no map (amendments to these rows are patches, applied after them).
+    late: Vec<(i64, T)>,
     /// Amendments to rows already written: (id, physical column, value).
     patches: Vec<(i64, usize, Option<i64>)>,
 }
@@ -389,7 +393,7 @@ impl<T: ColumnRow> Default for TableWriter<T> {
             filled: 0,
             blocks: Vec::new(),
             exceptions: Vec::new(),
-            late: FxHashMap::default(),
+            late: Vec::new(),
             patches: Vec::new(),
         }
     }
@@ -400,7 +404,10 @@ impl<T: ColumnRow> TableWriter<T> {
     pub fn add(&mut self, row: T, file: &mut ColumnFile) -> anyhow::Result<()> {
         let Ok(at) = usize::try_from(row.id() - self.base) else {
             // Its slot was given up on: patched in at the end.
-            self.late.insert(row.id(), row);
+            self.late.push((row.id(), row));
+            if self.late.len() >= LATE_BATCH {
+                self.write_late(file)?;
+            }
             return Ok(());
         };
         if at >= self.window.len() {
@@ -440,16 +447,12 @@ impl<T: ColumnRow> TableWriter<T> {
         Ok(())
     }
 
-    /// A closed row not written yet.
+    /// A closed row still in the reorder window.
     fn pending(&mut self, id: i64) -> Option<&mut T> {
-        let in_window = usize::try_from(id - self.base)
+        usize::try_from(id - self.base)
             .ok()
             .and_then(|at| self.window.get_mut(at))
-            .and_then(Option::as_mut);
-        match in_window {
-            Some(r) => Some(r),
-            None => self.late.get_mut(&id),
-        }
+            .and_then(Option::as_mut)
     }
 
     /// Amends physical column `col` of row `id`: in place while the row is
@@ -472,6 +475,86 @@ impl<T: ColumnRow> TableWriter<T> {
             self.blocks.push(file.write_block(&mut self.cols)?);
             self.filled = 0;
         }
+        Ok(())
+    }
+
+    /// Writes late rows, then patches (each sorted by id), into the blocks
+    /// of the file that hold them, one block mapped at a time.
+    fn patch_file(
+        &mut self,
+        file: &File,
+        late: &[(i64, T)],
+        patches: &[(i64, usize, Option<i64>)],
+    ) -> std::io::Result<()> {
+        let block_of = |id: i64| usize::try_from(id).ok().map(|i| i / BLOCK_ROWS);
+        let (mut li, mut pi) = (0, 0);
+        while li < late.len() || pi < patches.len() {
+            let id = match (late.get(li), patches.get(pi)) {
+                (Some(l), Some(p)) => l.0.min(p.0),
+                (Some(l), None) => l.0,
+                (None, Some(p)) => p.0,
+                (None, None) => break,
+            };
+            let b = block_of(id);
+            let in_block = |i: i64| block_of(i) == b;
+            let mut target = match b.and_then(|b| self.blocks.get_mut(b)) {
+                Some(block) => {
+                    let len = block.column_offset(block.columns.len());
+                    // SAFETY: the file is ours alone while the load runs
+                    // (created here, renamed into place only when complete).
+                    let map = unsafe {
+                        memmap2::MmapOptions::new()
+                            .offset(block.offset)
+                            .len(len)
+                            .map_mut(file)?
+                    };
+                    Some((map, block))
+                }
+                None => None, // an id outside the table: nothing to patch
+            };
+            while li < late.len() && in_block(late[li].0) {
+                if let Some((map, block)) = &mut target {
+                    late[li].1.put(&mut PatchPut {
+                        map,
+                        block,
+                        row: late[li].0 as u64,
+                        col: 0,
+                        exceptions: &mut self.exceptions,
+                    });
+                }
+                li += 1;
+            }
+            while pi < patches.len() && in_block(patches[pi].0) {
+                let (id, col, value) = patches[pi];
+                if let Some((map, block)) = &mut target {
+                    let mut p = PatchPut {
+                        map,
+                        block,
+                        row: id as u64,
+                        col,
+                        exceptions: &mut self.exceptions,
+                    };
+                    p.value(value);
+                }
+                pi += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the late rows of blocks already in the file: a trace that
+    /// leaves millions of rows open to its end (one per task) then holds a
+    /// batch of them, not all.
+    fn write_late(&mut self, file: &mut ColumnFile) -> std::io::Result<()> {
+        let written = (self.blocks.len() * BLOCK_ROWS) as i64;
+        let mut late = std::mem::take(&mut self.late);
+        late.sort_unstable_by_key(|r| r.0);
+        let n = late.partition_point(|r| r.0 < written);
+        // The mapping must see every block written so far.
+        file.out.flush()?;
+        self.patch_file(file.out.get_ref(), &late[..n], &[])?;
+        late.drain(..n);
+        self.late = late;
         Ok(())
     }
 
@@ -535,65 +618,13 @@ impl<T: ColumnRow> TableWriter<T> {
 
 impl<T: ColumnRow + Sync> Finish for TableWriter<T> {
     fn apply_patches(&mut self, file: &File) -> std::io::Result<()> {
-        let mut late: Vec<(i64, T)> = self.late.drain().collect();
+        let mut late = std::mem::take(&mut self.late);
+        // Ids are unique; unstable sorts in place.
         late.sort_unstable_by_key(|r| r.0);
         // Stable: several amendments of one row apply in their order.
         let mut patches = std::mem::take(&mut self.patches);
         patches.sort_by_key(|p| p.0);
-        let block_of = |id: i64| usize::try_from(id).ok().map(|i| i / BLOCK_ROWS);
-        let (mut li, mut pi) = (0, 0);
-        // One block mapped at a time: those that hold late rows or patches.
-        while li < late.len() || pi < patches.len() {
-            let id = match (late.get(li), patches.get(pi)) {
-                (Some(l), Some(p)) => l.0.min(p.0),
-                (Some(l), None) => l.0,
-                (None, Some(p)) => p.0,
-                (None, None) => break,
-            };
-            let b = block_of(id);
-            let in_block = |i: i64| block_of(i) == b;
-            let mut target = match b.and_then(|b| self.blocks.get_mut(b)) {
-                Some(block) => {
-                    let len = block.column_offset(block.columns.len());
-                    // SAFETY: the file is ours alone while the load runs
-                    // (created here, renamed into place only when complete).
-                    let map = unsafe {
-                        memmap2::MmapOptions::new()
-                            .offset(block.offset)
-                            .len(len)
-                            .map_mut(file)?
-                    };
-                    Some((map, block))
-                }
-                None => None, // an id outside the table: nothing to patch
-            };
-            while li < late.len() && in_block(late[li].0) {
-                if let Some((map, block)) = &mut target {
-                    late[li].1.put(&mut PatchPut {
-                        map,
-                        block,
-                        row: late[li].0 as u64,
-                        col: 0,
-                        exceptions: &mut self.exceptions,
-                    });
-                }
-                li += 1;
-            }
-            while pi < patches.len() && in_block(patches[pi].0) {
-                let (id, col, value) = patches[pi];
-                if let Some((map, block)) = &mut target {
-                    let mut p = PatchPut {
-                        map,
-                        block,
-                        row: id as u64,
-                        col,
-                        exceptions: &mut self.exceptions,
-                    };
-                    p.value(value);
-                }
-                pi += 1;
-            }
-        }
+        self.patch_file(file, &late, &patches)?;
         // Stable, so of two values for one (row, column) the later stays.
         self.exceptions.sort_by_key(|e| e.0);
         self.exceptions.dedup_by(|later, kept| {
