@@ -25,7 +25,7 @@ CREATE TABLE trace_bounds (
 
 -- @table metadata: Facts about the trace and the recording as key/value rows (Perfetto's metadata).
 -- Keys include: trace_path, trace_size_bytes, trace_mtime_ns (the cache is reused while both match),
--- system_name, system_release, system_version, system_machine, num_cpus, page_size, timezone_off_mins,
+-- system_name, system_release, system_version, system_machine, host_name (uname nodename), num_cpus, page_size, timezone_off_mins,
 -- realtime_offset_ns (add to ts for Unix-epoch ns), recorder_version, recorder_argv, recorder_start_ts,
 -- recorder_end_ts, recorder_bytes_written, recorder_events_<type> (events the recorder received),
 -- recorder_ring_peak_fill_pct (the fullest ring buffer when its reader woke; events drop at 100),

@@ -14,12 +14,15 @@
 //!   SQL sandbox and `schedlens query`).
 //! - [`analyses`]: the questions asked of a loaded trace, each answered once
 //!   for `summary`, the CLI and MCP.
+//! - [`export`]: `schedlens export`, loaded traces as Parquet for DuckDB,
+//!   Spark and Trino.
 //! - [`mcp`]: `schedlens analyze`, the MCP server.
 //! - [`service`]: `schedlens recorder`, the root service `analyze --recorder`
 //!   asks for recordings.
 
 pub mod analyses;
 pub mod analyzer;
+pub mod export;
 pub mod mcp;
 pub mod model;
 pub mod perfetto;

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use schedlens::{analyses, analyzer, mcp, recorder, service};
+use schedlens::{analyses, analyzer, export, mcp, recorder, service};
 use std::process::ExitCode;
 
 /// See what the Linux scheduler did: record with BPF, analyze offline.
@@ -20,6 +20,8 @@ enum Command {
     Summary(analyses::summary::SummaryArgs),
     /// Run SQL against a trace's tables.
     Query(analyzer::query::QueryArgs),
+    /// Write the tables of traces as Parquet for DuckDB, Spark or Trino, partitioned by host and trace.
+    Export(export::ExportArgs),
     /// Serve MCP over stdio so an AI assistant can query traces offline.
     Analyze(mcp::AnalyzeArgs),
     /// Runs one model query for `analyze`, in a process of its own.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Recorder(args) => service::run(args).map(|()| ExitCode::SUCCESS),
         Command::Summary(args) => analyses::summary::run(args).map(|()| ExitCode::SUCCESS),
         Command::Query(args) => analyzer::query::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Analyze(args) => mcp::run(args).map(|()| ExitCode::SUCCESS),
         Command::SqlWorker => analyzer::sandbox::worker_main().map(|()| ExitCode::SUCCESS),
     };

@@ -383,6 +383,7 @@ fn a_4096_cpu_machine_loads_every_cpu() {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         })),
     }));
     let packets = vec![

@@ -47,19 +47,26 @@ fn c_chars(field: &[libc::c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn utsname() -> Option<Utsname> {
+fn uname() -> Option<libc::utsname> {
     // SAFETY: utsname is plain old data; uname fills it.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: u is a valid, writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return None;
-    }
+    (unsafe { libc::uname(&mut u) } == 0).then_some(u)
+}
+
+fn utsname() -> Option<Utsname> {
+    let u = uname()?;
     Some(Utsname {
         sysname: Some(c_chars(&u.sysname)),
         version: Some(c_chars(&u.version)),
         release: Some(c_chars(&u.release)),
         machine: Some(c_chars(&u.machine)),
     })
+}
+
+/// The host name, which Perfetto's Utsname has no field for.
+fn hostname() -> Option<String> {
+    uname().map(|u| c_chars(&u.nodename))
 }
 
 fn timezone_off_mins() -> Option<i32> {
@@ -190,6 +197,7 @@ pub fn machine_packets(
                 online: Some(c.online),
             })
             .collect(),
+        hostname: hostname(),
     };
 
     Ok(vec![

@@ -311,6 +311,7 @@ pub fn write_trace(w: &Workload, path: &Path) {
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             }),
         ),
     ];

@@ -84,6 +84,9 @@ impl TraceInfo {
 
     /// schedlens Topology: the recording machine's CPUs.
     pub fn topology(&mut self, t: Topology) {
+        if let Some(h) = t.hostname.as_deref().filter(|h| !h.is_empty()) {
+            self.set_str("host_name", h);
+        }
         let have_clusters = self.cpus.values().any(|c| c.cluster_id.is_some());
         let keys: Vec<Option<u32>> = if t.cpus.iter().all(|c| c.capacity.is_some()) {
             t.cpus.iter().map(|c| c.capacity).collect()
