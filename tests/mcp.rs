@@ -1545,4 +1545,61 @@ async fn malformed_requests_get_json_rpc_errors() {
             .unwrap()
             .success()
     );
+/// fleet_summary loads every trace of the directory and answers each from
+/// its own database; a file that fails to load gets its error in its row.
+#[tokio::test]
+async fn fleet_summary_covers_every_trace_of_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = common::workload(4, 3, 2, 300);
+    let big = common::workload(2, 2, 3, 700);
+    common::write_trace(&small, &dir.path().join("a.pftrace"));
+    common::write_trace(&big, &dir.path().join("b.pftrace"));
+    std::fs::write(dir.path().join("c.pftrace"), [0xffu8; 64]).unwrap();
+    let c = start(&["--trace-dir", dir.path().to_str().unwrap()]).await;
+    let fleet = ok(&c, "fleet_summary", json!({})).await;
+    let rows = fleet["traces"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["trace"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.pftrace", "b.pftrace", "c.pftrace"]);
+    for (row, w) in rows.iter().zip([&small, &big]) {
+        assert!(row.get("error").is_none(), "{row}");
+        assert_eq!(row["cpus"], json!(w.cpus), "{row}");
+        let mut lat: Vec<i64> = w.wakeups.iter().map(|x| x.latency).collect();
+        lat.sort_unstable();
+        assert_eq!(row["wakeups"], json!(lat.len()), "{row}");
+        assert_eq!(ns(&row["latency_max"]), *lat.last().unwrap(), "{row}");
+        assert_eq!(ns(&row["latency_p99"]), nearest_rank(&lat, 99.0), "{row}");
+        let busy: i64 = w
+            .slices
+            .iter()
+            .filter(|s| s.utid != 0 && s.dur > 0)
+            .map(|s| s.dur)
+            .sum();
+        let span = ns(&row["duration"]) as f64 * w.cpus as f64;
+        let pct = row["busy_pct"].as_f64().unwrap();
+        assert!(
+            (pct - busy as f64 * 100.0 / span).abs() <= 0.06,
+            "{row}: busy {busy} of {span}"
+        );
+        assert!(
+            row["start_wall_clock"]
+                .as_str()
+                .unwrap()
+                .starts_with("2023-11-14T"),
+            "{row}"
+        );
+    }
+    assert!(
+        rows[2]["error"].as_str().unwrap().contains("c.pftrace"),
+        "{}",
+        rows[2]
+    );
+    // Every trace is loaded now.
+    let list = ok(&c, traces::LIST_TRACES.name, json!({})).await;
+    assert!(
+        list["traces"].as_array().unwrap()[..2]
+            .iter()
+            .all(|t| t["loaded"] == json!(true)),
+        "{list}"
+    );
+    c.cancel().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! Figure 5: how fast `schedlens analyze` loads a big recording and how
 //! long each MCP tool takes on it, through a real MCP client.
 
+use crate::export::{ExportFigure, export};
 use crate::measure::{Stat, run_measured};
 use crate::opts::Opts;
 use crate::table::analyze_rows;
@@ -22,6 +23,7 @@ pub struct AnalyzeFigure {
     pub load_max_rss_mib: f64,
     /// Tool name -> median latency in ms over a few calls.
     pub tool_latency_ms: Vec<(String, f64)>,
+    pub export: ExportFigure,
 }
 
 /// Figure 5: load speed and memory, then each MCP tool's latency.
@@ -33,6 +35,7 @@ pub fn analyze(o: &Opts, trace: &Path, events: u64) -> Result<AnalyzeFigure> {
             .arg("SELECT count(*) FROM sched_slice"),
     )?;
     let tool_latency_ms = tokio::runtime::Runtime::new()?.block_on(tool_latencies(o, trace))?;
+    let export = export(o, trace)?;
     Ok(AnalyzeFigure {
         trace_events: events,
         trace_bytes: std::fs::metadata(trace)?.len(),
@@ -40,6 +43,7 @@ pub fn analyze(o: &Opts, trace: &Path, events: u64) -> Result<AnalyzeFigure> {
         load_events_per_sec: events as f64 / cost.wall_s,
         load_max_rss_mib: cost.max_rss_kib as f64 / 1024.0,
         tool_latency_ms,
+        export,
     })
 }
 

@@ -12,6 +12,7 @@
 
 mod analyze;
 mod compare;
+mod export;
 mod measure;
 mod opts;
 mod overhead;

@@ -105,6 +105,20 @@ pub fn analyze_rows(t: &mut comfy_table::Table, a: &AnalyzeFigure) {
         ">= 2 M events/s".into(),
         verdict(a.load_events_per_sec >= 2e6).into(),
     ]);
+    let e = &a.export;
+    let size_ratio = e.parquet_bytes as f64 / e.column_file_bytes.max(1) as f64;
+    t.add_row([
+        format!("5. export to Parquet ({} rows)", e.rows),
+        format!("{:.2} M rows/s", e.rows_per_sec / 1e6),
+        format!(
+            "{:.1} s, {:.1} bytes/event, {size_ratio:.2}x the column file, peak RSS {:.0} MiB",
+            e.wall_s,
+            e.parquet_bytes as f64 / a.trace_events.max(1) as f64,
+            e.max_rss_mib
+        ),
+        ">= 5 M rows/s, <= 1.5x".into(),
+        verdict(e.rows_per_sec >= 5e6 && size_ratio <= 1.5).into(),
+    ]);
     let (query, tools): (Vec<_>, Vec<_>) = a
         .tool_latency_ms
         .iter()

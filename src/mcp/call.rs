@@ -189,6 +189,42 @@ impl Entry {
         )
     }
 
+    /// `fleet_summary`: its summary of each trace the server offers, in turn,
+    /// each on that trace's sandboxed connection (loading it if need be); a
+    /// trace that fails gets its error in its row, not the call's.
+    pub fn fleet(role: Role) -> Entry {
+        use super::fleet::{self, FleetSummary, FleetTrace};
+        let input = rmcp::handler::server::common::schema_for_empty_input();
+        Entry {
+            name: fleet::NAME,
+            role,
+            tool: describe::<FleetSummary>(fleet::NAME, fleet::DESCRIPTION, input),
+            call: handler(move |state, _args, ctx| {
+                Box::pin(async move {
+                    let mut traces = Vec::new();
+                    for name in state.traces.names() {
+                        if ctx.ct.is_cancelled() {
+                            return Err("cancelled".to_string());
+                        }
+                        let r = state
+                            .run(Some(&name), &ctx, |_, db| fleet::summarize(db))
+                            .await;
+                        let (summary, error) = match r {
+                            Ok(s) => (Some(s), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                        traces.push(FleetTrace {
+                            trace: name,
+                            error,
+                            summary,
+                        });
+                    }
+                    to_output(FleetSummary { traces })
+                })
+            }),
+        }
+    }
+
     /// A tool over the list of traces; it takes no arguments.
     pub fn on_trace_list<O>(role: Role, tool: TraceListTool<O>) -> Entry
     where

@@ -24,6 +24,7 @@
 pub mod call;
 pub mod catalogue;
 mod command;
+pub mod fleet;
 pub mod query;
 pub mod recorder;
 pub mod registry;

@@ -37,6 +37,7 @@ pub(super) fn tools() -> Vec<Entry> {
     vec![
         Entry::analysis(Overview, trace_info::TOOL),
         Entry::on_trace_list(Traces, traces::LIST_TRACES),
+        Entry::fleet(Traces),
         Entry::analysis(Find, search_events::TOOL),
         Entry::sandboxed(Schema, catalogue::LIST_TABLES),
         Entry::sandboxed(Schema, catalogue::DESCRIBE_TABLE),

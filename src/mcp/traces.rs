@@ -79,6 +79,11 @@ impl Traces {
         self.served.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Every trace's name, in list order.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.list().into_iter().map(|t| t.name).collect()
+    }
+
     /// Every trace by name, and whether it is loaded.
     fn list(&self) -> Vec<TraceEntry> {
         let served = self.served();
