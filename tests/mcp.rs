@@ -1545,6 +1545,8 @@ async fn malformed_requests_get_json_rpc_errors() {
             .unwrap()
             .success()
     );
+}
+
 /// fleet_summary loads every trace of the directory and answers each from
 /// its own database; a file that fails to load gets its error in its row.
 #[tokio::test]
