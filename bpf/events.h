@@ -27,6 +27,9 @@ enum sl_limits {
 	SL_MAX_CPUS = 4096,
 	/* Values per filter flag (--pid, --tgid, --comm), in fixed rodata arrays. */
 	SL_MAX_FILTER = 16,
+	/* Kernel names a handler copies (an IRQ's irqaction.name) keep this
+	 * many bytes, NUL-padded; longer ones are cut. */
+	SL_NAME_LEN = 28,
 };
 
 /* Kernel flags the programs test (the kernel defines them as macros, which
@@ -50,6 +53,14 @@ enum sl_type {
 	SL_FORGET = 9,
 	SL_RENAME = 10,
 	SL_LOST = 11,
+	SL_IRQ_ENTRY = 12,
+	SL_IRQ_EXIT = 13,
+	SL_SOFTIRQ_ENTRY = 14,
+	SL_SOFTIRQ_EXIT = 15,
+	SL_MIGRATE = 16,
+	SL_CPU_IDLE = 17,
+	SL_CPU_FREQUENCY = 18,
+	SL_CPU_FREQUENCY_LIMITS = 19,
 };
 
 /* Set in sl_switch.prev_state when the switch was a preemption; otherwise the
@@ -152,6 +163,49 @@ struct sl_lost {
 	__u64 count;
 };
 
+/* irq_handler_entry: the handler's IRQ number and name, NUL-padded. */
+struct sl_irq_entry {
+	__s32 irq;
+	char name[SL_NAME_LEN];
+};
+
+struct sl_irq_exit {
+	__s32 irq;
+	__s32 ret; /* irqreturn_t: 1 handled, 0 not this device's */
+};
+
+/* softirq_entry and softirq_exit: the softirq number (HI, TIMER, NET_TX, ...). */
+struct sl_softirq {
+	__u32 vec;
+	__u32 pad;
+};
+
+/* sched_migrate_task: the task moves from orig_cpu's runqueue to dest_cpu's. */
+struct sl_migrate {
+	__u64 task;
+	__s32 pid;
+	__s32 prio;
+	__s32 orig_cpu;
+	__s32 dest_cpu;
+	__s32 running; /* 1: runnable or running (load balance, affinity); 0: waking */
+	__u32 pad;
+};
+
+/* cpu_idle (value: the idle state entered, or -1 as u32 on leaving idle)
+ * and cpu_frequency (value: the new frequency, kHz) of CPU cpu_id. */
+struct sl_cpu_value {
+	__u32 value;
+	__u32 cpu_id;
+};
+
+/* cpu_frequency_limits: the policy's bounds for CPU cpu_id, kHz. */
+struct sl_freq_limits {
+	__u32 min_freq;
+	__u32 max_freq;
+	__u32 cpu_id;
+	__u32 pad;
+};
+
 /* Per-CPU counters in .bss, one cache line each against false sharing. */
 struct sl_cpu_state {
 	__u64 lost_pending; /* failed reservations not yet reported in the stream */
@@ -181,6 +235,12 @@ struct sl_abi {
 	struct sl_forget forget;
 	struct sl_rename rename;
 	struct sl_lost lost;
+	struct sl_irq_entry irq_entry;
+	struct sl_irq_exit irq_exit;
+	struct sl_softirq softirq;
+	struct sl_migrate migrate;
+	struct sl_cpu_value cpu_value;
+	struct sl_freq_limits freq_limits;
 	struct sl_cpu_state cpu_state;
 	enum sl_type type;
 	enum sl_limits limits;
@@ -202,6 +262,12 @@ _Static_assert(sizeof(struct sl_free) == 16, "sl_free");
 _Static_assert(sizeof(struct sl_forget) == 8, "sl_forget");
 _Static_assert(sizeof(struct sl_rename) == 32, "sl_rename");
 _Static_assert(sizeof(struct sl_lost) == 8, "sl_lost");
+_Static_assert(sizeof(struct sl_irq_entry) == 32, "sl_irq_entry");
+_Static_assert(sizeof(struct sl_irq_exit) == 8, "sl_irq_exit");
+_Static_assert(sizeof(struct sl_softirq) == 8, "sl_softirq");
+_Static_assert(sizeof(struct sl_migrate) == 32, "sl_migrate");
+_Static_assert(sizeof(struct sl_cpu_value) == 8, "sl_cpu_value");
+_Static_assert(sizeof(struct sl_freq_limits) == 16, "sl_freq_limits");
 _Static_assert(sizeof(struct sl_cpu_state) == 64, "sl_cpu_state");
 
 #endif

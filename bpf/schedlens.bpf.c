@@ -677,3 +677,166 @@ int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
 		c->announced = 0;
 	return 0;
 }
+
+/* Interrupts name no task: the header's pid is the task they interrupted. */
+static __always_inline bool begin_cpu_event(struct emitter *e, u64 t0)
+{
+	return emitter_init(e, t0, current_pid());
+}
+
+REC(rec_irq_entry, sl_irq_entry);
+REC(rec_irq_exit, sl_irq_exit);
+REC(rec_softirq, sl_softirq);
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(handle_irq_entry, int irq, struct irqaction *action)
+{
+	u64 t0 = handler_entry();
+	struct rec_irq_entry *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_IRQ_ENTRY);
+	if (!r)
+		return 0;
+	r->b.irq = irq;
+	/* A failed or short read leaves the rest NUL: the writer stops there. */
+	__builtin_memset(r->b.name, 0, sizeof(r->b.name));
+	bpf_probe_read_kernel_str(r->b.name, sizeof(r->b.name), BPF_CORE_READ(action, name));
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_exit")
+int BPF_PROG(handle_irq_exit, int irq, struct irqaction *action, int ret)
+{
+	u64 t0 = handler_entry();
+	struct rec_irq_exit *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_IRQ_EXIT);
+	if (!r)
+		return 0;
+	r->b.irq = irq;
+	r->b.ret = ret;
+	submit(&e, r);
+	return 0;
+}
+
+static __always_inline int on_softirq(u64 t0, unsigned int vec, u8 type)
+{
+	struct rec_softirq *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), type);
+	if (!r)
+		return 0;
+	r->b.vec = vec;
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(handle_softirq_entry, unsigned int vec)
+{
+	return on_softirq(handler_entry(), vec, SL_SOFTIRQ_ENTRY);
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(handle_softirq_exit, unsigned int vec)
+{
+	return on_softirq(handler_entry(), vec, SL_SOFTIRQ_EXIT);
+}
+
+REC(rec_migrate, sl_migrate);
+
+SEC("tp_btf/sched_migrate_task")
+int BPF_PROG(handle_migrate, struct task_struct *p, int dest_cpu)
+{
+	u64 t0 = handler_entry();
+	struct task_ctx *c = task_ctx_of(p);
+	struct task_struct___old *o = (void *)p;
+	struct rec_migrate *r;
+	struct emitter e;
+	long state;
+
+	if (!traced(p, c))
+		return 0;
+	if (!begin(&e, t0, current_pid(), p, c, NULL, NULL))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_MIGRATE);
+	if (!r)
+		return 0;
+	r->b.task = (u64)p;
+	r->b.pid = p->pid;
+	r->b.prio = p->prio;
+	r->b.orig_cpu = task_cpu(p);
+	r->b.dest_cpu = dest_cpu;
+	/* A wakeup moves the task while it is TASK_WAKING; any other move
+	 * (load balancing, affinity, hotplug) finds it TASK_RUNNING (0). */
+	if (bpf_core_field_exists(p->__state))
+		state = BPF_CORE_READ(p, __state);
+	else
+		state = BPF_CORE_READ(o, state);
+	r->b.running = state == 0;
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+REC(rec_cpu_value, sl_cpu_value);
+REC(rec_freq_limits, sl_freq_limits);
+
+static __always_inline int on_cpu_value(u64 t0, u32 value, u32 cpu_id, u8 type)
+{
+	struct rec_cpu_value *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), type);
+	if (!r)
+		return 0;
+	r->b.value = value;
+	r->b.cpu_id = cpu_id;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/cpu_idle")
+int BPF_PROG(handle_cpu_idle, unsigned int state, unsigned int cpu_id)
+{
+	return on_cpu_value(handler_entry(), state, cpu_id, SL_CPU_IDLE);
+}
+
+SEC("tp_btf/cpu_frequency")
+int BPF_PROG(handle_cpu_frequency, unsigned int frequency, unsigned int cpu_id)
+{
+	return on_cpu_value(handler_entry(), frequency, cpu_id, SL_CPU_FREQUENCY);
+}
+
+SEC("tp_btf/cpu_frequency_limits")
+int BPF_PROG(handle_cpu_frequency_limits, struct cpufreq_policy *policy)
+{
+	u64 t0 = handler_entry();
+	struct rec_freq_limits *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_CPU_FREQUENCY_LIMITS);
+	if (!r)
+		return 0;
+	r->b.min_freq = BPF_CORE_READ(policy, min);
+	r->b.max_freq = BPF_CORE_READ(policy, max);
+	r->b.cpu_id = BPF_CORE_READ(policy, cpu);
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}

@@ -81,4 +81,14 @@ struct linux_binprm {
 	const char *filename;
 } __attribute__((preserve_access_index));
 
+struct cpufreq_policy {
+	unsigned int cpu;
+	unsigned int min;
+	unsigned int max;
+} __attribute__((preserve_access_index));
+
+struct irqaction {
+	const char *name;
+} __attribute__((preserve_access_index));
+
 #endif

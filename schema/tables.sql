@@ -163,7 +163,8 @@ CREATE VIEW raw AS SELECT * FROM ftrace_event;
 -- @column display_value TEXT: The value as text.
 CREATE VIEW args AS SELECT e.id AS arg_set_id, CAST(j.key AS TEXT) AS flat_key, CAST(j.key AS TEXT) AS key, CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END AS int_value, CASE j.type WHEN 'text' THEN j.value END AS string_value, CASE j.type WHEN 'real' THEN j.value END AS real_value, CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END AS value_type, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END AS display_value FROM ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null';
 
--- @table counter: Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.
+-- @table counter: Counter samples (Perfetto's counter): CPU frequency (cpu_frequency), idle state (cpu_idle) and
+-- frequency limits (cpu_frequency_limits); track_id says which (track.type).
 CREATE TABLE counter (
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- Sample time, ns.
@@ -171,11 +172,54 @@ CREATE TABLE counter (
   value REAL NOT NULL -- Sample value.
 );
 
--- @table counter_track: One row per counter time series, e.g. 'cpufreq' for a CPU.
+-- @table counter_track: One row per counter time series, e.g. 'cpufreq' or 'cpuidle' of a CPU (the counter rows of track).
 CREATE TABLE counter_track (
   id INTEGER PRIMARY KEY, -- Track id (counter.track_id).
   name TEXT NOT NULL, -- Series name, e.g. 'cpufreq'.
   cpu INTEGER -- CPU the series describes, NULL if none.
+);
+
+-- @table track: One row per timeline of events (Perfetto's track): every counter_track and every track of slices.
+-- type says what it holds, as trace_processor types and names it: slices of a CPU's IRQ handlers
+-- ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); counters of its
+-- frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
+-- entered, 4294967295 on leaving idle) and frequency policy bounds in kHz
+-- ('cpu_max_frequency_limit', 'Cpu N Max Freq Limit'; 'cpu_min_frequency_limit', 'Cpu N Min
+-- Freq Limit'). The counter tracks are also counter_track rows.
+CREATE TABLE track (
+  id INTEGER PRIMARY KEY, -- Track id (slice.track_id, counter.track_id).
+  name TEXT NOT NULL, -- Track name, e.g. 'Irq Cpu 0'.
+  type TEXT NOT NULL, -- What the track holds, e.g. 'cpu_irq'.
+  cpu INTEGER -- CPU the track belongs to, NULL if none (trace_processor keeps it in the track's dimensions).
+);
+
+-- @table slice: One row per span of time on a track (Perfetto's slice): an IRQ handler ('IRQ (name)', name
+-- from irq_handler_entry) on its CPU's cpu_irq track, a softirq (its action: 'HI', 'TIMER',
+-- 'NET_TX', 'NET_RX', 'BLOCK', 'BLOCK_IOPOLL', 'TASKLET', 'SCHED', 'HRTIMER', 'RCU') on its CPU's
+-- cpu_softirq track. An exit without its entry makes no row (stats misplaced_end_event); an entry
+-- without its exit (the trace ends inside the handler) has dur -1. An IRQ that interrupts a softirq
+-- is on another track: the two overlap in time.
+CREATE TABLE slice (
+  id INTEGER PRIMARY KEY, -- Row id, in ts order.
+  ts INTEGER NOT NULL, -- Start, ns.
+  dur INTEGER NOT NULL, -- Length, ns; -1 if it had not ended when the trace did.
+  track_id INTEGER NOT NULL, -- track.id of its track.
+  category TEXT, -- 'irq' for IRQ and softirq slices.
+  name TEXT NOT NULL, -- What ran, e.g. 'IRQ (virtio0-input.0)' or 'NET_RX'.
+  depth INTEGER NOT NULL, -- Nesting level on its track, 0 at the top.
+  parent_id INTEGER -- slice.id of the slice it is nested in on its track, NULL at depth 0.
+);
+
+-- @table migration: One row per move of a thread to another CPU's runqueue (sched_migrate_task; also an ftrace_event
+-- row, as in Perfetto). running says why: 1 the thread was runnable or running and was moved (load
+-- balancing, an affinity change, CPU hotplug), 0 it was waking and the wakeup placed it elsewhere.
+CREATE TABLE migration (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- When it moved, ns.
+  utid INTEGER NOT NULL, -- Thread moved (thread.utid).
+  from_cpu INTEGER NOT NULL, -- CPU it left.
+  to_cpu INTEGER NOT NULL, -- CPU it moved to.
+  running INTEGER -- 1 runnable or running, 0 waking; NULL if the trace does not say (Perfetto's own recordings).
 );
 
 -- @table wakeup: One row per wakeup (sched_waking) of a thread, with how long it waited for a CPU.

@@ -433,7 +433,15 @@ fn check_event_counts(packets: &[TracePacket]) {
             "sched_process_free",
             "task_rename",
             "schedlens_task_info",
-            "schedlens_forget"
+            "schedlens_forget",
+            "irq_handler_entry",
+            "irq_handler_exit",
+            "softirq_entry",
+            "softirq_exit",
+            "sched_migrate_task",
+            "cpu_idle",
+            "cpu_frequency",
+            "cpu_frequency_limits"
         ]
     );
     let counted = |name: &str| {
@@ -467,6 +475,78 @@ fn check_event_counts(packets: &[TracePacket]) {
         counted("sched_process_fork"),
         written(|e| matches!(e, Fe::SchedProcessFork(_)))
     );
+    assert_eq!(
+        counted("irq_handler_entry"),
+        written(|e| matches!(e, Fe::IrqHandlerEntry(_)))
+    );
+    assert_eq!(
+        counted("irq_handler_exit"),
+        written(|e| matches!(e, Fe::IrqHandlerExit(_)))
+    );
+    assert_eq!(
+        counted("softirq_entry"),
+        written(|e| matches!(e, Fe::SoftirqEntry(_)))
+    );
+    assert_eq!(
+        counted("softirq_exit"),
+        written(|e| matches!(e, Fe::SoftirqExit(_)))
+    );
+    assert_eq!(
+        counted("sched_migrate_task"),
+        written(|e| matches!(e, Fe::SchedMigrateTask(_)))
+    );
+    assert_eq!(
+        counted("cpu_idle"),
+        written(|e| matches!(e, Fe::CpuIdle(_)))
+    );
+    check_interrupts_nest(&events);
+}
+
+/// Per CPU, IRQ handlers and softirqs each enter and exit in turn, exits
+/// naming their entry's IRQ or softirq (a handler cut by the recording's
+/// start or end leaves one unpaired edge), and softirqs ran (the workload's
+/// forks and exits free tasks through RCU callbacks, run in softirq).
+fn check_interrupts_nest(events: &[(u32, FtraceEvent)]) {
+    let mut irq_open: BTreeMap<u32, Option<i32>> = BTreeMap::new();
+    let mut softirq_open: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    let mut softirqs_paired = 0;
+    for (cpu, e) in events {
+        match &e.event {
+            Some(Fe::IrqHandlerEntry(x)) => {
+                let open = irq_open.entry(*cpu).or_default();
+                assert_eq!(
+                    *open,
+                    None,
+                    "cpu {cpu}: IRQ {} entered inside another",
+                    x.irq()
+                );
+                assert!(
+                    !x.name().is_empty(),
+                    "cpu {cpu}: IRQ {} has no name",
+                    x.irq()
+                );
+                *open = Some(x.irq());
+            }
+            Some(Fe::IrqHandlerExit(x)) => {
+                if let Some(Some(irq)) = irq_open.insert(*cpu, None) {
+                    assert_eq!(irq, x.irq(), "cpu {cpu}: exit of another IRQ");
+                }
+            }
+            Some(Fe::SoftirqEntry(x)) => {
+                let open = softirq_open.entry(*cpu).or_default();
+                assert_eq!(*open, None, "cpu {cpu}: softirq {} inside another", x.vec());
+                *open = Some(x.vec());
+            }
+            Some(Fe::SoftirqExit(x)) => {
+                if let Some(Some(vec)) = softirq_open.insert(*cpu, None) {
+                    assert_eq!(vec, x.vec(), "cpu {cpu}: exit of another softirq");
+                    softirqs_paired += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(softirqs_paired > 0, "no softirq entered and exited");
 }
 
 fn check_workload_trace(trace: &Path, r: &Report) {
@@ -830,8 +910,9 @@ fn a_filter_that_matches_no_task_fails_unless_told_to_wait() {
     assert!(!stderr.contains("bytes/event"), "{stderr}");
     let (packets, complete) = decode(&trace);
     assert!(complete, "file incomplete");
-    // Bookkeeping (tasks freed that were never seen) at most: no scheduler
-    // event, no task named.
+    // Bookkeeping (tasks freed that were never seen) and what every CPU
+    // does whoever runs (IRQs, softirqs, idle, frequency) at most: no
+    // scheduler event, no task named.
     for p in packets.iter().filter(|p| p.has_ftrace_events()) {
         let b = p.ftrace_events();
         assert!(
@@ -843,9 +924,15 @@ fn a_filter_that_matches_no_task_fails_unless_told_to_wait() {
             "a waking: {b:?}"
         );
         assert!(
-            b.event
-                .iter()
-                .all(|e| e.has_sched_process_free() || e.event.is_none()),
+            b.event.iter().all(|e| e.has_sched_process_free()
+                || e.has_irq_handler_entry()
+                || e.has_irq_handler_exit()
+                || e.has_softirq_entry()
+                || e.has_softirq_exit()
+                || e.has_cpu_idle()
+                || e.has_cpu_frequency()
+                || e.has_cpu_frequency_limits()
+                || e.event.is_none()),
             "an event: {b:?}"
         );
     }
@@ -1100,12 +1187,20 @@ fn handler_runs_the_kernel_skipped_are_counted() {
     assert_eq!(
         names,
         [
+            "handle_cpu_frequency",
+            "handle_cpu_frequency_limits",
+            "handle_cpu_idle",
             "handle_exec",
             "handle_exit",
             "handle_fork",
             "handle_free",
+            "handle_irq_entry",
+            "handle_irq_exit",
+            "handle_migrate",
             "handle_newtask",
             "handle_rename",
+            "handle_softirq_entry",
+            "handle_softirq_exit",
             "handle_switch",
             "handle_wakeup_new",
             "handle_waking",

@@ -148,6 +148,7 @@ fn record(variant: SwitchVariant, shards: usize, workload: impl FnOnce()) -> (Ve
         ring_size: 16 << 20,
         filter: bpf::Filter::default(),
         switch: variant,
+        groups: schedlens::recorder::catalog::default_groups(),
     };
     let mut object = MaybeUninit::uninit();
     let mut rec = Recorder::load(&mut object, &cfg).expect("BPF programs load");

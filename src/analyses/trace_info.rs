@@ -220,6 +220,8 @@ pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
          SELECT name, 'ftrace_event', count(*) FROM ftrace_event GROUP BY name
          UNION ALL
          SELECT 'counter:' || t.name, 'counter', count(*) FROM counter c JOIN counter_track t ON t.id = c.track_id GROUP BY t.name
+         UNION ALL
+         SELECT 'slice:' || t.type, 'slice', count(*) FROM slice s JOIN track t ON t.id = s.track_id GROUP BY t.type
          ORDER BY 3 DESC",
     )?;
     for row in st.query_map([], |r| {

@@ -131,6 +131,10 @@ stats! {
     task_state_invalid: Single, Error, Analysis;
     /// threads of different processes that events tried to put in one process
     process_tracker_errors: Single, Error, Analysis;
+    /// an IRQ or softirq exit without its entry (the trace starts inside the handler, or events were lost): no slice
+    misplaced_end_event: Single, DataLoss, Analysis;
+    /// softirq_entry/exit with a vec beyond the kernel's softirqs, dropped
+    softirq_unknown_vec: Single, Error, Analysis;
 }
 
 /// The counters of one load. Only counters that occurred get a row, even

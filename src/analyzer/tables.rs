@@ -28,6 +28,9 @@ pub static SCHEMA: &[Item] = &[
     Item::View(&ARGS),
     Item::Table(&COUNTER),
     Item::Table(&COUNTER_TRACK),
+    Item::Table(&TRACK),
+    Item::Table(&SLICE),
+    Item::Table(&MIGRATION),
     Item::Table(&WAKEUP),
     Item::Table(&TASK_EVENT),
     Item::Table(&LOST_EVENTS),
@@ -369,7 +372,8 @@ pub static ARGS: View = View {
 };
 
 table! {
-    /// Counter samples (Perfetto's counter), e.g. CPU frequency from cpu_frequency events.
+    /// Counter samples (Perfetto's counter): CPU frequency (cpu_frequency), idle state (cpu_idle) and
+    /// frequency limits (cpu_frequency_limits); track_id says which (track.type).
     pub static COUNTER = counter in sqlite;
     pub struct CounterRow {
         /// Row id.
@@ -384,7 +388,7 @@ table! {
 }
 
 table! {
-    /// One row per counter time series, e.g. 'cpufreq' for a CPU.
+    /// One row per counter time series, e.g. 'cpufreq' or 'cpuidle' of a CPU (the counter rows of track).
     pub static COUNTER_TRACK = counter_track in sqlite;
     pub struct CounterTrackRow<'a> {
         /// Track id (counter.track_id).
@@ -393,6 +397,76 @@ table! {
         name: &'a str = TEXT NOT NULL,
         /// CPU the series describes, NULL if none.
         cpu: Option<u32> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per timeline of events (Perfetto's track): every counter_track and every track of slices.
+    /// type says what it holds, as trace_processor types and names it: slices of a CPU's IRQ handlers
+    /// ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); counters of its
+    /// frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
+    /// entered, 4294967295 on leaving idle) and frequency policy bounds in kHz
+    /// ('cpu_max_frequency_limit', 'Cpu N Max Freq Limit'; 'cpu_min_frequency_limit', 'Cpu N Min
+    /// Freq Limit'). The counter tracks are also counter_track rows.
+    pub static TRACK = track in sqlite;
+    pub struct TrackRow<'a> {
+        /// Track id (slice.track_id, counter.track_id).
+        id: i64 = INTEGER PRIMARY KEY,
+        /// Track name, e.g. 'Irq Cpu 0'.
+        name: &'a str = TEXT NOT NULL,
+        /// What the track holds, e.g. 'cpu_irq'.
+        kind as "type": &'a str = TEXT NOT NULL,
+        /// CPU the track belongs to, NULL if none (trace_processor keeps it in the track's dimensions).
+        cpu: Option<u32> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per span of time on a track (Perfetto's slice): an IRQ handler ('IRQ (name)', name
+    /// from irq_handler_entry) on its CPU's cpu_irq track, a softirq (its action: 'HI', 'TIMER',
+    /// 'NET_TX', 'NET_RX', 'BLOCK', 'BLOCK_IOPOLL', 'TASKLET', 'SCHED', 'HRTIMER', 'RCU') on its CPU's
+    /// cpu_softirq track. An exit without its entry makes no row (stats misplaced_end_event); an entry
+    /// without its exit (the trace ends inside the handler) has dur -1. An IRQ that interrupts a softirq
+    /// is on another track: the two overlap in time.
+    pub static SLICE = slice in sqlite;
+    pub struct TrackSliceRow<'a> {
+        /// Row id, in ts order.
+        id: i64 = INTEGER PRIMARY KEY,
+        /// Start, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Length, ns; -1 if it had not ended when the trace did.
+        dur: i64 = INTEGER NOT NULL,
+        /// track.id of its track.
+        track_id: i64 = INTEGER NOT NULL,
+        /// 'irq' for IRQ and softirq slices.
+        category: Option<&'a str> = TEXT,
+        /// What ran, e.g. 'IRQ (virtio0-input.0)' or 'NET_RX'.
+        name: &'a str = TEXT NOT NULL,
+        /// Nesting level on its track, 0 at the top.
+        depth: u32 = INTEGER NOT NULL,
+        /// slice.id of the slice it is nested in on its track, NULL at depth 0.
+        parent_id: Option<i64> = INTEGER,
+    }
+}
+
+table! {
+    /// One row per move of a thread to another CPU's runqueue (sched_migrate_task; also an ftrace_event
+    /// row, as in Perfetto). running says why: 1 the thread was runnable or running and was moved (load
+    /// balancing, an affinity change, CPU hotplug), 0 it was waking and the wakeup placed it elsewhere.
+    pub static MIGRATION = migration in sqlite;
+    pub struct MigrationRow {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// When it moved, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Thread moved (thread.utid).
+        utid: u32 = INTEGER NOT NULL,
+        /// CPU it left.
+        from_cpu: i32 = INTEGER NOT NULL,
+        /// CPU it moved to.
+        to_cpu: i32 = INTEGER NOT NULL,
+        /// 1 runnable or running, 0 waking; NULL if the trace does not say (Perfetto's own recordings).
+        running: Option<u32> = INTEGER,
     }
 }
 

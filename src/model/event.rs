@@ -24,6 +24,9 @@ pub struct Header {
 /// Length of a kernel comm (TASK_COMM_LEN), NUL-padded.
 pub const COMM_LEN: usize = 16;
 
+/// Length of the kernel names a BPF handler copies (an IRQ handler's), NUL-padded.
+pub const NAME_LEN: usize = 28;
+
 /// The bytes of a comm up to its first NUL.
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
@@ -143,11 +146,15 @@ pub enum FieldKind {
     U64,
     /// A [`TaskId`] (u64), written as that task's comm (a proto string).
     TaskComm,
+    /// A NUL-padded name of [`NAME_LEN`] bytes, written as a proto string
+    /// up to its first NUL.
+    Name,
 }
 
 impl FtraceField {
     /// The value in `body`, widened to 64 bits as protobuf's varints carry it
-    /// (an i32 sign-extended); 0 if `body` is too short, which decoding rules out.
+    /// (an i32 sign-extended); 0 if `body` is too short, which decoding rules
+    /// out, and for a [`FieldKind::Name`] (see [`FtraceField::name`]).
     #[inline]
     pub fn read(&self, body: &[u8]) -> u64 {
         let at = self.offset;
@@ -162,7 +169,20 @@ impl FtraceField {
             FieldKind::U64 | FieldKind::TaskComm => {
                 word(8).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
             }
+            FieldKind::Name => 0,
         }
+    }
+
+    /// A [`FieldKind::Name`] field's bytes up to its first NUL (empty for
+    /// other kinds, or if `body` is too short, which decoding rules out).
+    #[inline]
+    pub fn name<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+        if self.kind != FieldKind::Name {
+            return &[];
+        }
+        let name = body.get(self.offset..self.offset + NAME_LEN).unwrap_or(&[]);
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        &name[..end]
     }
 }
 

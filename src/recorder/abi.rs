@@ -14,7 +14,9 @@
 use super::skel::types as c;
 use super::{MAX_FILTER, MAX_SHARDS};
 use crate::model::MAX_CPUS;
-use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceField, FtraceLayout, Header};
+use crate::model::event::{
+    COMM_LEN, Event, FieldKind, FtraceField, FtraceLayout, Header, NAME_LEN,
+};
 use crate::perfetto::proto::fields;
 use std::mem::{offset_of, size_of};
 
@@ -58,7 +60,7 @@ impl RecordInfo {
 pub const TASK_INFO: RecordType = c::sl_type::SL_TASK_INFO;
 
 /// Every record type, in the order the summary and the recorder stats list them.
-pub const RECORDS: [RecordInfo; 11] = [
+pub const RECORDS: [RecordInfo; 19] = [
     RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),
     RecordInfo::own(c::sl_type::SL_WAKING, Some("sched_waking"), "sched_waking"),
     RecordInfo::ftrace(c::sl_type::SL_WAKEUP_NEW, "sched_wakeup_new", &WAKEUP_NEW),
@@ -74,6 +76,26 @@ pub const RECORDS: [RecordInfo; 11] = [
     ),
     RecordInfo::own(c::sl_type::SL_FORGET, Some("schedlens_forget"), "forget"),
     RecordInfo::own(c::sl_type::SL_LOST, None, "lost markers"),
+    RecordInfo::ftrace(c::sl_type::SL_IRQ_ENTRY, "irq entry", &IRQ_ENTRY),
+    RecordInfo::ftrace(c::sl_type::SL_IRQ_EXIT, "irq exit", &IRQ_EXIT),
+    RecordInfo::ftrace(
+        c::sl_type::SL_SOFTIRQ_ENTRY,
+        "softirq entry",
+        &SOFTIRQ_ENTRY,
+    ),
+    RecordInfo::ftrace(c::sl_type::SL_SOFTIRQ_EXIT, "softirq exit", &SOFTIRQ_EXIT),
+    RecordInfo::ftrace(c::sl_type::SL_MIGRATE, "migrations", &MIGRATE),
+    RecordInfo::ftrace(c::sl_type::SL_CPU_IDLE, "cpu idle", &CPU_IDLE),
+    RecordInfo::ftrace(
+        c::sl_type::SL_CPU_FREQUENCY,
+        "cpu frequency",
+        &CPU_FREQUENCY,
+    ),
+    RecordInfo::ftrace(
+        c::sl_type::SL_CPU_FREQUENCY_LIMITS,
+        "cpu frequency limits",
+        &CPU_FREQUENCY_LIMITS,
+    ),
 ];
 
 /// Length of per-type counter arrays, which are indexed by the type's value.
@@ -144,6 +166,9 @@ macro_rules! field_type {
     (TaskComm) => {
         u64
     };
+    (Name) => {
+        [std::ffi::c_char; NAME_LEN]
+    };
 }
 
 /// sched_wakeup_new: a new task is woken for the first time (sl_waking body).
@@ -164,12 +189,73 @@ sl_exit as SCHED_PROCESS_EXIT, sched_process_exit_ftrace_event {
     prio: I32 => PRIO,
 });
 
+/// irq_handler_entry: a device's interrupt handler starts (the kernel's
+/// tracepoint prints no handler address: Perfetto's `handler` stays unset).
+static IRQ_ENTRY: FtraceLayout = ftrace_layout!("irq_handler_entry":
+sl_irq_entry as IRQ_HANDLER_ENTRY, irq_handler_entry_ftrace_event {
+    irq: I32 => IRQ,
+    name: Name => NAME,
+});
+
+/// irq_handler_exit: the handler returned `ret` (1: handled).
+static IRQ_EXIT: FtraceLayout = ftrace_layout!("irq_handler_exit":
+sl_irq_exit as IRQ_HANDLER_EXIT, irq_handler_exit_ftrace_event {
+    irq: I32 => IRQ,
+    ret: I32 => RET,
+});
+
+/// softirq_entry: softirq `vec` (HI, TIMER, NET_TX, ...) starts running.
+static SOFTIRQ_ENTRY: FtraceLayout = ftrace_layout!("softirq_entry":
+sl_softirq as SOFTIRQ_ENTRY, softirq_entry_ftrace_event {
+    vec: U32 => VEC,
+});
+
+/// softirq_exit: softirq `vec` is done.
+static SOFTIRQ_EXIT: FtraceLayout = ftrace_layout!("softirq_exit":
+sl_softirq as SOFTIRQ_EXIT, softirq_exit_ftrace_event {
+    vec: U32 => VEC,
+});
+
+/// sched_migrate_task: the task moves to another CPU's runqueue.
+static MIGRATE: FtraceLayout = ftrace_layout!("sched_migrate_task":
+sl_migrate as SCHED_MIGRATE_TASK, sched_migrate_task_ftrace_event {
+    task: TaskComm => COMM,
+    pid: I32 => PID,
+    prio: I32 => PRIO,
+    orig_cpu: I32 => ORIG_CPU,
+    dest_cpu: I32 => DEST_CPU,
+    running: I32 => RUNNING,
+});
+
+/// cpu_idle: a CPU enters idle state `value`, or leaves idle (u32::MAX).
+static CPU_IDLE: FtraceLayout = ftrace_layout!("cpu_idle":
+sl_cpu_value as CPU_IDLE, cpu_idle_ftrace_event {
+    value: U32 => STATE,
+    cpu_id: U32 => CPU_ID,
+});
+
+/// cpu_frequency: a CPU now runs at `value` kHz.
+static CPU_FREQUENCY: FtraceLayout = ftrace_layout!("cpu_frequency":
+sl_cpu_value as CPU_FREQUENCY, cpu_frequency_ftrace_event {
+    value: U32 => STATE,
+    cpu_id: U32 => CPU_ID,
+});
+
+/// cpu_frequency_limits: a CPU's frequency policy bounds changed.
+static CPU_FREQUENCY_LIMITS: FtraceLayout = ftrace_layout!("cpu_frequency_limits":
+sl_freq_limits as CPU_FREQUENCY_LIMITS, cpu_frequency_limits_ftrace_event {
+    min_freq: U32 => MIN_FREQ,
+    max_freq: U32 => MAX_FREQ,
+    cpu_id: U32 => CPU_ID,
+});
+
 // The Rust constants that code without the recorder uses, tied to events.h.
 const _: () = {
     assert!(c::sl_limits::SL_MAX_CPUS.0 as usize == MAX_CPUS);
     assert!(c::sl_limits::SL_MAX_SHARDS.0 as usize == MAX_SHARDS);
     assert!(c::sl_limits::SL_MAX_FILTER.0 as usize == MAX_FILTER);
     assert!(c::sl_limits::SL_COMM_LEN.0 as usize == COMM_LEN);
+    assert!(c::sl_limits::SL_NAME_LEN.0 as usize == NAME_LEN);
     assert!(c::sl_kernel_flags::SL_CLONE_THREAD.0 as i64 == libc::CLONE_THREAD as i64);
     assert!(c::sl_kernel_flags::SL_PF_KTHREAD.0 as u64 == super::snapshot::PF_KTHREAD);
     // The header's type field is a u8.

@@ -1,6 +1,7 @@
 //! Loading, configuring and attaching the BPF programs, and the shard rings.
 
 use crate::model::MAX_CPUS;
+use crate::recorder::catalog;
 use crate::recorder::skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
 use crate::recorder::{MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
@@ -64,6 +65,8 @@ pub struct Config {
     pub ring_size: u32,
     pub filter: Filter,
     pub switch: SwitchVariant,
+    /// The event groups recorded (catalog.rs names them).
+    pub groups: Vec<&'static str>,
 }
 
 /// The loaded and (after [`Recorder::attach`]) attached programs.
@@ -145,6 +148,11 @@ impl<'obj> Recorder<'obj> {
         let legacy = cfg.switch == SwitchVariant::Legacy;
         open.progs.handle_switch.set_autoload(!legacy);
         open.progs.handle_switch_legacy.set_autoload(legacy);
+        for mut prog in open.open_object_mut().progs_mut() {
+            if !catalog::program_wanted(&prog.name().to_string_lossy(), &cfg.groups) {
+                prog.set_autoload(false);
+            }
+        }
         open.maps
             .rings
             .set_inner_map_fd(rings[0].as_fd())

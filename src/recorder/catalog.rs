@@ -1,9 +1,10 @@
-//! What `schedlens trace` can record on this build, declared for those who
-//! ask before recording (the recorder service and its clients): the event
-//! groups and the stack kinds. A group or stack kind added to the recorder is
-//! added here, and the service offers it with no change of its own.
+//! What `schedlens trace` can record on this build, declared once: the event
+//! groups (which `--events` selects and `--list-events` prints, and the
+//! recorder service offers) and the stack kinds. A group or stack kind added
+//! to the recorder is added here, and the flags and the service follow.
 
-use crate::recorder::abi;
+use crate::recorder::abi::{self, RecordType};
+use crate::recorder::skel::types::sl_type as t;
 
 /// A set of events recorded together.
 #[derive(Debug, Clone)]
@@ -23,18 +24,203 @@ pub struct StackKind {
     pub description: &'static str,
 }
 
-/// The event groups, in the order `schedlens trace` documents them.
-pub fn event_groups() -> Vec<EventGroup> {
-    vec![EventGroup {
-        name: "sched",
+/// One group's declaration.
+struct Group {
+    name: &'static str,
+    description: &'static str,
+    default: bool,
+    /// Its record types; the sched group has every record type no other
+    /// group lists.
+    records: &'static [RecordType],
+    /// Its BPF programs (bpf/schedlens.bpf.c), loaded only when the group is
+    /// recorded; the sched group's are always loaded.
+    programs: &'static [&'static str],
+}
+
+/// The group that is always recorded.
+pub const SCHED: &str = "sched";
+
+/// Every group, in the order `schedlens trace` documents them.
+static GROUPS: &[Group] = &[
+    Group {
+        name: SCHED,
         description: "context switches, wakeups, task lifecycle (fork, exec, exit, free) and \
                       renames: every CPU's timeline and each task's waits",
         default: true,
-        events: abi::RECORDS.iter().filter_map(|r| r.event).collect(),
-    }]
+        records: &[],
+        programs: &[],
+    },
+    Group {
+        name: "irq",
+        description: "hardware interrupt handlers: which device's handler ran on which CPU, \
+                      for how long",
+        default: true,
+        records: &[t::SL_IRQ_ENTRY, t::SL_IRQ_EXIT],
+        programs: &["handle_irq_entry", "handle_irq_exit"],
+    },
+    Group {
+        name: "softirq",
+        description: "softirqs (network, timers, RCU, block, tasklets, ...) and how long each \
+                      ran on which CPU",
+        default: true,
+        records: &[t::SL_SOFTIRQ_ENTRY, t::SL_SOFTIRQ_EXIT],
+        programs: &["handle_softirq_entry", "handle_softirq_exit"],
+    },
+    Group {
+        name: "migrate",
+        description: "task migrations between CPUs (wakeups placed elsewhere, load balancing, \
+                      affinity changes)",
+        default: true,
+        records: &[t::SL_MIGRATE],
+        programs: &["handle_migrate"],
+    },
+    Group {
+        name: "idle",
+        description: "CPU idle states entered and left (cpuidle counter tracks)",
+        default: true,
+        records: &[t::SL_CPU_IDLE],
+        programs: &["handle_cpu_idle"],
+    },
+    Group {
+        name: "freq",
+        description: "CPU frequency changes and policy limits (cpufreq counter tracks; none \
+                      without a cpufreq driver, which the trace's metadata then says)",
+        default: true,
+        records: &[t::SL_CPU_FREQUENCY, t::SL_CPU_FREQUENCY_LIMITS],
+        programs: &["handle_cpu_frequency", "handle_cpu_frequency_limits"],
+    },
+];
+
+fn group_of(ty: RecordType) -> &'static str {
+    GROUPS
+        .iter()
+        .find(|g| g.records.contains(&ty))
+        .map_or(SCHED, |g| g.name)
+}
+
+/// The event groups, in the order `schedlens trace` documents them.
+pub fn event_groups() -> Vec<EventGroup> {
+    GROUPS
+        .iter()
+        .map(|g| EventGroup {
+            name: g.name,
+            description: g.description,
+            default: g.default,
+            events: abi::RECORDS
+                .iter()
+                .filter(|r| group_of(r.ty) == g.name)
+                .filter_map(|r| r.event)
+                .collect(),
+        })
+        .collect()
+}
+
+/// The groups recorded when `--events` is not given.
+pub fn default_groups() -> Vec<&'static str> {
+    GROUPS
+        .iter()
+        .filter(|g| g.default)
+        .map(|g| g.name)
+        .collect()
+}
+
+/// Parses `--events`: group names separated by commas; sched is always
+/// recorded, named or not.
+pub fn parse_groups(s: &str) -> Result<Vec<&'static str>, String> {
+    let mut groups = vec![SCHED];
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(g) = GROUPS.iter().find(|g| g.name == name) else {
+            let names: Vec<&str> = GROUPS.iter().map(|g| g.name).collect();
+            return Err(format!(
+                "unknown event group {name:?} (groups: {}; `schedlens trace --list-events` \
+                 says what this kernel supports)",
+                names.join(", ")
+            ));
+        };
+        if !groups.contains(&g.name) {
+            groups.push(g.name);
+        }
+    }
+    Ok(groups)
+}
+
+/// Whether BPF program `name` is loaded when recording `groups`.
+pub fn program_wanted(name: &str, groups: &[&str]) -> bool {
+    GROUPS
+        .iter()
+        .find(|g| g.programs.contains(&name))
+        .is_none_or(|g| groups.contains(&g.name))
+}
+
+/// The tracepoints of `events` this kernel lacks (its BTF has no
+/// `btf_trace_<name>`); the recorder's own records are not tracepoints.
+fn missing_tracepoints<'e>(btf: &libbpf_rs::Btf<'_>, events: &[&'e str]) -> Vec<&'e str> {
+    events
+        .iter()
+        .filter(|e| !e.starts_with("schedlens_"))
+        .filter(|e| {
+            btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{e}"))
+                .is_none()
+        })
+        .copied()
+        .collect()
+}
+
+/// `schedlens trace --list-events`: a line per group: its name, whether it
+/// is recorded by default, whether this kernel can record it, what it is
+/// and its events.
+pub fn list_events() -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let btf = libbpf_rs::Btf::from_vmlinux().context("reading the kernel's BTF")?;
+    let mut out = String::new();
+    for g in event_groups() {
+        let missing = missing_tracepoints(&btf, &g.events);
+        let support = if missing.is_empty() {
+            "supported".to_string()
+        } else {
+            format!("NOT on this kernel (no {})", missing.join(", "))
+        };
+        out += &format!(
+            "{:<8} {:<8} {support}: {} [{}]\n",
+            g.name,
+            if g.default { "default" } else { "opt-in" },
+            g.description,
+            g.events.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 /// The stack kinds (none in this build).
 pub fn stack_kinds() -> Vec<StackKind> {
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_is_in_one_group_and_sched_is_always_recorded() {
+        let groups = event_groups();
+        let listed: usize = groups.iter().map(|g| g.events.len()).sum();
+        assert_eq!(
+            listed,
+            abi::RECORDS.iter().filter(|r| r.event.is_some()).count()
+        );
+        assert_eq!(
+            groups.iter().find(|g| g.name == "irq").unwrap().events,
+            ["irq_handler_entry", "irq_handler_exit"]
+        );
+        assert_eq!(parse_groups("irq").unwrap(), [SCHED, "irq"]);
+        assert_eq!(parse_groups("").unwrap(), [SCHED]);
+        assert_eq!(
+            parse_groups("sched, softirq,softirq").unwrap(),
+            [SCHED, "softirq"]
+        );
+        assert!(parse_groups("irq,bogus").unwrap_err().contains("\"bogus\""));
+        assert!(program_wanted("handle_switch", &[SCHED]));
+        assert!(!program_wanted("handle_irq_entry", &[SCHED]));
+        assert!(program_wanted("handle_irq_entry", &[SCHED, "irq"]));
+    }
 }

@@ -80,6 +80,13 @@ pub struct TraceArgs {
     /// Size of each ring buffer (power of two, 64K to 1G)
     #[arg(long, default_value = "16M", value_parser = cli::parse_ring_size)]
     pub ring_size: u32,
+    /// Event groups to record, separated by commas (sched is always recorded)
+    /// [default: the groups `--list-events` marks default]
+    #[arg(long, value_name = "GROUPS")]
+    pub events: Option<String>,
+    /// Print the event groups, what each records and whether this kernel has it, and exit
+    #[arg(long)]
+    pub list_events: bool,
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,

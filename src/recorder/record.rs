@@ -7,7 +7,7 @@ use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
 use crate::recorder::flight::{self, Flight, Watched};
 use crate::recorder::topology::Topology;
-use crate::recorder::{TraceArgs, cli, snapshot};
+use crate::recorder::{TraceArgs, catalog, cli, snapshot};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::ffi::OsString;
@@ -44,6 +44,10 @@ enum End {
 
 /// Records; the exit code is the command's when one was run.
 pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    if args.list_events {
+        print!("{}", catalog::list_events()?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let interrupted = catch_stop_signals()?;
     cli::check_privileges()?;
     cli::check_btf()?;
@@ -282,9 +286,14 @@ fn create_output(
 /// the sched_switch program this kernel needs.
 fn bpf_config(args: &TraceArgs, topology: &Topology, ncpus: usize) -> anyhow::Result<bpf::Config> {
     let (cpu_shard, nr_shards) = bpf::plan_shards(&topology.llc_groups(), ncpus, args.shards);
+    let groups = match &args.events {
+        Some(list) => catalog::parse_groups(list).map_err(|e| anyhow::anyhow!("--events: {e}"))?,
+        None => catalog::default_groups(),
+    };
     Ok(bpf::Config {
         cpu_shard,
         nr_shards,
+        groups,
         ring_size: args.ring_size,
         filter: bpf::Filter {
             pids: args.pids.clone(),

@@ -198,6 +198,12 @@ pub fn machine_packets(
             })
             .collect(),
         hostname: hostname(),
+        cpufreq_driver: Some(
+            topology
+                .cpufreq_driver
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+        ),
     };
 
     Ok(vec![

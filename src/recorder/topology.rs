@@ -25,6 +25,9 @@ pub struct CpuTopo {
 pub struct Topology {
     /// One entry per possible CPU, ordered by cpu.
     pub cpus: Vec<CpuTopo>,
+    /// The cpufreq driver (the first CPU's with one, `cpufreq/scaling_driver`);
+    /// None without one: no CPU changes frequency through cpufreq.
+    pub cpufreq_driver: Option<String>,
 }
 
 /// Bounds what a corrupt cpulist can make us allocate.
@@ -195,7 +198,15 @@ impl Topology {
             let next = ids.len() as i32;
             c.llc_id = *ids.entry(key).or_insert(next);
         }
-        Ok(Topology { cpus })
+        let cpufreq_driver = possible.iter().find_map(|cpu| {
+            read_str(&cpu_root.join(format!("cpu{cpu}/cpufreq/scaling_driver")))
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+        });
+        Ok(Topology {
+            cpus,
+            cpufreq_driver,
+        })
     }
 
     /// CPUs grouped by shared LLC, groups ordered by their lowest CPU.

@@ -9,6 +9,7 @@
 //! An event is 40 bytes (see the test): each payload is at most 36 bytes
 //! with 4-byte alignment, or 32 with 8, leaving room for the tag.
 
+use super::track::TrackKind;
 use crate::analyzer::strings::Str;
 use crate::perfetto::proto::ProcessTree;
 
@@ -23,7 +24,9 @@ pub enum Event {
     Exec(Exec),
     Exit(Exit),
     BlockedReason(BlockedReason),
-    CpuFrequency(CpuFrequency),
+    CpuCounter(CpuCounter),
+    CpuSlice(CpuSlice),
+    Migrate(Migrate),
     Print(Print),
     /// Any other ftrace event: only an ftrace_event row. Its fields are
     /// inline: as a struct (36 bytes, 8-aligned for `args`) they would make
@@ -152,12 +155,41 @@ pub struct BlockedReason {
     pub caller: Option<Str>,
 }
 
-/// cpu_frequency: `cpu_id` now runs at `state` kHz.
+/// A sample of a CPU's counter: cpu_frequency (kHz), cpu_idle (the state,
+/// u32::MAX on leaving idle), or one bound of cpu_frequency_limits (kHz).
 #[derive(Debug, Clone)]
-pub struct CpuFrequency {
+pub struct CpuCounter {
     pub src: i32,
-    pub state: u32,
+    pub track: TrackKind,
     pub cpu_id: u32,
+    pub value: u32,
+}
+
+/// irq_handler_entry/exit, softirq_entry/exit: a slice of `cpu`'s IRQ or
+/// softirq track begins (`name` set) or ends.
+#[derive(Debug, Clone)]
+pub struct CpuSlice {
+    pub cpu: u32,
+    pub src: i32,
+    pub track: TrackKind,
+    /// The IRQ number, or the softirq's vec.
+    pub number: i32,
+    /// Entries: the IRQ handler's name, or the softirq's action name.
+    pub name: Option<Str>,
+}
+
+/// sched_migrate_task: `pid` moves from `orig_cpu` to `dest_cpu`.
+#[derive(Debug, Clone)]
+pub struct Migrate {
+    pub cpu: u32,
+    pub src: i32,
+    pub pid: i32,
+    pub comm: Str,
+    pub prio: i32,
+    pub orig_cpu: i32,
+    pub dest_cpu: i32,
+    /// 1 runnable or running, 0 waking; None if the trace does not say.
+    pub running: Option<bool>,
 }
 
 /// An atrace marker write (`print`).

@@ -1,5 +1,6 @@
 //! The task lifecycle -> task_event, and what it does to the thread and
-//! process tables: fork (task_newtask), rename, exec, exit, free.
+//! process tables: fork (task_newtask), rename, exec, exit, free; and
+//! migrations between CPUs (the migration table).
 //!
 //! Every event first makes sure the task it fired on (`src`) is a known
 //! thread, in the order trace_processor does, which decides the utids.
@@ -7,10 +8,11 @@
 //! of exec and exit, happen.
 
 use super::Storage;
-use super::events::{Exec, Exit, Free, NewTask, Rename};
+use super::events::{Exec, Exit, Free, Migrate, NewTask, Rename};
 use super::process::{NamePriority, Utid};
 use crate::analyzer::strings::Str;
-use crate::analyzer::tables::TaskEventRow;
+use crate::analyzer::tables::{MigrationRow, TaskEventRow};
+use serde_json::json;
 
 /// The kernel's flag (bpf/events.h SL_CLONE_THREAD is tied to the same value).
 const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
@@ -137,6 +139,35 @@ pub fn exit(st: &mut Storage<'_>, ts: i64, e: &Exit, soft: bool) -> anyhow::Resu
     }
     let utid = st.procs.get_thread(e.pid.into()).unwrap_or(src);
     task_event(st, ts, "exit", utid, e.cpu, Some(e.comm), None)
+}
+
+/// sched_migrate_task: an ftrace_event row and a migration row.
+pub fn migrate(st: &mut Storage<'_>, ts: i64, e: &Migrate, soft: bool) -> anyhow::Result<()> {
+    let src = st.procs.get_or_create_thread(e.src.into());
+    let mut args = json!({"comm": st.strings.get(e.comm), "pid": e.pid, "prio": e.prio,
+        "orig_cpu": e.orig_cpu, "dest_cpu": e.dest_cpu});
+    if let Some(running) = e.running {
+        args["running"] = json!(i32::from(running));
+    }
+    st.ftrace_event(
+        ts,
+        "sched_migrate_task",
+        e.cpu,
+        Some(src),
+        None,
+        &args.to_string(),
+    )?;
+    if soft {
+        return Ok(());
+    }
+    let utid = st.procs.get_or_create_thread(e.pid.into());
+    st.sink.migration(&MigrationRow {
+        ts,
+        utid,
+        from_cpu: e.orig_cpu,
+        to_cpu: e.dest_cpu,
+        running: e.running.map(u32::from),
+    })
 }
 
 fn task_event(

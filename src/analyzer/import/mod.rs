@@ -7,7 +7,7 @@
 //! [`parser`] hands each event to the trackers that apply trace_processor's
 //! rules: [`sched`] (sched_slice), [`thread_state`] (thread_state, wakeup),
 //! [`lifecycle`] (task_event), [`process`] and [`process_tree`] (thread,
-//! process), [`counter`]. They write rows through the [`sink`]. Threads,
+//! process), [`counter`], [`slice`] (on the [`track`]s). They write rows through the [`sink`]. Threads,
 //! processes, CPUs, stats and metadata are written at the end from memory
 //! (they are small).
 
@@ -19,17 +19,20 @@ mod process;
 mod process_tree;
 mod sched;
 mod sink;
+mod slice;
 mod sorter;
 mod thread_state;
 mod tokenizer;
 mod trace_info;
+mod track;
 
 use crate::analyzer::schema::SqlWriter;
 use crate::analyzer::stats::{Stat, Stats};
 use crate::analyzer::strings::Strings;
 use crate::analyzer::tables::{
     COUNTER_TRACK, CPU, CounterTrackRow, FtraceEventRow, LOST_EVENTS, METADATA, MetadataRow,
-    PROCESS, ProcessRow, STATS, StatsRow, THREAD, TRACE_BOUNDS, ThreadRow, TraceBoundsRow,
+    PROCESS, ProcessRow, STATS, StatsRow, THREAD, TRACE_BOUNDS, TRACK, ThreadRow, TraceBoundsRow,
+    TrackRow,
 };
 use crate::perfetto::reader::{TraceReader, Truncation};
 use anyhow::Context;
@@ -68,6 +71,7 @@ pub struct Storage<'c> {
     pub strings: Strings,
     pub stats: Stats,
     pub procs: ProcessTracker,
+    pub tracks: track::Tracks,
     pub sink: sink::Sink<'c>,
 }
 
@@ -137,6 +141,7 @@ pub fn import_from(
         strings,
         stats: Stats::default(),
         procs,
+        tracks: track::Tracks::default(),
         sink,
     };
     let mut packets = 0u64;
@@ -234,13 +239,23 @@ fn write_tables(
     for row in info.cpus.values() {
         w.insert(row)?;
     }
-    let mut w = SqlWriter::new(conn, &COUNTER_TRACK)?;
-    for &(id, cpu) in parser.counter_tracks() {
-        w.insert(&CounterTrackRow {
-            id,
-            name: "cpufreq",
-            cpu: Some(cpu),
+    let mut tracks = SqlWriter::new(conn, &TRACK)?;
+    let mut counter_tracks = SqlWriter::new(conn, &COUNTER_TRACK)?;
+    for t in st.tracks.all() {
+        let name = t.kind.track_name(t.cpu);
+        tracks.insert(&TrackRow {
+            id: t.id,
+            name: &name,
+            kind: t.kind.type_name(),
+            cpu: Some(t.cpu),
         })?;
+        if t.kind.is_counter() {
+            counter_tracks.insert(&CounterTrackRow {
+                id: t.id,
+                name: &name,
+                cpu: Some(t.cpu),
+            })?;
+        }
     }
     info.lost.sort_by_key(|l| (l.ts, l.cpu));
     let mut w = SqlWriter::new(conn, &LOST_EVENTS)?;

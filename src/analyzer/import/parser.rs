@@ -1,8 +1,8 @@
 //! Sorted events -> the trackers (trace_processor's parsing stage). Each
 //! event goes to the tracker that owns its rows: [`SchedTracker`] (slices),
 //! [`ThreadStateTracker`] (states, wakeups), [`lifecycle`] (task events and
-//! the process tree they change), [`CounterTracker`], or straight to an
-//! ftrace_event row. Rows are written when they can no longer change.
+//! the process tree they change), [`counter`], [`SliceTracker`] (IRQ and
+//! softirq slices), or straight to an ftrace_event row. Rows are written when they can no longer change.
 //!
 //! Ftrace events before the trace's data is complete on every CPU (`soft`:
 //! before the latest CPU's first bundle said its data started) only get
@@ -10,12 +10,13 @@
 //! are dropped.
 
 use super::Storage;
-use super::counter::CounterTracker;
+use super::counter;
 use super::events::{Event, Switch, Waking};
 use super::lifecycle;
 use super::process::NamePriority;
 use super::process_tree;
 use super::sched::SchedTracker;
+use super::slice::SliceTracker;
 use super::thread_state::{ThreadStateTracker, Wake};
 use super::trace_info::TraceInfo;
 use crate::analyzer::stats::Stat;
@@ -35,7 +36,7 @@ struct Windows {
 pub struct Parser {
     sched: SchedTracker,
     states: ThreadStateTracker,
-    counters: CounterTracker,
+    slices: SliceTracker,
     windows: Option<Windows>,
     /// trace_bounds as trace_processor defines it: the first and last
     /// timestamp of the ftrace events kept (those that make rows), never of
@@ -48,7 +49,7 @@ impl Parser {
         Parser {
             sched: SchedTracker::default(),
             states: ThreadStateTracker::new(strings),
-            counters: CounterTracker::default(),
+            slices: SliceTracker::default(),
             windows: None,
             bounds: None,
         }
@@ -62,10 +63,6 @@ impl Parser {
             Some((start, end)) if start == end => (start, end + 1),
             Some(b) => b,
         }
-    }
-
-    pub fn counter_tracks(&self) -> &[(i64, u32)] {
-        self.counters.tracks()
     }
 
     pub fn event(
@@ -124,6 +121,7 @@ impl Parser {
             Event::Free(e) => lifecycle::free(st, ts, &e, soft),
             Event::Exec(e) => lifecycle::exec(st, ts, &e, soft),
             Event::Exit(e) => lifecycle::exit(st, ts, &e, soft),
+            Event::Migrate(e) => lifecycle::migrate(st, ts, &e, soft),
             Event::BlockedReason(e) => {
                 st.procs.get_or_create_thread(e.src.into());
                 if soft {
@@ -132,12 +130,19 @@ impl Parser {
                 let utid = st.procs.get_or_create_thread(e.pid.into());
                 self.states.blocked_reason(st, utid, e.io_wait, e.caller)
             }
-            Event::CpuFrequency(e) => {
+            Event::CpuCounter(e) => {
                 st.procs.get_or_create_thread(e.src.into());
                 if soft {
                     return Ok(());
                 }
-                self.counters.cpu_frequency(st, ts, &e)
+                counter::cpu_counter(st, ts, &e)
+            }
+            Event::CpuSlice(e) => {
+                let src = st.procs.get_or_create_thread(e.src.into());
+                if soft {
+                    return SliceTracker::soft(st, ts, &e, src);
+                }
+                self.slices.cpu_slice(st, ts, &e)
             }
             Event::Print(e) => {
                 let src = st.procs.get_or_create_thread(e.src.into());
@@ -241,6 +246,7 @@ impl Parser {
     pub fn finish(&mut self, st: &mut Storage<'_>) -> anyhow::Result<()> {
         self.sched.finish(st)?;
         self.states.finish(st)?;
+        self.slices.finish(st)?;
         st.sink.finish()?;
         if st.procs.errors > 0 {
             st.stats

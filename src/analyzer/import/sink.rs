@@ -11,8 +11,8 @@ use crate::analyzer::columns::{ColumnFile, ColumnRow, StrMap, TableWriter};
 use crate::analyzer::schema::{SqlRow, SqlWriter, Table};
 use crate::analyzer::strings::{Str, Strings};
 use crate::analyzer::tables::{
-    COUNTER, CounterRow, FTRACE_EVENT, FtraceEventRow, SliceRow, StateRow, TASK_EVENT,
-    TaskEventRow, WakeupRow,
+    COUNTER, CounterRow, FTRACE_EVENT, FtraceEventRow, MIGRATION, MigrationRow, SLICE, SliceRow,
+    StateRow, TASK_EVENT, TaskEventRow, TrackSliceRow, WakeupRow,
 };
 use anyhow::Context;
 use rusqlite::Connection;
@@ -134,6 +134,8 @@ pub struct Sink<'c> {
     task_event: SqlWriter<'c>,
     ftrace_event: SqlWriter<'c>,
     counter: SqlWriter<'c>,
+    slice: SqlWriter<'c>,
+    migration: SqlWriter<'c>,
     /// Rows written, for the load summary.
     pub rows: u64,
     /// Per-bucket totals of the rows written (aggregate.rs).
@@ -164,6 +166,8 @@ impl<'c> Sink<'c> {
             task_event: SqlWriter::new(conn, &TASK_EVENT)?,
             ftrace_event: SqlWriter::new(conn, &FTRACE_EVENT)?,
             counter: SqlWriter::new(conn, &COUNTER)?,
+            slice: SqlWriter::new(conn, &SLICE)?,
+            migration: SqlWriter::new(conn, &MIGRATION)?,
             rows: 0,
             agg: Aggregator::new(),
         })
@@ -297,6 +301,14 @@ impl<'c> Sink<'c> {
 
     pub fn counter(&mut self, r: &CounterRow) -> anyhow::Result<()> {
         Self::sql_row(&mut self.counter, &mut self.rows, r)
+    }
+
+    pub fn migration(&mut self, r: &MigrationRow) -> anyhow::Result<()> {
+        Self::sql_row(&mut self.migration, &mut self.rows, r)
+    }
+
+    pub fn track_slice(&mut self, r: &TrackSliceRow<'_>) -> anyhow::Result<()> {
+        Self::sql_row(&mut self.slice, &mut self.rows, r)
     }
 }
 

@@ -8,21 +8,24 @@
 //! rest of the import.
 
 use super::events::{
-    BlockedReason, CompactSwitch, CpuFrequency, Event, Exec, Exit, Free, NewTask, PrevState, Print,
-    Rename, StatsProcess, Switch, Waking,
+    BlockedReason, CompactSwitch, CpuCounter, CpuSlice, Event, Exec, Exit, Free, Migrate, NewTask,
+    PrevState, Print, Rename, StatsProcess, Switch, Waking,
 };
 use super::sorter::{Sorter, Stream};
 use super::trace_info::TraceInfo;
+use super::track::TrackKind;
 use crate::analyzer::stats::{Stat, Stats};
 use crate::analyzer::strings::{FastMap, Str, Strings};
 use crate::analyzer::tables::LostEventsRow;
 use crate::perfetto::proto::fields::{
-    cpu_frequency_ftrace_event as cpu_frequency, ftrace_event as fe, ftrace_event_bundle as bundle,
-    ftrace_event_bundle::compact_sched as cs, interned_data, interned_string,
+    cpu_frequency_ftrace_event as cpu_frequency, cpu_frequency_limits_ftrace_event as limits,
+    ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
+    interned_data, interned_string, irq_handler_entry_ftrace_event as irq_entry,
     print_ftrace_event as print, process_stats as ps, sched_blocked_reason_ftrace_event as blocked,
     sched_process_free_ftrace_event as free, sched_switch_ftrace_event as switch,
-    sched_waking_ftrace_event as waking, task_newtask_ftrace_event as newtask,
-    task_rename_ftrace_event as rename, trace_packet as packet, tracing_service_event,
+    sched_waking_ftrace_event as waking, softirq_entry_ftrace_event as softirq_entry,
+    task_newtask_ftrace_event as newtask, task_rename_ftrace_event as rename,
+    trace_packet as packet, tracing_service_event,
 };
 use crate::perfetto::proto::{
     ClockSnapshot, CpuInfo, ProcessTree, SchedMigrateTaskFtraceEvent, SchedProcessExecFtraceEvent,
@@ -114,6 +117,20 @@ pub struct Tokenizer {
     /// Scratch for a bundle's compact intern table.
     comm_table: Vec<Str>,
 }
+
+/// Softirq slice names by vec, as trace_processor names them (kActionNames).
+const SOFTIRQ_NAMES: [&str; 10] = [
+    "HI",
+    "TIMER",
+    "NET_TX",
+    "NET_RX",
+    "BLOCK",
+    "BLOCK_IOPOLL",
+    "TASKLET",
+    "SCHED",
+    "HRTIMER",
+    "RCU",
+];
 
 impl Tokenizer {
     pub fn new() -> Tokenizer {
@@ -659,19 +676,94 @@ impl Tokenizer {
                     caller,
                 })
             }
-            fe::CPU_FREQUENCY => {
-                let (mut state, mut cpu_id) = (0, 0);
+            fe::CPU_FREQUENCY | fe::CPU_IDLE => {
+                // Both messages are (state, cpu_id) with the same numbers.
+                let (mut value, mut cpu_id) = (0, 0);
                 for f in Fields::new(p) {
                     match f? {
-                        (cpu_frequency::STATE, v) => state = v.as_u64() as u32,
+                        (cpu_frequency::STATE, v) => value = v.as_u64() as u32,
                         (cpu_frequency::CPU_ID, v) => cpu_id = v.as_u64() as u32,
                         _ => {}
                     }
                 }
-                Event::CpuFrequency(CpuFrequency {
+                let track = if id == fe::CPU_IDLE {
+                    TrackKind::Idle
+                } else {
+                    TrackKind::Frequency
+                };
+                Event::CpuCounter(CpuCounter {
                     src: pid,
-                    state,
+                    track,
                     cpu_id,
+                    value,
+                })
+            }
+            fe::CPU_FREQUENCY_LIMITS => {
+                let (mut min, mut max, mut cpu_id) = (0, 0, 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (limits::MIN_FREQ, v) => min = v.as_u64() as u32,
+                        (limits::MAX_FREQ, v) => max = v.as_u64() as u32,
+                        (limits::CPU_ID, v) => cpu_id = v.as_u64() as u32,
+                        _ => {}
+                    }
+                }
+                // Two samples at one time, max first as trace_processor pushes them.
+                let max = Event::CpuCounter(CpuCounter {
+                    src: pid,
+                    track: TrackKind::MaxFrequencyLimit,
+                    cpu_id,
+                    value: max,
+                });
+                self.push(Stream::Ftrace(cpu), ts, max)?;
+                Event::CpuCounter(CpuCounter {
+                    src: pid,
+                    track: TrackKind::MinFrequencyLimit,
+                    cpu_id,
+                    value: min,
+                })
+            }
+            fe::IRQ_HANDLER_ENTRY | fe::IRQ_HANDLER_EXIT => {
+                // Entry and exit number the IRQ alike; only entries name it.
+                let (mut irq, mut name) = (0, &[][..]);
+                for f in Fields::new(p) {
+                    match f? {
+                        (irq_entry::IRQ, v) => irq = v.as_i32(),
+                        (irq_entry::NAME, Value::Bytes(n)) if id == fe::IRQ_HANDLER_ENTRY => {
+                            name = n
+                        }
+                        _ => {}
+                    }
+                }
+                Event::CpuSlice(CpuSlice {
+                    cpu,
+                    src: pid,
+                    track: TrackKind::Irq,
+                    number: irq,
+                    name: (id == fe::IRQ_HANDLER_ENTRY).then(|| s.intern_bytes(name)),
+                })
+            }
+            fe::SOFTIRQ_ENTRY | fe::SOFTIRQ_EXIT => {
+                // Entry and exit carry the same field.
+                let mut vec = 0u64;
+                for f in Fields::new(p) {
+                    if let (softirq_entry::VEC, v) = f? {
+                        vec = v.as_u64();
+                    }
+                }
+                let Some((number, action)) = i32::try_from(vec)
+                    .ok()
+                    .and_then(|v| Some((v, *SOFTIRQ_NAMES.get(usize::try_from(v).ok()?)?)))
+                else {
+                    self.stats.add(Stat::softirq_unknown_vec, 1);
+                    return Ok(None);
+                };
+                Event::CpuSlice(CpuSlice {
+                    cpu,
+                    src: pid,
+                    track: TrackKind::Softirq,
+                    number,
+                    name: (id == fe::SOFTIRQ_ENTRY).then(|| s.intern(action)),
                 })
             }
             fe::PRINT => {
@@ -697,6 +789,19 @@ impl Tokenizer {
                     pid: e.pid(),
                     filename: s.intern(e.filename()),
                     args: args.to_string().into(),
+                })
+            }
+            fe::SCHED_MIGRATE_TASK => {
+                let e: SchedMigrateTaskFtraceEvent = decode("sched_migrate_task", p)?;
+                Event::Migrate(Migrate {
+                    cpu,
+                    src: pid,
+                    pid: e.pid(),
+                    comm: s.intern(e.comm()),
+                    prio: e.prio(),
+                    orig_cpu: e.orig_cpu(),
+                    dest_cpu: e.dest_cpu(),
+                    running: e.running.map(|r| r != 0),
                 })
             }
             fe::SCHED_PROCESS_EXIT => {
@@ -748,13 +853,6 @@ fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
             (
                 "sched_process_fork",
                 json!({"parent_comm": e.parent_comm(), "parent_pid": e.parent_pid(), "child_comm": e.child_comm(), "child_pid": e.child_pid()}),
-            )
-        }
-        fe::SCHED_MIGRATE_TASK => {
-            let e: SchedMigrateTaskFtraceEvent = decode("sched_migrate_task", p)?;
-            (
-                "sched_migrate_task",
-                json!({"comm": e.comm(), "pid": e.pid(), "prio": e.prio(), "orig_cpu": e.orig_cpu(), "dest_cpu": e.dest_cpu()}),
             )
         }
         _ => {

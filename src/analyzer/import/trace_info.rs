@@ -87,6 +87,9 @@ impl TraceInfo {
         if let Some(h) = t.hostname.as_deref().filter(|h| !h.is_empty()) {
             self.set_str("host_name", h);
         }
+        if let Some(driver) = &t.cpufreq_driver {
+            self.set_str("cpufreq_driver", driver);
+        }
         let have_clusters = self.cpus.values().any(|c| c.cluster_id.is_some());
         let keys: Vec<Option<u32>> = if t.cpus.iter().all(|c| c.capacity.is_some()) {
             t.cpus.iter().map(|c| c.capacity).collect()

@@ -630,6 +630,7 @@ impl ShardEncoder {
                     };
                     wire::put_str_field(buf, f.number, comm_str(comm));
                 }
+                FieldKind::Name => wire::put_str_field(buf, f.number, f.name(body)),
             }
         }
         end_full_event(buf, marks);

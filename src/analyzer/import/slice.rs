@@ -1,0 +1,121 @@
+//! Begin/end events -> slice rows (trace_processor's slice tracker), for
+//! IRQ handlers and softirqs on their CPU's tracks. A track keeps a stack of
+//! open slices: an entry opens one nested in the top, an exit closes the
+//! top. A slice's row is written when it ends (or, open, at the end with
+//! dur -1); its id is taken when it begins, so ids follow ts.
+
+use super::Storage;
+use super::events::CpuSlice;
+use super::process::Utid;
+use super::track::TrackKind;
+use crate::analyzer::stats::Stat;
+use crate::analyzer::strings::{FastMap, Str};
+use crate::analyzer::tables::TrackSliceRow;
+use serde_json::json;
+
+/// The category trace_processor gives IRQ and softirq slices.
+const IRQ_CATEGORY: &str = "irq";
+
+/// A slice that has begun and not ended.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    id: i64,
+    ts: i64,
+    name: Str,
+}
+
+#[derive(Default)]
+pub struct SliceTracker {
+    /// Open slices per track id, innermost last.
+    open: FastMap<i64, Vec<Open>>,
+    next_id: i64,
+    /// An IRQ handler's name -> its slice name, "IRQ (name)": formatted once.
+    irq_slice_names: FastMap<Str, Str>,
+}
+
+impl SliceTracker {
+    /// An entry (`e.name` set) or exit of an IRQ handler or softirq.
+    pub fn cpu_slice(&mut self, st: &mut Storage<'_>, ts: i64, e: &CpuSlice) -> anyhow::Result<()> {
+        let track_id = st.tracks.cpu_track(e.track, e.cpu);
+        let name = match (e.track, e.name) {
+            (TrackKind::Irq, Some(handler)) => {
+                Some(*self.irq_slice_names.entry(handler).or_insert_with(|| {
+                    let name = format!("IRQ ({})", st.strings.get(handler));
+                    st.strings.intern(&name)
+                }))
+            }
+            (_, name) => name,
+        };
+        let stack = self.open.entry(track_id).or_default();
+        match name {
+            Some(name) => {
+                stack.push(Open {
+                    id: self.next_id,
+                    ts,
+                    name,
+                });
+                self.next_id += 1;
+                Ok(())
+            }
+            None => match stack.pop() {
+                Some(open) => {
+                    let depth = stack.len() as u32;
+                    let parent_id = stack.last().map(|p| p.id);
+                    write(st, track_id, open, ts - open.ts, depth, parent_id)
+                }
+                None => {
+                    st.stats.add(Stat::misplaced_end_event, 1);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// The ftrace_event row of an entry or exit before the trace's data is
+    /// complete on every CPU (it makes no slice, as in trace_processor).
+    pub fn soft(st: &mut Storage<'_>, ts: i64, e: &CpuSlice, utid: Utid) -> anyhow::Result<()> {
+        let (event, args) = match (e.track, e.name) {
+            (TrackKind::Irq, Some(name)) => (
+                "irq_handler_entry",
+                json!({"irq": e.number, "name": st.strings.get(name)}),
+            ),
+            (TrackKind::Irq, None) => ("irq_handler_exit", json!({"irq": e.number})),
+            (_, Some(_)) => ("softirq_entry", json!({"vec": e.number})),
+            (_, None) => ("softirq_exit", json!({"vec": e.number})),
+        };
+        st.ftrace_event(ts, event, e.cpu, Some(utid), None, &args.to_string())
+    }
+
+    /// Writes the slices still open, with dur -1.
+    pub fn finish(&mut self, st: &mut Storage<'_>) -> anyhow::Result<()> {
+        let mut open: Vec<(i64, Vec<Open>)> = self.open.drain().collect();
+        open.sort_by_key(|(track_id, _)| *track_id);
+        for (track_id, stack) in open {
+            for (depth, slice) in stack.iter().enumerate() {
+                let parent_id = depth.checked_sub(1).map(|p| stack[p].id);
+                write(st, track_id, *slice, -1, depth as u32, parent_id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write(
+    st: &mut Storage<'_>,
+    track_id: i64,
+    open: Open,
+    dur: i64,
+    depth: u32,
+    parent_id: Option<i64>,
+) -> anyhow::Result<()> {
+    st.sink.track_slice(&TrackSliceRow {
+        id: open.id,
+        ts: open.ts,
+        dur,
+        track_id,
+        category: Some(IRQ_CATEGORY),
+        name: st.strings.get(open.name),
+        depth,
+        parent_id,
+    })
+}
