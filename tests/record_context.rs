@@ -386,6 +386,37 @@ fn records_irqs_and_softirqs_the_kernel_counted() {
         .unwrap();
     assert_eq!(loaded_moves as usize, MOVES);
 
+    // Each CPU's time tiles into task, IRQ, softirq and idle time: none
+    // negative, the interrupt parts the slices' own time.
+    let u = schedlens::analyses::cpu_utilization::cpu_utilization(
+        &conn,
+        schedlens::analyses::timespec::resolve_window(&conn, None).unwrap(),
+        schedlens::analyses::cpu_utilization::GroupBy::Cpu,
+    )
+    .unwrap();
+    let ns = |d: &schedlens::analyses::durations::Dur| d.ns.0;
+    for g in &u.groups {
+        let parts = [ns(&g.task), ns(&g.irq), ns(&g.softirq), ns(&g.idle)];
+        assert!(parts.iter().all(|&p| p >= 0), "cpu {}: {parts:?}", g.id);
+        assert_eq!(parts.iter().sum::<i64>(), ns(&g.capacity), "cpu {}", g.id);
+        assert!(ns(&g.task) <= ns(&g.busy));
+    }
+    let slice_ns: i64 = conn
+        .query_row(
+            "SELECT sum(CASE WHEN s.dur < 0 THEN b.end_ts - s.ts ELSE s.dur END) \
+             FROM slice s JOIN track t ON t.id = s.track_id, trace_bounds b \
+             WHERE t.type = 'cpu_irq'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        ns(&u.total.irq),
+        slice_ns,
+        "IRQ handlers do not nest on a CPU"
+    );
+    assert!(ns(&u.total.softirq) > 0);
+
     // The trace says which cpufreq driver the machine has ("none": no
     // frequency tracks can appear), and the CPUs went idle while the
     // workload waited for its writes.

@@ -54,6 +54,106 @@ pub struct UtilGroup {
     pub capacity: Dur,
     /// busy / capacity, percent.
     pub utilization_pct: f64,
+    /// The CPU time split by what used it; the four add up to capacity. task: threads ran,
+    /// not interrupted (busy minus the IRQs and softirqs that hit them).
+    pub task: Dur,
+    /// IRQ handlers ran (from the trace's irq events; 0 when the irq group was not recorded).
+    pub irq: Dur,
+    /// Softirqs ran, not counting IRQs that interrupted them.
+    pub softirq: Dur,
+    /// Nothing ran: capacity minus the other three.
+    pub idle: Dur,
+}
+
+/// A CPU's interrupt time in a window.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct InterruptTime {
+    irq: i64,
+    /// Softirq time outside IRQ handlers.
+    softirq: i64,
+    /// The part of irq + softirq when the CPU ran no thread but its idle one.
+    in_idle: i64,
+}
+
+/// Sorted, disjoint intervals covering `v`.
+fn union(mut v: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    v.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn total(v: &[(i64, i64)]) -> i64 {
+    v.iter().map(|(lo, hi)| hi - lo).sum()
+}
+
+/// IRQ and softirq time per CPU within the window (slices on the cpu_irq and
+/// cpu_softirq tracks, clipped), and how much of it fell outside threads'
+/// slices (in idle).
+fn interrupts_per_cpu(
+    conn: &Connection,
+    b: &TraceBounds,
+    w: Window,
+) -> Result<BTreeMap<i64, InterruptTime>> {
+    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
+    let mut st = conn.prepare(
+        "SELECT t.cpu, t.type = 'cpu_irq', s.ts, s.dur FROM slice s JOIN track t ON t.id = s.track_id
+         WHERE t.type IN ('cpu_irq', 'cpu_softirq') AND s.ts < ?2
+           AND (s.dur < 0 OR s.ts + s.dur > ?1)",
+    )?;
+    // Per CPU: (IRQ spans, softirq spans).
+    type Spans = Vec<(i64, i64)>;
+    let mut spans: BTreeMap<i64, (Spans, Spans)> = BTreeMap::new();
+    for row in st.query_map(params![lo, hi], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, bool>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })? {
+        let (cpu, is_irq, ts, dur) = row?;
+        let end = if dur < 0 { b.end_ts } else { ts + dur };
+        let span = (ts.max(lo), end.min(hi));
+        if span.0 < span.1 {
+            let (irqs, softirqs) = spans.entry(cpu).or_default();
+            if is_irq { irqs } else { softirqs }.push(span);
+        }
+    }
+    // The slice running where each piece starts says whose time it took
+    // (no slice yet: the CPU's time is not busy, as in busy_per_cpu).
+    let mut running = conn.prepare(&format!(
+        "SELECT {NOT_IDLE} FROM sched_slice WHERE cpu = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1"
+    ))?;
+    let mut out = BTreeMap::new();
+    for (cpu, (irqs, softirqs)) in spans {
+        let irqs = union(irqs);
+        let all = union(irqs.iter().chain(&softirqs).copied().collect());
+        let mut in_idle = 0;
+        for &(start, end) in &all {
+            let busy: Option<bool> = running
+                .query_row(params![cpu, start], |r| r.get(0))
+                .optional()?;
+            if busy != Some(true) {
+                in_idle += end - start;
+            }
+        }
+        let irq = total(&irqs);
+        out.insert(
+            cpu,
+            InterruptTime {
+                irq,
+                softirq: total(&all) - irq,
+                in_idle,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Busy time (non-idle sched_slice time clipped to the window) per CPU: the
@@ -112,6 +212,7 @@ fn busy_per_cpu(conn: &Connection, b: &TraceBounds, w: Window) -> Result<BTreeMa
 pub fn cpu_utilization(conn: &Connection, w: Window, group_by: GroupBy) -> Result<CpuUtilization> {
     let b = trace_bounds(conn)?;
     let busy = busy_per_cpu(conn, &b, w)?;
+    let interrupts = interrupts_per_cpu(conn, &b, w)?;
     let column = match group_by {
         GroupBy::Cpu => "cpu",
         GroupBy::Llc => "llc_id",
@@ -137,6 +238,15 @@ pub fn cpu_utilization(conn: &Connection, w: Window, group_by: GroupBy) -> Resul
     let make = |id: i64, cpus: Vec<i64>| {
         let busy_ns: i64 = cpus.iter().map(|c| busy.get(c).copied().unwrap_or(0)).sum();
         let capacity = w.len().saturating_mul(cpus.len() as i64);
+        let i =
+            cpus.iter()
+                .filter_map(|c| interrupts.get(c))
+                .fold(InterruptTime::default(), |a, t| InterruptTime {
+                    irq: a.irq + t.irq,
+                    softirq: a.softirq + t.softirq,
+                    in_idle: a.in_idle + t.in_idle,
+                });
+        let in_tasks = i.irq + i.softirq - i.in_idle;
         UtilGroup {
             id,
             cpu_count: cpus.len(),
@@ -144,6 +254,10 @@ pub fn cpu_utilization(conn: &Connection, w: Window, group_by: GroupBy) -> Resul
             busy: Dur::new(busy_ns),
             capacity: Dur::new(capacity),
             utilization_pct: pct(busy_ns, capacity),
+            task: Dur::new(busy_ns - in_tasks),
+            irq: Dur::new(i.irq),
+            softirq: Dur::new(i.softirq),
+            idle: Dur::new(capacity - busy_ns - i.in_idle),
         }
     };
     let all: Vec<i64> = busy.keys().copied().collect();
@@ -185,7 +299,8 @@ pub struct CpuUtilizationArgs {
 pub const TOOL: Tool<CpuUtilizationArgs, CpuUtilization> = Tool {
     name: "cpu_utilization",
     description: "CPU utilization (time non-idle threads ran) in a window, per CPU, per LLC \
-                  group or per NUMA node, with the total.",
+                  group or per NUMA node, with the total, and each CPU's time split into \
+                  task, IRQ, softirq and idle time.",
     answer: |trace, a| {
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         cpu_utilization(trace.conn, w, a.group_by.unwrap_or_default())
@@ -195,6 +310,14 @@ pub const TOOL: Tool<CpuUtilizationArgs, CpuUtilization> = Tool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn union_merges_overlapping_and_touching_spans() {
+        let u = union(vec![(5, 7), (1, 3), (2, 4), (7, 9), (20, 21)]);
+        assert_eq!(u, [(1, 4), (5, 9), (20, 21)]);
+        assert_eq!(total(&u), 8);
+        assert!(union(Vec::new()).is_empty());
+    }
 
     #[test]
     fn percentages_round_to_hundredths() {

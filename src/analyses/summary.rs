@@ -34,6 +34,55 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The IRQ handlers and softirqs that took the most CPU time, and the
+/// migrations by kind; nothing when the trace has neither.
+fn interrupts_and_migrations(conn: &Connection, out: &mut String) -> anyhow::Result<()> {
+    let mut st = conn.prepare(
+        "SELECT s.name, t.type = 'cpu_irq', count(*), sum(max(s.dur, 0)), max(s.dur)
+         FROM slice s JOIN track t ON t.id = s.track_id
+         WHERE t.type IN ('cpu_irq', 'cpu_softirq')
+         GROUP BY s.name ORDER BY 4 DESC LIMIT ?1",
+    )?;
+    let rows = st
+        .query_map([TOP as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !rows.is_empty() {
+        writeln!(out, "\nIRQs and softirqs by CPU time")?;
+        let mut t = table(&["name", "kind", "count", "time", "max"]);
+        for (name, is_irq, count, time, max) in rows {
+            t.add_row(vec![
+                name,
+                if is_irq { "irq" } else { "softirq" }.to_string(),
+                count.to_string(),
+                Dur::new(time).human,
+                Dur::new(max).human,
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
+    let (total, running, waking): (i64, i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(running = 1), 0), coalesce(sum(running = 0), 0)
+         FROM migration",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if total > 0 {
+        writeln!(
+            out,
+            "\nMigrations: {total} ({running} of runnable or running tasks, {waking} at wakeup)"
+        )?;
+    }
+    Ok(())
+}
+
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING).set_header(header.to_vec());
@@ -129,7 +178,9 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
             GroupBy::Llc => "llc",
             GroupBy::Numa => "node",
         };
-        let mut t = table(&[label, "cpus", "busy", "util"]);
+        let mut t = table(&[
+            label, "cpus", "busy", "util", "task", "irq", "softirq", "idle",
+        ]);
         for g in u.groups.iter().chain(std::iter::once(&u.total)) {
             let id = if g.id < 0 {
                 "all".to_string()
@@ -141,10 +192,15 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
                 g.cpu_count.to_string(),
                 g.busy.human.clone(),
                 format!("{:.1}%", g.utilization_pct),
+                g.task.human.clone(),
+                g.irq.human.clone(),
+                g.softirq.human.clone(),
+                g.idle.human.clone(),
             ]);
         }
         writeln!(out, "{t}")?;
     }
+    interrupts_and_migrations(conn, &mut out)?;
 
     let top = top_tasks(conn, whole, TaskOrder::CpuTime, TOP)?;
     writeln!(out, "\nTop tasks by CPU time")?;
