@@ -39,6 +39,8 @@ enum sl_kernel_flags {
 	SL_PF_KTHREAD = 0x00200000,
 	/* The clone flag that makes a thread, not a process (include/uapi/linux/sched.h). */
 	SL_CLONE_THREAD = 0x00010000,
+	/* TASK_NOLOAD: with TASK_UNINTERRUPTIBLE, TASK_IDLE (reported as I, not D). */
+	SL_TASK_NOLOAD = 0x0400,
 };
 
 enum sl_type {
@@ -61,6 +63,8 @@ enum sl_type {
 	SL_CPU_IDLE = 17,
 	SL_CPU_FREQUENCY = 18,
 	SL_CPU_FREQUENCY_LIMITS = 19,
+	/* Stacks (the block after sl_lost): */
+	SL_STACK = 20,
 };
 
 /* Set in sl_switch.prev_state when the switch was a preemption; otherwise the
@@ -206,6 +210,32 @@ struct sl_freq_limits {
 	__u32 pad;
 };
 
+/* Stacks. Kernel and user stacks are deduplicated in the `stacks` map
+ * (BPF_MAP_TYPE_STACK_TRACE): a record carries their ids, and userspace reads
+ * each id's frames once, at the end. Kinds are bits of the stack_kinds rodata. */
+enum sl_stack_kind {
+	SL_STACK_OFF_CPU = 1, /* prev at sched_switch, when it blocks (S or D) */
+	SL_STACK_CPU = 2,     /* whoever runs, at each tick of the sampling clock */
+	SL_STACK_WAKER = 4,   /* the waker at sched_waking */
+};
+
+enum sl_stack_limits {
+	/* Frames per stack (the kernel's PERF_MAX_STACK_DEPTH, sysctl default). */
+	SL_STACK_DEPTH = 127,
+	/* A stack id when there is none: a kernel thread's user stack, or one the
+	 * map could not take (full, or a hash collision: counted as lost). */
+	SL_NO_STACK = -1,
+};
+
+/* The header's pid is the sampled task's tid. */
+struct sl_stack {
+	__s32 tgid;
+	__s32 kstack; /* id in the stacks map, or SL_NO_STACK */
+	__s32 ustack;
+	__u8 kind;    /* enum sl_stack_kind, one bit */
+	__u8 pad[3];
+};
+
 /* Per-CPU counters in .bss, one cache line each against false sharing. */
 struct sl_cpu_state {
 	__u64 lost_pending; /* failed reservations not yet reported in the stream */
@@ -214,7 +244,10 @@ struct sl_cpu_state {
 	/* Latest timestamp of this CPU's records: a lower bound for the next
 	 * (schedlens.bpf.c, "Timestamps"). */
 	__u64 last_ts;
-	__u64 pad[4];
+	/* Stacks the stacks map could not take (full or a hash collision): the
+	 * record still goes out, with SL_NO_STACK for that half. */
+	__u64 stack_misses;
+	__u64 pad[3];
 };
 
 /*
@@ -247,6 +280,9 @@ struct sl_abi {
 	enum sl_kernel_flags kernel_flags;
 	enum sl_switch_state switch_state;
 	enum sl_task_flags task_flags;
+	struct sl_stack stack;
+	enum sl_stack_kind stack_kind;
+	enum sl_stack_limits stack_limits;
 };
 
 /* The sizes are also what the Rust decoder sees (it reads the generated
@@ -269,5 +305,6 @@ _Static_assert(sizeof(struct sl_migrate) == 32, "sl_migrate");
 _Static_assert(sizeof(struct sl_cpu_value) == 8, "sl_cpu_value");
 _Static_assert(sizeof(struct sl_freq_limits) == 16, "sl_freq_limits");
 _Static_assert(sizeof(struct sl_cpu_state) == 64, "sl_cpu_state");
+_Static_assert(sizeof(struct sl_stack) == 16, "sl_stack");
 
 #endif

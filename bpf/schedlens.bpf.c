@@ -44,6 +44,9 @@ const volatile s32 filter_tgids[SL_MAX_FILTER];
 /* NUL-padded comms, compared as two words. */
 const volatile u64 filter_comms[SL_MAX_FILTER][2];
 
+/* enum sl_stack_kind bits: which stacks to take (0: none, and no cost). */
+const volatile u32 stack_kinds = 0;
+
 /* Indexed by cpu; userspace reads lost_total at the end. */
 struct sl_cpu_state cpu_state[SL_MAX_CPUS];
 
@@ -100,6 +103,15 @@ struct {
 	__type(value, struct exec_rec);
 } exec_scratch SEC(".maps");
 
+/* Deduplicated stacks; userspace sets max_entries (1 without --stacks) and
+ * reads each id's frames at the end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__uint(value_size, SL_STACK_DEPTH * sizeof(u64));
+} stacks SEC(".maps");
+
 #define REC(name, body)            \
 	struct name {              \
 		struct sl_header h; \
@@ -114,6 +126,7 @@ REC(rec_free, sl_free);
 REC(rec_forget, sl_forget);
 REC(rec_rename, sl_rename);
 REC(rec_lost, sl_lost);
+REC(rec_stack, sl_stack);
 
 /* Where this CPU's records go, and when their handler was entered. */
 struct emitter {
@@ -367,7 +380,10 @@ static __always_inline s32 task_cpu(struct task_struct *t)
 	return BPF_CORE_READ(o, cpu);
 }
 
-static __always_inline int on_switch(u64 t0, bool preempt, struct task_struct *prev,
+static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
+				       u8 kind);
+
+static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, u32 prev_state)
 {
 	struct task_ctx *pc = task_ctx_of(prev);
@@ -390,6 +406,11 @@ static __always_inline int on_switch(u64 t0, bool preempt, struct task_struct *p
 	r->b.prev_prio = prev->prio;
 	r->b.next_prio = next->prio;
 	submit(&e, r);
+	/* Blocked (S or D; not preempted, not TASK_IDLE's I): why it waits.
+	 * prev is still the current task here, whose stacks bpf_get_stackid takes. */
+	if ((stack_kinds & SL_STACK_OFF_CPU) && !preempt && (prev_state & 3) &&
+	    !(prev_state & SL_TASK_NOLOAD) && (!filter_on || traced(prev, pc)))
+		emit_stack(ctx, &e, prev, SL_STACK_OFF_CPU);
 	return 0;
 }
 
@@ -398,7 +419,7 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	return on_switch(handler_entry(), preempt, prev, next, prev_state);
+	return on_switch(ctx, handler_entry(), preempt, prev, next, prev_state);
 }
 
 /* Before 5.18 (loaded instead of handle_switch there): prev's state as the
@@ -415,10 +436,10 @@ int BPF_PROG(handle_switch_legacy, bool preempt, struct task_struct *prev,
 		state = BPF_CORE_READ(prev, __state);
 	else
 		state = BPF_CORE_READ(o, state);
-	return on_switch(t0, preempt, prev, next, state);
+	return on_switch(ctx, t0, preempt, prev, next, state);
 }
 
-static __always_inline int on_waking(u64 t0, struct task_struct *p, u8 type)
+static __always_inline int on_waking(void *ctx, u64 t0, struct task_struct *p, u8 type)
 {
 	struct task_ctx *c = task_ctx_of(p);
 	struct rec_waking *r;
@@ -437,19 +458,22 @@ static __always_inline int on_waking(u64 t0, struct task_struct *p, u8 type)
 	r->b.prio = p->prio;
 	r->b.pad = 0;
 	submit(&e, r);
+	/* Who wakes it, from where: the current task's stacks. */
+	if ((stack_kinds & SL_STACK_WAKER) && type == SL_WAKING)
+		emit_stack(ctx, &e, bpf_get_current_task_btf(), SL_STACK_WAKER);
 	return 0;
 }
 
 SEC("tp_btf/sched_waking")
 int BPF_PROG(handle_waking, struct task_struct *p)
 {
-	return on_waking(handler_entry(), p, SL_WAKING);
+	return on_waking(ctx, handler_entry(), p, SL_WAKING);
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(handle_wakeup_new, struct task_struct *p)
 {
-	return on_waking(handler_entry(), p, SL_WAKEUP_NEW);
+	return on_waking(ctx, handler_entry(), p, SL_WAKEUP_NEW);
 }
 
 /* The only place clone flags are visible: keep them for sched_process_fork,
@@ -838,5 +862,59 @@ int BPF_PROG(handle_cpu_frequency_limits, struct cpufreq_policy *policy)
 	r->b.cpu_id = BPF_CORE_READ(policy, cpu);
 	r->b.pad = 0;
 	submit(&e, r);
+	return 0;
+}
+
+/* Stacks (events.h, "Stacks"). */
+
+/* A stack's id in the stacks map, or SL_NO_STACK. An empty stack (-EFAULT:
+ * the kernel half of a sample taken in user mode) is no loss; a full map
+ * (-ENOMEM) or a hash collision (-EEXIST) is, and is counted. */
+static __always_inline s32 stack_id(void *ctx, struct emitter *e, u64 flags)
+{
+	long id = bpf_get_stackid(ctx, &stacks, flags);
+
+	if (id >= 0)
+		return id;
+	if (id == -12 || id == -17)
+		__sync_fetch_and_add(&e->cs->stack_misses, 1);
+	return SL_NO_STACK;
+}
+
+/* The kernel and user stacks of `t`, the current task, as a record after
+ * the event `e` just emitted. Kernel threads have no user stack. */
+static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
+				       u8 kind)
+{
+	struct rec_stack *r = reserve(e, sizeof(*r), SL_STACK);
+
+	if (!r)
+		return;
+	r->h.pid = t->pid;
+	r->b.tgid = t->tgid;
+	r->b.kstack = stack_id(ctx, e, 0);
+	r->b.ustack = (t->flags & SL_PF_KTHREAD) ? SL_NO_STACK
+						 : stack_id(ctx, e, BPF_F_USER_STACK);
+	r->b.kind = kind;
+	r->b.pad[0] = r->b.pad[1] = r->b.pad[2] = 0;
+	submit(e, r);
+}
+
+/* --stacks cpu: attached to a CPU-clock perf event on every CPU (bpf.rs).
+ * The idle task is not sampled: its CPU is idle. */
+SEC("perf_event")
+int handle_cpu_sample(void *ctx)
+{
+	u64 t0 = handler_entry();
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct emitter e;
+
+	if (!t->pid)
+		return 0;
+	if (filter_on && !traced(t, task_ctx_of(t)))
+		return 0;
+	if (!emitter_init(&e, t0, t->pid))
+		return 0;
+	emit_stack(ctx, &e, t, SL_STACK_CPU);
 	return 0;
 }

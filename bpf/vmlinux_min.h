@@ -31,6 +31,7 @@ enum { false = 0, true = 1 };
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_STACK_TRACE = 7,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -52,6 +53,11 @@ enum {
 
 enum {
 	BPF_RB_AVAIL_DATA = 0,
+};
+
+/* bpf_get_stackid flags. */
+enum {
+	BPF_F_USER_STACK = 1 << 8,
 };
 
 struct thread_info {

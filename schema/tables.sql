@@ -296,3 +296,68 @@ CREATE TABLE agg_thread (
   latency_max INTEGER, -- Largest latency among those wakeups, ns; NULL without any.
   latency_hist BLOB -- Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact below 64 ns, then 32 per power of two. NULL without wakeups.
 );
+
+-- @table stack_profile_mapping: A binary or library that stack frames lie in (Perfetto's stack_profile_mapping). schedlens
+-- writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for addresses in no
+-- file, '[unknown]'), not one per process mapping: start, end and the offsets are 0 and a frame's
+-- rel_pc is its offset in the file.
+CREATE TABLE stack_profile_mapping (
+  id INTEGER PRIMARY KEY, -- Row id.
+  build_id TEXT NOT NULL, -- Hex-encoded build id of the file, '' when unknown.
+  exact_offset INTEGER NOT NULL, -- Offset of the mapping in the file when known exactly.
+  start_offset INTEGER NOT NULL, -- Offset of the mapping's start in the file.
+  start INTEGER NOT NULL, -- Start of the mapping in the process's address space.
+  end INTEGER NOT NULL, -- End of the mapping in the process's address space.
+  load_bias INTEGER NOT NULL, -- Load bias.
+  name TEXT NOT NULL -- Path of the file.
+);
+
+-- @table stack_profile_frame: A frame: a code address in a mapping, with its function's name when it was resolved
+-- (Perfetto's stack_profile_frame). The recorder names frames on the recording machine.
+CREATE TABLE stack_profile_frame (
+  id INTEGER PRIMARY KEY, -- Row id.
+  name TEXT NOT NULL, -- Function name; '' when the address did not resolve (the mapping and rel_pc remain).
+  mapping INTEGER NOT NULL, -- Mapping (stack_profile_mapping.id).
+  rel_pc INTEGER NOT NULL -- Address relative to the mapping (for schedlens: the offset in the file; for the kernel, the address).
+);
+
+-- @table stack_profile_callsite: A node of the call tree: a frame called from its parent (Perfetto's stack_profile_callsite).
+-- A stack is the path from a sample's callsite up to its root (depth 0, the outermost frame).
+CREATE TABLE stack_profile_callsite (
+  id INTEGER PRIMARY KEY, -- Row id.
+  depth INTEGER NOT NULL, -- Distance from the root: 0 for the outermost frame.
+  parent_id INTEGER, -- Caller's callsite; NULL at the root.
+  frame_id INTEGER NOT NULL -- Frame (stack_profile_frame.id).
+);
+
+-- @table perf_session: A stream of samples (Perfetto's perf_session): for schedlens, one per stack kind recorded.
+CREATE TABLE perf_session (
+  id INTEGER PRIMARY KEY, -- Row id.
+  cmdline TEXT, -- Command line of the profiler; NULL for schedlens recordings.
+  stack_kind TEXT -- What the samples are (schedlens): 'off-cpu' (a task's stack when it blocked), 'cpu' (sampled on the CPU clock), 'waker' (the waker's stack at sched_waking); NULL for sessions of other recorders.
+);
+
+-- @table perf_sample: A stack sample (Perfetto's perf_sample): for CPU samples, where a thread was running; for
+-- off-CPU ones, where it blocked (see off_cpu_sample for their weights); for waker ones, where
+-- the thread that woke another was. perf_session.stack_kind says which.
+CREATE TABLE perf_sample (
+  id INTEGER PRIMARY KEY, -- Row id.
+  ts INTEGER NOT NULL, -- Sample time, ns.
+  utid INTEGER NOT NULL, -- Sampled thread (thread.utid).
+  cpu INTEGER, -- CPU the thread was on.
+  cpu_mode TEXT NOT NULL, -- 'kernel', 'user' or 'unknown': where the thread was when sampled.
+  callsite_id INTEGER, -- Innermost frame's callsite (stack_profile_callsite.id); NULL when no stack was taken.
+  unwind_error TEXT, -- Why unwinding failed, when it did.
+  perf_session_id INTEGER -- Stream (perf_session.id).
+);
+
+-- @table off_cpu_sample: An off-CPU stack with its weight (schedlens only): a perf_sample of the 'off-cpu' session, taken when
+-- the thread blocked (sched_switch with prev in S or D), and how long it then stayed off the CPU: the
+-- thread_state that starts at the sample. SUM(dur) per callsite_id is an off-CPU profile.
+-- @column id INTEGER: The sample (perf_sample.id).
+-- @column ts INTEGER: When the thread blocked, ns.
+-- @column utid INTEGER: Thread (thread.utid).
+-- @column callsite_id INTEGER: Innermost callsite (stack_profile_callsite.id); NULL when no stack was taken.
+-- @column dur INTEGER: How long it stayed off the CPU, ns (the thread_state's dur: -1 if it lasted to the end of the trace); NULL when the trace has no state starting there.
+-- @column state TEXT: That thread_state's state (S or D).
+CREATE VIEW off_cpu_sample AS SELECT p.id AS id, p.ts AS ts, p.utid AS utid, p.callsite_id AS callsite_id, t.dur AS dur, t.state AS state FROM perf_sample p JOIN perf_session s ON s.id = p.perf_session_id AND s.stack_kind = 'off-cpu' LEFT JOIN thread_state t ON t.utid = p.utid AND t.ts = p.ts;

@@ -115,7 +115,7 @@ impl EventSink for Collect {
             Event::Free { task, .. } => (vec![task], OwnedEvent::Free),
             Event::Rename { task, .. } => (vec![task], OwnedEvent::Other),
             Event::Forget { task } => (vec![task], OwnedEvent::Forget),
-            Event::Lost { .. } => (vec![], OwnedEvent::Other),
+            Event::Lost { .. } | Event::Stack { .. } => (vec![], OwnedEvent::Other),
             Event::Ftrace { layout, body } => (
                 layout.tasks(body).collect(),
                 if layout.name == "sched_process_exit" {
@@ -149,6 +149,10 @@ fn record(variant: SwitchVariant, shards: usize, workload: impl FnOnce()) -> (Ve
         filter: bpf::Filter::default(),
         switch: variant,
         groups: schedlens::recorder::catalog::default_groups(),
+        stacks: Vec::new(),
+        sample_hz: 99,
+        stack_map_entries: 1,
+        online_cpus: Vec::new(),
     };
     let mut object = MaybeUninit::uninit();
     let mut rec = Recorder::load(&mut object, &cfg).expect("BPF programs load");

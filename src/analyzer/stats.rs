@@ -135,6 +135,10 @@ stats! {
     misplaced_end_event: Single, DataLoss, Analysis;
     /// softirq_entry/exit with a vec beyond the kernel's softirqs, dropped
     softirq_unknown_vec: Single, Error, Analysis;
+    /// stack data naming an interned mapping, frame, callstack or string that its sequence never defined: the entry or the sample's stack is left out
+    stack_profile_missing_interned: Single, Error, Analysis;
+    /// callstacks deeper than the importer takes (1024 frames): left out
+    stack_profile_too_deep: Single, Error, Analysis;
 }
 
 /// The counters of one load. Only counters that occurred get a row, even

@@ -36,6 +36,12 @@ pub static SCHEMA: &[Item] = &[
     Item::Table(&LOST_EVENTS),
     Item::Table(&AGG_CPU),
     Item::Table(&AGG_THREAD),
+    Item::Table(&STACK_PROFILE_MAPPING),
+    Item::Table(&STACK_PROFILE_FRAME),
+    Item::Table(&STACK_PROFILE_CALLSITE),
+    Item::Table(&PERF_SESSION),
+    Item::Table(&PERF_SAMPLE),
+    Item::View(&OFF_CPU_SAMPLE),
 ];
 
 /// The comment at the top of schema/tables.sql.
@@ -603,3 +609,156 @@ table! {
         latency_hist: Option<&'a [u8]> = BLOB,
     }
 }
+
+table! {
+    /// A binary or library that stack frames lie in (Perfetto's stack_profile_mapping). schedlens
+    /// writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for addresses in no
+    /// file, '[unknown]'), not one per process mapping: start, end and the offsets are 0 and a frame's
+    /// rel_pc is its offset in the file.
+    pub static STACK_PROFILE_MAPPING = stack_profile_mapping in sqlite;
+    pub struct StackProfileMappingRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Hex-encoded build id of the file, '' when unknown.
+        build_id: &'a str = TEXT NOT NULL,
+        /// Offset of the mapping in the file when known exactly.
+        exact_offset: i64 = INTEGER NOT NULL,
+        /// Offset of the mapping's start in the file.
+        start_offset: i64 = INTEGER NOT NULL,
+        /// Start of the mapping in the process's address space.
+        start: i64 = INTEGER NOT NULL,
+        /// End of the mapping in the process's address space.
+        end: i64 = INTEGER NOT NULL,
+        /// Load bias.
+        load_bias: i64 = INTEGER NOT NULL,
+        /// Path of the file.
+        name: &'a str = TEXT NOT NULL,
+    }
+}
+
+table! {
+    /// A frame: a code address in a mapping, with its function's name when it was resolved
+    /// (Perfetto's stack_profile_frame). The recorder names frames on the recording machine.
+    pub static STACK_PROFILE_FRAME = stack_profile_frame in sqlite;
+    pub struct StackProfileFrameRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Function name; '' when the address did not resolve (the mapping and rel_pc remain).
+        name: &'a str = TEXT NOT NULL,
+        /// Mapping (stack_profile_mapping.id).
+        mapping: u32 = INTEGER NOT NULL,
+        /// Address relative to the mapping (for schedlens: the offset in the file; for the kernel,
+        /// the address).
+        rel_pc: i64 = INTEGER NOT NULL,
+    }
+}
+
+table! {
+    /// A node of the call tree: a frame called from its parent (Perfetto's stack_profile_callsite).
+    /// A stack is the path from a sample's callsite up to its root (depth 0, the outermost frame).
+    pub static STACK_PROFILE_CALLSITE = stack_profile_callsite in sqlite;
+    pub struct StackProfileCallsiteRow {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Distance from the root: 0 for the outermost frame.
+        depth: u32 = INTEGER NOT NULL,
+        /// Caller's callsite; NULL at the root.
+        parent_id: Option<u32> = INTEGER,
+        /// Frame (stack_profile_frame.id).
+        frame_id: u32 = INTEGER NOT NULL,
+    }
+}
+
+table! {
+    /// A stream of samples (Perfetto's perf_session): for schedlens, one per stack kind recorded.
+    pub static PERF_SESSION = perf_session in sqlite;
+    pub struct PerfSessionRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Command line of the profiler; NULL for schedlens recordings.
+        cmdline: Option<&'a str> = TEXT,
+        /// What the samples are (schedlens): 'off-cpu' (a task's stack when it blocked), 'cpu'
+        /// (sampled on the CPU clock), 'waker' (the waker's stack at sched_waking); NULL for
+        /// sessions of other recorders.
+        stack_kind: Option<&'a str> = TEXT,
+    }
+}
+
+table! {
+    /// A stack sample (Perfetto's perf_sample): for CPU samples, where a thread was running; for
+    /// off-CPU ones, where it blocked (see off_cpu_sample for their weights); for waker ones, where
+    /// the thread that woke another was. perf_session.stack_kind says which.
+    pub static PERF_SAMPLE = perf_sample in sqlite;
+    pub struct PerfSampleRow<'a> {
+        /// Row id.
+        id = INTEGER PRIMARY KEY => row_id,
+        /// Sample time, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Sampled thread (thread.utid).
+        utid: u32 = INTEGER NOT NULL,
+        /// CPU the thread was on.
+        cpu: Option<u32> = INTEGER,
+        /// 'kernel', 'user' or 'unknown': where the thread was when sampled.
+        cpu_mode: &'a str = TEXT NOT NULL,
+        /// Innermost frame's callsite (stack_profile_callsite.id); NULL when no stack was taken.
+        callsite_id: Option<u32> = INTEGER,
+        /// Why unwinding failed, when it did.
+        unwind_error: Option<&'a str> = TEXT,
+        /// Stream (perf_session.id).
+        perf_session_id: Option<u32> = INTEGER,
+    }
+}
+
+/// Off-CPU stacks with their weights, joined from perf_sample and thread_state.
+pub static OFF_CPU_SAMPLE: View = View {
+    name: "off_cpu_sample",
+    doc: &[
+        "An off-CPU stack with its weight (schedlens only): a perf_sample of the 'off-cpu' session, taken when",
+        "the thread blocked (sched_switch with prev in S or D), and how long it then stayed off the CPU: the",
+        "thread_state that starts at the sample. SUM(dur) per callsite_id is an off-CPU profile.",
+    ],
+    base: &PERF_SAMPLE,
+    columns: &[
+        ViewColumn {
+            name: "id",
+            sql: "INTEGER",
+            expr: "p.id",
+            doc: "The sample (perf_sample.id).",
+        },
+        ViewColumn {
+            name: "ts",
+            sql: "INTEGER",
+            expr: "p.ts",
+            doc: "When the thread blocked, ns.",
+        },
+        ViewColumn {
+            name: "utid",
+            sql: "INTEGER",
+            expr: "p.utid",
+            doc: "Thread (thread.utid).",
+        },
+        ViewColumn {
+            name: "callsite_id",
+            sql: "INTEGER",
+            expr: "p.callsite_id",
+            doc: "Innermost callsite (stack_profile_callsite.id); NULL when no stack was taken.",
+        },
+        ViewColumn {
+            name: "dur",
+            sql: "INTEGER",
+            expr: "t.dur",
+            doc: "How long it stayed off the CPU, ns (the thread_state's dur: -1 if it lasted to the end of \
+                  the trace); NULL when the trace has no state starting there.",
+        },
+        ViewColumn {
+            name: "state",
+            sql: "TEXT",
+            expr: "t.state",
+            doc: "That thread_state's state (S or D).",
+        },
+    ],
+    from: Some(
+        "perf_sample p JOIN perf_session s ON s.id = p.perf_session_id AND s.stack_kind = 'off-cpu' \
+         LEFT JOIN thread_state t ON t.utid = p.utid AND t.ts = p.ts",
+    ),
+};

@@ -6,6 +6,8 @@
 //! Events the writer handles specially (CompactSched, the task table) have
 //! their own variant; the rest are [`Event::Ftrace`], described by a layout.
 
+use crate::model::stack::StackKind;
+
 /// Task identity: the kernel address of the task's `task_struct`. Stable for
 /// the task's whole life, unlike a pid, which the kernel reuses.
 pub type TaskId = u64;
@@ -98,6 +100,15 @@ pub enum Event<'a> {
     /// The ring buffer was full and `count` events of this CPU were lost just
     /// before this point.
     Lost { count: u64 },
+    /// The kernel and user stacks of the header's task (its tid), as ids in
+    /// the recorder's stack map (None: no such stack, or the map could not
+    /// take it). Off-CPU stacks follow their switch, waker stacks their waking.
+    Stack {
+        tgid: i32,
+        kind: StackKind,
+        kernel: Option<u32>,
+        user: Option<u32>,
+    },
     /// A tracepoint the writer keeps no state for, copied into one Perfetto
     /// FtraceEvent field by field: `body` is the record's bytes and `layout`,
     /// the recorder's static declaration of that record type, says which

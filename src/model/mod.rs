@@ -5,6 +5,7 @@
 //! numbering of the kernel's tracepoints ([`event::FtraceLayout`]).
 
 pub mod event;
+pub mod stack;
 
 /// The most CPUs anything in schedlens handles: the BPF programs' per-CPU
 /// arrays (SL_MAX_CPUS in bpf/events.h), the encoder's per-CPU state and the

@@ -17,6 +17,7 @@ use crate::model::MAX_CPUS;
 use crate::model::event::{
     COMM_LEN, Event, FieldKind, FtraceField, FtraceLayout, Header, NAME_LEN,
 };
+use crate::model::stack::StackKind;
 use crate::perfetto::proto::fields;
 use std::mem::{offset_of, size_of};
 
@@ -60,7 +61,7 @@ impl RecordInfo {
 pub const TASK_INFO: RecordType = c::sl_type::SL_TASK_INFO;
 
 /// Every record type, in the order the summary and the recorder stats list them.
-pub const RECORDS: [RecordInfo; 19] = [
+pub const RECORDS: [RecordInfo; 20] = [
     RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),
     RecordInfo::own(c::sl_type::SL_WAKING, Some("sched_waking"), "sched_waking"),
     RecordInfo::ftrace(c::sl_type::SL_WAKEUP_NEW, "sched_wakeup_new", &WAKEUP_NEW),
@@ -96,6 +97,7 @@ pub const RECORDS: [RecordInfo; 19] = [
         "cpu frequency limits",
         &CPU_FREQUENCY_LIMITS,
     ),
+    RecordInfo::own(c::sl_type::SL_STACK, None, "stacks"),
 ];
 
 /// Length of per-type counter arrays, which are indexed by the type's value.
@@ -292,6 +294,7 @@ unsafe impl Pod for c::sl_forget {}
 unsafe impl Pod for c::sl_rename {}
 // SAFETY: as above.
 unsafe impl Pod for c::sl_lost {}
+unsafe impl Pod for c::sl_stack {}
 
 /// Why a record could not be decoded (counted by the consumer, never fatal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +303,8 @@ pub enum DecodeError {
     Short,
     /// A type this build does not know.
     UnknownType(u8),
+    /// A field outside the values BPF writes (a stack kind).
+    BadField,
 }
 
 fn read<T: Pod>(data: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -437,6 +442,16 @@ pub fn decode(data: &[u8]) -> Result<(RecordType, Header, Event<'_>), DecodeErro
         c::sl_type::SL_LOST => {
             let b: c::sl_lost = read(data, HDR)?;
             Event::Lost { count: b.count }
+        }
+        c::sl_type::SL_STACK => {
+            let b: c::sl_stack = read(data, HDR)?;
+            let id = |id: i32| u32::try_from(id).ok();
+            Event::Stack {
+                tgid: b.tgid,
+                kind: StackKind::from_bit(b.kind).ok_or(DecodeError::BadField)?,
+                kernel: id(b.kstack),
+                user: id(b.ustack),
+            }
         }
         _ => {
             let layout = FTRACE_LAYOUTS

@@ -2,13 +2,14 @@
 
 use crate::model::MAX_CPUS;
 use crate::recorder::catalog;
+use crate::model::stack::StackKind;
 use crate::recorder::skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
 use crate::recorder::{MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 /// Which sched_switch program to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,14 @@ pub struct Config {
     pub switch: SwitchVariant,
     /// The event groups recorded (catalog.rs names them).
     pub groups: Vec<&'static str>,
+    /// Stack kinds to record (none: no stack map, no sampling).
+    pub stacks: Vec<StackKind>,
+    /// Rate of `--stacks cpu`, per CPU.
+    pub sample_hz: u64,
+    /// Distinct stacks the stack map holds (kernel and user count apart).
+    pub stack_map_entries: u32,
+    /// CPUs to sample on (the online ones).
+    pub online_cpus: Vec<u32>,
 }
 
 /// The loaded and (after [`Recorder::attach`]) attached programs.
@@ -74,6 +83,10 @@ pub struct Recorder<'obj> {
     skel: SchedlensSkel<'obj>,
     /// One ring per shard, also referenced from the `rings` map.
     rings: Vec<MapHandle>,
+    /// `--stacks cpu`: the sampling program attached to a CPU-clock perf
+    /// event per online CPU (each link owns its event; dropped on detach).
+    sample_links: Vec<libbpf_rs::Link>,
+    cpu_samples: Option<(Vec<u32>, u64)>,
 }
 
 impl<'obj> Recorder<'obj> {
@@ -145,6 +158,15 @@ impl<'obj> Recorder<'obj> {
             slot[0] = u64::from_ne_bytes(bytes[..8].try_into().unwrap_or_default());
             slot[1] = u64::from_ne_bytes(bytes[8..].try_into().unwrap_or_default());
         }
+        ro.stack_kinds = cfg.stacks.iter().map(|k| u32::from(k.bit())).sum();
+        let sample_cpus = cfg.stacks.contains(&StackKind::Cpu);
+        open.progs.handle_cpu_sample.set_autoload(sample_cpus);
+        if !cfg.stacks.is_empty() {
+            open.maps
+                .stacks
+                .set_max_entries(cfg.stack_map_entries)
+                .context("sizing the stack map")?;
+        }
         let legacy = cfg.switch == SwitchVariant::Legacy;
         open.progs.handle_switch.set_autoload(!legacy);
         open.progs.handle_switch_legacy.set_autoload(legacy);
@@ -169,18 +191,74 @@ impl<'obj> Recorder<'obj> {
                 .update(&key, &fd, MapFlags::ANY)
                 .context("installing a shard ring")?;
         }
-        Ok(Recorder { skel, rings })
+        Ok(Recorder {
+            skel,
+            rings,
+            sample_links: Vec::new(),
+            cpu_samples: sample_cpus.then(|| (cfg.online_cpus.clone(), cfg.sample_hz)),
+        })
     }
 
     pub fn attach(&mut self) -> anyhow::Result<()> {
+        // The skeleton attaches the perf_event program to nothing (its section
+        // names no event): attach it per CPU below.
         self.skel
             .attach()
-            .context("attaching to the scheduler tracepoints")
+            .context("attaching to the scheduler tracepoints")?;
+        if let Some((cpus, hz)) = self.cpu_samples.take() {
+            for cpu in cpus {
+                let fd = open_cpu_clock(cpu, hz)?;
+                let link = self
+                    .skel
+                    .progs
+                    .handle_cpu_sample
+                    .attach_perf_event(fd.as_raw_fd())
+                    .with_context(|| format!("attaching the CPU sampler on cpu {cpu}"))?;
+                // The link owns the event now: libbpf closes it with the link.
+                let _ = fd.into_raw_fd();
+                self.sample_links.push(link);
+            }
+        }
+        Ok(())
     }
 
     /// Detaches every program: no new records after this returns.
     pub fn detach(&mut self) {
         self.skel.links = SchedlensLinks::default();
+        self.sample_links.clear();
+    }
+
+    /// The frames of stack `id` in the stack map, innermost first (None if
+    /// the map has no such stack).
+    pub fn stack_frames(&self, id: u32) -> Option<Vec<u64>> {
+        let value = self
+            .skel
+            .maps
+            .stacks
+            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        Some(
+            value
+                .chunks_exact(8)
+                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+                .take_while(|&ip| ip != 0)
+                .collect(),
+        )
+    }
+
+    /// Stacks the stack map could not take (full or a hash collision), over
+    /// the first `ncpus` CPUs.
+    pub fn stack_misses(&self, ncpus: usize) -> u64 {
+        match self.skel.maps.bss_data.as_deref() {
+            Some(bss) => bss
+                .cpu_state
+                .iter()
+                .take(ncpus)
+                // As lost_total in lost_per_cpu.
+                .map(|s| unsafe { std::ptr::read_volatile(&s.stack_misses) })
+                .sum(),
+            None => 0,
+        }
     }
 
     /// The shard rings, for the consumers (they stay referenced by the
@@ -232,6 +310,40 @@ impl<'obj> Recorder<'obj> {
             None => vec![0; ncpus],
         }
     }
+}
+
+/// A perf event counting CPU time on `cpu` (any task), overflowing `hz`
+/// times a second: what the sampling program is attached to.
+fn open_cpu_clock(cpu: u32, hz: u64) -> anyhow::Result<OwnedFd> {
+    use libbpf_rs::libbpf_sys as sys;
+    let mut attr = sys::perf_event_attr {
+        type_: sys::PERF_TYPE_SOFTWARE,
+        size: size_of::<sys::perf_event_attr>() as u32,
+        config: u64::from(sys::PERF_COUNT_SW_CPU_CLOCK),
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_freq = hz;
+    attr.set_freq(1);
+    // SAFETY: `attr` is a perf_event_attr of the size it declares; the
+    // other arguments are plain integers (any task, this CPU, no group).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const sys::perf_event_attr,
+            -1i32,
+            cpu as i32,
+            -1i32,
+            libc::c_ulong::from(sys::PERF_FLAG_FD_CLOEXEC),
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "opening a CPU-clock perf event on cpu {cpu} for --stacks cpu: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Assigns CPUs to shards. `groups` are CPUs sharing an LLC, in topology

@@ -3,6 +3,7 @@
 //! recorder service offers) and the stack kinds. A group or stack kind added
 //! to the recorder is added here, and the flags and the service follow.
 
+use crate::model::stack;
 use crate::recorder::abi::{self, RecordType};
 use crate::recorder::skel::types::sl_type as t;
 
@@ -191,9 +192,15 @@ pub fn list_events() -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The stack kinds (none in this build).
+/// The stack kinds (`schedlens trace --stacks`).
 pub fn stack_kinds() -> Vec<StackKind> {
-    Vec::new()
+    stack::StackKind::ALL
+        .into_iter()
+        .map(|k| StackKind {
+            name: k.name(),
+            description: k.description(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Flag parsing and the checks `schedlens trace` makes before touching BPF.
 
+use crate::model::stack::StackKind;
 use crate::recorder::MAX_SHARDS;
 #[cfg(feature = "record")]
 use anyhow::{Context, bail};
@@ -105,6 +106,39 @@ pub fn parse_shards(s: &str) -> Result<usize, String> {
         _ => Err(format!(
             "{s:?}: the number of shards must be 1 to {MAX_SHARDS}"
         )),
+    }
+}
+
+/// The stack kinds of `--stacks`, each once, in [`StackKind::ALL`] order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackKinds(pub Vec<StackKind>);
+
+/// Parses --stacks: kind names separated by commas, or "all".
+pub fn parse_stacks(s: &str) -> Result<StackKinds, String> {
+    let mut kinds = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        match StackKind::from_name(name) {
+            Some(k) => kinds.push(k),
+            None if name == "all" => kinds.extend(StackKind::ALL),
+            None => {
+                let names: Vec<&str> = StackKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(format!(
+                    "{name:?} is not a stack kind (one of {}, or all)",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    kinds.sort_unstable();
+    kinds.dedup();
+    Ok(StackKinds(kinds))
+}
+
+/// Parses --sample-hz: 1 to 10000 samples a second per CPU.
+pub fn parse_sample_hz(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(v) if (1..=10_000).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: the sampling rate must be 1 to 10000 (Hz)")),
     }
 }
 
@@ -302,6 +336,14 @@ mod tests {
         assert_eq!(parse_id("42"), Ok(42));
         assert!(parse_id("0").is_err());
         assert!(parse_id("-3").is_err());
+        assert_eq!(
+            parse_stacks("cpu,off-cpu,cpu"),
+            Ok(StackKinds(vec![StackKind::OffCpu, StackKind::Cpu]))
+        );
+        assert_eq!(parse_stacks("all"), Ok(StackKinds(StackKind::ALL.to_vec())));
+        assert!(parse_stacks("offcpu").is_err());
+        assert_eq!(parse_sample_hz("99"), Ok(99));
+        assert!(parse_sample_hz("0").is_err());
         assert_eq!(parse_shards("4"), Ok(4));
         assert!(parse_shards("0").is_err());
         assert!(parse_shards("65").is_err());

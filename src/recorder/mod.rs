@@ -19,6 +19,8 @@ pub mod flight;
 #[cfg(feature = "record")]
 mod record;
 #[cfg(feature = "record")]
+mod stacks;
+#[cfg(feature = "record")]
 mod skel {
     //! The libbpf-rs skeleton of bpf/schedlens.bpf.c: the loader ([`super::bpf`])
     //! and, in `types`, the Rust twins of bpf/events.h ([`super::abi`]).
@@ -87,6 +89,17 @@ pub struct TraceArgs {
     /// Print the event groups, what each records and whether this kernel has it, and exit
     #[arg(long)]
     pub list_events: bool,
+    /// Call stacks to record, comma-separated: off-cpu (kernel and user stack of a task
+    /// when it blocks, weighted by how long it stays off the CPU; a stack walk per
+    /// blocking switch), cpu (stacks sampled on every CPU at --sample-hz; a stack walk per
+    /// sample), waker (the waker's stack at each wakeup; a stack walk per wakeup), or all.
+    /// Frames are named at the end of the recording, on this machine
+    #[arg(long, value_name = "KINDS", value_parser = cli::parse_stacks)]
+    pub stacks: Option<cli::StackKinds>,
+    /// Samples per second and CPU of --stacks cpu
+    #[arg(long, value_name = "HZ", default_value_t = crate::model::stack::DEFAULT_SAMPLE_HZ,
+          value_parser = cli::parse_sample_hz)]
+    pub sample_hz: u64,
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,

@@ -7,7 +7,7 @@ use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
 use crate::recorder::flight::{self, Flight, Watched};
 use crate::recorder::topology::Topology;
-use crate::recorder::{TraceArgs, catalog, cli, snapshot};
+use crate::recorder::{TraceArgs, catalog, cli, snapshot, stacks};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::ffi::OsString;
@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Distinct stacks the BPF stack map holds with --stacks (each 127 frames of
+/// 8 bytes: 16 MiB). More distinct stacks are counted as lost.
+const STACK_MAP_ENTRIES: u32 = 16 * 1024;
 /// Recording length without -d and without a command.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// How often the main thread checks for the end (signal, command, duration).
@@ -146,6 +149,21 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let recursion_misses = recorder.recursion_misses()?;
     let written = finish_encoders(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
     progress.finish();
+    let stacks = if cfg.stacks.is_empty() {
+        None
+    } else {
+        let mut samples: Vec<_> = encoders
+            .iter_mut()
+            .flat_map(|e| e.take_stack_samples())
+            .collect();
+        samples.sort_unstable_by_key(|s| s.ts);
+        Some(stacks::write(
+            &writer,
+            &samples,
+            recorder.stack_misses(ncpus),
+            |id| recorder.stack_frames(id),
+        )?)
+    };
 
     let counts = consumers.counts();
     let stats = snapshot::RecordingStats {
@@ -176,6 +194,9 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(f) = &flight {
         f.print_summary();
+    }
+    if let Some(summary) = &stacks {
+        print_stacks(summary);
     }
 
     outcome(end, &output)
@@ -305,6 +326,15 @@ fn bpf_config(args: &TraceArgs, topology: &Topology, ncpus: usize) -> anyhow::Re
         } else {
             SwitchVariant::detect()?
         },
+        stacks: args.stacks.clone().unwrap_or_default().0,
+        sample_hz: args.sample_hz,
+        stack_map_entries: STACK_MAP_ENTRIES,
+        online_cpus: topology
+            .cpus
+            .iter()
+            .filter(|c| c.online)
+            .map(|c| c.cpu)
+            .collect(),
     })
 }
 
@@ -703,4 +733,32 @@ fn print_summary(
         size as f64 / total.max(1) as f64,
         output.display()
     );
+}
+
+fn print_stacks(s: &stacks::StackSummary) {
+    let parts: Vec<String> = crate::model::stack::StackKind::ALL
+        .iter()
+        .zip(s.samples)
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, n)| format!("{n} {}", k.name()))
+        .collect();
+    let named_pct = s.frames_named as f64 * 100.0 / s.frames.max(1) as f64;
+    eprintln!(
+        "  stacks: {} ({} distinct); {} of {} frames named ({named_pct:.0}%) in {:.2}s",
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        },
+        s.callstacks,
+        s.frames_named,
+        s.frames,
+        s.symbolize_time.as_secs_f64()
+    );
+    if s.misses + s.unreadable > 0 {
+        eprintln!(
+            "  stacks lost: {} (the stack map was full or two stacks collided), {} unreadable",
+            s.misses, s.unreadable
+        );
+    }
 }

@@ -40,6 +40,21 @@ pub enum Event {
     },
     ProcessTree(Box<ProcessTree>),
     ProcessStats(Vec<StatsProcess>),
+    PerfSample(PerfSampleEvent),
+}
+
+/// A stack sample (PerfSample), its stack already resolved (import/stacks.rs).
+#[derive(Debug, Clone)]
+pub struct PerfSampleEvent {
+    pub tid: i32,
+    pub pid: i32,
+    pub cpu: Option<u32>,
+    /// PerfSample.cpu_mode.
+    pub cpu_mode: u8,
+    /// Innermost callsite.
+    pub callsite: Option<u32>,
+    /// perf_session row.
+    pub session: u32,
 }
 
 /// A full sched_switch.
@@ -212,7 +227,10 @@ pub struct StatsProcess {
 impl Event {
     /// Whether this event came from ftrace (subject to the drop windows).
     pub fn is_ftrace(&self) -> bool {
-        !matches!(self, Event::ProcessTree(_) | Event::ProcessStats(_))
+        !matches!(
+            self,
+            Event::ProcessTree(_) | Event::ProcessStats(_) | Event::PerfSample(_)
+        )
     }
 }
 

@@ -21,6 +21,7 @@ mod sched;
 mod sink;
 mod slice;
 mod sorter;
+mod stacks;
 mod thread_state;
 mod tokenizer;
 mod trace_info;
@@ -31,8 +32,10 @@ use crate::analyzer::stats::{Stat, Stats};
 use crate::analyzer::strings::Strings;
 use crate::analyzer::tables::{
     COUNTER_TRACK, CPU, CounterTrackRow, FtraceEventRow, LOST_EVENTS, METADATA, MetadataRow,
-    PROCESS, ProcessRow, STATS, StatsRow, THREAD, TRACE_BOUNDS, TRACK, ThreadRow, TraceBoundsRow,
-    TrackRow,
+    PERF_SAMPLE, PERF_SESSION, PROCESS, PerfSampleRow, PerfSessionRow, ProcessRow,
+    STACK_PROFILE_CALLSITE, STACK_PROFILE_FRAME, STACK_PROFILE_MAPPING, STATS,
+    StackProfileCallsiteRow, StackProfileFrameRow, StackProfileMappingRow, StatsRow, THREAD,
+    TRACE_BOUNDS, TRACK, ThreadRow, TraceBoundsRow, TrackRow,
 };
 use crate::perfetto::reader::{TraceReader, Truncation};
 use anyhow::Context;
@@ -190,13 +193,71 @@ pub fn import_from(
         truncation: reader.truncation().cloned(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    write_tables(conn, &st, &mut tok.info, &parser, &report)
-        .context("writing the trace's tables")?;
+    write_tables(conn, &st, &mut tok.info, &parser, &report)?;
+    write_stack_tables(conn, &st, &tok.stacks, &parser).context("writing the trace's tables")?;
     let (_, end_ts) = parser.bounds();
     std::mem::take(&mut st.sink.agg)
         .write(conn, end_ts)
         .context("writing the aggregate tables")?;
     Ok(report)
+}
+
+/// The stack tables (import/stacks.rs).
+fn write_stack_tables(
+    conn: &Connection,
+    st: &Storage<'_>,
+    stacks: &stacks::StackImport,
+    parser: &parser::Parser,
+) -> rusqlite::Result<()> {
+    let s = &st.strings;
+    let mut w = SqlWriter::new(conn, &STACK_PROFILE_MAPPING)?;
+    for m in &stacks.mappings {
+        w.insert(&StackProfileMappingRow {
+            build_id: s.get(m.build_id),
+            exact_offset: 0,
+            start_offset: 0,
+            start: 0,
+            end: 0,
+            load_bias: 0,
+            name: s.get(m.name),
+        })?;
+    }
+    let mut w = SqlWriter::new(conn, &STACK_PROFILE_FRAME)?;
+    for f in &stacks.frames {
+        w.insert(&StackProfileFrameRow {
+            name: f.name.map_or("", |n| s.get(n)),
+            mapping: f.mapping,
+            rel_pc: f.rel_pc,
+        })?;
+    }
+    let mut w = SqlWriter::new(conn, &STACK_PROFILE_CALLSITE)?;
+    for c in &stacks.callsites {
+        w.insert(&StackProfileCallsiteRow {
+            depth: c.depth,
+            parent_id: c.parent,
+            frame_id: c.frame,
+        })?;
+    }
+    let mut w = SqlWriter::new(conn, &PERF_SESSION)?;
+    for kind in &stacks.sessions {
+        w.insert(&PerfSessionRow {
+            cmdline: None,
+            stack_kind: kind.map(|k| k.name()),
+        })?;
+    }
+    let mut w = SqlWriter::new(conn, &PERF_SAMPLE)?;
+    for (ts, utid, p) in parser.perf_samples() {
+        w.insert(&PerfSampleRow {
+            ts: *ts,
+            utid: *utid,
+            cpu: p.cpu,
+            cpu_mode: stacks::cpu_mode_name(p.cpu_mode),
+            callsite_id: p.callsite,
+            unwind_error: None,
+            perf_session_id: Some(p.session),
+        })?;
+    }
+    Ok(())
 }
 
 /// The small tables, from what the import holds in memory.

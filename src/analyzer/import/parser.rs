@@ -10,8 +10,8 @@
 //! are dropped.
 
 use super::Storage;
-use super::counter;
-use super::events::{Event, Switch, Waking};
+use super::counter::{self, CounterTracker};
+use super::events::{Event, PerfSampleEvent, Switch, Waking};
 use super::lifecycle;
 use super::process::NamePriority;
 use super::process_tree;
@@ -42,6 +42,8 @@ pub struct Parser {
     /// timestamp of the ftrace events kept (those that make rows), never of
     /// packets that describe the trace (process snapshots, machine info).
     bounds: Option<(i64, i64)>,
+    /// perf_sample rows: (ts, utid, sample), in time order.
+    perf_samples: Vec<(i64, u32, PerfSampleEvent)>,
 }
 
 impl Parser {
@@ -52,7 +54,12 @@ impl Parser {
             slices: SliceTracker::default(),
             windows: None,
             bounds: None,
+            perf_samples: Vec::new(),
         }
+    }
+
+    pub fn perf_samples(&self) -> &[(i64, u32, PerfSampleEvent)] {
+        &self.perf_samples
     }
 
     /// (start_ts, end_ts) of trace_bounds: (0, 0) without events, and as
@@ -176,6 +183,16 @@ impl Parser {
             }
             Event::ProcessStats(stats) => {
                 process_tree::process_stats(&mut st.procs, &stats);
+                Ok(())
+            }
+            Event::PerfSample(e) => {
+                // As trace_processor: the sample names the thread's process.
+                let utid = if e.pid > 0 && e.tid > 0 {
+                    st.procs.update_thread(e.tid.into(), e.pid.into())
+                } else {
+                    st.procs.get_or_create_thread(e.tid.into())
+                };
+                self.perf_samples.push((ts, utid, e));
                 Ok(())
             }
         }

@@ -12,6 +12,7 @@ use super::events::{
     PrevState, Print, Rename, StatsProcess, Switch, Waking,
 };
 use super::sorter::{Sorter, Stream};
+use super::stacks::StackImport;
 use super::trace_info::TraceInfo;
 use super::track::TrackKind;
 use crate::analyzer::stats::{Stat, Stats};
@@ -28,9 +29,9 @@ use crate::perfetto::proto::fields::{
     trace_packet as packet, tracing_service_event,
 };
 use crate::perfetto::proto::{
-    ClockSnapshot, CpuInfo, ProcessTree, SchedMigrateTaskFtraceEvent, SchedProcessExecFtraceEvent,
-    SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent, SchedWakeupFtraceEvent,
-    SchedWakeupNewFtraceEvent, SystemInfo,
+    ClockSnapshot, CpuInfo, PerfSample, ProcessTree, SchedMigrateTaskFtraceEvent,
+    SchedProcessExecFtraceEvent, SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent,
+    SchedWakeupFtraceEvent, SchedWakeupNewFtraceEvent, SystemInfo,
     schedlens::{SchedlensPacket, schedlens_packet},
 };
 use crate::perfetto::wire::{Fields, PackedVarints, Value, WireError};
@@ -116,6 +117,8 @@ pub struct Tokenizer {
     latest_packet_ts: i64,
     /// Scratch for a bundle's compact intern table.
     comm_table: Vec<Str>,
+    /// Stack samples' interned data and the stack tables.
+    pub stacks: StackImport,
 }
 
 /// Softirq slice names by vec, as trace_processor names them (kActionNames).
@@ -146,6 +149,7 @@ impl Tokenizer {
         let mut seq = 0u32;
         let mut cleared = false;
         let mut interned = None;
+        let mut defaults = None;
         let mut payload = None;
         for f in Fields::new(data) {
             let (field, v) = f?;
@@ -155,6 +159,7 @@ impl Tokenizer {
                 packet::SEQUENCE_FLAGS => cleared |= v.as_u64() & 1 != 0,
                 packet::INCREMENTAL_STATE_CLEARED => cleared |= v.as_u64() != 0,
                 packet::INTERNED_DATA => interned = v.as_bytes(),
+                packet::TRACE_PACKET_DEFAULTS => defaults = v.as_bytes(),
                 packet::FTRACE_EVENTS
                 | packet::PROCESS_TREE
                 | packet::CLOCK_SNAPSHOT
@@ -164,6 +169,7 @@ impl Tokenizer {
                 | packet::SYSTEM_INFO
                 | packet::CPU_INFO
                 | packet::SERVICE_EVENT
+                | packet::PERF_SAMPLE
                 | packet::SCHEDLENS => {
                     if let Value::Bytes(b) = v {
                         payload = Some((field, b));
@@ -174,9 +180,16 @@ impl Tokenizer {
         }
         if cleared {
             self.symbols.remove(&seq);
+            self.stacks.clear(seq);
+        }
+        if let Some(b) = defaults {
+            self.stacks
+                .defaults(seq, &decode("TracePacketDefaults", b)?);
         }
         if let Some(b) = interned {
             self.interned_data(strings, seq, b)?;
+            self.stacks
+                .interned(strings, &mut self.stats, seq, decode("InternedData", b)?);
         }
         let packet_ts = match ts {
             Some(t) => t,
@@ -249,6 +262,11 @@ impl Tokenizer {
                 }
             }
             packet::SCHEDLENS => self.schedlens(packet_ts, decode("schedlens packet", b)?)?,
+            packet::PERF_SAMPLE => {
+                let sample = decode::<PerfSample>("PerfSample", b)?;
+                let event = self.stacks.sample(&mut self.stats, seq, &sample);
+                self.push(Stream::Packet, packet_ts, Event::PerfSample(event))?;
+            }
             // trace_config and ftrace_stats are understood but
             // carry nothing the tables show.
             _ => {}

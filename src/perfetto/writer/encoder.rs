@@ -7,6 +7,7 @@
 
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
+use crate::model::stack::StackSample;
 use crate::perfetto::proto::fields::{
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
     sched_process_exec_ftrace_event as exec, sched_process_fork_ftrace_event as fork,
@@ -226,6 +227,8 @@ pub struct ShardEncoder {
     new_threads_ts: u64,
     scratch: ChunkScratch,
     stats: EncoderStats,
+    /// Stack events, written at the end (`crate::model::stack::StackSample`).
+    stack_samples: Vec<StackSample>,
 }
 
 impl ShardEncoder {
@@ -242,7 +245,13 @@ impl ShardEncoder {
             new_threads_ts: 0,
             scratch: ChunkScratch::default(),
             stats: EncoderStats::default(),
+            stack_samples: Vec::new(),
         }
+    }
+
+    /// The stack events pushed so far, in push order (per CPU in time order).
+    pub fn take_stack_samples(&mut self) -> Vec<StackSample> {
+        std::mem::take(&mut self.stack_samples)
     }
 
     /// Lowers the uncompressed chunk size (clamped to 16 KiB..=512 KiB).
@@ -482,6 +491,20 @@ impl ShardEncoder {
                 }
             }
             Event::Lost { count } => self.lost(i, h, count)?,
+            Event::Stack {
+                tgid,
+                kind,
+                kernel,
+                user,
+            } => self.stack_samples.push(StackSample {
+                ts: h.ts,
+                tid: h.pid,
+                tgid,
+                kernel,
+                user,
+                cpu: h.cpu as u16,
+                kind,
+            }),
             Event::Ftrace { layout, body } => {
                 self.open(i);
                 self.ftrace_event(i, h, layout, body);

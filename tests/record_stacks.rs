@@ -1,0 +1,287 @@
+//! `schedlens trace --stacks` for real around a workload whose stacks are
+//! known (tests/workloads/stacks.c, built here with symbols): the file is
+//! decoded with Perfetto's official protos, each PerfSample's callstack
+//! resolved through the interned data of its sequence, and the stacks must
+//! hold the kernel functions and the workload's own functions that did it.
+//! Needs root; see `require_bpf`.
+#![cfg(feature = "record")]
+
+mod oracle;
+
+use perfetto_protos::trace_packet::TracePacket;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
+const WORKLOAD_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/stacks.c");
+
+/// As tests/record.rs: skips loudly outside CI when not root, fails in CI.
+fn require_bpf() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but not running as root: recording tests must run, not skip");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record_stacks) !!!\n"
+    );
+    false
+}
+
+/// The workload's report: its pid and the tid of each role.
+struct Report {
+    pid: u32,
+    tids: HashMap<String, u32>,
+}
+
+fn read_report(path: &Path) -> Report {
+    let text = std::fs::read_to_string(path).expect("workload report");
+    assert!(
+        text.lines().any(|l| l == "done"),
+        "workload did not finish:\n{text}"
+    );
+    let mut pid = 0;
+    let mut tids = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["pid", p] => pid = p.parse().unwrap(),
+            ["tid", role, t] => {
+                tids.insert(role.to_string(), t.parse().unwrap());
+            }
+            _ => {}
+        }
+    }
+    Report { pid, tids }
+}
+
+/// A decoded sample: its kind's timebase name, task and frames' function
+/// names from the outermost in ("" for a frame without a name).
+struct Sample {
+    kind: String,
+    pid: u32,
+    tid: u32,
+    frames: Vec<String>,
+}
+
+/// Resolves every PerfSample through its sequence's defaults and interned
+/// data, as trace_processor does.
+fn samples(packets: &[TracePacket]) -> Vec<Sample> {
+    #[derive(Default)]
+    struct Seq {
+        kind: String,
+        names: HashMap<u64, String>,
+        frames: HashMap<u64, u64>,
+        callstacks: HashMap<u64, Vec<u64>>,
+    }
+    let mut seqs: HashMap<u32, Seq> = HashMap::new();
+    let mut out = Vec::new();
+    for p in packets {
+        let seq_id = p.trusted_packet_sequence_id();
+        if let Some(d) = p.trace_packet_defaults.as_ref() {
+            let seq = seqs.entry(seq_id).or_default();
+            seq.kind = d.perf_sample_defaults.timebase.name().to_string();
+        }
+        if let Some(i) = p.interned_data.as_ref() {
+            let seq = seqs.entry(seq_id).or_default();
+            for s in &i.function_names {
+                seq.names
+                    .insert(s.iid(), String::from_utf8_lossy(s.str()).into_owned());
+            }
+            for f in &i.frames {
+                seq.frames.insert(f.iid(), f.function_name_id());
+            }
+            for c in &i.callstacks {
+                seq.callstacks.insert(c.iid(), c.frame_ids.clone());
+            }
+        }
+        if p.has_perf_sample() {
+            let s = p.perf_sample();
+            let seq = seqs
+                .get(&seq_id)
+                .expect("a sample's sequence has interned data first");
+            let frames = if s.has_callstack_iid() {
+                seq.callstacks
+                    .get(&s.callstack_iid())
+                    .expect("callstack interned")
+                    .iter()
+                    .map(|f| {
+                        let name = seq.frames.get(f).expect("frame interned");
+                        seq.names.get(name).cloned().unwrap_or_default()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            out.push(Sample {
+                kind: seq.kind.clone(),
+                pid: s.pid(),
+                tid: s.tid(),
+                frames,
+            });
+        }
+    }
+    out
+}
+
+fn has(frames: &[String], pred: impl Fn(&str) -> bool) -> bool {
+    frames.iter().any(|f| pred(f))
+}
+
+#[test]
+fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("stacks");
+    let built = Command::new("cc")
+        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(WORKLOAD_SRC)
+        .status()
+        .expect("running cc");
+    assert!(built.success(), "building {WORKLOAD_SRC}");
+    let trace = dir.path().join("stacks.pftrace");
+    let report_path = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args(["trace", "--stacks", "off-cpu,cpu", "-d", "3s", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe)
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = read_report(&report_path);
+    // SAFETY: kill with the pid of the workload we started (it waits for this).
+    unsafe { libc::kill(report.pid as i32, libc::SIGKILL) };
+    assert!(out.status.success(), "schedlens trace failed:\n{stderr}");
+    assert!(stderr.contains("stacks: "), "no stacks summary:\n{stderr}");
+
+    let samples = samples(&oracle::decode(&trace).packets);
+    let of = |kind: &str, role: &str| -> Vec<&Sample> {
+        let tid = report.tids[role];
+        samples
+            .iter()
+            .filter(|s| s.kind == kind && s.tid == tid)
+            .collect()
+    };
+    for s in &samples {
+        if report.tids.values().any(|&t| t == s.tid) {
+            assert_eq!(
+                s.pid, report.pid,
+                "a workload thread's sample names its process"
+            );
+        }
+    }
+
+    // The reader blocks ~150 times in read() on the pipe; the sleeper as often
+    // in nanosleep. Nearly every one of those off-CPU stacks must show the
+    // syscall's kernel path under the workload function that made it.
+    let expect = [
+        (
+            "sl-reader",
+            "block_in_pipe_read",
+            &(|f: &str| f.ends_with("pipe_read")) as &dyn Fn(&str) -> bool,
+            "ksys_read",
+        ),
+        (
+            "sl-sleeper",
+            "sleep_in_nanosleep",
+            &(|f: &str| f == "do_nanosleep") as &dyn Fn(&str) -> bool,
+            "hrtimer_nanosleep",
+        ),
+    ];
+    for (role, user_fn, kernel_fn, syscall_fn) in expect {
+        let blocked = of("schedlens off-cpu", role);
+        assert!(
+            blocked.len() >= 50,
+            "{role}: {} off-cpu stacks, expected ~150\n{stderr}",
+            blocked.len()
+        );
+        let good = blocked
+            .iter()
+            .filter(|s| {
+                has(&s.frames, |f| f == user_fn)
+                    && has(&s.frames, kernel_fn)
+                    && has(&s.frames, |f| f == syscall_fn)
+                    && has(&s.frames, |f| f == "schedule")
+            })
+            .count();
+        assert!(
+            good * 10 >= blocked.len() * 9,
+            "{role}: only {good} of {} off-cpu stacks hold {user_fn} above the kernel's \
+             path; first: {:?}",
+            blocked.len(),
+            blocked[0].frames
+        );
+        // Outermost first: the user function comes before the kernel's.
+        let s = blocked
+            .iter()
+            .find(|s| has(&s.frames, |f| f == user_fn))
+            .unwrap();
+        let user_at = s.frames.iter().position(|f| f == user_fn).unwrap();
+        let sched_at = s.frames.iter().position(|f| f == "schedule").unwrap();
+        assert!(user_at < sched_at, "frame order: {:?}", s.frames);
+    }
+
+    // CPU samples of the workload: the spinner dominates, in its function.
+    let cpu: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.kind == "schedlens cpu" && s.pid == report.pid)
+        .collect();
+    let spinning = cpu
+        .iter()
+        .filter(|s| has(&s.frames, |f| f == "spin_in_named_function"))
+        .count();
+    assert!(
+        spinning >= 40,
+        "only {spinning} CPU samples in spin_in_named_function (of {} of the workload); \
+         ~140 expected at 99 Hz over 1.5 s\n{stderr}",
+        cpu.len()
+    );
+    assert!(
+        spinning * 10 >= cpu.len() * 8,
+        "the spinner has {spinning} of the workload's {} CPU samples",
+        cpu.len()
+    );
+    let spinner = report.tids["sl-spinner"];
+    assert!(
+        cpu.iter()
+            .filter(|s| has(&s.frames, |f| f == "spin_in_named_function"))
+            .all(|s| s.tid == spinner)
+    );
+}
+
+#[test]
+fn without_stacks_a_trace_has_no_stack_data() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("plain.pftrace");
+    let out = Command::new(BIN)
+        .args(["trace", "-o"])
+        .arg(&trace)
+        .args(["--", "/bin/sh", "-c", "sleep 0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packets = oracle::decode(&trace).packets;
+    assert!(packets.len() > 3);
+    assert!(!packets.iter().any(|p| {
+        p.has_perf_sample()
+            || p.trace_packet_defaults.is_some()
+            || p.interned_data
+                .as_ref()
+                .is_some_and(|i| !i.frames.is_empty())
+    }));
+}

@@ -1,0 +1,127 @@
+/*
+ * The workload of tests/record_stacks.rs, whose stacks are known: three
+ * threads, each doing one thing in a function of its own, for DURATION_MS.
+ *   sl-reader  blocks in read() on a pipe that a timer thread feeds
+ *   sl-sleeper sleeps in nanosleep()
+ *   sl-spinner spins in spin_in_named_function()
+ * The read and nanosleep are issued with the syscall instruction in the
+ * named function itself: the distribution's libc is built without frame
+ * pointers, so a stack walked from inside libc's wrapper would skip its
+ * caller, the frame the test looks for.
+ * Writes "pid PID", "tid ROLE TID" per thread and "done" to the file argv[1],
+ * then waits to be killed: the recording ends first, so the process is still
+ * there when the recorder names its frames.
+ * Built by the test with: cc -g -O0 -fno-omit-frame-pointer -pthread.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DURATION_MS 1500
+/* The feeder writes a byte every this many ms: each read blocks about as long. */
+#define FEED_EVERY_MS 10
+#define SLEEP_MS 10
+
+static int pipe_fds[2];
+static FILE *report;
+static volatile int stop;
+
+static long raw_syscall3(long nr, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static void announce(const char *role)
+{
+	prctl(PR_SET_NAME, role);
+	fprintf(report, "tid %s %ld\n", role, (long)syscall(SYS_gettid));
+	fflush(report);
+}
+
+__attribute__((noinline)) void block_in_pipe_read(void)
+{
+	char byte;
+
+	while (raw_syscall3(SYS_read, pipe_fds[0], (long)&byte, 1) == 1 && byte == 'x')
+		;
+}
+
+__attribute__((noinline)) void sleep_in_nanosleep(void)
+{
+	struct timespec ts = {0, SLEEP_MS * 1000000L};
+
+	while (!stop)
+		raw_syscall3(SYS_nanosleep, (long)&ts, 0, 0);
+}
+
+__attribute__((noinline)) unsigned long spin_in_named_function(void)
+{
+	unsigned long n = 0;
+
+	while (!stop)
+		n = n * 6364136223846793005UL + 1442695040888963407UL;
+	return n;
+}
+
+static void *reader(void *arg)
+{
+	(void)arg;
+	announce("sl-reader");
+	block_in_pipe_read();
+	return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+	(void)arg;
+	announce("sl-sleeper");
+	sleep_in_nanosleep();
+	return NULL;
+}
+
+static void *spinner(void *arg)
+{
+	(void)arg;
+	announce("sl-spinner");
+	spin_in_named_function();
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	struct timespec feed = {0, FEED_EVERY_MS * 1000000L};
+	pthread_t t[3];
+
+	if (argc != 2 || !(report = fopen(argv[1], "w")) || pipe(pipe_fds))
+		return 1;
+	fprintf(report, "pid %d\n", getpid());
+	pthread_create(&t[0], NULL, reader, NULL);
+	pthread_create(&t[1], NULL, sleeper, NULL);
+	pthread_create(&t[2], NULL, spinner, NULL);
+	for (int i = 0; i < DURATION_MS / FEED_EVERY_MS; i++) {
+		nanosleep(&feed, NULL);
+		if (write(pipe_fds[1], "x", 1) != 1)
+			return 1;
+	}
+	stop = 1;
+	if (write(pipe_fds[1], "q", 1) != 1)
+		return 1;
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	fputs("done\n", report);
+	fclose(report);
+	for (;;)
+		pause();
+}
