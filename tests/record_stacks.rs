@@ -147,19 +147,25 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
     assert!(built.success(), "building {WORKLOAD_SRC}");
     let trace = dir.path().join("stacks.pftrace");
     let report_path = dir.path().join("report");
-    let out = Command::new(BIN)
+    // Output to a file, not a pipe: the workload outlives the recording and
+    // holds what it inherited open.
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let status = Command::new(BIN)
         .args(["trace", "--stacks", "off-cpu,cpu", "-d", "3s", "-o"])
         .arg(&trace)
         .arg("--")
         .arg(&exe)
         .arg(&report_path)
-        .output()
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let report = read_report(&report_path);
     // SAFETY: kill with the pid of the workload we started (it waits for this).
     unsafe { libc::kill(report.pid as i32, libc::SIGKILL) };
-    assert!(out.status.success(), "schedlens trace failed:\n{stderr}");
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "schedlens trace failed:\n{stderr}");
     assert!(stderr.contains("stacks: "), "no stacks summary:\n{stderr}");
 
     let samples = samples(&oracle::decode(&trace).packets);
@@ -227,6 +233,47 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
         let user_at = s.frames.iter().position(|f| f == user_fn).unwrap();
         let sched_at = s.frames.iter().position(|f| f == "schedule").unwrap();
         assert!(user_at < sched_at, "frame order: {:?}", s.frames);
+    }
+
+    // Imported: every time the reader and the sleeper blocked (a thread_state
+    // in S or D) has its off-CPU stack, weighted by that state's duration.
+    for role in ["sl-reader", "sl-sleeper"] {
+        let tid = report.tids[role];
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM thread_state s WHERE s.utid = t.utid AND s.state IN \
+             ('S', 'D')), (SELECT total(dur) FROM thread_state s WHERE s.utid = t.utid AND \
+             s.state IN ('S', 'D')), (SELECT count(*) FROM off_cpu_sample o WHERE o.utid = \
+             t.utid AND o.state IN ('S', 'D')), (SELECT total(dur) FROM off_cpu_sample o WHERE \
+             o.utid = t.utid), (SELECT count(*) FROM off_cpu_sample o WHERE o.utid = t.utid) \
+             FROM thread t WHERE t.tid = {tid}"
+        );
+        let q = Command::new(BIN)
+            .args(["query", "--format", "csv"])
+            .arg(&trace)
+            .arg(&sql)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&q.stdout);
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        let row: Vec<f64> = text
+            .lines()
+            .nth(1)
+            .expect("a row")
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let (states, state_ns, weighted, weight_ns, samples) =
+            (row[0], row[1], row[2], row[3], row[4]);
+        assert!(states >= 50.0, "{role}: {states} blocked states");
+        assert_eq!(
+            samples, states,
+            "{role}: one off-CPU stack per blocked state"
+        );
+        assert_eq!(weighted, states, "{role}: each stack weighted by its state");
+        assert_eq!(
+            weight_ns, state_ns,
+            "{role}: weights are the states' durations"
+        );
     }
 
     // CPU samples of the workload: the spinner dominates, in its function.

@@ -838,6 +838,10 @@ impl Service {
         for comm in &r.comms {
             cmd.arg("--comm").arg(comm);
         }
+        // Checked against the catalog when the request was accepted.
+        if !r.stacks.is_empty() {
+            cmd.arg("--stacks").arg(r.stacks.join(","));
+        }
         // A service's environment has no sudo user; an inherited one must
         // not make the trace someone else's.
         for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER"] {
