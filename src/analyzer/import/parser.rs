@@ -10,7 +10,7 @@
 //! are dropped.
 
 use super::Storage;
-use super::counter::{self, CounterTracker};
+use super::counter;
 use super::events::{Event, PerfSampleEvent, Switch, Waking};
 use super::lifecycle;
 use super::process::NamePriority;
