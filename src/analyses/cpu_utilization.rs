@@ -158,7 +158,11 @@ fn interrupts_per_cpu(
 
 /// Busy time (non-idle sched_slice time clipped to the window) per CPU: the
 /// whole buckets from agg_cpu, the partial ones from sched_slice.
-fn busy_per_cpu(conn: &Connection, b: &TraceBounds, w: Window) -> Result<BTreeMap<i64, i64>> {
+pub(crate) fn busy_per_cpu(
+    conn: &Connection,
+    b: &TraceBounds,
+    w: Window,
+) -> Result<BTreeMap<i64, i64>> {
     let split = aggregate::split_window(aggregate::width(conn)?, b.abs(w.start), b.abs(w.end));
     let mut cpus = conn.prepare("SELECT cpu FROM cpu ORDER BY cpu")?;
     let mut busy: BTreeMap<i64, i64> = cpus

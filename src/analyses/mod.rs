@@ -18,7 +18,10 @@
 //! in tools/list and the server instructions; the README's tool table gets
 //! its row (a test compares the two).
 
+pub mod cpu_timeline;
 pub mod cpu_utilization;
+pub mod critical_path;
+pub mod process_activity;
 pub mod process_tree;
 pub mod scheduling_latency;
 pub mod search_events;

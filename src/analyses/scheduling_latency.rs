@@ -6,6 +6,7 @@ use rusqlite::{Connection, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::Dur;
 use super::percentiles::{
     EXACT_MAX_WAKEUPS, PercentileMethod, histogram, latencies, percentile_in_place,
@@ -54,6 +55,8 @@ pub struct WakeupCase {
     pub target_cpu: Option<i64>,
     /// CPU it then ran on.
     pub run_cpu: Option<i64>,
+    /// What held run_cpu while it waited (waking to running), most time first, at most 3.
+    pub held_by: Vec<Holder>,
 }
 
 /// Waking-to-running latency percentiles and the worst cases.
@@ -104,20 +107,27 @@ pub fn scheduling_latency(
     };
     let matched = utids.as_ref().map(Vec::len);
     let mut st = conn.prepare(
-        "SELECT ts, utid, waker_utid, waking_cpu, target_cpu, run_cpu FROM wakeup WHERE id = ?1",
+        "SELECT ts, utid, waker_utid, waking_cpu, target_cpu, run_cpu, run_ts FROM wakeup
+         WHERE id = ?1",
     )?;
     let mut cases = Vec::new();
     for (id, latency) in worst_rows {
-        let (ts, utid, waker, waking_cpu, target_cpu, run_cpu) = st.query_row([id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?;
+        let (ts, utid, waker, waking_cpu, target_cpu, run_cpu, run_ts) =
+            st.query_row([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
+            })?;
+        let held_by = match (run_cpu, run_ts) {
+            (Some(cpu), Some(run_ts)) => holders(conn, &b, cpu, ts, run_ts, HOLDERS)?,
+            _ => Vec::new(),
+        };
         let ids = task_ids(conn, &[utid].into_iter().chain(waker).collect::<Vec<_>>())?;
         let Some(task) = ids.get(&utid).cloned() else {
             continue;
@@ -131,6 +141,7 @@ pub fn scheduling_latency(
             waking_cpu,
             target_cpu,
             run_cpu,
+            held_by,
         });
     }
     Ok(SchedulingLatency {

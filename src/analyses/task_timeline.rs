@@ -8,6 +8,7 @@ use rusqlite::{Connection, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::{Dur, clip};
 use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
@@ -54,6 +55,10 @@ pub struct StateInterval {
     pub state: String,
     /// CPU for Running, else null.
     pub cpu: Option<i64>,
+    /// For R and R+ followed by Running: what held that CPU meanwhile, most time
+    /// first, at most 3 (empty: it was idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<Vec<Holder>>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -64,6 +69,11 @@ pub struct StateTotal {
 
 /// The state shown for a thread_state row whose state is NULL.
 const UNKNOWN_STATE: &str = "unknown";
+
+/// Runnable: waiting for a CPU (R after a wakeup, R+ after a preemption).
+fn is_runnable(state: &str) -> bool {
+    state == "R" || state == "R+"
+}
 
 /// Thread states of one thread, or of all threads of a process, merged.
 pub fn task_timeline(
@@ -140,17 +150,26 @@ pub fn task_timeline(
             merged.push((start, len, state, cpu));
         }
         budget -= merged.len();
+        let mut intervals = Vec::with_capacity(merged.len());
+        for (i, (s, d, state, cpu)) in merged.iter().enumerate() {
+            let next_cpu = merged.get(i + 1).and_then(|n| n.3);
+            let held_by = match next_cpu {
+                Some(run_cpu) if is_runnable(state) => {
+                    Some(holders(conn, &b, run_cpu, *s, s + d, HOLDERS)?)
+                }
+                _ => None,
+            };
+            intervals.push(StateInterval {
+                start: RelTime::new(b.rel(*s)),
+                dur: Dur::new(*d),
+                state: state.clone(),
+                cpu: *cpu,
+                held_by,
+            });
+        }
         threads.push(ThreadTimeline {
             task,
-            intervals: merged
-                .into_iter()
-                .map(|(s, d, state, cpu)| StateInterval {
-                    start: RelTime::new(b.rel(s)),
-                    dur: Dur::new(d),
-                    state,
-                    cpu,
-                })
-                .collect(),
+            intervals,
             totals: totals
                 .into_iter()
                 .map(|(state, t)| StateTotal {

@@ -10,6 +10,7 @@
 //! - [`registry`]: every tool once, in tools/list order; the instructions.
 //! - [`call`]: how a tool call runs: arguments, sandbox, limits, errors.
 //! - [`catalogue`]: list_tables, describe_table and the schema resource.
+//! - [`prompts`]: the prompts, the common investigations as plans over the tools.
 //! - [`query`]: the query tool.
 //! - [`recorder`]: record, recording_status and list_recordable_events, which
 //!   ask the recorder service (`--recorder`); the only tools that do more than read.
@@ -25,6 +26,7 @@ pub mod call;
 pub mod catalogue;
 mod command;
 pub mod fleet;
+mod prompts;
 pub mod query;
 pub mod recorder;
 pub mod registry;

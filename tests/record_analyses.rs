@@ -1,0 +1,395 @@
+//! The analyses on real recordings of known workloads, checked against what
+//! the file says when decoded with Perfetto's official protos: a chain of
+//! three threads over pipes (A waits on B, B on C, C on a timer) for
+//! critical_path, and a process spawning children for process_activity.
+//! Needs root; see `require_bpf`.
+#![cfg(feature = "record")]
+
+mod oracle;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
+use schedlens::analyses::critical_path::critical_path;
+use schedlens::analyses::process_activity::process_activity;
+use schedlens::analyses::timespec::{Window, trace_bounds};
+use schedlens::analyzer::db::{self, LoadOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
+const ROLE_ENV: &str = "SCHEDLENS_TEST_ROLE";
+const REPORT_ENV: &str = "SCHEDLENS_TEST_REPORT";
+const ROUNDS: usize = 4;
+const CHILDREN: usize = 5;
+/// C's sleep, then its and B's spin, per round.
+const C_SLEEP: Duration = Duration::from_millis(30);
+const C_SPIN: Duration = Duration::from_millis(5);
+const B_SPIN: Duration = Duration::from_millis(10);
+/// A's sleep before it waits for B, so B waits first.
+const A_SLEEP: Duration = Duration::from_millis(5);
+
+/// True when the test may run: outside CI and not root it skips loudly; in
+/// CI (CI=true) it must run.
+fn require_bpf() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but not running as root: recording tests must run, not skip");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record_analyses) !!!\n"
+    );
+    false
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+fn spin(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+fn pipe() -> (i32, i32) {
+    let mut p = [0i32; 2];
+    // SAFETY: a valid array for pipe().
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    (p[0], p[1])
+}
+
+fn put(fd: i32) {
+    // SAFETY: an open pipe end and a 1-byte buffer.
+    assert_eq!(unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) }, 1);
+}
+
+fn take(fd: i32) {
+    let mut b = [0u8; 1];
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) }, 1);
+}
+
+/// Not a real test: the workload role. Forks CHILDREN /bin/true, then runs
+/// the chain: each round C sleeps and spins, wakes B; B spins, wakes A.
+#[test]
+fn chain_entry() {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("chain") {
+        return;
+    }
+    let report = std::env::var(REPORT_ENV).expect("report path");
+    let mut out = format!("process {}\nspawner {}\n", std::process::id(), gettid());
+    for _ in 0..CHILDREN {
+        let mut child = Command::new("/bin/true").spawn().expect("spawn /bin/true");
+        assert!(child.wait().unwrap().success());
+    }
+    let (ab_r, ab_w) = pipe();
+    let (bc_r, bc_w) = pipe();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let role = move |name: &'static str, body: Box<dyn Fn() + Send>| {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                tx.send(format!("{name} {}\n", gettid())).unwrap();
+                for _ in 0..ROUNDS {
+                    body();
+                }
+            })
+            .unwrap()
+    };
+    let threads = [
+        role(
+            "sl-chain-c",
+            Box::new(move || {
+                std::thread::sleep(C_SLEEP);
+                spin(C_SPIN);
+                put(bc_w);
+            }),
+        ),
+        role(
+            "sl-chain-b",
+            Box::new(move || {
+                take(bc_r);
+                spin(B_SPIN);
+                put(ab_w);
+            }),
+        ),
+        role(
+            "sl-chain-a",
+            Box::new(move || {
+                std::thread::sleep(A_SLEEP);
+                take(ab_r);
+            }),
+        ),
+    ];
+    drop(role);
+    for t in threads {
+        t.join().unwrap();
+    }
+    out.extend(rx);
+    std::fs::write(report, out).unwrap();
+}
+
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Records the chain role; returns the trace and the report's "name id" lines.
+fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
+    let trace = dir.join("t.pftrace");
+    let report = dir.join("report");
+    let out = Command::new(BIN)
+        .args(["trace", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["chain_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, "chain")
+        .env(REPORT_ENV, &report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "schedlens trace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect();
+    (trace, ids)
+}
+
+/// The decoded trace: per CPU its switches (ts, prev, prev_state, next) in
+/// time order, every waking (ts, cpu, pid), and the full events.
+struct Decoded {
+    switches: BTreeMap<u32, Vec<(u64, i32, i64, i32)>>,
+    wakings: Vec<(u64, u32, i32)>,
+    events: Vec<Fe>,
+}
+
+fn decode(path: &Path) -> Decoded {
+    let mut raw: BTreeMap<u32, Vec<(u64, Option<i32>, i64, i32)>> = BTreeMap::new();
+    let mut wakings = Vec::new();
+    let mut events = Vec::new();
+    for p in oracle::decode(path)
+        .packets
+        .iter()
+        .filter(|p| p.has_ftrace_events())
+    {
+        let b = p.ftrace_events();
+        let cpu = b.cpu();
+        for e in &b.event {
+            match &e.event {
+                Some(Fe::SchedSwitch(s)) => raw.entry(cpu).or_default().push((
+                    e.timestamp(),
+                    Some(s.prev_pid()),
+                    s.prev_state(),
+                    s.next_pid(),
+                )),
+                Some(Fe::SchedWaking(w)) => wakings.push((e.timestamp(), cpu, w.pid())),
+                Some(other) => events.push(other.clone()),
+                None => {}
+            }
+        }
+        let c = &b.compact_sched;
+        let mut ts = 0u64;
+        for k in 0..c.switch_timestamp.len() {
+            ts = ts.wrapping_add(c.switch_timestamp[k]);
+            raw.entry(cpu).or_default().push((
+                ts,
+                None,
+                c.switch_prev_state[k],
+                c.switch_next_pid[k],
+            ));
+        }
+        let mut ts = 0u64;
+        for k in 0..c.waking_timestamp.len() {
+            ts = ts.wrapping_add(c.waking_timestamp[k]);
+            wakings.push((ts, cpu, c.waking_pid[k]));
+        }
+    }
+    let mut switches = BTreeMap::new();
+    for (cpu, mut sws) in raw {
+        sws.sort_by_key(|s| s.0);
+        let mut prev_next = 0;
+        let mut out = Vec::with_capacity(sws.len());
+        for (ts, prev, state, next) in sws {
+            out.push((ts, prev.unwrap_or(prev_next), state, next));
+            prev_next = next;
+        }
+        switches.insert(cpu, out);
+    }
+    wakings.sort_unstable();
+    Decoded {
+        switches,
+        wakings,
+        events,
+    }
+}
+
+impl Decoded {
+    /// The task running on `cpu` at `ts` (the last switch at or before it).
+    fn current(&self, cpu: u32, ts: u64) -> Option<i32> {
+        let sws = &self.switches[&cpu];
+        let i = sws.partition_point(|s| s.0 <= ts);
+        i.checked_sub(1).map(|i| sws[i].3)
+    }
+
+    /// Wakings of `pid` issued while `waker` ran: their times.
+    fn woken_by(&self, pid: i32, waker: i32) -> Vec<u64> {
+        self.wakings
+            .iter()
+            .filter(|w| w.2 == pid && self.current(w.1, w.0) == Some(waker))
+            .map(|w| w.0)
+            .collect()
+    }
+
+    /// When `pid` last switched out to sleep before `ts`.
+    fn slept_at(&self, pid: i32, ts: u64) -> u64 {
+        self.switches
+            .values()
+            .flatten()
+            .filter(|s| s.1 == pid && s.2 != 0 && s.0 < ts)
+            .map(|s| s.0)
+            .max()
+            .unwrap()
+    }
+}
+
+#[test]
+fn critical_path_of_a_chain_follows_the_wakers() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("schedlens-test-chain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _tmp = Tmp(dir.clone());
+    let (trace, ids) = record(&dir);
+    let (a, b, c) = (ids["sl-chain-a"], ids["sl-chain-b"], ids["sl-chain-c"]);
+    let d = decode(&trace);
+    let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
+    let conn = db::open_readonly(&loaded.db_path).unwrap();
+    let start = trace_bounds(&conn).unwrap().start_ts as u64;
+
+    // Each round: A slept from its switch-out until B woke it; B had been
+    // woken by C. Over that wait the path is C (asleep on its timer, then
+    // running) until it woke B, then B until it woke A.
+    let a_wakes = d.woken_by(a, b);
+    assert_eq!(a_wakes.len(), ROUNDS, "B woke A once per round");
+    let b_wakes = d.woken_by(b, c);
+    assert_eq!(b_wakes.len(), ROUNDS, "C woke B once per round");
+    for (&a_wake, &b_wake) in a_wakes.iter().zip(&b_wakes) {
+        let a_sleep = d.slept_at(a, a_wake);
+        assert!(
+            a_sleep < b_wake && b_wake < a_wake,
+            "A waits across B's wakeup"
+        );
+        let w = Window {
+            start: (a_sleep - start) as i64,
+            end: (a_wake - start) as i64,
+        };
+        let p = critical_path(&conn, a as i64, w, 100).unwrap();
+        let got: Vec<(i64, i64)> = p.by_thread.iter().map(|t| (t.tid, t.ns)).collect();
+        let mut want = vec![
+            (c as i64, (b_wake - a_sleep) as i64),
+            (b as i64, (a_wake - b_wake) as i64),
+        ];
+        want.sort_by_key(|t| std::cmp::Reverse(t.1));
+        assert_eq!(
+            got, want,
+            "time on A's path per thread, round ending {a_wake}"
+        );
+        assert_eq!(p.covered.ns.0, (a_wake - a_sleep) as i64);
+        let depths: Vec<(i64, u32, Option<i64>)> =
+            p.steps.iter().map(|s| (s.tid, s.depth, s.wakes)).collect();
+        assert_eq!(
+            depths,
+            [(c as i64, 2, Some(b as i64)), (b as i64, 1, Some(a as i64))],
+            "C at depth 2 (about to wake B), then B at depth 1 (about to wake A)"
+        );
+        assert_eq!(
+            p.steps[1].wakes_from.as_deref(),
+            Some("S"),
+            "A slept in read"
+        );
+        let b_run = p.by_thread.iter().find(|t| t.tid == b as i64).unwrap();
+        assert!(b_run.running_ns > 0 && b_run.running_ns <= b_run.ns);
+    }
+}
+
+#[test]
+fn process_activity_counts_the_children() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("schedlens-test-spawn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _tmp = Tmp(dir.clone());
+    let (trace, ids) = record(&dir);
+    let (pid, spawner) = (ids["process"], ids["spawner"]);
+    let d = decode(&trace);
+    // From the file: forks by the workload's main thread or the thread that
+    // spawns (the test harness may run it on its own thread), new processes
+    // or threads; execs of /bin/true.
+    let forks: Vec<i32> = d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Fe::SchedProcessFork(f) if [pid, spawner].contains(&f.parent_pid()) => {
+                Some(f.child_pid())
+            }
+            _ => None,
+        })
+        .collect();
+    let threads_of_pid = |child: i32| {
+        d.events.iter().any(|e| {
+            matches!(e, Fe::TaskNewtask(t) if t.pid() == child && t.clone_flags() & 0x10000 != 0)
+        })
+    };
+    let new_threads = forks.iter().filter(|&&c| threads_of_pid(c)).count() as i64;
+    let new_processes = forks.len() as i64 - new_threads;
+    let execs = d
+        .events
+        .iter()
+        .filter(|e| matches!(e, Fe::SchedProcessExec(x) if x.filename() == "/bin/true"))
+        .count() as i64;
+    assert_eq!(new_processes, CHILDREN as i64);
+    assert_eq!(execs, CHILDREN as i64);
+
+    let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
+    let conn = db::open_readonly(&loaded.db_path).unwrap();
+    let whole = trace_bounds(&conn).unwrap().whole();
+    let act = process_activity(&conn, whole, 50).unwrap();
+    let me = act
+        .processes
+        .iter()
+        .find(|p| p.pid == Some(pid as i64))
+        .expect("the workload process is listed");
+    assert_eq!(
+        (me.new_processes, me.new_threads),
+        (new_processes, new_threads)
+    );
+    let true_execs = act
+        .top_execs
+        .iter()
+        .find(|e| e.filename == "/bin/true")
+        .map(|e| e.count);
+    assert_eq!(true_execs, Some(execs));
+}
