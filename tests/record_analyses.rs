@@ -1,6 +1,6 @@
 //! The analyses on real recordings of known workloads, checked against what
 //! the file says when decoded with Perfetto's official protos: a chain of
-//! three threads over pipes (A waits on B, B on C, C on a timer) for
+//! three threads over pipes (A waits on B, B on C, C computes) for
 //! critical_path, and a process spawning children for process_activity.
 //! Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
@@ -21,14 +21,16 @@ use schedlens::analyzer::db::{self, LoadOptions};
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
 const ROLE_ENV: &str = "SCHEDLENS_TEST_ROLE";
 const REPORT_ENV: &str = "SCHEDLENS_TEST_REPORT";
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 6;
 const CHILDREN: usize = 5;
-/// C's sleep, then its and B's spin, per round.
-const C_SLEEP: Duration = Duration::from_millis(30);
-const C_SPIN: Duration = Duration::from_millis(5);
+/// C's and B's work per round. C never sleeps: a timer's wakeup would put
+/// whatever the timer interrupted on the path (the trace has no IRQ context
+/// for compact wakings, and then Perfetto takes the interrupted thread as
+/// the waker).
+const C_SPIN: Duration = Duration::from_millis(30);
 const B_SPIN: Duration = Duration::from_millis(10);
-/// A's sleep before it waits for B, so B waits first.
-const A_SLEEP: Duration = Duration::from_millis(5);
+/// One recording at a time: concurrent recorders compete for the machine.
+static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// True when the test may run: outside CI and not root it skips loudly; in
 /// CI (CI=true) it must run.
@@ -77,7 +79,7 @@ fn take(fd: i32) {
 }
 
 /// Not a real test: the workload role. Forks CHILDREN /bin/true, then runs
-/// the chain: each round C sleeps and spins, wakes B; B spins, wakes A.
+/// the chain: each round C spins and wakes B; B spins and wakes A.
 #[test]
 fn chain_entry() {
     if std::env::var(ROLE_ENV).as_deref() != Ok("chain") {
@@ -108,7 +110,6 @@ fn chain_entry() {
         role(
             "sl-chain-c",
             Box::new(move || {
-                std::thread::sleep(C_SLEEP);
                 spin(C_SPIN);
                 put(bc_w);
             }),
@@ -121,13 +122,7 @@ fn chain_entry() {
                 put(ab_w);
             }),
         ),
-        role(
-            "sl-chain-a",
-            Box::new(move || {
-                std::thread::sleep(A_SLEEP);
-                take(ab_r);
-            }),
-        ),
+        role("sl-chain-a", Box::new(move || take(ab_r))),
     ];
     drop(role);
     for t in threads {
@@ -148,6 +143,7 @@ impl Drop for Tmp {
 fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
     let trace = dir.join("t.pftrace");
     let report = dir.join("report");
+    let _one = RECORDING.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(BIN)
         .args(["trace", "-o"])
         .arg(&trace)
@@ -287,49 +283,72 @@ fn critical_path_of_a_chain_follows_the_wakers() {
     let conn = db::open_readonly(&loaded.db_path).unwrap();
     let start = trace_bounds(&conn).unwrap().start_ts as u64;
 
-    // Each round: A slept from its switch-out until B woke it; B had been
-    // woken by C. Over that wait the path is C (asleep on its timer, then
-    // running) until it woke B, then B until it woke A.
+    // Each round: A slept from its switch-out until B woke it; B slept from
+    // its own switch-out until C woke it. Over A's wait the path is B (its
+    // previous run) until B slept, if A slept first, then C (which never
+    // sleeps) until it woke B, then B until it woke A.
+    // On a loaded machine a write can come before its reader blocks, and
+    // then wakes no one: every wakeup of A by B is a round to check.
     let a_wakes = d.woken_by(a, b);
-    assert_eq!(a_wakes.len(), ROUNDS, "B woke A once per round");
+    assert!(
+        (ROUNDS / 2..=ROUNDS).contains(&a_wakes.len()),
+        "B woke A in most rounds ({})",
+        a_wakes.len()
+    );
     let b_wakes = d.woken_by(b, c);
-    assert_eq!(b_wakes.len(), ROUNDS, "C woke B once per round");
-    for (&a_wake, &b_wake) in a_wakes.iter().zip(&b_wakes) {
+    for &a_wake in &a_wakes {
         let a_sleep = d.slept_at(a, a_wake);
-        assert!(
-            a_sleep < b_wake && b_wake < a_wake,
-            "A waits across B's wakeup"
-        );
+        // B's last wakeup by C before it woke A; when B was awake through
+        // A's whole wait, the path is B alone.
+        let b_wake = b_wakes
+            .iter()
+            .copied()
+            .filter(|&t| t < a_wake)
+            .max()
+            .unwrap_or(0)
+            .max(a_sleep);
+        let b_sleep = if b_wake > a_sleep {
+            d.slept_at(b, b_wake)
+        } else {
+            a_sleep
+        };
         let w = Window {
             start: (a_sleep - start) as i64,
             end: (a_wake - start) as i64,
         };
         let p = critical_path(&conn, a as i64, w, 100).unwrap();
         let got: Vec<(i64, i64)> = p.by_thread.iter().map(|t| (t.tid, t.ns)).collect();
-        let mut want = vec![
-            (c as i64, (b_wake - a_sleep) as i64),
-            (b as i64, (a_wake - b_wake) as i64),
-        ];
-        want.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let b_before = b_sleep.saturating_sub(a_sleep);
+        let mut want = vec![(b as i64, (b_before + a_wake - b_wake) as i64)];
+        if b_wake > a_sleep {
+            want.push((c as i64, (b_wake - a_sleep.max(b_sleep)) as i64));
+        }
+        want.sort_by_key(|t| (std::cmp::Reverse(t.1), t.0));
         assert_eq!(
             got, want,
             "time on A's path per thread, round ending {a_wake}"
         );
         assert_eq!(p.covered.ns.0, (a_wake - a_sleep) as i64);
-        let depths: Vec<(i64, u32, Option<i64>)> =
-            p.steps.iter().map(|s| (s.tid, s.depth, s.wakes)).collect();
+        let steps: Vec<(i64, u32, Option<i64>, Option<&str>)> = p
+            .steps
+            .iter()
+            .map(|s| (s.tid, s.depth, s.wakes, s.wakes_from.as_deref()))
+            .collect();
+        let mut want_steps = Vec::new();
+        if b_before > 0 {
+            want_steps.push((b as i64, 1, Some(a as i64), Some("S")));
+        }
+        if b_wake > a_sleep {
+            want_steps.push((c as i64, 2, Some(b as i64), Some("S")));
+        }
+        want_steps.push((b as i64, 1, Some(a as i64), Some("S")));
         assert_eq!(
-            depths,
-            [(c as i64, 2, Some(b as i64)), (b as i64, 1, Some(a as i64))],
-            "C at depth 2 (about to wake B), then B at depth 1 (about to wake A)"
+            steps, want_steps,
+            "C at depth 2 (about to wake B, asleep in read), B at depth 1 (about to wake A)"
         );
-        assert_eq!(
-            p.steps[1].wakes_from.as_deref(),
-            Some("S"),
-            "A slept in read"
-        );
-        let b_run = p.by_thread.iter().find(|t| t.tid == b as i64).unwrap();
-        assert!(b_run.running_ns > 0 && b_run.running_ns <= b_run.ns);
+        for t in &p.by_thread {
+            assert!(t.running_ns > 0 && t.running_ns <= t.ns, "{t:?}");
+        }
     }
 }
 

@@ -21,11 +21,16 @@ struct PromptDef {
 
 /// " in trace X" or "" when no trace was named.
 fn in_trace(trace: Option<String>) -> String {
-    trace.map_or_else(String::new, |t| format!(" in trace {t:?} (pass trace = {t:?})"))
+    trace.map_or_else(String::new, |t| {
+        format!(" in trace {t:?} (pass trace = {t:?})")
+    })
 }
 
 fn window_text(window: Option<String>) -> String {
-    window.map_or_else(|| "over the whole trace".into(), |w| format!("in the window {w:?}"))
+    window.map_or_else(
+        || "over the whole trace".into(),
+        |w| format!("in the window {w:?}"),
+    )
 }
 
 const PROMPTS: &[PromptDef] = &[
@@ -35,7 +40,11 @@ const PROMPTS: &[PromptDef] = &[
                       CPU, and what it waited on.",
         arguments: &[
             ("task", "Task name, tid or pid", true),
-            ("window", "Time window from the trace start, e.g. \"1s..2s\"", false),
+            (
+                "window",
+                "Time window from the trace start, e.g. \"1s..2s\"",
+                false,
+            ),
             ("trace", "Trace name, when several are served", false),
         ],
         text: |arg| {
@@ -158,13 +167,12 @@ pub(super) fn get(name: &str, args: Option<&JsonObject>) -> Result<GetPromptResu
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    if let Some(missing) = p
-        .arguments
-        .iter()
-        .find(|a| a.2 && value(a.0).is_none())
-    {
+    if let Some(missing) = p.arguments.iter().find(|a| a.2 && value(a.0).is_none()) {
         return Err(ErrorData::invalid_params(
-            format!("prompt {name} needs the argument {:?} ({})", missing.0, missing.1),
+            format!(
+                "prompt {name} needs the argument {:?} ({})",
+                missing.0, missing.1
+            ),
             None,
         ));
     }
@@ -186,8 +194,7 @@ mod tests {
         for p in PROMPTS {
             let text = (p.text)(&|k: &str| Some(format!("<{k}>")));
             for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if word.contains('_') && word.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                {
+                if word.contains('_') && word.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                     let is_arg = ["order_by", "cpu_time", "wakeup_latency", "held_by"];
                     assert!(
                         tools.contains(&word) || is_arg.contains(&word),
