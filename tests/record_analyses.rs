@@ -170,16 +170,21 @@ fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
     (trace, ids)
 }
 
-/// The decoded trace: per CPU its switches (ts, prev, prev_state, next) in
-/// time order, every waking (ts, cpu, pid), and the full events.
+/// A switch: ts, prev pid, prev_state, next pid.
+type Switch = (u64, i32, i64, i32);
+
+/// The decoded trace: per CPU its switches in time order, every waking
+/// (ts, cpu, pid), and the full events.
 struct Decoded {
-    switches: BTreeMap<u32, Vec<(u64, i32, i64, i32)>>,
+    switches: BTreeMap<u32, Vec<Switch>>,
     wakings: Vec<(u64, u32, i32)>,
     events: Vec<Fe>,
 }
 
 fn decode(path: &Path) -> Decoded {
-    let mut raw: BTreeMap<u32, Vec<(u64, Option<i32>, i64, i32)>> = BTreeMap::new();
+    // Per CPU, as decoded: a compact switch names no prev (None).
+    type Raw = (u64, Option<i32>, i64, i32);
+    let mut raw: BTreeMap<u32, Vec<Raw>> = BTreeMap::new();
     let mut wakings = Vec::new();
     let mut events = Vec::new();
     for p in oracle::decode(path)

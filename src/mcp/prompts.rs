@@ -11,12 +11,15 @@ use crate::analyses::{
     search_events, task_timeline, top_tasks, trace_info,
 };
 
+/// A prompt's arguments as its text reads them: the value given, if any.
+type ArgValue<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// One prompt: its arguments (name, what it is, required) and its text.
 struct PromptDef {
     name: &'static str,
     description: &'static str,
     arguments: &'static [(&'static str, &'static str, bool)],
-    text: fn(&dyn Fn(&str) -> Option<String>) -> String,
+    text: fn(ArgValue) -> String,
 }
 
 /// " in trace X" or "" when no trace was named.
