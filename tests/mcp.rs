@@ -1545,6 +1545,115 @@ async fn malformed_requests_get_json_rpc_errors() {
             .unwrap()
             .success()
     );
+
+/// The analyses added for issue 16 through the real server: their default
+/// answers fit 4 KB, and they agree with the workload's rows.
+#[tokio::test]
+async fn timeline_activity_and_critical_path_over_mcp() {
+    let f = fixture();
+    let w = &f.w;
+    let c = serve(&f.trace, &[]).await;
+    let size = |v: &Value| serde_json::to_string(v).unwrap().len();
+
+    let t = ok(&c, "cpu_timeline", json!({"cpu": 1})).await;
+    assert!(size(&t) <= 4096, "cpu_timeline default answer {} B", size(&t));
+    assert_eq!(t["runs"].as_array().unwrap().len(), 20, "the default limit");
+    assert!(t["listed_until"].is_object());
+    let full = ok(
+        &c,
+        "cpu_timeline",
+        json!({"cpu": 1, "window": "40ms..90ms", "limit": 2000}),
+    )
+    .await;
+    let ran: i64 = full["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["tid"] != 0)
+        .map(|r| ns(&r["dur"]))
+        .sum();
+    let busy = w.busy_in(1, START_TS + 40_000_000, START_TS + 90_000_000);
+    assert_eq!((ran, ns(&full["busy"])), (busy, busy));
+    let e = err(&c, "cpu_timeline", json!({"cpu": 7})).await;
+    assert!(e.contains("no CPU 7"), "{e}");
+
+    let a = ok(&c, "process_activity", json!({})).await;
+    assert!(size(&a) <= 4096, "process_activity default answer {} B", size(&a));
+    assert_eq!(a["execs"], w.execs.len() as i64);
+
+    // A worker's path: every thread of the workload fits in by_thread, so
+    // their times add up to the time covered.
+    let tid = w.threads[1].tid;
+    let p = ok(&c, "critical_path", json!({"tid": tid})).await;
+    assert!(size(&p) <= 4096, "critical_path default answer {} B", size(&p));
+    assert_eq!(p["task"]["tid"], tid);
+    let on_path: i64 = p["by_thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["ns"].as_i64().unwrap())
+        .sum();
+    assert!(on_path > 0);
+    assert_eq!(on_path, ns(&p["covered"]));
+    assert!(
+        p["by_thread"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tid"] != tid),
+        "its wakers are on its path"
+    );
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn prompts_plan_the_common_investigations() {
+    use rmcp::model::GetPromptRequestParams;
+    let f = fixture();
+    let c = serve(&f.trace, &[]).await;
+    let prompts = c.list_all_prompts().await.unwrap();
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "investigate_task_latency",
+            "compare_before_after",
+            "what_is_this_machine_doing"
+        ]
+    );
+    let mut args = serde_json::Map::new();
+    args.insert("task".into(), json!("worker1"));
+    let got = c
+        .get_prompt(GetPromptRequestParams::new("investigate_task_latency").with_arguments(args))
+        .await
+        .unwrap();
+    let text: String = got
+        .messages
+        .iter()
+        .filter_map(|m| m.content.as_text().map(|t| t.text.clone()))
+        .collect();
+    for needle in [
+        "\"worker1\"",
+        scheduling_latency::TOOL.name,
+        task_timeline::TOOL.name,
+        "critical_path",
+        "cpu_timeline",
+    ] {
+        assert!(text.contains(needle), "the prompt lacks {needle}: {text}");
+    }
+    let missing = c
+        .get_prompt(GetPromptRequestParams::new("compare_before_after"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("needs the argument \"before\""), "{missing}");
+    let unknown = c
+        .get_prompt(GetPromptRequestParams::new("nope"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown prompt"), "{unknown}");
+    c.cancel().await.unwrap();
 }
 
 /// fleet_summary loads every trace of the directory and answers each from

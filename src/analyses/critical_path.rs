@@ -507,7 +507,7 @@ pub struct CriticalPathArgs {
     /// Time window from the trace start: "1s..1.2s", "..500ms", "2s..", or {start, end}.
     /// Default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most steps to list: default 20, at most 2000.
+    /// Most steps to list: default 12, at most 2000.
     pub limit: Option<i64>,
 }
 
@@ -517,7 +517,7 @@ pub const TOOL: Tool<CriticalPathArgs, CriticalPath> = Tool {
                   path): while it slept, who woke it, that waker's own waits, recursively, \
                   as steps with depth and durations, and the time per thread.",
     answer: |trace, a| {
-        let limit = count_arg("limit", a.limit, 20, 2000)?;
+        let limit = count_arg("limit", a.limit, 12, 2000)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         critical_path(trace.conn, a.tid, w, limit)
     },
