@@ -1556,7 +1556,11 @@ async fn timeline_activity_and_critical_path_over_mcp() {
     let size = |v: &Value| serde_json::to_string(v).unwrap().len();
 
     let t = ok(&c, "cpu_timeline", json!({"cpu": 1})).await;
-    assert!(size(&t) <= 4096, "cpu_timeline default answer {} B", size(&t));
+    assert!(
+        size(&t) <= 4096,
+        "cpu_timeline default answer {} B",
+        size(&t)
+    );
     assert_eq!(t["runs"].as_array().unwrap().len(), 20, "the default limit");
     assert!(t["listed_until"].is_object());
     let full = ok(
@@ -1578,14 +1582,22 @@ async fn timeline_activity_and_critical_path_over_mcp() {
     assert!(e.contains("no CPU 7"), "{e}");
 
     let a = ok(&c, "process_activity", json!({})).await;
-    assert!(size(&a) <= 4096, "process_activity default answer {} B", size(&a));
+    assert!(
+        size(&a) <= 4096,
+        "process_activity default answer {} B",
+        size(&a)
+    );
     assert_eq!(a["execs"], w.execs.len() as i64);
 
     // A worker's path: every thread of the workload fits in by_thread, so
     // their times add up to the time covered.
     let tid = w.threads[1].tid;
     let p = ok(&c, "critical_path", json!({"tid": tid})).await;
-    assert!(size(&p) <= 4096, "critical_path default answer {} B", size(&p));
+    assert!(
+        size(&p) <= 4096,
+        "critical_path default answer {} B",
+        size(&p)
+    );
     assert_eq!(p["task"]["tid"], tid);
     let on_path: i64 = p["by_thread"]
         .as_array()
@@ -1646,7 +1658,10 @@ async fn prompts_plan_the_common_investigations() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(missing.contains("needs the argument \"before\""), "{missing}");
+    assert!(
+        missing.contains("needs the argument \"before\""),
+        "{missing}"
+    );
     let unknown = c
         .get_prompt(GetPromptRequestParams::new("nope"))
         .await
@@ -1712,5 +1727,45 @@ async fn fleet_summary_covers_every_trace_of_the_directory() {
             .all(|t| t["loaded"] == json!(true)),
         "{list}"
     );
+    c.cancel().await.unwrap();
+}
+
+/// compare through the server: two traces of the synthetic workload, the
+/// second shorter; CPU time per thread name as the rows say.
+#[tokio::test]
+async fn compare_matches_threads_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = common::workload(4, 3, 2, 300);
+    let after = common::workload(4, 3, 2, 200);
+    let (ta, _) = loaded_trace(dir.path(), "before.pftrace", &before);
+    let (tb, _) = loaded_trace(dir.path(), "after.pftrace", &after);
+    let c = serve(&ta, &[tb.to_str().unwrap()]).await;
+    let cmp = ok(
+        &c,
+        "compare",
+        json!({"before": "before.pftrace", "after": "after.pftrace"}),
+    )
+    .await;
+    let size = serde_json::to_string(&cmp).unwrap().len();
+    assert!(size <= 4096, "compare default answer {size} B");
+    let tasks = cmp["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 6, "every worker thread by name");
+    for t in tasks {
+        let name = t["thread"].as_str().unwrap();
+        let cpu = |w: &Workload| {
+            let th = w.threads.iter().find(|x| x.name == name).unwrap();
+            w.cpu_time(th.utid)
+        };
+        assert_eq!(t["cpu_ns"]["before"], cpu(&before), "{name}");
+        assert_eq!(t["cpu_ns"]["after"], cpu(&after), "{name}");
+    }
+    assert_eq!(cmp["cpus"].as_array().unwrap().len(), 4);
+    let e = err(
+        &c,
+        "compare",
+        json!({"before": "before.pftrace", "after": "nope"}),
+    )
+    .await;
+    assert!(e.contains("nope"), "{e}");
     c.cancel().await.unwrap();
 }

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
+use schedlens::analyses::compare::compare;
 use schedlens::analyses::critical_path::critical_path;
 use schedlens::analyses::process_activity::process_activity;
 use schedlens::analyses::timespec::{Window, trace_bounds};
@@ -28,7 +29,10 @@ const CHILDREN: usize = 5;
 /// for compact wakings, and then Perfetto takes the interrupted thread as
 /// the waker).
 const C_SPIN: Duration = Duration::from_millis(30);
-const B_SPIN: Duration = Duration::from_millis(10);
+const B_SPIN_MS: u64 = 10;
+/// Overrides B_SPIN_MS in the workload: the one change between the two
+/// recordings `compare` compares.
+const B_SPIN_ENV: &str = "SCHEDLENS_TEST_B_SPIN_MS";
 /// One recording at a time: concurrent recorders compete for the machine.
 static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -91,6 +95,9 @@ fn chain_entry() {
         let mut child = Command::new("/bin/true").spawn().expect("spawn /bin/true");
         assert!(child.wait().unwrap().success());
     }
+    let b_spin = Duration::from_millis(
+        std::env::var(B_SPIN_ENV).map_or(B_SPIN_MS, |v| v.parse().expect("B's spin in ms")),
+    );
     let (ab_r, ab_w) = pipe();
     let (bc_r, bc_w) = pipe();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -118,7 +125,7 @@ fn chain_entry() {
             "sl-chain-b",
             Box::new(move || {
                 take(bc_r);
-                spin(B_SPIN);
+                spin(b_spin);
                 put(ab_w);
             }),
         ),
@@ -141,8 +148,13 @@ impl Drop for Tmp {
 
 /// Records the chain role; returns the trace and the report's "name id" lines.
 fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
-    let trace = dir.join("t.pftrace");
-    let report = dir.join("report");
+    record_with(dir, "t.pftrace", B_SPIN_MS)
+}
+
+/// Records the chain role into `dir/name` with B spinning `b_spin_ms` a round.
+fn record_with(dir: &Path, name: &str, b_spin_ms: u64) -> (PathBuf, BTreeMap<String, i32>) {
+    let trace = dir.join(name);
+    let report = dir.join(format!("{name}.report"));
     let _one = RECORDING.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(BIN)
         .args(["trace", "-o"])
@@ -151,6 +163,7 @@ fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
         .arg(std::env::current_exe().unwrap())
         .args(["chain_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, "chain")
+        .env(B_SPIN_ENV, b_spin_ms.to_string())
         .env(REPORT_ENV, &report)
         .output()
         .unwrap();
@@ -249,6 +262,16 @@ impl Decoded {
         let sws = &self.switches[&cpu];
         let i = sws.partition_point(|s| s.0 <= ts);
         i.checked_sub(1).map(|i| sws[i].3)
+    }
+
+    /// Time `pid` ran: from each switch to it until its CPU's next switch.
+    fn cpu_time(&self, pid: i32) -> u64 {
+        self.switches
+            .values()
+            .flat_map(|s| s.windows(2))
+            .filter(|w| w[0].3 == pid)
+            .map(|w| w[1].0 - w[0].0)
+            .sum()
     }
 
     /// Wakings of `pid` issued while `waker` ran: their times.
@@ -416,4 +439,61 @@ fn process_activity_counts_the_children() {
         .find(|e| e.filename == "/bin/true")
         .map(|e| e.count);
     assert_eq!(true_execs, Some(execs));
+}
+
+#[test]
+fn compare_finds_the_one_change() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("schedlens-test-ab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _tmp = Tmp(dir.clone());
+    // The change: B computes 25 ms a round instead of 10.
+    let (ta, ia) = record_with(&dir, "before.pftrace", B_SPIN_MS);
+    let (tb, ib) = record_with(&dir, "after.pftrace", 25);
+    let open = |t: &Path| {
+        let loaded = db::load(t, &LoadOptions::default()).unwrap();
+        db::open_readonly(&loaded.db_path).unwrap()
+    };
+    let (ca, cb) = (open(&ta), open(&tb));
+    let cmp = compare(&ca, &cb, ("before", "after"), 500).unwrap();
+    let (da, db_) = (decode(&ta), decode(&tb));
+    let row = |thread: &str| {
+        cmp.tasks
+            .iter()
+            .find(|t| t.thread.as_deref() == Some(thread))
+            .unwrap_or_else(|| panic!("{thread} is compared"))
+    };
+    for name in ["sl-chain-a", "sl-chain-b", "sl-chain-c"] {
+        let r = row(name);
+        assert_eq!(
+            (r.cpu_ns.before, r.cpu_ns.after),
+            (
+                Some(da.cpu_time(ia[name]) as i64),
+                Some(db_.cpu_time(ib[name]) as i64)
+            ),
+            "{name}'s CPU time in each trace"
+        );
+    }
+    let b = row("sl-chain-b");
+    let grew = b.cpu_ns.after.unwrap() - b.cpu_ns.before.unwrap();
+    let expected = (ROUNDS as i64) * 15_000_000;
+    assert!(
+        grew > expected * 8 / 10,
+        "B's CPU time grew by {grew} ns, about {expected}"
+    );
+    // The rest of the machine (other builds) changes too, so B need not be
+    // among the 3 largest regressions; there are some.
+    assert!(
+        (1..=3).contains(&cmp.regressions.len()),
+        "{:?}",
+        cmp.regressions
+    );
+    assert_eq!(
+        cmp.cpus.len(),
+        ca.query_row("SELECT count(*) FROM cpu", [], |r| r.get::<_, usize>(0))
+            .unwrap()
+    );
 }

@@ -18,6 +18,7 @@
 //! in tools/list and the server instructions; the README's tool table gets
 //! its row (a test compares the two).
 
+pub mod compare;
 pub mod cpu_timeline;
 pub mod cpu_utilization;
 pub mod critical_path;

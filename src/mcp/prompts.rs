@@ -7,7 +7,7 @@ use rmcp::model::{GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMes
 
 use super::traces;
 use crate::analyses::{
-    cpu_timeline, cpu_utilization, critical_path, process_activity, scheduling_latency,
+    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, scheduling_latency,
     search_events, task_timeline, top_tasks, trace_info,
 };
 
@@ -89,13 +89,15 @@ const PROMPTS: &[PromptDef] = &[
             );
             format!(
                 "Compare the trace {before:?} (before) with {after:?} (after); {list} names the \
-                 traces. For each of the two (pass trace = its name), call {util}, {top} \
-                 (order_by cpu_time, then wakeup_latency) and {latency}. Match processes and \
-                 threads across the traces by name, since pids differ. Report the biggest \
+                 traces. Call {compare} (before, after) first. For detail, call on each of the \
+                 two (pass trace = its name) {util}, {top} (order_by cpu_time, then \
+                 wakeup_latency) and {latency}. Match processes and threads across the traces \
+                 by name, since pids differ. Report the biggest \
                  regressions first (more CPU time, more switches, higher p99 latency, busier \
                  CPUs), then improvements, each with both values and the change in percent; \
                  say what stayed the same.",
                 list = traces::LIST_TRACES.name,
+                compare = compare::TOOL.name,
                 util = cpu_utilization::TOOL.name,
                 top = top_tasks::TOOL.name,
                 latency = scheduling_latency::TOOL.name,

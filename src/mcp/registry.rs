@@ -8,7 +8,7 @@ use super::query;
 use super::recorder;
 use super::traces;
 use crate::analyses::{
-    cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
+    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
     scheduling_latency, search_events, task_timeline, top_tasks, trace_info,
 };
 
@@ -49,6 +49,7 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, cpu_timeline::TOOL),
         Entry::analysis(Analysis, process_tree::TOOL),
         Entry::analysis(Analysis, process_activity::TOOL),
+        Entry::on_two_traces(Analysis, compare::TOOL),
         Entry::in_worker(Sql, query::QUERY),
     ]
 }
