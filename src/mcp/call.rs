@@ -1,8 +1,9 @@
 //! How a tool call runs. Every tool but list_traces and compare (two traces)
 //! reads one trace: it takes a `trace` argument (declared here, once), its
 //! other arguments are parsed into the tool's own type, and its work runs on a
-//! sandboxed connection to that trace's database, on a blocking thread so a long query never stalls
-//! the stdio loop, stopped by the time limit or the request's cancellation.
+//! sandboxed connection to that trace's database, on a blocking thread so a
+//! long query never stalls the stdio loop, stopped by the time limit or the
+//! request's cancellation.
 //! User mistakes come back as tool errors (isError) the model can read.
 
 use std::future::Future;
