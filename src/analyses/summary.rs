@@ -2,6 +2,7 @@
 
 use crate::analyses::cpu_utilization::{GroupBy, cpu_utilization};
 use crate::analyses::durations::Dur;
+use crate::analyses::process_activity::process_activity;
 use crate::analyses::scheduling_latency::{SchedulingLatency, scheduling_latency};
 use crate::analyses::tasks::TaskFilter;
 use crate::analyses::timespec::trace_bounds;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 
 /// Tasks shown in the top-tasks and latency tables.
 const TOP: usize = 10;
+/// Worst waits shown with what held their CPU.
+const WORST: usize = 3;
 
 /// Arguments of `schedlens summary`.
 #[derive(Debug, clap::Args)]
@@ -161,6 +164,33 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
         }
     }
     writeln!(out, "  drops:     {drops}")?;
+    let act = process_activity(conn, whole, 3)?;
+    let spawners: Vec<String> = act
+        .processes
+        .iter()
+        .filter(|p| p.new_processes + p.new_threads > 0)
+        .map(|p| {
+            format!(
+                "{} ({}) {}",
+                p.name.as_deref().unwrap_or("?"),
+                p.pid.map_or("?".to_string(), |p| p.to_string()),
+                p.new_processes + p.new_threads
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "  spawning:  {} new processes, {} new threads, {} execs, {} thread exits{}",
+        act.new_processes,
+        act.new_threads,
+        act.execs,
+        act.exits,
+        if spawners.is_empty() {
+            String::new()
+        } else {
+            format!("; most by {}", spawners.join(", "))
+        }
+    )?;
 
     for (group_by, title) in [
         (GroupBy::Cpu, "CPU utilization per CPU"),
@@ -260,5 +290,38 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
         ));
     }
     writeln!(out, "{t}")?;
+
+    let worst = scheduling_latency(conn, &TaskFilter::default(), whole, WORST)?;
+    if !worst.worst.is_empty() {
+        writeln!(out, "\nWorst waits for a CPU, and what held it")?;
+        let mut t = table(&["at", "latency", "tid", "thread", "cpu", "held by"]);
+        for w in &worst.worst {
+            let held: Vec<String> = w
+                .held_by
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} {} {}",
+                        h.name.as_deref().unwrap_or("?"),
+                        h.tid,
+                        Dur::new(h.ns).human
+                    )
+                })
+                .collect();
+            t.add_row(vec![
+                w.at.human.clone(),
+                w.latency.human.clone(),
+                w.task.tid.to_string(),
+                w.task.thread_name.clone().unwrap_or_default(),
+                w.run_cpu.map_or("-".to_string(), |c| c.to_string()),
+                if held.is_empty() {
+                    "(idle)".to_string()
+                } else {
+                    held.join(", ")
+                },
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
     Ok(out)
 }
