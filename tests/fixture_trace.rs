@@ -15,8 +15,8 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use schedlens::analyses::{
-    cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline, top_tasks,
-    trace_info,
+    cpu_timeline, cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline,
+    top_tasks, trace_info,
 };
 use schedlens::mcp::{catalogue, query};
 use serde_json::{Value, json};
@@ -338,6 +338,7 @@ async fn tools_list_and_default_answers_fit_their_budgets() {
             n if n == catalogue::DESCRIBE_TABLE.name => json!({"table": "thread_state"}),
             n if n == task_timeline::TOOL.name => json!({"pid": t.pipe_pids[0]}),
             n if n == search_events::TOOL.name => json!({"text": "s"}),
+            n if n == cpu_timeline::TOOL.name => json!({"cpu": 0}),
             n if n == query::QUERY.name => json!({"sql": "SELECT * FROM thread_state"}),
             _ => json!({}),
         };

@@ -1545,11 +1545,12 @@ async fn malformed_requests_get_json_rpc_errors() {
             .unwrap()
             .success()
     );
+}
 
-/// The analyses added for issue 16 through the real server: their default
-/// answers fit 4 KB, and they agree with the workload's rows.
+/// cpu_timeline through the real server: its default answer fits 4 KB and it
+/// agrees with the workload's rows.
 #[tokio::test]
-async fn timeline_activity_and_critical_path_over_mcp() {
+async fn cpu_timeline_over_mcp() {
     let f = fixture();
     let w = &f.w;
     let c = serve(&f.trace, &[]).await;
@@ -1581,40 +1582,6 @@ async fn timeline_activity_and_critical_path_over_mcp() {
     let e = err(&c, "cpu_timeline", json!({"cpu": 7})).await;
     assert!(e.contains("no CPU 7"), "{e}");
 
-    let a = ok(&c, "process_activity", json!({})).await;
-    assert!(
-        size(&a) <= 4096,
-        "process_activity default answer {} B",
-        size(&a)
-    );
-    assert_eq!(a["execs"], w.execs.len() as i64);
-
-    // A worker's path: every thread of the workload fits in by_thread, so
-    // their times add up to the time covered.
-    let tid = w.threads[1].tid;
-    let p = ok(&c, "critical_path", json!({"tid": tid})).await;
-    assert!(
-        size(&p) <= 4096,
-        "critical_path default answer {} B",
-        size(&p)
-    );
-    assert_eq!(p["task"]["tid"], tid);
-    let on_path: i64 = p["by_thread"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["ns"].as_i64().unwrap())
-        .sum();
-    assert!(on_path > 0);
-    assert_eq!(on_path, ns(&p["covered"]));
-    assert!(
-        p["by_thread"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["tid"] != tid),
-        "its wakers are on its path"
-    );
     c.cancel().await.unwrap();
 }
 
@@ -1648,7 +1615,6 @@ async fn prompts_plan_the_common_investigations() {
         "\"worker1\"",
         scheduling_latency::TOOL.name,
         task_timeline::TOOL.name,
-        "critical_path",
         "cpu_timeline",
     ] {
         assert!(text.contains(needle), "the prompt lacks {needle}: {text}");

@@ -1,5 +1,4 @@
-//! How a tool call runs. Every tool but list_traces and compare (two traces)
-//! reads one trace: it takes a `trace` argument (declared here, once), its
+//! How a tool call runs. Every tool but list_traces reads one trace: it takes a `trace` argument (declared here, once), its
 //! other arguments are parsed into the tool's own type, and its work runs on a
 //! sandboxed connection to that trace's database, on a blocking thread so a
 //! long query never stalls the stdio loop, stopped by the time limit or the

@@ -8,8 +8,8 @@ use super::query;
 use super::recorder;
 use super::traces;
 use crate::analyses::{
-    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
-    scheduling_latency, search_events, task_timeline, top_tasks, trace_info,
+    cpu_timeline, cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline,
+    top_tasks, trace_info,
 };
 
 /// What a tool is for, which is where the instructions mention it.
@@ -45,11 +45,8 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, top_tasks::TOOL),
         Entry::analysis(Analysis, scheduling_latency::TOOL),
         Entry::analysis(Analysis, task_timeline::TOOL),
-        Entry::analysis(Analysis, critical_path::TOOL),
         Entry::analysis(Analysis, cpu_timeline::TOOL),
         Entry::analysis(Analysis, process_tree::TOOL),
-        Entry::analysis(Analysis, process_activity::TOOL),
-        Entry::on_two_traces(Analysis, compare::TOOL),
         Entry::in_worker(Sql, query::QUERY),
     ]
 }
