@@ -225,48 +225,6 @@ impl Entry {
         }
     }
 
-    /// compare: the two traces its `before` and `after` arguments name, each
-    /// opened in the sandbox under the call's time limit.
-    pub fn on_two_traces(role: Role, tool: analyses::compare::CompareTool) -> Entry {
-        use analyses::compare::{CompareArgs, Comparison, answer};
-        let name = tool.name;
-        Entry {
-            name,
-            role,
-            tool: describe::<Comparison>(name, tool.description, input_schema::<CompareArgs>()),
-            call: handler(move |state, args, ctx| {
-                Box::pin(async move {
-                    let args: CompareArgs = serde_json::from_value(Value::Object(args))
-                        .map_err(|e| format!("bad arguments for {name}: {e}"))?;
-                    let after = state.traces.resolve(Some(&args.after), None).await?;
-                    let before = args.before.clone();
-                    let cancel = Arc::new(AtomicBool::new(false));
-                    let out = state
-                        .run(Some(&before), &ctx, move |before_name, sandboxed| {
-                            let mut other =
-                                ReadOnlyDb::open(&after.db).map_err(anyhow::Error::msg)?;
-                            let _budget = other.arm(sandboxed.limits.timeout, cancel);
-                            for trace in [
-                                analyses::TraceDb {
-                                    name: before_name,
-                                    conn: sandboxed.db.conn(),
-                                },
-                                analyses::TraceDb {
-                                    name: &after.name,
-                                    conn: other.conn(),
-                                },
-                            ] {
-                                analyses::require_scheduler_data(&trace)?;
-                            }
-                            answer(sandboxed.db.conn(), other.conn(), &args)
-                        })
-                        .await?;
-                    to_output(out)
-                })
-            }),
-        }
-    }
-
     /// A tool over the list of traces; it takes no arguments.
     pub fn on_trace_list<O>(role: Role, tool: TraceListTool<O>) -> Entry
     where

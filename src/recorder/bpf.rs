@@ -1,8 +1,8 @@
 //! Loading, configuring and attaching the BPF programs, and the shard rings.
 
 use crate::model::MAX_CPUS;
-use crate::recorder::catalog;
 use crate::model::stack::StackKind;
+use crate::recorder::catalog;
 use crate::recorder::skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
 use crate::recorder::{MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
