@@ -120,6 +120,6 @@ fn analyses(conn: &Connection) {
     let _ = top_tasks(conn, w, TaskOrder::Latency, 10);
     let _ = scheduling_latency(conn, &TaskFilter::default(), w, 5);
     let _ = task_timeline(conn, TaskSel::Tid(4693), w, 50);
-    let _ = process_tree(conn, None, 50);
-    let _ = search_events(conn, "sched", 10);
+    let _ = process_tree(conn, None, 50, Some(4096));
+    let _ = search_events(conn, "sched", 10, Some(4096));
 }
