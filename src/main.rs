@@ -18,6 +18,8 @@ enum Command {
     Recorder(service::RecorderArgs),
     /// Print an overview of a trace: machine, CPU use, top tasks, latencies.
     Summary(analyses::summary::SummaryArgs),
+    /// Write a flame graph (SVG, or folded stacks) of a trace recorded with `--stacks`.
+    Flamegraph(analyses::flamegraph::FlamegraphArgs),
     /// Run SQL against a trace's tables.
     Query(analyzer::query::QueryArgs),
     /// Write the tables of traces as Parquet for DuckDB, Spark or Trino, partitioned by host and trace.
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => recorder::run(args),
         Command::Recorder(args) => service::run(args).map(|()| ExitCode::SUCCESS),
         Command::Summary(args) => analyses::summary::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Flamegraph(args) => analyses::flamegraph::run(args).map(|()| ExitCode::SUCCESS),
         Command::Query(args) => analyzer::query::run(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Analyze(args) => mcp::run(args).map(|()| ExitCode::SUCCESS),

@@ -21,7 +21,7 @@ mod sched;
 mod sink;
 mod slice;
 mod sorter;
-mod stacks;
+pub(crate) mod stacks;
 mod thread_state;
 mod tokenizer;
 mod trace_info;
