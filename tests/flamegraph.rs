@@ -47,7 +47,7 @@ fn interned() -> InternedData {
             iid: Some(i),
             function_name_id: Some(i),
             mapping_id: Some(1),
-            rel_pc: Some(i as u64 * 0x10),
+            rel_pc: Some(i * 0x10),
         })
         .collect();
     frames.push(Frame {
