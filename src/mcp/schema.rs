@@ -651,6 +651,31 @@ mod tests {
     }
 
     #[test]
+    fn shared_arguments_are_terse_and_still_checked() {
+        let s = obj(json!({
+            "type": "object",
+            "properties": {
+                "trace": {"type": ["string", "null"], "description": "Trace name."},
+                "window": {"description": "Window.", "anyOf": [
+                    {"type": "string"},
+                    {"type": "object", "properties": {
+                        "start": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                        "end": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}},
+                    {"type": "null"}]}
+            }
+        }));
+        let input = compact(&s, Side::Input);
+        assert_eq!(input["properties"]["trace"], json!({"type": "string"}));
+        assert!(input["properties"]["window"].get("description").is_none());
+        let mut args = obj(json!({"window": {"start": "3", "end": 4.0}}));
+        check_args("t", &input, &mut args).unwrap();
+        // A time may be a string ("3" is 3 ns to the parser); 4.0 becomes 4.
+        assert_eq!(args["window"], json!({"start": "3", "end": 4}));
+        let e = check_args("t", &input, &mut obj(json!({"window": {"begin": 1}}))).unwrap_err();
+        assert!(e.contains("\"begin\" in window"), "{e}");
+    }
+
+    #[test]
     fn integers_from_strings_and_integral_floats() {
         let s = obj(json!({
             "type": "object",
