@@ -15,8 +15,8 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use schedlens::analyses::{
-    cpu_timeline, cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline,
-    top_tasks, trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, process_tree, scheduling_latency,
+    search_events, task_timeline, top_tasks, trace_info,
 };
 use schedlens::mcp::{catalogue, query};
 use serde_json::{Value, json};
@@ -339,6 +339,10 @@ async fn tools_list_and_default_answers_fit_their_budgets() {
             n if n == task_timeline::TOOL.name => json!({"pid": t.pipe_pids[0]}),
             n if n == search_events::TOOL.name => json!({"text": "s"}),
             n if n == cpu_timeline::TOOL.name => json!({"cpu": 0}),
+            n if n == critical_path::TOOL.name => json!({"tid": t.pipe_pids[0]}),
+            n if n == compare::TOOL.name => {
+                json!({"before": "pipe-and-true.pftrace", "after": "pipe-and-true.pftrace"})
+            }
             n if n == query::QUERY.name => json!({"sql": "SELECT * FROM thread_state"}),
             _ => json!({}),
         };

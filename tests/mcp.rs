@@ -135,6 +135,12 @@ async fn discovery_and_tool_schemas() {
     for name in &names {
         assert!(instructions.contains(name), "instructions lack {name}");
     }
+    for shared in [
+        "pass trace = its name",
+        "windows like \"1s..2s\" or {start, end}",
+    ] {
+        assert!(instructions.contains(shared), "instructions lack {shared}");
+    }
     let again = c.list_all_tools().await.unwrap();
     assert_eq!(
         again.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
@@ -161,10 +167,17 @@ async fn discovery_and_tool_schemas() {
         );
         if let Some(Value::Object(props)) = t.input_schema.get("properties") {
             for (p, s) in props {
+                // The shared arguments are explained once, in the instructions.
                 assert!(
-                    s.get("description").is_some(),
+                    s.get("description").is_some() || ["trace", "window"].contains(&p.as_str()),
                     "{}.{p} has no description",
                     t.name
+                );
+            }
+            if let Some(window) = props.get("window") {
+                assert_eq!(
+                    window["properties"]["start"]["type"],
+                    json!(["integer", "string"])
                 );
             }
         }
@@ -1547,10 +1560,10 @@ async fn malformed_requests_get_json_rpc_errors() {
     );
 }
 
-/// cpu_timeline through the real server: its default answer fits 4 KB and it
-/// agrees with the workload's rows.
+/// cpu_timeline, process_activity and critical_path through the real server:
+/// their default answers fit 4 KB, and they agree with the workload's rows.
 #[tokio::test]
-async fn cpu_timeline_over_mcp() {
+async fn timeline_activity_and_critical_path_over_mcp() {
     let f = fixture();
     let w = &f.w;
     let c = serve(&f.trace, &[]).await;
@@ -1582,6 +1595,40 @@ async fn cpu_timeline_over_mcp() {
     let e = err(&c, "cpu_timeline", json!({"cpu": 7})).await;
     assert!(e.contains("no CPU 7"), "{e}");
 
+    let a = ok(&c, "process_activity", json!({})).await;
+    assert!(
+        size(&a) <= 4096,
+        "process_activity default answer {} B",
+        size(&a)
+    );
+    assert_eq!(a["execs"], w.execs.len() as i64);
+
+    // A worker's path: every thread of the workload fits in by_thread, so
+    // their times add up to the time covered.
+    let tid = w.threads[1].tid;
+    let p = ok(&c, "critical_path", json!({"tid": tid})).await;
+    assert!(
+        size(&p) <= 4096,
+        "critical_path default answer {} B",
+        size(&p)
+    );
+    assert_eq!(p["task"]["tid"], tid);
+    let on_path: i64 = p["by_thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["ns"].as_i64().unwrap())
+        .sum();
+    assert!(on_path > 0);
+    assert_eq!(on_path, ns(&p["covered"]));
+    assert!(
+        p["by_thread"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tid"] != tid),
+        "its wakers are on its path"
+    );
     c.cancel().await.unwrap();
 }
 
@@ -1615,6 +1662,7 @@ async fn prompts_plan_the_common_investigations() {
         "\"worker1\"",
         scheduling_latency::TOOL.name,
         task_timeline::TOOL.name,
+        "critical_path",
         "cpu_timeline",
     ] {
         assert!(text.contains(needle), "the prompt lacks {needle}: {text}");
@@ -1693,5 +1741,45 @@ async fn fleet_summary_covers_every_trace_of_the_directory() {
             .all(|t| t["loaded"] == json!(true)),
         "{list}"
     );
+    c.cancel().await.unwrap();
+}
+
+/// compare through the server: two traces of the synthetic workload, the
+/// second shorter; CPU time per thread name as the rows say.
+#[tokio::test]
+async fn compare_matches_threads_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = common::workload(4, 3, 2, 300);
+    let after = common::workload(4, 3, 2, 200);
+    let (ta, _) = loaded_trace(dir.path(), "before.pftrace", &before);
+    let (tb, _) = loaded_trace(dir.path(), "after.pftrace", &after);
+    let c = serve(&ta, &[tb.to_str().unwrap()]).await;
+    let cmp = ok(
+        &c,
+        "compare",
+        json!({"before": "before.pftrace", "after": "after.pftrace"}),
+    )
+    .await;
+    let size = serde_json::to_string(&cmp).unwrap().len();
+    assert!(size <= 4096, "compare default answer {size} B");
+    let tasks = cmp["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 6, "every worker thread by name");
+    for t in tasks {
+        let name = t["thread"].as_str().unwrap();
+        let cpu = |w: &Workload| {
+            let th = w.threads.iter().find(|x| x.name == name).unwrap();
+            w.cpu_time(th.utid)
+        };
+        assert_eq!(t["cpu_ns"]["before"], cpu(&before), "{name}");
+        assert_eq!(t["cpu_ns"]["after"], cpu(&after), "{name}");
+    }
+    assert_eq!(cmp["cpus"].as_array().unwrap().len(), 4);
+    let e = err(
+        &c,
+        "compare",
+        json!({"before": "before.pftrace", "after": "nope"}),
+    )
+    .await;
+    assert!(e.contains("nope"), "{e}");
     c.cancel().await.unwrap();
 }

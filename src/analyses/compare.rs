@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use rusqlite::Connection;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cpu_utilization::{GroupBy, cpu_utilization};
 use super::durations::Dur;
 use super::scheduling_latency::scheduling_latency;
 use super::tasks::{NOT_IDLE, TaskFilter};
 use super::timespec::trace_bounds;
+use super::tool::count_arg;
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Comparison {
@@ -214,4 +215,34 @@ pub fn compare(
         tasks,
         more_tasks,
     })
+}
+
+// ---------------------------------------------------------------------- tool
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CompareArgs {
+    /// Name of the trace before the change (list_traces).
+    pub before: String,
+    /// Name of the trace after the change.
+    pub after: String,
+    /// Most process/thread names to list: default 8, at most 500.
+    pub limit: Option<i64>,
+}
+
+/// The tool: answered from the two traces' connections.
+pub struct CompareTool {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+pub const TOOL: CompareTool = CompareTool {
+    name: "compare",
+    description: "A/B diff of two traces: per process/thread name CPU time, switches, wait, \
+                  latency; latency percentiles; per-CPU/LLC utilization; biggest changes first.",
+};
+
+/// Checks the arguments and compares.
+pub fn answer(before: &Connection, after: &Connection, a: &CompareArgs) -> Result<Comparison> {
+    let limit = count_arg("limit", a.limit, 8, 500)?;
+    compare(before, after, (&a.before, &a.after), limit)
 }

@@ -236,8 +236,7 @@ pub(crate) fn holders(
 pub struct CpuTimelineArgs {
     /// CPU number.
     pub cpu: i64,
-    /// Time window from the trace start: "1s..1.2s", "..500ms", "2s..", or {start, end}.
-    /// Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Most runs to list: default 20, at most 2000.
     pub limit: Option<i64>,

@@ -293,10 +293,9 @@ fn pct(part: i64, whole: i64) -> f64 {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CpuUtilizationArgs {
-    /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end} with
-    /// ns integers or strings like "1.5s". Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Group CPUs by "cpu" (default), "llc" (shared last-level cache) or "numa" (node).
+    /// Group CPUs by cpu (default), llc (last-level cache) or numa node.
     pub group_by: Option<GroupBy>,
 }
 

@@ -504,8 +504,7 @@ pub fn critical_path(conn: &Connection, tid: i64, w: Window, limit: usize) -> Re
 pub struct CriticalPathArgs {
     /// Thread id.
     pub tid: i64,
-    /// Time window from the trace start: "1s..1.2s", "..500ms", "2s..", or {start, end}.
-    /// Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Most steps to list: default 12, at most 2000.
     pub limit: Option<i64>,
@@ -513,9 +512,9 @@ pub struct CriticalPathArgs {
 
 pub const TOOL: Tool<CriticalPathArgs, CriticalPath> = Tool {
     name: "critical_path",
-    description: "What a thread's time waited on (Perfetto's thread_executing_span critical \
-                  path): while it slept, who woke it, that waker's own waits, recursively, \
-                  as steps with depth and durations, and the time per thread.",
+    description: "What a thread waited on (Perfetto's critical path): who woke it, that \
+                  waker's own waits, recursively, as steps with depth and durations; time per \
+                  thread.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 12, 2000)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

@@ -135,8 +135,7 @@ pub fn process_activity(conn: &Connection, w: Window, limit: usize) -> Result<Pr
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ProcessActivityArgs {
-    /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
-    /// Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Most processes to list: default 10, at most 500.
     pub limit: Option<i64>,

@@ -240,10 +240,9 @@ pub struct SchedulingLatencyArgs {
     pub tid: Option<i64>,
     /// Only the threads of this process id.
     pub pid: Option<i64>,
-    /// Only threads whose thread or process name contains this text (case-insensitive).
+    /// Only threads whose thread or process name contains this (any case).
     pub name: Option<String>,
-    /// Time window from the trace start (wakeups that happened in it): "1s..2.5s", "..500ms",
-    /// "2s..", or {start, end}. Default: the whole trace.
+    /// Window of the wakeups, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Worst cases to list: default 5, at most 100.
     pub worst: Option<i64>,

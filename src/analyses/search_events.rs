@@ -171,8 +171,8 @@ pub fn search_events(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SearchEventsArgs {
-    /// Text to look for (case-insensitive substring): a thread or process name, a command
-    /// line, a tid or pid, an event name (e.g. "exec", "wakeup"), or a CPU ("cpu3").
+    /// Text to find (case-insensitive): a task name, command line, tid, pid, event
+    /// name ("exec", "wakeup") or CPU ("cpu3").
     pub text: String,
     /// Most tasks and CPUs to return: default 50 (and about 2 KB of tasks), at most 500.
     pub limit: Option<i64>,

@@ -202,8 +202,7 @@ pub struct TaskTimelineArgs {
     pub tid: Option<i64>,
     /// Process id: a timeline for each of its threads (give tid or pid).
     pub pid: Option<i64>,
-    /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
-    /// Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Most intervals to return over all threads: default 25, at most 2000.
     pub limit: Option<i64>,

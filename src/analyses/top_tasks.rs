@@ -232,11 +232,10 @@ fn thread_runnable(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TopTasksArgs {
-    /// Rank by "cpu_time" (default), "switches", "runnable_time" (waiting for a CPU: thread_state R and R+) or
-    /// "latency" (worst wakeup-to-running latency).
+    /// Rank by: default cpu_time; runnable_time is waiting for a CPU (R, R+); latency is the
+    /// worst wakeup-to-running.
     pub order_by: Option<TaskOrder>,
-    /// Time window from the trace start: "1s..2.5s", "..500ms", "2s..", or {start, end}.
-    /// Default: the whole trace.
+    /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Tasks to return: default 10, at most 100.
     pub limit: Option<i64>,

@@ -1,4 +1,5 @@
-//! How a tool call runs. Every tool but list_traces reads one trace: it takes a `trace` argument (declared here, once), its
+//! How a tool call runs. Every tool but list_traces and compare (two traces)
+//! reads one trace: it takes a `trace` argument (declared here, once), its
 //! other arguments are parsed into the tool's own type, and its work runs on a
 //! sandboxed connection to that trace's database, on a blocking thread so a
 //! long query never stalls the stdio loop, stopped by the time limit or the
@@ -96,7 +97,7 @@ pub(super) struct Entry {
 /// The `trace` argument of every tool that reads a trace.
 #[derive(serde::Deserialize, JsonSchema)]
 struct TraceArg {
-    /// Trace name (list_traces); optional with one trace.
+    /// Trace name; optional with one trace.
     trace: Option<String>,
 }
 
@@ -220,6 +221,48 @@ impl Entry {
                         });
                     }
                     to_output(FleetSummary { traces })
+                })
+            }),
+        }
+    }
+
+    /// compare: the two traces its `before` and `after` arguments name, each
+    /// opened in the sandbox under the call's time limit.
+    pub fn on_two_traces(role: Role, tool: analyses::compare::CompareTool) -> Entry {
+        use analyses::compare::{CompareArgs, Comparison, answer};
+        let name = tool.name;
+        Entry {
+            name,
+            role,
+            tool: describe::<Comparison>(name, tool.description, input_schema::<CompareArgs>()),
+            call: handler(move |state, args, ctx| {
+                Box::pin(async move {
+                    let args: CompareArgs = serde_json::from_value(Value::Object(args))
+                        .map_err(|e| format!("bad arguments for {name}: {e}"))?;
+                    let after = state.traces.resolve(Some(&args.after), None).await?;
+                    let before = args.before.clone();
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    let out = state
+                        .run(Some(&before), &ctx, move |before_name, sandboxed| {
+                            let mut other =
+                                ReadOnlyDb::open(&after.db).map_err(anyhow::Error::msg)?;
+                            let _budget = other.arm(sandboxed.limits.timeout, cancel);
+                            for trace in [
+                                analyses::TraceDb {
+                                    name: before_name,
+                                    conn: sandboxed.db.conn(),
+                                },
+                                analyses::TraceDb {
+                                    name: &after.name,
+                                    conn: other.conn(),
+                                },
+                            ] {
+                                analyses::require_scheduler_data(&trace)?;
+                            }
+                            answer(sandboxed.db.conn(), other.conn(), &args)
+                        })
+                        .await?;
+                    to_output(out)
                 })
             }),
         }

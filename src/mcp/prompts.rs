@@ -7,8 +7,8 @@ use rmcp::model::{GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMes
 
 use super::traces;
 use crate::analyses::{
-    cpu_timeline, cpu_utilization, scheduling_latency, search_events, task_timeline, top_tasks,
-    trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, scheduling_latency,
+    search_events, task_timeline, top_tasks, trace_info,
 };
 
 /// A prompt's arguments as its text reads them: the value given, if any.
@@ -59,6 +59,8 @@ const PROMPTS: &[PromptDef] = &[
                  held_by, the threads that held the CPU meanwhile. \
                  3. Around the worst case, call {timeline} (tid, a window of a few ms around it) \
                  to see its runnable intervals and who held the CPU, and {cpu} for that CPU. \
+                 4. Call {path} (tid, the same window) to see what it waited on while asleep: \
+                 who woke it and that waker's own waits. \
                  Answer with the cause in one or two sentences, then the evidence with times \
                  from the trace start.",
                 task = arg("task").unwrap_or_default(),
@@ -68,6 +70,7 @@ const PROMPTS: &[PromptDef] = &[
                 latency = scheduling_latency::TOOL.name,
                 timeline = task_timeline::TOOL.name,
                 cpu = cpu_timeline::TOOL.name,
+                path = critical_path::TOOL.name,
             )
         },
     },
@@ -86,13 +89,15 @@ const PROMPTS: &[PromptDef] = &[
             );
             format!(
                 "Compare the trace {before:?} (before) with {after:?} (after); {list} names the \
-                 traces. Call on each of the two (pass trace = its name) {util}, {top} \
-                 (order_by cpu_time, then wakeup_latency) and {latency}. Match processes and threads across the traces \
+                 traces. Call {compare} (before, after) first. For detail, call on each of the \
+                 two (pass trace = its name) {util}, {top} (order_by cpu_time, then \
+                 wakeup_latency) and {latency}. Match processes and threads across the traces \
                  by name, since pids differ. Report the biggest \
                  regressions first (more CPU time, more switches, higher p99 latency, busier \
                  CPUs), then improvements, each with both values and the change in percent; \
                  say what stayed the same.",
                 list = traces::LIST_TRACES.name,
+                compare = compare::TOOL.name,
                 util = cpu_utilization::TOOL.name,
                 top = top_tasks::TOOL.name,
                 latency = scheduling_latency::TOOL.name,
@@ -107,7 +112,8 @@ const PROMPTS: &[PromptDef] = &[
         text: |arg| {
             format!(
                 "Describe what this machine was doing{trace}. Call {info} (machine, CPUs, time \
-                 range, drops), {util}, {top} (order_by cpu_time, limit 10) and {latency}. Answer in a short paragraph: what ran most, how loaded the CPUs \
+                 range, drops), {util}, {top} (order_by cpu_time, limit 10), {latency} and \
+                 {activity}. Answer in a short paragraph: what ran most, how loaded the CPUs \
                  were, whether any task waited long for a CPU, whether processes were spawned \
                  in bulk, and whether events were lost.",
                 trace = in_trace(arg("trace")),
@@ -115,6 +121,7 @@ const PROMPTS: &[PromptDef] = &[
                 util = cpu_utilization::TOOL.name,
                 top = top_tasks::TOOL.name,
                 latency = scheduling_latency::TOOL.name,
+                activity = process_activity::TOOL.name,
             )
         },
     },

@@ -14,16 +14,15 @@ pub struct QueryArgs {
     pub sql: String,
     /// Rows to return: default 40, at most 2000.
     pub limit: Option<i64>,
-    /// Rows to skip first, to page through a long result (default 0).
+    /// Rows to skip, to page (default 0).
     pub offset: Option<i64>,
 }
 
 pub const QUERY: WorkerTool<QueryArgs, QueryResult> = WorkerTool {
     name: "query",
-    description: "Run one read-only SQL statement (SQLite) on a trace's tables; see \
-                  list_tables/describe_table. Rows come back as typed cells (integers above \
-                  2^53 as strings); `truncated` says when the row limit or size budget cut the \
-                  result.",
+    description: "One read-only SQLite statement on a trace's tables (list_tables, \
+                  describe_table). Typed cells (integers above 2^53 as strings); `truncated` \
+                  says the limit or size budget cut rows.",
     answer: |db, a, limits, cancel| {
         sandbox::run_isolated(db, &a.sql, a.limit, a.offset, limits, cancel)
     },

@@ -8,8 +8,8 @@ use super::query;
 use super::recorder;
 use super::traces;
 use crate::analyses::{
-    cpu_timeline, cpu_utilization, process_tree, scheduling_latency, search_events, task_timeline,
-    top_tasks, trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
+    scheduling_latency, search_events, task_timeline, top_tasks, trace_info,
 };
 
 /// What a tool is for, which is where the instructions mention it.
@@ -45,8 +45,11 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, top_tasks::TOOL),
         Entry::analysis(Analysis, scheduling_latency::TOOL),
         Entry::analysis(Analysis, task_timeline::TOOL),
+        Entry::analysis(Analysis, critical_path::TOOL),
         Entry::analysis(Analysis, cpu_timeline::TOOL),
         Entry::analysis(Analysis, process_tree::TOOL),
+        Entry::analysis(Analysis, process_activity::TOOL),
+        Entry::on_two_traces(Analysis, compare::TOOL),
         Entry::in_worker(Sql, query::QUERY),
     ]
 }
@@ -83,7 +86,7 @@ pub(super) fn instructions(tools: &[Entry]) -> String {
          CPUs by name, and {schema} for the schema (also the resource {SCHEMA_URI}). For common \
          questions use the analysis tools: {analyses}. Use {sql} (one read-only SQL statement) \
          for the rest. Times you pass are from the trace start: nanoseconds or strings like \
-         \"1.5s\", windows like \"1s..2s\"; results give times from the trace start. With \
+         \"1.5s\", windows like \"1s..2s\" or {{start, end}} (default: the whole trace); results give times from the trace start. With \
          several traces, pass trace = its name ({traces}).",
         overview = named(Role::Overview, ", "),
         find = named(Role::Find, ", "),

@@ -5,7 +5,9 @@
 //! - [`compact`]: schemars' output made small enough that tools/list costs a
 //!   model little: no titles, formats or `$schema`; descriptions only on the
 //!   arguments (an output's field names and the tool's description say the
-//!   rest); no `null` alternatives in inputs (an absent argument says it);
+//!   rest; not `trace` and `window`, which the instructions explain once);
+//!   no `required` in outputs; no `null` alternatives in inputs (an absent
+//!   argument says it);
 //!   enums of constants as one `enum`, unions of plain types as one `type`;
 //!   definitions inlined where that is shorter.
 //! - [`check_args`]: an argument the schema does not declare is an error
@@ -51,6 +53,9 @@ pub fn compact(schema: &Map<String, Value>, side: Side) -> Map<String, Value> {
     for field in props.values_mut() {
         shrink(field, side, side == Side::Input);
     }
+    if side == Side::Input {
+        terse_shared_args(&mut props);
+    }
     let mut root = Value::Object(root);
     shrink(&mut root, side, false);
     root["properties"] = Value::Object(props);
@@ -62,6 +67,23 @@ pub fn compact(schema: &Map<String, Value>, side: Side) -> Map<String, Value> {
         root.insert("$defs".into(), Value::Object(defs));
     }
     root
+}
+
+/// The `trace` and `window` arguments most tools take, without their
+/// descriptions (the server's instructions say once how to name a trace and
+/// write a window), and `window` (schemars' `anyOf` of a range string and a
+/// `{start, end}` object) as one schema that accepts the same.
+fn terse_shared_args(props: &mut Map<String, Value>) {
+    if let Some(Value::Object(trace)) = props.get_mut("trace") {
+        trace.remove("description");
+    }
+    if let Some(window) = props.get_mut("window") {
+        let time = serde_json::json!({"type": ["integer", "string"]});
+        *window = serde_json::json!({
+            "type": ["string", "object"],
+            "properties": {"start": time, "end": time},
+        });
+    }
 }
 
 /// How deep an output schema describes an answer: its fields, what they
@@ -113,8 +135,8 @@ fn to_depth(schema: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
             ("anyOf" | "oneOf", Value::Array(alts)) => {
                 Value::Array(alts.iter().map(|a| to_depth(a, defs, depth)).collect())
             }
-            // The answer's own fields are always there; below, the types say enough.
-            ("required", _) if depth > 0 => continue,
+            // A model reads an answer's field names, not which are required.
+            ("required", _) => continue,
             _ => value.clone(),
         };
         out.insert(key.clone(), value);
@@ -626,6 +648,31 @@ mod tests {
         let none = obj(json!({"type": "object", "properties": {}}));
         let e = check_args("t", &none, &mut obj(json!({"x": 1}))).unwrap_err();
         assert!(e.ends_with("it takes none"), "{e}");
+    }
+
+    #[test]
+    fn shared_arguments_are_terse_and_still_checked() {
+        let s = obj(json!({
+            "type": "object",
+            "properties": {
+                "trace": {"type": ["string", "null"], "description": "Trace name."},
+                "window": {"description": "Window.", "anyOf": [
+                    {"type": "string"},
+                    {"type": "object", "properties": {
+                        "start": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                        "end": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}},
+                    {"type": "null"}]}
+            }
+        }));
+        let input = compact(&s, Side::Input);
+        assert_eq!(input["properties"]["trace"], json!({"type": "string"}));
+        assert!(input["properties"]["window"].get("description").is_none());
+        let mut args = obj(json!({"window": {"start": "3", "end": 4.0}}));
+        check_args("t", &input, &mut args).unwrap();
+        // A time may be a string ("3" is 3 ns to the parser); 4.0 becomes 4.
+        assert_eq!(args["window"], json!({"start": "3", "end": 4}));
+        let e = check_args("t", &input, &mut obj(json!({"window": {"begin": 1}}))).unwrap_err();
+        assert!(e.contains("\"begin\" in window"), "{e}");
     }
 
     #[test]
