@@ -6,6 +6,7 @@
 //! and fleet-b (root; see `require_bpf`). With CI=true, missing root or a
 //! missing duckdb fails the test instead of skipping it.
 
+mod root;
 use arrow_array::{Array, BinaryArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rusqlite::types::Value;
@@ -22,20 +23,6 @@ const FIXTURE: &str = concat!(
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// True when the recording test may run: root, or (outside CI) a loud skip.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "CI=true but not running as root: recording tests must run, not skip"
-    );
-    eprintln!("\n!!! SKIPPED: the fleet export test records and needs root !!!\n");
-    false
 }
 
 /// True when python3 can import duckdb; in CI its absence fails the test.
@@ -214,7 +201,7 @@ fn record_as_host(dir: &Path, host: &str, forks: usize) -> PathBuf {
 
 #[test]
 fn two_hosts_answer_the_same_in_duckdb_as_in_schedlens_query() {
-    if !require_bpf() || !require_duckdb() {
+    if !root::require_bpf() || !require_duckdb() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

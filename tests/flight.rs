@@ -1,28 +1,13 @@
 //! The flight recorder: `schedlens trace --flight` run for real, its
 //! snapshots loaded with `schedlens query`. Needs root; see `require_bpf`.
 
+mod root;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
-
-/// True when the test may run. Outside CI and not root it skips loudly; in CI
-/// (CI=true) a recorder that cannot load must fail the test, never skip.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: recording tests must run, not skip");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: flight recorder tests need root (run: sudo -E cargo test --test flight) !!!\n"
-    );
-    false
-}
 
 struct Tmp(PathBuf);
 
@@ -195,7 +180,7 @@ fn delayed_wakeup() -> i32 {
 
 #[test]
 fn a_latency_trigger_snapshot_holds_the_triggering_wakeup() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("trigger");
@@ -228,7 +213,7 @@ fn a_latency_trigger_snapshot_holds_the_triggering_wakeup() {
 
 #[test]
 fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("usr1");
@@ -305,7 +290,7 @@ fn ring_accounting(log: &str) -> (u64, u64) {
 
 #[test]
 fn the_ring_stays_within_its_budget_over_a_long_run() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("bounded");

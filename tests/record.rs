@@ -5,6 +5,7 @@
 #![cfg(feature = "record")]
 
 mod oracle;
+mod root;
 
 use perfetto_protos::ftrace_event::FtraceEvent;
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
@@ -24,22 +25,6 @@ const ROUNDS_ENV: &str = "SCHEDLENS_TEST_ROUNDS";
 const CHILDREN: usize = 8;
 const PINGPONGS: usize = 2000;
 const SLEEPERS: usize = 3;
-
-/// True when the test may run. Outside CI and not root it skips loudly; in CI
-/// (CI=true) a recorder that cannot load must fail the test, never skip.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: recording tests must run, not skip");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record) !!!\n"
-    );
-    false
-}
 
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
@@ -658,7 +643,7 @@ fn check_workload_trace(trace: &Path, r: &Report) {
 
 #[test]
 fn records_a_known_workload() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("workload");
@@ -674,7 +659,7 @@ fn records_a_known_workload() {
 
 #[test]
 fn legacy_switch_variant_records_the_same() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("legacy");
@@ -705,7 +690,7 @@ fn interrupt(dir: &Path, sig: i32, after: Duration) -> (PathBuf, std::process::E
 
 #[test]
 fn sigint_and_sigterm_leave_a_complete_file() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -726,7 +711,7 @@ fn sigint_and_sigterm_leave_a_complete_file() {
 
 #[test]
 fn sigkill_leaves_a_file_readable_up_to_the_last_chunk() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("sigkill");
@@ -742,7 +727,7 @@ fn sigkill_leaves_a_file_readable_up_to_the_last_chunk() {
 
 #[test]
 fn unwritable_output_fails_before_loading_bpf() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let start = Instant::now();
@@ -786,7 +771,7 @@ fn bad_flag_values_fail_clearly() {
 
 #[test]
 fn a_command_that_cannot_run_fails_without_a_trace() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("nocmd");
@@ -810,7 +795,7 @@ fn a_command_that_cannot_run_fails_without_a_trace() {
 
 #[test]
 fn the_exit_status_is_the_commands() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     for (script, code) in [
@@ -856,7 +841,7 @@ fn unused_pid() -> i32 {
 
 #[test]
 fn a_filter_that_matches_no_task_fails_unless_told_to_wait() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let pid = unused_pid().to_string();
@@ -946,7 +931,7 @@ fn a_filter_that_matches_no_task_fails_unless_told_to_wait() {
 
 #[test]
 fn comm_filter_keeps_only_matching_tasks() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("comm");
@@ -1007,7 +992,7 @@ fn nobody() -> (u32, u32) {
 #[test]
 fn under_sudo_the_trace_belongs_to_the_sudo_user() {
     use std::os::unix::fs::MetadataExt as _;
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let (uid, gid) = nobody();
@@ -1058,7 +1043,7 @@ fn subject(e: &FtraceEvent) -> Option<i32> {
 
 #[test]
 fn tgid_filter_keeps_the_process_and_its_children_only() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("tgid");
@@ -1156,7 +1141,7 @@ fn tgid_filter_keeps_the_process_and_its_children_only() {
 
 #[test]
 fn handler_runs_the_kernel_skipped_are_counted() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("recursion");
@@ -1286,7 +1271,7 @@ fn summary_drops(stderr: &str) -> BTreeMap<u32, u64> {
 
 #[test]
 fn an_event_storm_drops_visibly_and_resyncs() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("storm");
@@ -1404,7 +1389,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_stops_the_recording_with_a_readable_file() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("full");
@@ -1451,7 +1436,7 @@ fn a_full_disk_stops_the_recording_with_a_readable_file() {
 /// a_snapshot_stamped_before_a_fork_lists_the_forked_task).
 #[test]
 fn process_snapshots_list_no_task_before_its_fork() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let tmp = Tmp::new("snapshots");

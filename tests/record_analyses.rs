@@ -6,6 +6,7 @@
 #![cfg(feature = "record")]
 
 mod oracle;
+mod root;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,22 +36,6 @@ const B_SPIN_MS: u64 = 10;
 const B_SPIN_ENV: &str = "SCHEDLENS_TEST_B_SPIN_MS";
 /// One recording at a time: concurrent recorders compete for the machine.
 static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// True when the test may run: outside CI and not root it skips loudly; in
-/// CI (CI=true) it must run.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: recording tests must run, not skip");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record_analyses) !!!\n"
-    );
-    false
-}
 
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
@@ -312,7 +297,7 @@ impl Decoded {
 
 #[test]
 fn critical_path_of_a_chain_follows_the_wakers() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("schedlens-test-chain-{}", std::process::id()));
@@ -397,7 +382,7 @@ fn critical_path_of_a_chain_follows_the_wakers() {
 
 #[test]
 fn process_activity_counts_the_children() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("schedlens-test-spawn-{}", std::process::id()));
@@ -458,7 +443,7 @@ fn process_activity_counts_the_children() {
 
 #[test]
 fn compare_finds_the_one_change() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("schedlens-test-ab-{}", std::process::id()));

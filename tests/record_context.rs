@@ -11,6 +11,7 @@
 #![cfg(feature = "record")]
 
 mod oracle;
+mod root;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use std::collections::BTreeMap;
@@ -28,22 +29,6 @@ const SYNCED_WRITES: usize = 50;
 const MESSAGES: usize = 500;
 /// Times the workload moves itself to the other CPU with sched_setaffinity.
 const MOVES: usize = 40;
-
-/// True when the test may run. Outside CI and not root it skips loudly; in CI
-/// (CI=true) a recorder that cannot load must fail the test, never skip.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: recording tests must run, not skip");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record_context) !!!\n"
-    );
-    false
-}
 
 /// Per (row, cpu) counts of /proc/interrupts (rows: IRQ numbers) or
 /// /proc/softirqs (rows: softirq names).
@@ -220,7 +205,7 @@ const SOFTIRQ_ROWS: [&str; 10] = [
 
 #[test]
 fn records_irqs_and_softirqs_the_kernel_counted() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

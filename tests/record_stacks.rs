@@ -7,6 +7,7 @@
 #![cfg(feature = "record")]
 
 mod oracle;
+mod root;
 
 use perfetto_protos::trace_packet::TracePacket;
 use std::collections::HashMap;
@@ -15,21 +16,6 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
 const WORKLOAD_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/stacks.c");
-
-/// As tests/record.rs: skips loudly outside CI when not root, fails in CI.
-fn require_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: recording tests must run, not skip");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: recording tests need root (run: sudo -E cargo test --test record_stacks) !!!\n"
-    );
-    false
-}
 
 /// The workload's report: its pid and the tid of each role.
 struct Report {
@@ -133,7 +119,7 @@ fn has(frames: &[String], pred: impl Fn(&str) -> bool) -> bool {
 
 #[test]
 fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -306,7 +292,7 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
 
 #[test]
 fn without_stacks_a_trace_has_no_stack_data() {
-    if !require_bpf() {
+    if !root::require_bpf() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
