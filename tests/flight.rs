@@ -219,7 +219,9 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
     let tmp = Tmp::new("usr1");
     // A named process alive throughout, and one short-lived task per 100 ms.
     let named = tmp.0.join("sl-flightnamed");
-    std::fs::copy("/bin/sleep", &named).unwrap();
+    // A link, not a copy: exec of a file just written races other tests'
+    // forks that still hold it open (ETXTBSY); comm is the link's name.
+    std::os::unix::fs::symlink("/bin/sleep", &named).unwrap();
     let mut sleeper = Command::new(&named).arg("60").spawn().unwrap();
     let mut rec = start_flight(&tmp.0, "3s", &[]);
     wait_attached(&tmp.0, &mut rec);
