@@ -5,7 +5,9 @@
 
 use crate::measure::Stat;
 use crate::opts::Opts;
-use crate::overhead::{Condition, PIPE_LOOPS, parse_usecs_per_op, pipe_workload, run_condition};
+use crate::overhead::{
+    Condition, DEFAULT_CONFIG, PIPE_LOOPS, parse_usecs_per_op, pipe_workload, run_condition,
+};
 use anyhow::Result;
 use std::path::Path;
 
@@ -16,8 +18,8 @@ pub fn compare(o: &Opts, other: &Path) -> Result<()> {
     };
     let conditions = [
         ("no tracing", Condition::Baseline, o),
-        ("schedlens", Condition::Schedlens, o),
-        ("compared", Condition::Schedlens, &theirs),
+        ("schedlens", Condition::Schedlens(DEFAULT_CONFIG), o),
+        ("compared", Condition::Schedlens(DEFAULT_CONFIG), &theirs),
     ];
     let workload = pipe_workload(if o.smoke { PIPE_LOOPS.0 } else { PIPE_LOOPS.1 });
     let mut values = vec![Vec::new(); conditions.len()];

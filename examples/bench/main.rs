@@ -12,6 +12,7 @@
 
 mod analyze;
 mod compare;
+mod context;
 mod export;
 mod measure;
 mod opts;
@@ -23,9 +24,11 @@ mod trace;
 use analyze::{AnalyzeFigure, analyze, analyze_only};
 use anyhow::{Result, bail};
 use compare::compare;
+use context::{ContextFigure, context};
 use opts::Opts;
 use overhead::{
-    OverheadFigure, PIPE_LOOPS, overhead, parse_total_time, parse_usecs_per_op, pipe_workload,
+    DEFAULT_CONFIG, OverheadFigure, PIPE_CONFIGS, PIPE_LOOPS, overhead, parse_total_time,
+    parse_usecs_per_op, pipe_workload,
 };
 use recording::{RecordingFigure, recording};
 use serde::Serialize;
@@ -44,6 +47,7 @@ pub struct Report {
     pub pipe: OverheadFigure,
     pub messaging: OverheadFigure,
     pub recording: RecordingFigure,
+    pub context: ContextFigure,
     pub analyze: Option<AnalyzeFigure>,
 }
 
@@ -103,7 +107,14 @@ fn main() -> Result<()> {
         o.runs
     );
     let pipe_cmd = pipe_workload(pipe_loops);
-    let pipe = overhead(&o, "pipe", &pipe_cmd, parse_usecs_per_op, "usecs/op", true)?;
+    let pipe = overhead(
+        &o,
+        "pipe",
+        &pipe_cmd,
+        parse_usecs_per_op,
+        "usecs/op",
+        PIPE_CONFIGS,
+    )?;
     eprintln!("figure 1: many tasks (perf bench sched messaging)");
     let msg_cmd = [
         "perf",
@@ -115,9 +126,18 @@ fn main() -> Result<()> {
         "-l",
         msg_loops,
     ];
-    let messaging = overhead(&o, "messaging", &msg_cmd, parse_total_time, "s", true)?;
+    let messaging = overhead(
+        &o,
+        "messaging",
+        &msg_cmd,
+        parse_total_time,
+        "s",
+        &[DEFAULT_CONFIG],
+    )?;
     eprintln!("figures 2/4: event rate, drops, recorder cost");
     let recording = recording(&o)?;
+    eprintln!("figure 6: event groups and stacks");
+    let context = context(&o)?;
     let analyze = match &recording.big_trace {
         Some(t) => {
             eprintln!("figure 5: analyze on {} events", recording.big_trace_events);
@@ -137,6 +157,7 @@ fn main() -> Result<()> {
         pipe,
         messaging,
         recording,
+        context,
         analyze,
     };
     print_table(&report);

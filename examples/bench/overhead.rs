@@ -43,11 +43,42 @@ pub fn parse_perf_samples(text: &str) -> Option<u64> {
     line[open + 1..].split_whitespace().next()?.parse().ok()
 }
 
+/// A schedlens configuration a figure measures: a name and its `trace` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub name: &'static str,
+    pub flags: &'static [&'static str],
+}
+
+/// `schedlens trace` as it ships: the default event groups, no stacks.
+pub const DEFAULT_CONFIG: Config = Config {
+    name: "default",
+    flags: &[],
+};
+
+/// The pinned pipe's configurations, side by side: what the default event
+/// groups cost over sched alone, and what each kind of stack adds.
+pub const PIPE_CONFIGS: &[Config] = &[
+    DEFAULT_CONFIG,
+    Config {
+        name: "sched only",
+        flags: &["--events", "sched"],
+    },
+    Config {
+        name: "off-cpu stacks",
+        flags: &["--stacks", "off-cpu"],
+    },
+    Config {
+        name: "cpu stacks 99 Hz",
+        flags: &["--stacks", "cpu"],
+    },
+];
+
 /// How a workload is run in one condition of a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Condition {
     Baseline,
-    Schedlens,
+    Schedlens(Config),
     PerfSched,
 }
 
@@ -66,9 +97,14 @@ pub fn run_condition(o: &Opts, cond: Condition, workload: &[&str], tag: &str) ->
             c.args(&workload[1..]);
             c
         }
-        Condition::Schedlens => {
+        Condition::Schedlens(config) => {
             let mut c = Command::new(&o.schedlens);
-            c.args(["trace", "-o"]).arg(&out).arg("--").args(workload);
+            c.args(["trace"])
+                .args(config.flags)
+                .arg("-o")
+                .arg(&out)
+                .arg("--")
+                .args(workload);
             c
         }
         Condition::PerfSched => {
@@ -87,7 +123,7 @@ pub fn run_condition(o: &Opts, cond: Condition, workload: &[&str], tag: &str) ->
         perf_bytes_per_event: None,
     };
     match cond {
-        Condition::Schedlens => {
+        Condition::Schedlens(_) => {
             run.counts = Some(trace_counts(o, &out)?);
             remove_trace(&out);
         }
@@ -108,31 +144,54 @@ pub struct OverheadFigure {
     pub workload: String,
     pub unit: &'static str,
     pub baseline: Stat,
+    /// The first configuration (the default), as figures 1 and 3 report it.
     pub schedlens: Stat,
-    pub perf: Option<Stat>,
+    pub perf: Stat,
     pub schedlens_slowdown_pct: f64,
-    pub perf_slowdown_pct: Option<f64>,
+    pub perf_slowdown_pct: f64,
     pub schedlens_bytes_per_event: Stat,
-    pub perf_bytes_per_event: Option<Stat>,
+    pub perf_bytes_per_event: Stat,
     pub schedlens_lost: u64,
+    /// Every configuration measured, the default first.
+    pub configs: Vec<ConfigFigure>,
 }
 
-/// Figure 1 and 3: slowdown of a workload under each recorder, interleaved.
+/// One schedlens configuration's share of an overhead figure.
+#[derive(Debug, Serialize)]
+pub struct ConfigFigure {
+    pub config: Config,
+    pub value: Stat,
+    pub slowdown_pct: f64,
+    pub bytes_per_event: Stat,
+    /// Bytes per context switch (the recorder's sched_switch count).
+    pub bytes_per_switch: Stat,
+    pub lost: u64,
+}
+
+/// What one configuration's runs measured, gathered round by round.
+#[derive(Default)]
+struct ConfigRuns {
+    values: Vec<f64>,
+    bytes_per_event: Vec<f64>,
+    bytes_per_switch: Vec<f64>,
+    lost: u64,
+}
+
+/// Figure 1 and 3: slowdown of a workload under each recorder and each
+/// schedlens configuration, interleaved.
 pub fn overhead(
     o: &Opts,
     name: &str,
     workload: &[&str],
     parse: fn(&str) -> Result<f64>,
     unit: &'static str,
-    have_perf: bool,
+    configs: &[Config],
 ) -> Result<OverheadFigure> {
-    let mut conds = vec![Condition::Baseline, Condition::Schedlens];
-    if have_perf {
-        conds.push(Condition::PerfSched);
-    }
-    let (mut base, mut sl, mut pf) = (vec![], vec![], vec![]);
-    let (mut sl_bpe, mut pf_bpe) = (vec![], vec![]);
-    let mut lost = 0;
+    let mut conds = vec![Condition::Baseline];
+    conds.extend(configs.iter().map(|&c| Condition::Schedlens(c)));
+    conds.push(Condition::PerfSched);
+    let (mut base, mut pf, mut pf_bpe) = (vec![], vec![], vec![]);
+    let mut runs: Vec<ConfigRuns> = configs.iter().map(|_| ConfigRuns::default()).collect();
     for round in 0..o.runs {
         // Rotate the order each round so no condition always runs first.
         for i in 0..conds.len() {
@@ -142,13 +201,21 @@ pub fn overhead(
             let value = parse(&run.text)?;
             match cond {
                 Condition::Baseline => base.push(value),
-                Condition::Schedlens => {
-                    sl.push(value);
+                Condition::Schedlens(config) => {
+                    let at = configs
+                        .iter()
+                        .position(|&c| c == config)
+                        .expect("a measured config");
+                    let r = &mut runs[at];
+                    r.values.push(value);
                     if let Some(c) = run.counts {
                         if c.events > 0 {
-                            sl_bpe.push(c.bytes as f64 / c.events as f64);
+                            r.bytes_per_event.push(c.bytes as f64 / c.events as f64);
                         }
-                        lost += c.lost;
+                        if c.switches > 0 {
+                            r.bytes_per_switch.push(c.bytes as f64 / c.switches as f64);
+                        }
+                        r.lost += c.lost;
                     }
                 }
                 Condition::PerfSched => {
@@ -156,21 +223,42 @@ pub fn overhead(
                     pf_bpe.extend(run.perf_bytes_per_event);
                 }
             }
-            eprintln!("  {name} round {round} {cond:?}: {value:.3} {unit}");
+            let label = match cond {
+                Condition::Schedlens(c) => format!("schedlens {}", c.name),
+                other => format!("{other:?}"),
+            };
+            eprintln!("  {name} round {round} {label}: {value:.3} {unit}");
         }
     }
-    let (b, s) = (Stat::of(&base), Stat::of(&sl));
-    let p = have_perf.then(|| Stat::of(&pf));
+    let b = Stat::of(&base);
+    let p = Stat::of(&pf);
+    let configs: Vec<ConfigFigure> = configs
+        .iter()
+        .zip(runs)
+        .map(|(&config, r)| {
+            let value = Stat::of(&r.values);
+            ConfigFigure {
+                config,
+                value,
+                slowdown_pct: (value.median / b.median - 1.0) * 100.0,
+                bytes_per_event: Stat::of(&r.bytes_per_event),
+                bytes_per_switch: Stat::of(&r.bytes_per_switch),
+                lost: r.lost,
+            }
+        })
+        .collect();
+    let default = &configs[0];
     Ok(OverheadFigure {
         workload: workload.join(" "),
         unit,
         baseline: b,
-        schedlens: s,
+        schedlens: default.value,
         perf: p,
-        schedlens_slowdown_pct: (s.median / b.median - 1.0) * 100.0,
-        perf_slowdown_pct: p.map(|p| (p.median / b.median - 1.0) * 100.0),
-        schedlens_bytes_per_event: Stat::of(&sl_bpe),
-        perf_bytes_per_event: have_perf.then(|| Stat::of(&pf_bpe)),
-        schedlens_lost: lost,
+        schedlens_slowdown_pct: default.slowdown_pct,
+        perf_slowdown_pct: (p.median / b.median - 1.0) * 100.0,
+        schedlens_bytes_per_event: default.bytes_per_event,
+        perf_bytes_per_event: Stat::of(&pf_bpe),
+        schedlens_lost: configs.iter().map(|c| c.lost).sum(),
+        configs,
     })
 }

@@ -86,27 +86,49 @@ pub struct RecordingFigure {
     pub max_zero_drop_events_per_sec: f64,
     pub recorder_ns_per_event: f64,
     pub recorder_max_rss_mib: f64,
-    /// VmRSS sampled once a second during the longest recording, MiB.
+    /// VmRSS sampled twice a second during the longest recording, MiB.
     pub rss_samples_mib: Vec<f64>,
     pub big_trace: Option<PathBuf>,
     pub big_trace_events: u64,
 }
 
-/// Records `secs` of the whole machine under a load; returns counts, the
-/// recorder's cost and its RSS over time.
+/// What one system-wide recording under a load measured.
+pub struct LoadRun {
+    pub counts: TraceCounts,
+    pub cost: Cost,
+    /// VmRSS once a second, MiB.
+    pub rss_mib: Vec<f64>,
+    /// The recorder's stderr (its summary).
+    pub stderr: String,
+    /// The recorder's BPF programs as last seen while it ran (run counts
+    /// and times need kernel.bpf_stats_enabled).
+    pub programs: Vec<ProgramCost>,
+}
+
+/// A BPF program's runs and the kernel's time in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramCost {
+    pub name: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
+}
+
+/// Records `secs` of the whole machine with `flags` under a load.
 pub fn record_under_load(
     o: &Opts,
-    pairs: usize,
-    storm: bool,
-    pinned: bool,
+    load: (usize, bool, bool),
     secs: u64,
+    flags: &[&str],
     out: &Path,
-) -> Result<(TraceCounts, Cost, Vec<f64>)> {
+) -> Result<LoadRun> {
+    let (pairs, storm, pinned) = load;
     let _load = Load::start(pairs, storm, pinned)?;
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     let child = Command::new(&o.schedlens)
-        .args(["trace", "-d", &format!("{secs}s"), "-o"])
+        .args(["trace", "-d", &format!("{secs}s")])
+        .args(flags)
+        .arg("-o")
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -114,20 +136,29 @@ pub fn record_under_load(
         .spawn()
         .context("starting schedlens trace")?;
     let pid = child.id();
-    let mut rss = vec![];
+    let mut err = child.stderr.context("stderr")?;
+    // Read stderr on a thread so a chatty recorder cannot block on the pipe.
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut err, &mut text).ok();
+        text
+    });
+    let (mut rss, mut programs) = (vec![], vec![]);
     let sampler_deadline = start + Duration::from_secs(secs + 1);
     while Instant::now() < sampler_deadline {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(500));
         if let Some(r) = vm_rss_mib(pid) {
             rss.push(r);
         }
+        let now = program_costs(pid);
+        if !now.is_empty() {
+            programs = now;
+        }
     }
-    let mut err = child.stderr.context("stderr")?;
     let (status, usage) = wait4(pid as libc::pid_t)?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut err, &mut text).ok();
+    let stderr = stderr.join().unwrap_or_default();
     if status != 0 {
-        bail!("schedlens trace failed:\n{text}");
+        bail!("schedlens trace failed:\n{stderr}");
     }
     drop(_load);
     let cost = Cost {
@@ -135,7 +166,38 @@ pub fn record_under_load(
         cpu_s: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss as u64,
     };
-    Ok((trace_counts(o, out)?, cost, rss))
+    Ok(LoadRun {
+        counts: trace_counts(o, out)?,
+        cost,
+        rss_mib: rss,
+        stderr,
+        programs,
+    })
+}
+
+/// The BPF programs process `pid` holds open (their ids from its fdinfo),
+/// with the kernel's run statistics.
+fn program_costs(pid: u32) -> Vec<ProgramCost> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return vec![];
+    };
+    let ids: std::collections::HashSet<u32> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| ProgramCost {
+            name: p.name.to_string_lossy().into_owned(),
+            runs: p.run_cnt,
+            ns_per_run: p.run_time_ns as f64 / p.run_cnt.max(1) as f64,
+        })
+        .collect()
 }
 
 /// Figures 2 and 4: raise the event rate until events are lost; the
@@ -172,7 +234,8 @@ pub fn recording(o: &Opts) -> Result<RecordingFigure> {
         let path = o
             .work
             .join(format!("load-{pairs}-{storm}-{pinned}.pftrace"));
-        let (c, cost, _) = record_under_load(o, pairs, storm, pinned, secs, &path)?;
+        let run = record_under_load(o, (pairs, storm, pinned), secs, &[], &path)?;
+        let (c, cost) = (run.counts, run.cost);
         remove_trace(&path);
         let rate = c.events as f64 / secs as f64;
         let total = c.events + c.lost;
@@ -205,7 +268,8 @@ pub fn recording(o: &Opts) -> Result<RecordingFigure> {
     let (long_secs, long_pairs) = if o.smoke { (1, 1) } else { (40, 2 * ncpu) };
     let path = o.work.join("long.pftrace");
     eprintln!("  long recording: {long_secs} s with {long_pairs} pipe pairs and a fork/exec storm");
-    let (c, cost, rss) = record_under_load(o, long_pairs, true, false, long_secs, &path)?;
+    let run = record_under_load(o, (long_pairs, true, false), long_secs, &[], &path)?;
+    let (c, cost, rss) = (run.counts, run.cost, run.rss_mib);
     out.recorder_ns_per_event = cost.cpu_s * 1e9 / c.events.max(1) as f64;
     out.recorder_max_rss_mib = out
         .recorder_max_rss_mib

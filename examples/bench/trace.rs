@@ -13,6 +13,8 @@ pub struct TraceCounts {
     pub events: u64,
     pub lost: u64,
     pub bytes: u64,
+    /// Context switches the recorder received.
+    pub switches: u64,
     /// The fullest ring buffer's peak fill (events drop at 100).
     pub ring_peak_fill_pct: u64,
 }
@@ -32,7 +34,8 @@ pub fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
         (SELECT sum(int_value) FROM metadata WHERE name LIKE 'recorder_events_%' \
            AND name NOT LIKE 'recorder_events_schedlens_%') AS events, \
         (SELECT coalesce(sum(value), 0) FROM stats WHERE name = 'recorder_lost_events_total') AS lost, \
-        (SELECT int_value FROM metadata WHERE name = 'recorder_ring_peak_fill_pct') AS ring";
+        (SELECT int_value FROM metadata WHERE name = 'recorder_ring_peak_fill_pct') AS ring, \
+        (SELECT coalesce(sum(int_value), 0) FROM metadata WHERE name = 'recorder_events_sched_switch') AS switches";
     let out = Command::new(&o.schedlens)
         .args(["query", "--rebuild", "--format", "csv"])
         .arg(trace)
@@ -63,11 +66,16 @@ pub fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
         .next()
         .and_then(|c| c.ok())
         .context("no ring buffer fill")?;
+    let switches = cells
+        .next()
+        .and_then(|c| c.ok())
+        .context("no switch count")?;
     let bytes = std::fs::metadata(trace)?.len();
     Ok(TraceCounts {
         events,
         lost,
         bytes,
+        switches,
         ring_peak_fill_pct,
     })
 }
