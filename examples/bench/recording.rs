@@ -144,12 +144,12 @@ pub fn record_under_load(
         text
     });
     let (mut rss, mut programs) = (vec![], vec![]);
-    let sampler_deadline = start + Duration::from_secs(secs + 1);
-    while Instant::now() < sampler_deadline {
+    // Sampled until the recorder exits (a zombie has no VmRSS), however long
+    // it takes to load its programs on a loaded machine.
+    loop {
         std::thread::sleep(Duration::from_millis(500));
-        if let Some(r) = vm_rss_mib(pid) {
-            rss.push(r);
-        }
+        let Some(r) = vm_rss_mib(pid) else { break };
+        rss.push(r);
         let now = program_costs(pid);
         if !now.is_empty() {
             programs = now;
