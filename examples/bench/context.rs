@@ -6,10 +6,9 @@
 
 use crate::opts::Opts;
 use crate::recording::{ProgramCost, record_under_load};
-use crate::trace::remove_trace;
+use crate::trace::{query_csv, remove_trace};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::process::Command;
 
 #[derive(Debug, Serialize)]
 pub struct ContextFigure {
@@ -122,23 +121,14 @@ fn rates(o: &Opts, load: (usize, bool, bool), secs: u64, name: &str) -> Result<G
 
 /// The recorder's own count of each event type it received, busiest first.
 fn event_counts(o: &Opts, trace: &std::path::Path) -> Result<Vec<(String, u64)>> {
-    let out = Command::new(&o.schedlens)
-        .args(["query", "--format", "csv"])
-        .arg(trace)
-        .arg(
-            "SELECT substr(name, 17), int_value FROM metadata \
-             WHERE name LIKE 'recorder_events_%' AND name NOT LIKE 'recorder_events_schedlens_%' \
-             ORDER BY int_value DESC",
-        )
-        .output()
-        .context("running schedlens query")?;
-    if !out.status.success() {
-        bail!(
-            "schedlens query failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let text = query_csv(
+        o,
+        trace,
+        "SELECT substr(name, 17), int_value FROM metadata \
+         WHERE name LIKE 'recorder_events_%' AND name NOT LIKE 'recorder_events_schedlens_%' \
+         ORDER BY int_value DESC",
+    )?;
+    Ok(text
         .lines()
         .skip(1)
         .filter_map(|l| {

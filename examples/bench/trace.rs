@@ -36,19 +36,7 @@ pub fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
         (SELECT coalesce(sum(value), 0) FROM stats WHERE name = 'recorder_lost_events_total') AS lost, \
         (SELECT int_value FROM metadata WHERE name = 'recorder_ring_peak_fill_pct') AS ring, \
         (SELECT coalesce(sum(int_value), 0) FROM metadata WHERE name = 'recorder_events_sched_switch') AS switches";
-    let out = Command::new(&o.schedlens)
-        .args(["query", "--rebuild", "--format", "csv"])
-        .arg(trace)
-        .arg(sql)
-        .output()
-        .context("running schedlens query")?;
-    if !out.status.success() {
-        bail!(
-            "schedlens query failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = query_csv(o, trace, sql)?;
     let row = text
         .lines()
         .nth(1)
@@ -78,4 +66,22 @@ pub fn trace_counts(o: &Opts, trace: &Path) -> Result<TraceCounts> {
         switches,
         ring_peak_fill_pct,
     })
+}
+
+/// `schedlens query --rebuild --format csv TRACE SQL`: its stdout, header
+/// line first.
+pub fn query_csv(o: &Opts, trace: &Path, sql: &str) -> Result<String> {
+    let out = Command::new(&o.schedlens)
+        .args(["query", "--rebuild", "--format", "csv"])
+        .arg(trace)
+        .arg(sql)
+        .output()
+        .context("running schedlens query")?;
+    if !out.status.success() {
+        bail!(
+            "schedlens query failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
