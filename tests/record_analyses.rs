@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use schedlens::analyses::compare::compare;
-use schedlens::analyses::critical_path::critical_path;
+use schedlens::analyses::critical_path::{PathRow, critical_path, critical_path_rows};
 use schedlens::analyses::process_activity::process_activity;
 use schedlens::analyses::timespec::{Window, trace_bounds};
 use schedlens::analyzer::db::{self, LoadOptions};
@@ -377,6 +377,89 @@ fn critical_path_of_a_chain_follows_the_wakers() {
         for t in &p.by_thread {
             assert!(t.running_ns > 0 && t.running_ns <= t.ns, "{t:?}");
         }
+    }
+}
+
+/// The rows of `rows` cut to [lo, hi), in one order for comparing walks.
+fn clip(rows: &[PathRow], lo: i64, hi: i64) -> Vec<(i64, u32, i64, i64, i64, Option<i64>)> {
+    let mut out: Vec<_> = rows
+        .iter()
+        .filter_map(|r| {
+            let (s, e) = (r.ts.max(lo), (r.ts + r.dur).min(hi));
+            (s < e).then_some((s, r.depth, e - s, r.utid, r.node, r.wakes))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The walk loads each thread's states only around its window, so a
+/// window's path must be the whole trace's path cut to that window, however
+/// the window falls across the threads' spans, and a walk cut short at its
+/// span limit must be the whole path up to where it says it stopped.
+#[test]
+fn critical_path_of_a_window_is_the_whole_path_cut_to_it() {
+    if !root::require_bpf() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("schedlens-test-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _tmp = Tmp(dir.clone());
+    let (trace, ids) = record(&dir);
+    let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
+    let conn = db::open_readonly(&loaded.db_path).unwrap();
+    let b = trace_bounds(&conn).unwrap();
+    let (lo, hi) = (b.start_ts, b.end_ts + 1);
+    let utid_of = |tid: i32| -> i64 {
+        conn.query_row("SELECT max(utid) FROM thread WHERE tid = ?1", [tid], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let busiest: i64 = conn
+        .query_row(
+            "SELECT utid FROM thread_state GROUP BY utid ORDER BY count(*) DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let a = utid_of(ids["sl-chain-a"]);
+    // Window edges on span boundaries too: A's states' starts.
+    let mut a_edges: Vec<i64> = conn
+        .prepare("SELECT ts FROM thread_state WHERE utid = ?1 ORDER BY ts")
+        .unwrap()
+        .query_map([a], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    a_edges.dedup();
+    for utid in [a, utid_of(ids["sl-chain-b"]), busiest] {
+        let whole = critical_path_rows(&conn, utid, lo, hi, usize::MAX).unwrap();
+        assert!(whole.cut_at.is_none());
+        assert!(!whole.rows.is_empty(), "utid {utid} has a path");
+        let mut windows: Vec<(i64, i64)> = (1..8)
+            .map(|k| (lo + (hi - lo) * k / 9, lo + (hi - lo) * (k + 1) / 9 + 7))
+            .collect();
+        for pair in a_edges.windows(3).step_by(5).take(20) {
+            windows.push((pair[0], pair[2]));
+            windows.push((pair[1], pair[1] + 1_000));
+        }
+        for (w_lo, w_hi) in windows {
+            let got = critical_path_rows(&conn, utid, w_lo, w_hi, usize::MAX).unwrap();
+            assert_eq!(
+                clip(&got.rows, w_lo, w_hi),
+                clip(&whole.rows, w_lo, w_hi),
+                "utid {utid} over [{w_lo}, {w_hi})"
+            );
+        }
+        // A thread that slept fewer times has fewer spans: then nothing is cut.
+        let cut = critical_path_rows(&conn, utid, lo, hi, 3).unwrap();
+        let until = cut.cut_at.unwrap_or(hi);
+        assert!(cut.cut_at.is_some() || utid != a, "A slept in every round");
+        assert!(!cut.rows.is_empty());
+        assert_eq!(clip(&cut.rows, lo, hi), clip(&whole.rows, lo, until));
     }
 }
 

@@ -40,6 +40,10 @@ pub struct CriticalPath {
     /// Set when `limit` cut the steps: they stop here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listed_until: Option<RelTime>,
+    /// Set when the window held too many of the task's runs to walk: the
+    /// path (and its totals) ends here; ask again from here for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walked_until: Option<RelTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -83,6 +87,12 @@ pub struct PathRow {
     pub wakes: Option<i64>,
 }
 
+/// Most executing spans of the task a walk starts from. A busy thread has
+/// millions in a long trace, and the walk's cost grows with them (about 13 us
+/// each on the 30 M-event benchmark trace), so past this many the path stops
+/// and says where: the caller asks again from there.
+pub const MAX_ROOT_SPANS: usize = 20_000;
+
 /// An executing span, named by the id of the thread_state row it starts with.
 #[derive(Debug, Clone)]
 struct Node {
@@ -94,12 +104,64 @@ struct Node {
     /// The sleep's state and blocking function.
     idle_state: Option<String>,
     blocked_function: Option<String>,
-    /// The waker's running thread_state id; None when an interrupt woke it.
-    waker_state: Option<i64>,
+    /// The waker's running thread_state id and thread; None when an
+    /// interrupt woke it.
+    waker_state: Option<(i64, i64)>,
     prev: Option<i64>,
 }
 
-/// One thread's states and spans, loaded on first use.
+/// One thread_state row, as the walk reads it.
+struct StateRow {
+    id: i64,
+    ts: i64,
+    dur: i64,
+    state: Option<String>,
+    waker_id: Option<i64>,
+    waker_utid: Option<i64>,
+    irq_context: Option<i64>,
+    io_wait: Option<i64>,
+    blocked_function: Option<String>,
+}
+
+impl StateRow {
+    const COLUMNS: &'static str =
+        "id, ts, dur, state, waker_id, waker_utid, irq_context, io_wait, blocked_function";
+
+    fn read(r: &rusqlite::Row) -> rusqlite::Result<StateRow> {
+        Ok(StateRow {
+            id: r.get(0)?,
+            ts: r.get(1)?,
+            dur: r.get(2)?,
+            state: r.get(3)?,
+            waker_id: r.get(4)?,
+            waker_utid: r.get(5)?,
+            irq_context: r.get(6)?,
+            io_wait: r.get(7)?,
+            blocked_function: r.get(8)?,
+        })
+    }
+
+    fn known(&self) -> bool {
+        self.dur != -1
+    }
+
+    fn is_sleep(&self) -> bool {
+        matches!(self.state.as_deref(), Some("S" | "D" | "I"))
+    }
+
+    /// Whether `self` starts an executing span after `prev`: something woke
+    /// it (a thread, or an interrupt, which the walk then does not follow)
+    /// from a sleep that ends where it starts.
+    fn starts_span_after(&self, prev: &StateRow) -> bool {
+        self.known()
+            && self.waker_id.is_some()
+            && prev.known()
+            && prev.is_sleep()
+            && prev.ts + prev.dur == self.ts
+    }
+}
+
+/// One thread's spans over the walk's range, loaded on first use.
 struct ThreadSpans {
     /// Span ids in time order.
     spans: Vec<i64>,
@@ -108,121 +170,166 @@ struct ThreadSpans {
     /// Running thread_state id -> the span it belongs to (its thread's last
     /// thread-woken R at or before it).
     span_of_running: HashMap<i64, i64>,
+    /// Loading stopped at `max_spans` before the range's end.
+    cut: bool,
 }
 
-/// The wakeup graph of the threads a walk touches.
+/// Where a thread's loading stops: at the first span that starts at or
+/// after `until`, or at its `max_spans`th span.
+#[derive(Clone, Copy)]
+struct Reach {
+    until: i64,
+    max_spans: usize,
+}
+
+/// The wakeup graph of the threads a walk touches, over the walk's range:
+/// each thread's states from the spans covering `lo` to its first span
+/// starting after `reach.until`, so a path costs what its window holds, not
+/// what the trace holds.
 struct Graph<'c> {
     conn: &'c Connection,
+    lo: i64,
+    reach: Reach,
     nodes: HashMap<i64, Node>,
     threads: HashMap<i64, ThreadSpans>,
 }
 
-fn is_sleep(state: Option<&str>) -> bool {
-    matches!(state, Some("S" | "D" | "I"))
-}
-
 impl<'c> Graph<'c> {
-    fn new(conn: &'c Connection) -> Graph<'c> {
+    fn new(conn: &'c Connection, lo: i64, hi: i64) -> Graph<'c> {
         Graph {
             conn,
+            lo,
+            reach: Reach {
+                until: hi,
+                max_spans: usize::MAX,
+            },
             nodes: HashMap::new(),
             threads: HashMap::new(),
         }
     }
 
-    /// Loads `utid`'s states and builds its spans (once).
+    /// Loads `utid`'s spans over the walk's range (once).
     fn thread(&mut self, utid: i64) -> Result<&ThreadSpans> {
         if !self.threads.contains_key(&utid) {
-            let t = self.load(utid)?;
+            let t = self.load(utid, self.reach)?;
             self.threads.insert(utid, t);
         }
         Ok(&self.threads[&utid])
     }
 
-    fn load(&mut self, utid: i64) -> Result<ThreadSpans> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, ts, dur, state, waker_id, irq_context, io_wait, blocked_function
-             FROM thread_state WHERE utid = ?1 ORDER BY ts, id",
+    /// The first state to load of `utid` so that the span covering `lo`
+    /// and the one before it are exact: the sleep before the second-last
+    /// span start at or before `lo` (its successor then has its `prev`), or
+    /// None for the thread's first state. Searches back in growing steps.
+    fn load_from(&self, utid: i64) -> Result<Option<i64>> {
+        let mut first = self.conn.prepare_cached(
+            "SELECT ts FROM thread_state WHERE utid = ?1 ORDER BY ts, id LIMIT 1",
         )?;
-        type Row = (
-            i64,
-            i64,
-            i64,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = st
-            .query_map([utid], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        // Perfetto's thread end: the end of the last state with a known length.
-        let thread_end = rows
-            .iter()
-            .filter(|r| r.2 != -1)
-            .max_by_key(|r| r.1)
-            .map(|r| r.1 + r.2);
+        let Some(first_ts) = first.query_row([utid], |r| r.get::<_, i64>(0)).optional()? else {
+            return Ok(None);
+        };
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts, id",
+            StateRow::COLUMNS
+        ))?;
+        let mut back: i64 = 1_000_000;
+        loop {
+            let from = self.lo.saturating_sub(back);
+            if from <= first_ts {
+                return Ok(None);
+            }
+            let rows: Vec<StateRow> = st
+                .query_map(params![utid, from, self.lo], StateRow::read)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut starts = (1..rows.len()).filter(|&i| rows[i].starts_span_after(&rows[i - 1]));
+            if let (Some(_), Some(second_last)) = (starts.next_back(), starts.next_back()) {
+                return Ok(Some(rows[second_last - 1].id));
+            }
+            back = back.saturating_mul(16);
+        }
+    }
+
+    fn load(&mut self, utid: i64, reach: Reach) -> Result<ThreadSpans> {
+        let from = self.load_from(utid)?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM thread_state WHERE utid = ?1 AND id >= ?2 ORDER BY ts, id",
+            StateRow::COLUMNS
+        ))?;
+        let mut query = st.query(params![utid, from.unwrap_or(i64::MIN)])?;
+        let mut rows: Vec<StateRow> = Vec::new();
+        let (mut span_count, mut exhausted, mut cut) = (0, true, false);
+        while let Some(r) = query.next()? {
+            let row = StateRow::read(r)?;
+            let starts = rows.last().is_some_and(|p| row.starts_span_after(p));
+            let past = starts && row.ts >= reach.until;
+            rows.push(row);
+            span_count += usize::from(starts);
+            if past || span_count >= reach.max_spans {
+                (exhausted, cut) = (false, !past);
+                break;
+            }
+        }
+        // Perfetto's thread end: the end of the last state with a known
+        // length. Unknown when loading stopped early; the last span loaded
+        // then starts past the range, and its length is never used.
+        let thread_end = exhausted
+            .then(|| {
+                rows.iter()
+                    .filter(|r| r.known())
+                    .max_by_key(|r| r.ts)
+                    .map(|r| r.ts + r.dur)
+            })
+            .flatten();
         let mut spans = Vec::new();
         let mut running = Vec::new();
         let mut span_of_running = HashMap::new();
         let mut last_woken_r = None;
         for (i, r) in rows.iter().enumerate() {
-            let (id, ts, dur, state, waker_id, irq_context, io_wait, _) = r;
-            let known = *dur != -1;
-            let state = state.as_deref();
-            if state == Some("Running") {
-                if known {
-                    running.push((*ts, ts + dur));
+            if r.state.as_deref() == Some("Running") {
+                if r.known() {
+                    running.push((r.ts, r.ts + r.dur));
                     if let Some(r_id) = last_woken_r {
-                        span_of_running.insert(*id, r_id);
+                        span_of_running.insert(r.id, r_id);
                     }
                 }
                 continue;
             }
-            let first = i == 0 && known && state == Some("R");
-            let woken = known && waker_id.is_some();
-            if (first || woken) && state == Some("R") {
-                last_woken_r = Some(*id);
+            let first = i == 0 && from.is_none() && r.known() && r.state.as_deref() == Some("R");
+            let woken = r.known() && r.waker_id.is_some();
+            if (first || woken) && r.state.as_deref() == Some("R") {
+                last_woken_r = Some(r.id);
             }
             let sleep = i
                 .checked_sub(1)
                 .map(|p| &rows[p])
-                .filter(|p| p.2 != -1 && is_sleep(p.3.as_deref()) && p.1 + p.2 == *ts);
-            if !(first || (woken && sleep.is_some())) {
+                .filter(|p| r.starts_span_after(p));
+            if !(first || sleep.is_some()) {
                 continue;
             }
             // Woken from interrupt context (or, as Perfetto reads io_wait, an
             // I/O completion): no thread to follow.
-            let irq = match irq_context {
-                Some(c) if *c != 0 => true,
-                _ => io_wait.is_some_and(|w| w != 0),
+            let irq = match r.irq_context {
+                Some(c) if c != 0 => true,
+                _ => r.io_wait.is_some_and(|w| w != 0),
             };
             self.nodes.insert(
-                *id,
+                r.id,
                 Node {
                     utid,
-                    ts: *ts,
+                    ts: r.ts,
                     dur: 0,
-                    idle_dur: sleep.map(|s| ts - s.1),
-                    idle_state: sleep.and_then(|s| s.3.clone()),
-                    blocked_function: sleep.and_then(|s| s.7.clone()),
-                    waker_state: if irq { None } else { *waker_id },
+                    idle_dur: sleep.map(|s| r.ts - s.ts),
+                    idle_state: sleep.and_then(|s| s.state.clone()),
+                    blocked_function: sleep.and_then(|s| s.blocked_function.clone()),
+                    waker_state: if irq {
+                        None
+                    } else {
+                        r.waker_id.zip(r.waker_utid)
+                    },
                     prev: spans.last().copied(),
                 },
             );
-            spans.push(*id);
+            spans.push(r.id);
         }
         // A span lasts until the sleep before the next one, the last until
         // the thread's end.
@@ -238,21 +345,13 @@ impl<'c> Graph<'c> {
             spans,
             running,
             span_of_running,
+            cut,
         })
     }
 
     /// The span of the waker that woke `node`, if it is a thread's.
     fn waker(&mut self, node: i64) -> Result<Option<i64>> {
-        let Some(running_id) = self.nodes[&node].waker_state else {
-            return Ok(None);
-        };
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT utid FROM thread_state WHERE id = ?1")?;
-        let Some(waker_utid) = st
-            .query_row([running_id], |r| r.get::<_, i64>(0))
-            .optional()?
-        else {
+        let Some((running_id, waker_utid)) = self.nodes[&node].waker_state else {
             return Ok(None);
         };
         Ok(self
@@ -262,8 +361,8 @@ impl<'c> Graph<'c> {
             .copied())
     }
 
-    /// Perfetto's walk from one root span.
-    fn walk(&mut self, root: i64, out: &mut Vec<PathRow>) -> Result<()> {
+    /// Perfetto's walk from one root span, over its part of [lo, hi).
+    fn walk(&mut self, root: i64, lo: i64, hi: i64, out: &mut Vec<PathRow>) -> Result<()> {
         struct Frame {
             node: i64,
             start: i64,
@@ -274,8 +373,8 @@ impl<'c> Graph<'c> {
         let r = &self.nodes[&root];
         let mut stack = vec![Frame {
             node: root,
-            start: r.ts - r.idle_dur.unwrap_or(0),
-            end: r.ts + r.dur,
+            start: lo.max(r.ts - r.idle_dur.unwrap_or(0)),
+            end: hi.min(r.ts + r.dur),
             depth: 0,
             wakes: None,
         }];
@@ -342,46 +441,72 @@ impl<'c> Graph<'c> {
     }
 }
 
-/// The critical path of `utid` over [lo, hi) (absolute), in time order:
-/// Perfetto's `_thread_executing_span_critical_path(utid, lo, hi - lo)`.
-pub fn critical_path_rows(conn: &Connection, utid: i64, lo: i64, hi: i64) -> Result<Vec<PathRow>> {
-    walk_path(&mut Graph::new(conn), utid, lo, hi)
+/// A walk's rows, in time order, and where it stopped when the window held
+/// more than [`MAX_ROOT_SPANS`] of the task's spans.
+pub struct Walk {
+    pub rows: Vec<PathRow>,
+    pub cut_at: Option<i64>,
 }
 
-fn walk_path(g: &mut Graph, utid: i64, lo: i64, hi: i64) -> Result<Vec<PathRow>> {
-    let spans = g.thread(utid)?.spans.clone();
-    let (Some(&first), Some(&last)) = (spans.first(), spans.last()) else {
-        return Ok(Vec::new());
+/// The critical path of `utid` over [lo, hi) (absolute), in time order,
+/// walked from at most `max_spans` of its spans: Perfetto's
+/// `_thread_executing_span_critical_path(utid, lo, hi - lo)`.
+pub fn critical_path_rows(
+    conn: &Connection,
+    utid: i64,
+    lo: i64,
+    hi: i64,
+    max_spans: usize,
+) -> Result<Walk> {
+    walk_path(&mut Graph::new(conn, lo, hi), utid, lo, hi, max_spans)
+}
+
+fn walk_path(g: &mut Graph, utid: i64, lo: i64, hi: i64, max_spans: usize) -> Result<Walk> {
+    let root = g.load(
+        utid,
+        Reach {
+            until: hi,
+            max_spans,
+        },
+    )?;
+    let (Some(&first), Some(&last)) = (root.spans.first(), root.spans.last()) else {
+        return Ok(Walk {
+            rows: Vec::new(),
+            cut_at: None,
+        });
     };
+    // Cut short: the path ends where the last span loaded starts.
+    let cut_at = root.cut.then(|| g.nodes[&last].ts).filter(|&t| t < hi);
+    let hi = cut_at.unwrap_or(hi);
     // The spans covering the interval (Perfetto's _intervals_to_roots).
     let (min_start, max_start) = (g.nodes[&first].ts, g.nodes[&last].ts);
-    let from = spans
+    let from = root
+        .spans
         .iter()
         .rposition(|s| g.nodes[s].ts <= lo.max(min_start))
         .unwrap_or(0);
-    let Some(to) = spans
+    let Some(to) = root
+        .spans
         .iter()
         .position(|s| g.nodes[s].ts >= hi.min(max_start))
     else {
-        return Ok(Vec::new());
+        return Ok(Walk {
+            rows: Vec::new(),
+            cut_at,
+        });
     };
+    // Every waker was running before the span it woke started, so the
+    // others' states are needed up to the last root's start.
+    g.reach.until = hi.max(g.nodes[&root.spans[to]].ts + 1);
+    let roots = root.spans[from..=to].to_vec();
+    g.threads.insert(utid, root);
     let mut rows = Vec::new();
-    for &root in spans.get(from..=to).unwrap_or_default() {
-        g.walk(root, &mut rows)?;
+    for root in roots {
+        g.walk(root, lo, hi, &mut rows)?;
     }
-    let mut clipped: Vec<PathRow> = rows
-        .into_iter()
-        .filter_map(|mut r| {
-            let (s, e) = (r.ts.max(lo), (r.ts + r.dur).min(hi));
-            (s < e).then(|| {
-                (r.ts, r.dur) = (s, e - s);
-                r
-            })
-        })
-        .collect();
-    clipped.sort_by_key(|r| (r.ts, r.depth));
-    clipped.dedup();
-    Ok(clipped)
+    rows.sort_by_key(|r| (r.ts, r.depth));
+    rows.dedup();
+    Ok(Walk { rows, cut_at })
 }
 
 /// Running time of `utid` within [lo, hi), from the graph's loaded states.
@@ -418,8 +543,8 @@ pub fn critical_path(conn: &Connection, tid: i64, w: Window, limit: usize) -> Re
             search_events::TOOL.name
         );
     };
-    let mut g = Graph::new(conn);
-    let rows = walk_path(&mut g, utid, lo, hi)?;
+    let mut g = Graph::new(conn, lo, hi);
+    let Walk { rows, cut_at } = walk_path(&mut g, utid, lo, hi, MAX_ROOT_SPANS)?;
     let mut steps: Vec<(PathRow, i64)> = Vec::new();
     let mut per_thread: HashMap<i64, (i64, i64)> = HashMap::new();
     for r in &rows {
@@ -453,6 +578,8 @@ pub fn critical_path(conn: &Connection, tid: i64, w: Window, limit: usize) -> Re
     let mut all: Vec<i64> = per_thread.keys().copied().collect();
     all.extend(wakes_from.values().map(|v| v.0));
     all.push(utid);
+    all.sort_unstable();
+    all.dedup();
     let ids = task_ids(conn, &all)?;
     let tid_of = |u: i64| ids.get(&u).map_or(-1, |t| t.tid);
     let name_of = |u: i64| ids.get(&u).and_then(|t| t.thread_name.clone());
@@ -495,6 +622,7 @@ pub fn critical_path(conn: &Connection, tid: i64, w: Window, limit: usize) -> Re
             })
             .collect(),
         listed_until,
+        walked_until: cut_at.map(|t| RelTime::new(b.rel(t))),
     })
 }
 
