@@ -297,6 +297,16 @@ CREATE TABLE agg_thread (
   latency_hist BLOB -- Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact below 64 ns, then 32 per power of two. NULL without wakeups.
 );
 
+-- @table agg_cpu_thread: Per time bucket, CPU and thread: how long the thread ran on that CPU. Buckets as in agg_cpu;
+-- only (bucket, CPU, thread) that ran have a row. What held a CPU over a long wait is read here.
+CREATE TABLE agg_cpu_thread (
+  ts INTEGER NOT NULL, -- Bucket start, ns.
+  dur INTEGER NOT NULL, -- Bucket length, ns.
+  cpu INTEGER NOT NULL, -- CPU.
+  utid INTEGER NOT NULL, -- Thread (thread.utid).
+  cpu_ns INTEGER NOT NULL -- Time it ran on the CPU (sched_slice) within the bucket, ns.
+);
+
 -- @table stack_profile_mapping: A binary or library that stack frames lie in (Perfetto's stack_profile_mapping). schedlens
 -- writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for addresses in no
 -- file, '[unknown]'), not one per process mapping: start, end and the offsets are 0 and a frame's

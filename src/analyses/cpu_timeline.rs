@@ -13,6 +13,7 @@ use super::durations::{Dur, clip};
 use super::tasks::task_ids;
 use super::timespec::{RelTime, TraceBounds, Window, WindowArg, WindowOut, resolve_window};
 use super::tool::{Tool, count_arg};
+use crate::analyzer::aggregate;
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CpuTimeline {
@@ -207,15 +208,31 @@ pub(crate) fn holders(
 ) -> Result<Vec<Holder>> {
     let idle = idle_utids(conn)?;
     let mut time: HashMap<i64, i64> = HashMap::new();
-    slices_on_cpu(conn, cpu, lo, hi, |ts, dur, utid| {
-        if !idle.contains(&utid) {
+    // A wait can last seconds, millions of slices: whole buckets come from
+    // agg_cpu_thread, only the two partial ones from sched_slice.
+    let split = aggregate::split_window(aggregate::width(conn)?, lo, hi);
+    if let Some((f0, f1)) = split.full {
+        let mut st = conn.prepare_cached(
+            "SELECT utid, sum(cpu_ns) FROM agg_cpu_thread
+             WHERE cpu = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY utid",
+        )?;
+        for row in st.query_map(params![cpu, f0, f1], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (utid, ns) = row?;
+            *time.entry(utid).or_default() += ns;
+        }
+    }
+    for &(lo, hi) in &split.edges {
+        slices_on_cpu(conn, cpu, lo, hi, |ts, dur, utid| {
             let len = clip(ts, dur, lo, hi, b.end_ts);
             if len > 0 {
                 *time.entry(utid).or_default() += len;
             }
-        }
-        true
-    })?;
+            true
+        })?;
+    }
+    time.retain(|utid, _| !idle.contains(utid));
     let mut top: Vec<(i64, i64)> = time.into_iter().collect();
     top.sort_by_key(|&(utid, ns)| (std::cmp::Reverse(ns), utid));
     top.truncate(n);

@@ -4,7 +4,8 @@
 //!
 //! The importer hands every completed sched_slice, thread_state and wakeup row
 //! to an [`Aggregator`] (a few adds per row, no SQL); [`Aggregator::write`]
-//! stores the `agg_cpu` and `agg_thread` tables at the end of the load.
+//! stores the `agg_cpu`, `agg_thread` and `agg_cpu_thread` tables at the end
+//! of the load.
 //! Buckets are aligned on multiples of a power-of-two width that starts at
 //! about 1 ms and doubles whenever the trace would span more than
 //! [`MAX_BUCKETS`], so the tables stay small for any trace length. Intervals
@@ -14,7 +15,8 @@
 
 use crate::analyzer::schema::SqlWriter;
 use crate::analyzer::tables::{
-    AGG_CPU, AGG_THREAD, AggCpuRow, AggThreadRow, METADATA, MetadataRow, RUNNABLE_STATES,
+    AGG_CPU, AGG_CPU_THREAD, AGG_THREAD, AggCpuRow, AggCpuThreadRow, AggThreadRow, METADATA,
+    MetadataRow, RUNNABLE_STATES,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -65,6 +67,8 @@ struct ThreadAcc {
     latency_max: Option<i64>,
     /// One bin per wakeup; turned into (bin, count) pairs when written.
     bins: Vec<u16>,
+    /// cpu_ns per CPU: (cpu, ns), a thread runs on one or two CPUs per bucket.
+    on_cpu: Vec<(u32, i64)>,
 }
 
 impl ThreadAcc {
@@ -75,6 +79,16 @@ impl ThreadAcc {
         self.wakeups += o.wakeups;
         self.latency_max = self.latency_max.max(o.latency_max);
         self.bins.extend(o.bins);
+        for (cpu, ns) in o.on_cpu {
+            self.ran_on(cpu, ns);
+        }
+    }
+
+    fn ran_on(&mut self, cpu: u32, ns: i64) {
+        match self.on_cpu.iter_mut().find(|e| e.0 == cpu) {
+            Some(e) => e.1 += ns,
+            None => self.on_cpu.push((cpu, ns)),
+        }
     }
 }
 
@@ -223,7 +237,9 @@ impl Aggregator {
         slot(&mut threads, ts >> shift).switches += 1;
         slot(&mut cpus, ts >> shift).switches += 1;
         self.split(ts, end, |b, ns| {
-            slot(&mut threads, b).cpu_ns += ns;
+            let t = slot(&mut threads, b);
+            t.cpu_ns += ns;
+            t.ran_on(cpu, ns);
             slot(&mut cpus, b).busy_ns += ns;
         });
         self.threads[u] = threads;
@@ -269,8 +285,9 @@ impl Aggregator {
         a.bins.push(bin(latency));
     }
 
-    /// Writes agg_cpu, agg_thread and the bucket width (metadata), with the
-    /// indexes the analyses use. `end_ts` closes the rows still open.
+    /// Writes agg_cpu, agg_thread, agg_cpu_thread and the bucket width
+    /// (metadata), with the indexes the analyses use. `end_ts` closes the
+    /// rows still open.
     pub fn write(mut self, conn: &Connection, end_ts: i64) -> rusqlite::Result<()> {
         for (cpu, utid, ts) in std::mem::take(&mut self.open_slices) {
             self.add_slice(cpu, utid, ts, end_ts.max(ts));
@@ -310,6 +327,20 @@ impl Aggregator {
                 })?;
             }
         }
+        let mut w = SqlWriter::new(conn, &AGG_CPU_THREAD)?;
+        for (utid, series) in self.threads.iter().enumerate() {
+            for (b, a) in series {
+                for &(cpu, cpu_ns) in &a.on_cpu {
+                    w.insert(&AggCpuThreadRow {
+                        ts: b << self.shift,
+                        dur: width,
+                        cpu: i64::from(cpu),
+                        utid: utid as i64,
+                        cpu_ns,
+                    })?;
+                }
+            }
+        }
         SqlWriter::new(conn, &METADATA)?.insert(&MetadataRow {
             name: WIDTH_KEY,
             key_type: "single",
@@ -325,6 +356,7 @@ const INDEXES_SQL: &str = "
 CREATE INDEX agg_cpu_ts ON agg_cpu(ts, cpu);
 CREATE INDEX agg_thread_ts ON agg_thread(ts, utid);
 CREATE INDEX agg_thread_utid_ts ON agg_thread(utid, ts);
+CREATE INDEX agg_cpu_thread_cpu_ts ON agg_cpu_thread(cpu, ts);
 ";
 
 /// Sorted bins -> (bin u16 LE, count u32 LE) pairs.

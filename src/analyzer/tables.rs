@@ -36,6 +36,7 @@ pub static SCHEMA: &[Item] = &[
     Item::Table(&LOST_EVENTS),
     Item::Table(&AGG_CPU),
     Item::Table(&AGG_THREAD),
+    Item::Table(&AGG_CPU_THREAD),
     Item::Table(&STACK_PROFILE_MAPPING),
     Item::Table(&STACK_PROFILE_FRAME),
     Item::Table(&STACK_PROFILE_CALLSITE),
@@ -607,6 +608,24 @@ table! {
         /// Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact
         /// below 64 ns, then 32 per power of two. NULL without wakeups.
         latency_hist: Option<&'a [u8]> = BLOB,
+    }
+}
+
+table! {
+    /// Per time bucket, CPU and thread: how long the thread ran on that CPU. Buckets as in agg_cpu;
+    /// only (bucket, CPU, thread) that ran have a row. What held a CPU over a long wait is read here.
+    pub static AGG_CPU_THREAD = agg_cpu_thread in sqlite;
+    pub struct AggCpuThreadRow {
+        /// Bucket start, ns.
+        ts: i64 = INTEGER NOT NULL,
+        /// Bucket length, ns.
+        dur: i64 = INTEGER NOT NULL,
+        /// CPU.
+        cpu: i64 = INTEGER NOT NULL,
+        /// Thread (thread.utid).
+        utid: i64 = INTEGER NOT NULL,
+        /// Time it ran on the CPU (sched_slice) within the bucket, ns.
+        cpu_ns: i64 = INTEGER NOT NULL,
     }
 }
 
