@@ -125,59 +125,6 @@ fn query_i64(dir: &Path, trace: &Path, sql: &str) -> i64 {
         .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
 }
 
-fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
-}
-
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
-}
-
-fn set_comm(name: &str) {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
-}
-
-/// A thread named `sl-victim` pinned to CPU 0 sleeps 100 ms; meanwhile a
-/// SCHED_FIFO thread pinned to CPU 0 spins for 600 ms, so the victim's
-/// wakeup waits until the spinner yields. Returns the victim's tid.
-fn delayed_wakeup() -> i32 {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let victim = std::thread::spawn(move || {
-        set_comm("sl-victim");
-        pin_to_cpu0();
-        tx.send(gettid()).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    });
-    let tid = rx.recv().unwrap();
-    let spinner = std::thread::spawn(|| {
-        set_comm("sl-spinner");
-        pin_to_cpu0();
-        let param = libc::sched_param { sched_priority: 50 };
-        // SAFETY: param is a valid sched_param.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        assert_eq!(rc, 0, "sched_setscheduler");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(600) {
-            std::hint::spin_loop();
-        }
-    });
-    spinner.join().unwrap();
-    victim.join().unwrap();
-    tid
-}
-
 #[test]
 fn a_latency_trigger_snapshot_holds_the_triggering_wakeup() {
     if !root::require_bpf() {
@@ -190,7 +137,7 @@ fn a_latency_trigger_snapshot_holds_the_triggering_wakeup() {
         &["--trigger", "latency>30ms", "--trigger-comm", "sl-victim"],
     );
     wait_attached(&tmp.0, &mut rec);
-    let tid = delayed_wakeup();
+    let tid = root::latency::delayed_wakeup();
     let snap = wait_for_snapshot(&tmp.0, "trigger", &mut rec);
     stop(&mut rec);
     let log = stderr_of(&tmp.0);
@@ -230,8 +177,11 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Well past the window, so the ring has dropped its oldest chunks.
-    std::thread::sleep(Duration::from_secs(8));
+    // Well past the window, so the ring has dropped its oldest chunks; the
+    // snapshot's stats begin after `mark` (at most window + 4 s before it).
+    std::thread::sleep(Duration::from_secs(3));
+    let mark = boottime_ns();
+    std::thread::sleep(Duration::from_secs(9));
     // SAFETY: kill with a pid we own.
     unsafe { libc::kill(rec.id() as i32, libc::SIGUSR1) };
     let snap = wait_for_snapshot(&tmp.0, "snapshot", &mut rec);
@@ -275,6 +225,72 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
     assert!(forks >= 5, "{forks} /bin/true runs in the window");
     assert!(log.contains("chunks dropped"), "{log}");
     assert!(!log.contains(" 0 chunks dropped"), "{log}");
+
+    // It ends like a full recording, with the recorder's stats, counted
+    // over its window: they cover its events and begin after the recording did.
+    let meta = |name: &str| {
+        query_i64(
+            &tmp.0,
+            &snap,
+            &format!("SELECT int_value FROM metadata WHERE name = '{name}'"),
+        )
+    };
+    let (start, end) = (meta("recorder_start_ts"), meta("recorder_end_ts"));
+    let first = query_i64(&tmp.0, &snap, "SELECT min(ts) FROM sched_slice");
+    let last = query_i64(&tmp.0, &snap, "SELECT max(ts) FROM sched_slice");
+    assert!(
+        start <= first && end >= last,
+        "{start}..{end} vs {first}..{last}"
+    );
+    assert!(start > mark, "the window's stats, not the recording's");
+    let switches = query_i64(&tmp.0, &snap, "SELECT count(*) FROM sched_slice");
+    assert!(meta("recorder_events_sched_switch") >= switches);
+    // Drops: a total for each CPU, covering the LostEvents of the window.
+    let totals = query_i64(
+        &tmp.0,
+        &snap,
+        "SELECT count(*) FROM stats WHERE name = 'recorder_lost_events_total'",
+    );
+    assert!(totals >= cpus, "{totals} per-CPU drop totals, {cpus} CPUs");
+    let (lost, lost_total) = (
+        query_i64(
+            &tmp.0,
+            &snap,
+            "SELECT coalesce(sum(count), 0) FROM lost_events",
+        ),
+        query_i64(
+            &tmp.0,
+            &snap,
+            "SELECT sum(value) FROM stats WHERE name = 'recorder_lost_events_total'",
+        ),
+    );
+    assert!(lost_total >= lost, "{lost_total} counted, {lost} reported");
+    let summary = Command::new(BIN)
+        .arg("summary")
+        .arg(&snap)
+        .env("XDG_CACHE_HOME", tmp.0.join("cache"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        summary.status.success(),
+        "{}",
+        String::from_utf8_lossy(&summary.stderr)
+    );
+    assert!(text.contains("recorded by schedlens"), "{text}");
+}
+
+fn boottime_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+        0
+    );
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// `flight ring: ... held at most X of Y bytes` from the summary.

@@ -22,8 +22,13 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Value, json};
 
+use schedlens::recorder::cli::{LatencyTrigger, parse_trigger};
 use schedlens::service::client::Connection;
-use schedlens::service::protocol::{self, Ending, ErrorCode, RecordRequest, Request, Response};
+use schedlens::service::protocol::{
+    self, Ending, ErrorCode, RecordRequest, Request, Response, Selection,
+};
+
+mod root;
 
 /// Generous bounds for waits that end on their own (never asserted as timings).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -546,7 +551,10 @@ fn each_limit_is_enforced_and_named() {
     assert_eq!(limit.as_deref(), Some("max_bytes"));
     let stacks = Request::Record(RecordRequest {
         duration_ms: 1000,
-        stacks: vec!["kernel".into()],
+        what: Selection {
+            stacks: vec!["kernel".into()],
+            ..Default::default()
+        },
         ..Default::default()
     });
     let (code, _, message) = refusal(&converse(&socket, &stacks));
@@ -699,7 +707,11 @@ fn a_request_s_filters_reach_the_recording() {
     let mut conn = Connection::connect(&site.socket).unwrap();
     conn.send(&Request::Record(RecordRequest {
         duration_ms: 2000,
-        tgids: vec![sh.id() as i32],
+        what: Selection {
+            tgids: vec![sh.id() as i32],
+            events: vec!["sched".into(), "irq".into()],
+            ..Default::default()
+        },
         ..Default::default()
     }))
     .unwrap();
@@ -726,6 +738,16 @@ fn a_request_s_filters_reach_the_recording() {
             )
         ),
         10
+    );
+    // The event groups asked for are the ones recorded.
+    assert_eq!(
+        query_count(
+            &site,
+            &trace,
+            "SELECT COUNT(*) FROM metadata WHERE name = 'recorder_argv' \
+             AND str_value LIKE '% --events sched,irq%'"
+        ),
+        1
     );
     // The busy shells outside the filter fork hundreds of `true`s meanwhile:
     // none of them is in the trace.
@@ -998,6 +1020,7 @@ fn a_flight_recording_serves_snapshots_on_request() {
                 id: got,
                 name,
                 bytes,
+                trigger: None,
             },
             Some(fd),
         ) => {
@@ -1066,4 +1089,154 @@ fn a_flight_recording_serves_snapshots_on_request() {
         &Request::Snapshot(protocol::SnapshotRequest::default()),
     ));
     assert_eq!(code, ErrorCode::BadRequest);
+}
+
+#[test]
+fn a_flight_recording_s_trigger_hands_over_the_triggering_wakeup() {
+    if !root::require_bpf() {
+        return;
+    }
+    let mut site = Site::new();
+    site.start(&[]);
+    let mut conn = Connection::connect(&site.socket).unwrap();
+    conn.send(&Request::Record(RecordRequest {
+        duration_ms: 120_000,
+        flight_window_ms: Some(10_000),
+        trigger: LatencyTrigger {
+            spec: Some(parse_trigger("latency>30ms").unwrap()),
+            comm: Some("sl-victim".into()),
+            pid: None,
+        },
+        ..Default::default()
+    }))
+    .unwrap();
+    let id = match conn.recv().unwrap() {
+        (Response::Started { id, .. }, _) => id,
+        other => panic!("{other:?}: {}", site.log()),
+    };
+    // Attached once the ring holds chunks.
+    while !matches!(conn.recv().unwrap().0, Response::Progress { bytes, .. } if bytes > 0) {}
+    let tid = root::latency::delayed_wakeup();
+    let (name, bytes, fired, fd) = loop {
+        match conn.recv().unwrap() {
+            (Response::Progress { .. }, _) => {}
+            (
+                Response::Snapshot {
+                    id: got,
+                    name,
+                    bytes,
+                    trigger: Some(fired),
+                },
+                Some(fd),
+            ) => {
+                assert_eq!(got, id);
+                break (name, bytes, fired, fd);
+            }
+            other => panic!("{other:?}: {}", site.log()),
+        }
+    };
+    assert_eq!(fired.pid, tid, "{fired:?}");
+    assert!(fired.latency_ns > 30_000_000, "{fired:?}");
+    // In the spool, shared like every trace, and the descriptor is that file.
+    let snap = site.spool.join(&name);
+    let meta = std::fs::metadata(&snap).unwrap();
+    assert_eq!((meta.len(), meta.mode() & 0o777), (bytes, 0o640));
+    let mut handed = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut handed).unwrap();
+    assert_eq!(handed, std::fs::read(&snap).unwrap());
+    // The triggering wakeup is in it, with the latency that fired.
+    let latency = query_count(
+        &site,
+        &snap,
+        &format!(
+            "SELECT max(w.latency) FROM wakeup w JOIN thread t USING (utid) \
+             WHERE t.tid = {tid} AND t.name = 'sl-victim'"
+        ),
+    );
+    assert!(latency > 30_000_000, "latency {latency} ns");
+    // It carries the recorder's stats, as a full recording does.
+    assert!(
+        query_count(
+            &site,
+            &snap,
+            "SELECT count(*) FROM stats WHERE name = 'recorder_lost_events_total'"
+        ) >= 1
+    );
+
+    let mut cancel = conn.try_clone_stream().unwrap();
+    protocol::write_frame(&mut cancel, &Request::Cancel).unwrap();
+    loop {
+        match conn.recv().unwrap() {
+            (Response::Finished(f), Some(_)) => {
+                assert_eq!(f.ended, Ending::Cancelled, "{f:?}");
+                break;
+            }
+            (Response::Progress { .. } | Response::Snapshot { .. }, _) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(site.log().contains("trigger snapshot"), "{}", site.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_snapshots_a_running_flight_recording_and_queries_it() {
+    if !root::require_bpf() {
+        return;
+    }
+    let mut site = Site::new();
+    site.start(&[]);
+    let (handler, mut rx) = progress();
+    let c = site.analyze_as(&site.member.clone(), handler).await;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("record").with_arguments(
+            json!({ "duration": "2m", "flight_window": "5s" })
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+    ));
+    let handle = c
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    until_recording(&mut rx).await;
+    // Only the snapshot's window sees this shell and its forks.
+    let sh = workload(10);
+    // Its events reach the ring within a flush (a second) or two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let snap = ok(&c, "snapshot", json!({})).await;
+    let trace = snap["trace"].as_str().unwrap().to_string();
+    assert!(trace.starts_with("flight-"), "{snap}");
+    let status = ok(&c, "recording_status", json!({})).await;
+    assert_eq!(snap["id"], status["recordings"][0]["id"], "{snap} {status}");
+    assert_eq!(
+        count(
+            &c,
+            &trace,
+            &format!(
+                "SELECT COUNT(*) FROM process WHERE parent_upid = \
+                 (SELECT upid FROM process WHERE pid = {sh}) AND name = 'true'"
+            )
+        )
+        .await,
+        10
+    );
+    let info = ok(&c, "trace_info", json!({ "trace": trace })).await;
+    assert!(info["system"]["recorder_version"].is_string(), "{info}");
+    // The recording goes on until cancelled, and then ends.
+    handle.cancel(Some("enough".into())).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = ok(&c, "recording_status", json!({})).await;
+        if status["recordings"] == json!([]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recording outlived its cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.cancel().await.unwrap();
 }

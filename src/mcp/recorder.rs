@@ -20,9 +20,11 @@ use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
 use super::call::{Entry, State};
 use super::registry::Role;
 use crate::analyzer::db;
+use crate::recorder::cli::LatencyTrigger;
 use crate::service::client::Connection;
 use crate::service::protocol::{
-    Capabilities, Ending, Finished, RecordRequest, Request, Response, SnapshotRequest, Status,
+    Capabilities, Ending, Finished, RecordRequest, Request, Response, Selection, SnapshotRequest,
+    Status,
 };
 
 /// Arguments of `record`.
@@ -32,25 +34,14 @@ pub struct RecordArgs {
     /// How long to record, e.g. "2s", "500ms", "1m" (at most the recorder's max_duration,
     /// which list_recordable_events shows).
     pub duration: String,
-    /// Event groups to record (names from list_recordable_events); default: the default groups.
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// Stack kinds to capture (names from list_recordable_events); default: none.
-    #[serde(default)]
-    pub stacks: Vec<String>,
-    /// Only these threads (tids) and the tasks they create.
-    #[serde(default)]
-    pub pids: Vec<i32>,
-    /// Only these processes, their threads and descendants.
-    #[serde(default)]
-    pub tgids: Vec<i32>,
-    /// Only tasks with these names (as `ps -o comm` shows them) and their descendants.
-    #[serde(default)]
-    pub comms: Vec<String>,
+    #[serde(flatten)]
+    pub what: Selection,
     /// A flight recording: keep only this last stretch (e.g. "30s") for `snapshot` calls
     /// while it runs; the trace returned at the end is a snapshot of its last window.
     #[serde(default)]
     pub flight_window: Option<String>,
+    #[serde(flatten)]
+    pub trigger: LatencyTrigger,
 }
 
 /// Arguments of `snapshot`.
@@ -80,6 +71,9 @@ pub struct Recorded {
     /// Seconds recorded.
     pub seconds: f64,
     pub bytes: u64,
+    /// The snapshots the trigger took meanwhile, served by these names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
 }
 
 /// recording_status takes no arguments.
@@ -331,7 +325,12 @@ async fn snapshot(state: Arc<State>, args: SnapshotArgs) -> Result<Snapshotted, 
         conn.send(&Request::Snapshot(SnapshotRequest { id: args.id }))
             .map_err(|e| format!("{e:#}"))?;
         match conn.recv().map_err(|e| format!("{e:#}"))? {
-            (Response::Snapshot { id, name, bytes }, Some(fd)) => Ok((id, name, bytes, fd)),
+            (
+                Response::Snapshot {
+                    id, name, bytes, ..
+                },
+                Some(fd),
+            ) => Ok((id, name, bytes, fd)),
             (Response::Snapshot { .. }, None) => {
                 Err("the recorder sent no trace with its answer".to_string())
             }
@@ -351,6 +350,7 @@ async fn snapshot(state: Arc<State>, args: SnapshotArgs) -> Result<Snapshotted, 
 /// What the blocking side of a recording reports to the async side.
 enum Update {
     Progress { elapsed_ms: u64, bytes: u64 },
+    Triggered(String, OwnedFd),
     Done(Box<Finished>, OwnedFd),
 }
 
@@ -378,12 +378,9 @@ async fn record(
     let request = RecordRequest {
         flight_window_ms,
         duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64,
-        events: args.events,
-        stacks: args.stacks,
-        pids: args.pids,
-        tgids: args.tgids,
-        comms: args.comms,
+        what: args.what,
         max_bytes: None,
+        trigger: args.trigger,
     };
     let (mut conn, canceller) = {
         let socket = socket.clone();
@@ -406,6 +403,14 @@ async fn record(
                 Response::Progress { elapsed_ms, bytes } => {
                     let _ = tx.send(Update::Progress { elapsed_ms, bytes });
                 }
+                Response::Snapshot {
+                    name,
+                    trigger: Some(_),
+                    ..
+                } => {
+                    let fd = fd.ok_or("the recorder sent no trace with a trigger snapshot")?;
+                    let _ = tx.send(Update::Triggered(name, fd));
+                }
                 Response::Finished(f) => {
                     let fd = fd.ok_or("the recorder sent no trace with its answer")?;
                     let _ = tx.send(Update::Done(Box::new(f), fd));
@@ -418,6 +423,7 @@ async fn record(
     let token = ctx.meta.get_progress_token();
     let total = duration.as_secs_f64();
     let mut cancel_sent = false;
+    let mut snapshots = Vec::new();
     let done = loop {
         tokio::select! {
             update = rx.recv() => match update {
@@ -434,6 +440,11 @@ async fn record(
                             .with_message(message);
                         let _ = ctx.peer.notify_progress(param).await;
                     }
+                }
+                // Served at once, so the client can look while it records.
+                Some(Update::Triggered(name, fd)) => {
+                    load_handed_trace(&state, &name, fd).await?;
+                    snapshots.push(name);
                 }
                 Some(Update::Done(f, fd)) => break (f, fd),
                 None => {
@@ -468,5 +479,6 @@ async fn record(
             .unwrap_or_default(),
         seconds: finished.elapsed_ms as f64 / 1e3,
         bytes: finished.bytes,
+        snapshots,
     })
 }

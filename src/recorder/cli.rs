@@ -21,10 +21,96 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `--trigger latency>5ms`: snapshot when a task waits longer than this
-/// between being woken (sched_waking) and running (sched_switch in).
+/// between being woken (sched_waking) and running (sched_switch in). On the
+/// wire (recorder service, MCP) it is the same string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TriggerSpec {
     pub latency: Duration,
+}
+
+impl std::fmt::Display for TriggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "latency>{}", humantime::format_duration(self.latency))
+    }
+}
+
+impl serde::Serialize for TriggerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TriggerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_trigger(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A flight recording's latency trigger and whose wakeups fire it: the
+/// `--trigger*` flags of `schedlens trace --flight`, and the same fields
+/// (`trigger`, `trigger_pid`, `trigger_comm`) of a recorder service request
+/// and of the MCP `record` tool.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    clap::Args,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+pub struct LatencyTrigger {
+    /// Flight recording: snapshot when a task waits longer than this from its wakeup to
+    /// running, e.g. latency>5ms (at most once per debounce, by default the window)
+    #[arg(id = "trigger", long = "trigger", value_name = "latency>DURATION", value_parser = parse_trigger)]
+    #[serde(rename = "trigger", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub spec: Option<TriggerSpec>,
+    /// Only this thread's wakeups fire the trigger
+    #[arg(id = "trigger_pid", long = "trigger-pid", value_name = "PID", value_parser = parse_id)]
+    #[serde(
+        rename = "trigger_pid",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pid: Option<i32>,
+    /// Only wakeups of tasks with this name fire the trigger
+    #[arg(id = "trigger_comm", long = "trigger-comm", value_name = "NAME", value_parser = parse_comm)]
+    #[serde(
+        rename = "trigger_comm",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub comm: Option<String>,
+}
+
+impl LatencyTrigger {
+    /// The filter given without a trigger, as (flag, wire field) names.
+    pub fn orphan_filter(&self) -> Option<(&'static str, &'static str)> {
+        if self.spec.is_some() {
+            None
+        } else if self.pid.is_some() {
+            Some(("--trigger-pid", "trigger_pid"))
+        } else if self.comm.is_some() {
+            Some(("--trigger-comm", "trigger_comm"))
+        } else {
+            None
+        }
+    }
+}
+
+/// What fired a latency trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fired {
+    /// The thread that waited.
+    pub pid: i32,
+    /// From its wakeup to running, in nanoseconds.
+    pub latency_ns: u64,
+    /// When it finally ran (CLOCK_BOOTTIME ns, the trace's clock).
+    pub ts: u64,
 }
 
 /// Parses `latency>DURATION`.
@@ -326,6 +412,14 @@ mod tests {
         for bad in ["latency<5ms", "latency>", "latency>0ms", "5ms", "cpu>5ms"] {
             assert!(parse_trigger(bad).is_err(), "{bad}");
         }
+        // The wire form is the flag's, and reads back the same.
+        for spec in ["latency>5ms", "latency>1ms 500us", "latency>2s"] {
+            let t = parse_trigger(spec).unwrap();
+            assert_eq!(t.to_string(), spec);
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<TriggerSpec>(&json).unwrap(), t);
+        }
+        assert!(serde_json::from_str::<TriggerSpec>("\"latency<5ms\"").is_err());
     }
 
     #[test]

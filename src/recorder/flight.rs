@@ -11,12 +11,14 @@
 
 use crate::model::event::{Event, Header, TaskId, comm_str};
 use crate::perfetto::writer::{FlightRing, ShardEncoder, TraceWriter};
-use crate::recorder::cli::TriggerSpec;
+use crate::recorder::cli::{Fired, LatencyTrigger, TriggerSpec};
 use crate::recorder::consumer::EventSink;
+use crate::recorder::snapshot::RecordingStats;
 use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, snapshot};
 use anyhow::{Context, bail};
 use rustc_hash::FxHashSet;
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -30,6 +32,13 @@ pub const DEFAULT_RING_BYTES: u64 = 64 << 20;
 /// its events at least every second (consumer::FLUSH_EVERY), so by then the
 /// triggering wakeup's events are in the ring, with some of what followed.
 const TRIGGER_SETTLE: Duration = Duration::from_secs(2);
+/// How often the recording's totals are sampled: a snapshot's stats are
+/// what was counted since the last sample before its oldest chunk.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// A chunk holds events decoded up to a flush period before it arrived
+/// (consumer::FLUSH_EVERY, 1 s); a sample this long before the oldest
+/// chunk counts nothing the snapshot holds.
+const SAMPLE_MARGIN_NS: u64 = 3_000_000_000;
 
 /// One task's last wakeup and last time on a CPU, shared by the shards: a
 /// waking and the switch that ends it may be decoded by different
@@ -44,15 +53,6 @@ struct Slot {
 
 const SLOTS: usize = 1 << 16;
 
-/// What fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fired {
-    pub pid: i32,
-    pub latency_ns: u64,
-    /// When the task finally ran (BOOTTIME).
-    pub ts: u64,
-}
-
 /// The latency trigger, detected in the consumers as events are decoded.
 pub struct LatencyWatch {
     threshold_ns: u64,
@@ -66,11 +66,11 @@ pub struct LatencyWatch {
 }
 
 impl LatencyWatch {
-    fn new(spec: TriggerSpec, pid: Option<i32>, comm: Option<&str>, debounce: Duration) -> Self {
+    fn new(spec: TriggerSpec, trigger: &LatencyTrigger, debounce: Duration) -> Self {
         LatencyWatch {
             threshold_ns: spec.latency.as_nanos() as u64,
-            pid,
-            comm: comm.map(|c| c.as_bytes().to_vec()),
+            pid: trigger.pid,
+            comm: trigger.comm.as_ref().map(|c| c.as_bytes().to_vec()),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             quiet_until_ns: AtomicU64::new(0),
             debounce_ns: debounce.as_nanos() as u64,
@@ -246,7 +246,13 @@ pub struct Flight {
     /// Owner for snapshots under sudo.
     owner: Option<(u32, u32)>,
     written: u64,
+    /// The recording's totals, every SAMPLE_EVERY, back to the last one
+    /// before the window: the base a snapshot's own counts start from.
+    samples: VecDeque<RecordingStats>,
 }
+
+/// The recording's totals now (events, drops, ring fill), from the recorder.
+pub type Totals<'a> = &'a mut dyn FnMut() -> anyhow::Result<RecordingStats>;
 
 impl Flight {
     /// Checks the flags, makes DIR (mode 0700 when new) and sets up the ring,
@@ -277,11 +283,10 @@ impl Flight {
         let usr1 = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
             .context("installing the SIGUSR1 handler")?;
-        let watch = args.trigger.map(|spec| {
+        let watch = args.trigger.spec.map(|spec| {
             Arc::new(LatencyWatch::new(
                 spec,
-                args.trigger_pid,
-                args.trigger_comm.as_deref(),
+                &args.trigger,
                 args.trigger_debounce.unwrap_or(window),
             ))
         });
@@ -297,6 +302,7 @@ impl Flight {
             machine: None,
             owner,
             written: 0,
+            samples: VecDeque::new(),
         })
     }
 
@@ -313,11 +319,13 @@ impl Flight {
         self.machine = Some((topology, shard_cpus));
     }
 
-    /// Runs on every turn of the main loop: writes the snapshots asked for.
-    /// A failed snapshot is reported and the recording goes on.
-    pub fn tick(&mut self) {
+    /// Runs on every turn of the main loop: samples the totals and writes
+    /// the snapshots asked for. A failed snapshot is reported and the
+    /// recording goes on.
+    pub fn tick(&mut self, totals: Totals<'_>) {
+        self.sample(&mut *totals);
         if self.usr1.swap(false, Ordering::Relaxed) {
-            self.snapshot(Reason::Signal);
+            self.snapshot(Reason::Signal, &mut *totals);
         }
         if let Some(fired) = self.watch.as_ref().and_then(|w| w.take_fired()) {
             eprintln!(
@@ -332,7 +340,7 @@ impl Flight {
         if let Some((due, fired)) = self.pending {
             if Instant::now() >= due {
                 self.pending = None;
-                self.snapshot(Reason::Trigger(fired));
+                self.snapshot(Reason::Trigger(fired), &mut *totals);
             }
         }
         let asked = self
@@ -340,12 +348,54 @@ impl Flight {
             .as_ref()
             .is_some_and(|rx| rx.try_recv().is_ok());
         if asked {
-            self.snapshot(Reason::Control);
+            self.snapshot(Reason::Control, totals);
         }
     }
 
-    fn snapshot(&mut self, reason: Reason) {
-        let result = self.write_snapshot(&reason);
+    fn sample(&mut self, totals: Totals<'_>) {
+        let now = snapshot::boottime_ns();
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|s| now >= s.end_ts + SAMPLE_EVERY.as_nanos() as u64);
+        if !due {
+            return;
+        }
+        match totals() {
+            Ok(s) => self.samples.push_back(s),
+            Err(e) => eprintln!("flight recorder: cannot read the recorder's totals: {e:#}"),
+        }
+        // The service's progress: what a snapshot would hold now.
+        if self.control.is_some() {
+            let held = self.writer.ring_stats().unwrap_or_default().bytes;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::json!({ "ring_bytes": held }))
+                .and_then(|()| out.flush());
+        }
+        // Keeps one sample older than any window a snapshot can start at.
+        let oldest = now.saturating_sub(self.window.as_nanos() as u64 + SAMPLE_MARGIN_NS);
+        while self.samples.get(1).is_some_and(|s| s.end_ts <= oldest) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The stats of a snapshot whose oldest chunk arrived at `oldest_ns`:
+    /// what the recorder counted since the last sample before that chunk
+    /// (since the start when there is none), up to now.
+    fn window_stats(&self, now: RecordingStats, oldest_ns: u64) -> RecordingStats {
+        let base = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.end_ts + SAMPLE_MARGIN_NS <= oldest_ns);
+        match base {
+            Some(base) => now.since(base),
+            None => now,
+        }
+    }
+
+    fn snapshot(&mut self, reason: Reason, totals: Totals<'_>) {
+        let result = self.write_snapshot(&reason, totals);
         let reply = match &result {
             Ok((path, bytes)) => {
                 let why = match &reason {
@@ -369,24 +419,45 @@ impl Flight {
                 serde_json::json!({ "error": format!("{e:#}") })
             }
         };
-        if matches!(reason, Reason::Control) {
+        // Under --flight-control the service hears of every snapshot it did
+        // not ask for too (to share it and hand it over), tagged "trigger".
+        let line = match (&reason, reply) {
+            (Reason::Control, reply) => Some(reply),
+            (Reason::Trigger(fired), serde_json::Value::Object(mut reply))
+                if self.control.is_some() =>
+            {
+                reply.insert("trigger".into(), serde_json::json!(fired));
+                Some(serde_json::Value::Object(reply))
+            }
+            _ => None,
+        };
+        if let Some(line) = line {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
         }
     }
 
     /// Writes the ring as a new trace in DIR; returns its path and size.
-    fn write_snapshot(&mut self, reason: &Reason) -> anyhow::Result<(PathBuf, u64)> {
+    fn write_snapshot(
+        &mut self,
+        reason: &Reason,
+        totals: Totals<'_>,
+    ) -> anyhow::Result<(PathBuf, u64)> {
         use std::os::unix::fs::PermissionsExt as _;
         let (topology, shards) = self
             .machine
             .as_ref()
             .context("the recording has not started")?;
-        let (chunks, _) = self.writer.ring_chunks().context("not a flight recorder")?;
+        let (chunks, ring) = self.writer.ring_chunks().context("not a flight recorder")?;
         let mut head = Vec::new();
         encode(&mut head, &snapshot::machine_packets(topology, shards)?)?;
         let mut tail = Vec::new();
         encode(&mut tail, &[snapshot::process_tree_packet()?])?;
+        // Ends like a full recording: per-CPU drops and the recorder's
+        // counts, here those of the snapshot's window.
+        let mut stats = self.window_stats(totals()?, ring.oldest_ns);
+        stats.bytes_written = (head.len() + tail.len()) as u64 + ring.bytes;
+        encode(&mut tail, &snapshot::epilogue_packets(&stats))?;
         self.written += 1;
         let kind = if matches!(reason, Reason::Trigger(_)) {
             "trigger"
@@ -463,7 +534,8 @@ fn utc_stamp() -> String {
 }
 
 /// `--flight-control`: each line on stdin asks for a snapshot; the reply is
-/// one JSON line on stdout. EOF ends the requests, not the recording.
+/// one JSON line on stdout, among the lines of trigger snapshots and, every
+/// second, the ring's size. EOF ends the requests, not the recording.
 fn read_control_requests() -> Receiver<()> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -483,21 +555,18 @@ pub fn check_args(args: &TraceArgs) -> anyhow::Result<()> {
         bail!("--flight keeps zstd chunks: drop --compress");
     }
     for (given, flag) in [
-        (args.trigger.is_some(), "--trigger"),
+        (args.trigger.spec.is_some(), "--trigger"),
         (args.flight_control, "--flight-control"),
     ] {
         if given && !flight {
             bail!("{flag} needs --flight");
         }
     }
-    for (given, flag) in [
-        (args.trigger_pid.is_some(), "--trigger-pid"),
-        (args.trigger_comm.is_some(), "--trigger-comm"),
-        (args.trigger_debounce.is_some(), "--trigger-debounce"),
-    ] {
-        if given && args.trigger.is_none() {
-            bail!("{flag} needs --trigger");
-        }
+    if let Some((flag, _)) = args.trigger.orphan_filter() {
+        bail!("{flag} needs --trigger");
+    }
+    if args.trigger_debounce.is_some() && args.trigger.spec.is_none() {
+        bail!("--trigger-debounce needs --trigger");
     }
     Ok(())
 }
@@ -511,8 +580,7 @@ mod tests {
             TriggerSpec {
                 latency: Duration::from_millis(threshold_ms),
             },
-            None,
-            None,
+            &LatencyTrigger::default(),
             Duration::from_secs(10),
         )
     }

@@ -108,16 +108,8 @@ pub struct TraceArgs {
     /// until Ctrl-C, -d or CMD's exit
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     pub flight: Option<Duration>,
-    /// With --flight: snapshot when a task waits longer than this from its wakeup to
-    /// running, e.g. latency>5ms (at most one trigger snapshot per --trigger-debounce)
-    #[arg(long, value_name = "latency>DURATION", value_parser = cli::parse_trigger)]
-    pub trigger: Option<cli::TriggerSpec>,
-    /// Only this thread's wakeups fire the trigger
-    #[arg(long, value_name = "PID", value_parser = cli::parse_id)]
-    pub trigger_pid: Option<i32>,
-    /// Only wakeups of tasks with this name fire the trigger
-    #[arg(long, value_name = "NAME", value_parser = cli::parse_comm)]
-    pub trigger_comm: Option<String>,
+    #[command(flatten)]
+    pub trigger: cli::LatencyTrigger,
     /// Least time between two trigger snapshots [default: the --flight window]
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     pub trigger_debounce: Option<Duration>,

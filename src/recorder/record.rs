@@ -125,7 +125,10 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         },
         |elapsed| {
             if let Some(f) = &mut flight {
-                f.tick();
+                f.tick(&mut || {
+                    let now = snapshot::boottime_ns();
+                    totals(&recorder, &consumers, ncpus, start_ts, now)
+                });
             }
             progress.update(elapsed, || {
                 let lost = recorder.lost_per_cpu(ncpus).iter().sum();
@@ -145,9 +148,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
             return Err(write_failed(e, &writer, &output, args.compress));
         }
     };
-    let lost = recorder.lost_per_cpu(ncpus);
-    let recursion_misses = recorder.recursion_misses()?;
-    let written = finish_encoders(&mut encoders, &cfg.cpu_shard, &lost, end_ts)?;
+    let mut stats = totals(&recorder, &consumers, ncpus, start_ts, end_ts)?;
+    let written = finish_encoders(&mut encoders, &cfg.cpu_shard, &stats.lost_per_cpu, end_ts)?;
     progress.finish();
     let stacks = if cfg.stacks.is_empty() {
         None
@@ -166,19 +168,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
 
     let counts = consumers.counts();
-    let stats = snapshot::RecordingStats {
-        start_ts,
-        end_ts,
-        events: abi::RECORDS
-            .iter()
-            .filter_map(|r| Some((r.event?.to_string(), counts.of(r.ty))))
-            .collect(),
-        lost_per_cpu: lost,
-        bytes_written: writer.bytes_written(),
-        argv: std::env::args().collect(),
-        ring_fill: counts.ring_fill.clone(),
-        recursion_misses,
-    };
+    stats.bytes_written = writer.bytes_written();
     writer.write_packets(&snapshot::epilogue_packets(&stats))?;
     let size = writer
         .finish()
@@ -200,6 +190,31 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
 
     outcome(end, &output)
+}
+
+/// The recording's totals from its start to `end_ts`: the epilogue's, and
+/// (less an earlier sample) a flight snapshot's.
+fn totals(
+    recorder: &Recorder<'_>,
+    consumers: &Consumers,
+    ncpus: usize,
+    start_ts: u64,
+    end_ts: u64,
+) -> anyhow::Result<snapshot::RecordingStats> {
+    let counts = consumers.counts();
+    Ok(snapshot::RecordingStats {
+        start_ts,
+        end_ts,
+        events: abi::RECORDS
+            .iter()
+            .filter_map(|r| Some((r.event?.to_string(), counts.of(r.ty))))
+            .collect(),
+        lost_per_cpu: recorder.lost_per_cpu(ncpus),
+        bytes_written: 0,
+        argv: std::env::args().collect(),
+        ring_fill: counts.ring_fill,
+        recursion_misses: recorder.recursion_misses()?,
+    })
 }
 
 /// From here on a Ctrl-C (or SIGTERM) stops the recording cleanly instead

@@ -361,6 +361,36 @@ pub struct RecordingStats {
     pub recursion_misses: Vec<(String, u64)>,
 }
 
+impl RecordingStats {
+    /// What was counted after `base`, an earlier sample of the same
+    /// recording (a flight snapshot's window); ring peaks and argv stay.
+    pub fn since(&self, base: &RecordingStats) -> RecordingStats {
+        let minus = |now: &[(String, u64)], before: &[(String, u64)]| {
+            now.iter()
+                .map(|(name, n)| {
+                    let was = before.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
+                    (name.clone(), n.saturating_sub(was))
+                })
+                .collect()
+        };
+        RecordingStats {
+            start_ts: base.end_ts,
+            end_ts: self.end_ts,
+            events: minus(&self.events, &base.events),
+            lost_per_cpu: self
+                .lost_per_cpu
+                .iter()
+                .enumerate()
+                .map(|(cpu, n)| n.saturating_sub(base.lost_per_cpu.get(cpu).copied().unwrap_or(0)))
+                .collect(),
+            bytes_written: self.bytes_written,
+            argv: self.argv.clone(),
+            ring_fill: self.ring_fill.clone(),
+            recursion_misses: minus(&self.recursion_misses, &base.recursion_misses),
+        }
+    }
+}
+
 /// FtraceStats (END_OF_TRACE, per-CPU drops) and the schedlens RecorderStats packet.
 pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
     let ftrace = FtraceStats {
@@ -505,5 +535,37 @@ mod tests {
         assert_eq!(f.phase, Some(2));
         assert_eq!(f.cpu_stats[1].dropped_events, Some(3));
         assert_eq!(p[1].timestamp, Some(9));
+    }
+
+    #[test]
+    fn a_window_counts_what_came_after_its_base() {
+        let base = RecordingStats {
+            start_ts: 1,
+            end_ts: 10,
+            lost_per_cpu: vec![2, 0],
+            events: vec![("sched_switch".into(), 5)],
+            recursion_misses: vec![("switch".into(), 1)],
+            ..Default::default()
+        };
+        let now = RecordingStats {
+            end_ts: 30,
+            lost_per_cpu: vec![2, 7, 1],
+            events: vec![("sched_switch".into(), 12), ("sched_waking".into(), 4)],
+            recursion_misses: vec![("switch".into(), 1)],
+            ring_fill: vec![(64, 32)],
+            ..base.clone()
+        };
+        let w = now.since(&base);
+        assert_eq!((w.start_ts, w.end_ts), (10, 30));
+        assert_eq!(w.lost_per_cpu, [0, 7, 1]);
+        assert_eq!(
+            w.events,
+            [
+                ("sched_switch".to_string(), 7),
+                ("sched_waking".to_string(), 4)
+            ]
+        );
+        assert_eq!(w.recursion_misses, [("switch".to_string(), 0)]);
+        assert_eq!(w.ring_fill, now.ring_fill);
     }
 }

@@ -134,7 +134,12 @@ pub fn snapshot(args: super::config::SnapshotArgs) -> anyhow::Result<()> {
         id: args.id,
     }))?;
     let (id, name, bytes, fd) = match conn.recv()? {
-        (Response::Snapshot { id, name, bytes }, Some(fd)) => (id, name, bytes, fd),
+        (
+            Response::Snapshot {
+                id, name, bytes, ..
+            },
+            Some(fd),
+        ) => (id, name, bytes, fd),
         (Response::Error(e), _) => anyhow::bail!("the recorder refused: {}", e.message),
         (other, _) => anyhow::bail!("the recorder answered {other:?}, not a snapshot"),
     };

@@ -12,6 +12,8 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::recorder::cli::{Fired, LatencyTrigger};
+
 /// The protocol version this build speaks; a request naming another is refused.
 pub const VERSION: u32 = 1;
 /// Largest request frame the service reads (a request is a few hundred bytes).
@@ -56,21 +58,8 @@ pub struct SnapshotRequest {
 pub struct RecordRequest {
     /// How long to record, in milliseconds (more than 0, at most the service's max_duration).
     pub duration_ms: u64,
-    /// Event groups (from `capabilities`); empty: the default groups.
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// Stack kinds (from `capabilities`); empty: none.
-    #[serde(default)]
-    pub stacks: Vec<String>,
-    /// Only these threads and the tasks they create.
-    #[serde(default)]
-    pub pids: Vec<i32>,
-    /// Only these processes, their threads and descendants.
-    #[serde(default)]
-    pub tgids: Vec<i32>,
-    /// Only tasks with these names (1 to 15 bytes) and their descendants.
-    #[serde(default)]
-    pub comms: Vec<String>,
+    #[serde(flatten)]
+    pub what: Selection,
     /// Stop once the trace reaches this size (at most the service's max_bytes);
     /// for a flight recording, the most its ring and each snapshot hold.
     #[serde(default)]
@@ -80,6 +69,31 @@ pub struct RecordRequest {
     /// carries a snapshot taken at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flight_window_ms: Option<u64>,
+    /// A flight recording's latency trigger: each time it fires, a snapshot
+    /// comes as a `snapshot` frame on this connection.
+    #[serde(flatten)]
+    pub trigger: LatencyTrigger,
+}
+
+/// What a recording captures: the fields a `record` request shares with
+/// the MCP `record` tool (crate::mcp::recorder).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Selection {
+    /// Event groups (names from list_recordable_events); default: the default groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Stack kinds (names from list_recordable_events); default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<String>,
+    /// Only these threads (tids) and the tasks they create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<i32>,
+    /// Only these processes, their threads and descendants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tgids: Vec<i32>,
+    /// Only tasks with these names (as `ps -o comm` shows them) and their descendants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comms: Vec<String>,
 }
 
 /// What the service answers.
@@ -95,6 +109,7 @@ pub enum Response {
         name: String,
         duration_ms: u64,
     },
+    /// `bytes`: as in [`RecordingStatus`].
     Progress {
         elapsed_ms: u64,
         bytes: u64,
@@ -102,11 +117,14 @@ pub enum Response {
     /// The recording ended; the trace comes as the frame's file descriptor.
     Finished(Finished),
     /// A flight recording's snapshot, written into the spool as `name`; the
-    /// trace comes as the frame's file descriptor.
+    /// trace comes as the frame's file descriptor. On a `record`
+    /// connection: a snapshot its latency trigger took, and what fired it.
     Snapshot {
         id: u64,
         name: String,
         bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<Fired>,
     },
 }
 
@@ -181,7 +199,7 @@ pub struct RecordingStatus {
     pub uid: u32,
     pub elapsed_ms: u64,
     pub duration_ms: u64,
-    /// The trace's size so far.
+    /// The trace's size so far (a flight recording: what its ring holds).
     pub bytes: u64,
 }
 
@@ -303,10 +321,11 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
     if r.duration_ms == 0 {
         return bad("duration_ms must be more than 0".into());
     }
+    let w = &r.what;
     for (field, n) in [
-        ("pids", r.pids.len()),
-        ("tgids", r.tgids.len()),
-        ("comms", r.comms.len()),
+        ("pids", w.pids.len()),
+        ("tgids", w.tgids.len()),
+        ("comms", w.comms.len()),
     ] {
         if n > MAX_FILTER {
             return bad(format!(
@@ -314,12 +333,20 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
             ));
         }
     }
-    if let Some(id) = r.pids.iter().chain(&r.tgids).find(|&&id| id <= 0) {
+    let trigger_pid = r.trigger.pid.as_slice();
+    if let Some(id) = w
+        .pids
+        .iter()
+        .chain(&w.tgids)
+        .chain(trigger_pid)
+        .find(|&&id| id <= 0)
+    {
         return bad(format!("{id} is not a process id (a number above 0)"));
     }
-    if let Some(c) = r
+    if let Some(c) = w
         .comms
         .iter()
+        .chain(&r.trigger.comm)
         .find(|c| crate::recorder::cli::parse_comm(c).is_err())
     {
         return bad(format!(
@@ -327,7 +354,7 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
             c.chars().take(32).collect::<String>()
         ));
     }
-    for (field, names) in [("events", &r.events), ("stacks", &r.stacks)] {
+    for (field, names) in [("events", &w.events), ("stacks", &w.stacks)] {
         if names.len() > MAX_NAMES {
             return bad(format!("at most {MAX_NAMES} {field} are supported"));
         }
@@ -343,6 +370,12 @@ fn check_record(r: &RecordRequest) -> Result<(), BadFrame> {
     }
     if r.flight_window_ms == Some(0) {
         return bad("flight_window_ms must be more than 0".into());
+    }
+    if let Some((_, field)) = r.trigger.orphan_filter() {
+        return bad(format!("{field} needs trigger"));
+    }
+    if r.trigger.spec.is_some() && r.flight_window_ms.is_none() {
+        return bad("trigger needs flight_window_ms (a flight recording)".into());
     }
     Ok(())
 }
@@ -363,8 +396,21 @@ mod tests {
             Request::Cancel,
             Request::Record(RecordRequest {
                 duration_ms: 2000,
-                comms: vec!["make".into()],
-                pids: vec![7],
+                what: Selection {
+                    comms: vec!["make".into()],
+                    pids: vec![7],
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            Request::Record(RecordRequest {
+                duration_ms: 9000,
+                flight_window_ms: Some(3000),
+                trigger: LatencyTrigger {
+                    spec: crate::recorder::cli::parse_trigger("latency>5ms").ok(),
+                    comm: Some("victim".into()),
+                    pid: None,
+                },
                 ..Default::default()
             }),
         ] {
@@ -374,7 +420,7 @@ mod tests {
 
     #[test]
     fn bad_requests_are_named() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 12] = [
             (b"", "not one JSON object"),
             (b"[1]", "not a JSON object"),
             (br#"{"op":"status"}"#, "no \"version\""),
@@ -391,6 +437,22 @@ mod tests {
             (
                 br#"{"version":1,"op":"record","duration_ms":5,"colour":1}"#,
                 "unknown field",
+            ),
+            (
+                br#"{"version":1,"op":"record","duration_ms":5,"flight_window_ms":5,"trigger":"latency<5ms"}"#,
+                "the trigger is latency>DURATION",
+            ),
+            (
+                br#"{"version":1,"op":"record","duration_ms":5,"trigger":"latency>5ms"}"#,
+                "trigger needs flight_window_ms",
+            ),
+            (
+                br#"{"version":1,"op":"record","duration_ms":5,"trigger_comm":"x"}"#,
+                "trigger_comm needs trigger",
+            ),
+            (
+                br#"{"version":1,"op":"record","duration_ms":5,"pids":"7"}"#,
+                "invalid type",
             ),
         ];
         for (body, want) in cases {

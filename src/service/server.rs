@@ -360,7 +360,10 @@ impl Service {
                     uid: a.uid,
                     elapsed_ms: a.started.elapsed().as_millis() as u64,
                     duration_ms: a.duration.as_millis() as u64,
-                    bytes: file_size(&a.path),
+                    bytes: a
+                        .flight
+                        .as_ref()
+                        .map_or_else(|| file_size(&a.path), |f| f.ring_bytes()),
                 })
                 .collect(),
             limits: self.config.limits(),
@@ -408,6 +411,7 @@ impl Service {
         }
         let groups = catalog::event_groups();
         if let Some(unknown) = r
+            .what
             .events
             .iter()
             .find(|e| !groups.iter().any(|g| g.name == *e))
@@ -424,6 +428,7 @@ impl Service {
         }
         let stacks = catalog::stack_kinds();
         if let Some(unknown) = r
+            .what
             .stacks
             .iter()
             .find(|s| !stacks.iter().any(|k| k.name == *s))
@@ -659,6 +664,9 @@ impl Service {
             // A flight recorder runs until the service stops it, after its
             // last snapshot (the trace `finished` hands over).
             let over = flight.is_some() && started.elapsed() >= duration;
+            if let Some(control) = &flight {
+                self.hand_over_triggered(stream, id, control, &stop);
+            }
             if !stopping && (over || Stop::load(&stop) != Stop::No) {
                 if let Some(control) = &flight {
                     self.final_snapshot(control, path);
@@ -672,7 +680,9 @@ impl Service {
             if last_progress.elapsed() >= PROGRESS_EVERY && Stop::load(&stop) == Stop::No {
                 let progress = Response::Progress {
                     elapsed_ms: started.elapsed().as_millis() as u64,
-                    bytes: file_size(path),
+                    bytes: flight
+                        .as_ref()
+                        .map_or_else(|| file_size(path), |f| f.ring_bytes()),
                 };
                 if protocol::write_frame(&mut &*stream, &progress).is_err() {
                     stop.store(Stop::Disconnected as u8, Ordering::Release);
@@ -713,6 +723,68 @@ impl Service {
             },
             trace,
         ))
+    }
+
+    /// Shares the snapshots the recording's trigger took and hands each to
+    /// its client, making room for it in the spool like for any trace.
+    fn hand_over_triggered(
+        &self,
+        stream: &UnixStream,
+        id: u64,
+        control: &FlightControl,
+        stop: &AtomicU8,
+    ) {
+        while let Some(snap) = control.triggered(&self.config.spool) {
+            let (path, fired) = match snap {
+                Ok(snap) => snap,
+                Err(e) => {
+                    eprintln!("schedlens recorder: recording {id}: trigger snapshot: {e}");
+                    continue;
+                }
+            };
+            let file = match open_trace(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("schedlens recorder: {}: {e}", path.display());
+                    continue;
+                }
+            };
+            if let Err(e) = self.share(&file) {
+                eprintln!("schedlens recorder: cannot share {}: {e}", path.display());
+            }
+            let bytes = file.metadata().map_or(0, |m| m.len());
+            let (reserved, mut busy) = {
+                let book = self.book();
+                let busy: Vec<PathBuf> = book.active.iter().map(|a| a.path.clone()).collect();
+                (book.active.iter().map(|a| a.reserved).sum::<u64>(), busy)
+            };
+            busy.push(path.clone());
+            let busy: Vec<&Path> = busy.iter().map(PathBuf::as_path).collect();
+            if !self.make_room(reserved + bytes, &busy) {
+                eprintln!(
+                    "schedlens recorder: {}: the spool is over its spool_max_bytes",
+                    path.display()
+                );
+            }
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            eprintln!(
+                "schedlens recorder: recording {id}: trigger snapshot {name} \
+                 (pid {} waited {:.3} ms, {bytes} bytes)",
+                fired.pid,
+                fired.latency_ns as f64 / 1e6
+            );
+            if Stop::load(stop) != Stop::Disconnected {
+                let snapshot = Response::Snapshot {
+                    id,
+                    name,
+                    bytes,
+                    trigger: Some(fired),
+                };
+                send_with_trace(stream, &snapshot, &file);
+            }
+        }
     }
 
     /// A flight recording's last snapshot, put at the name `started` gave.
@@ -802,7 +874,13 @@ impl Service {
                     "schedlens recorder: uid {}: snapshot {name} of recording {id} ({bytes} bytes)",
                     peer.uid
                 );
-                send_with_trace(&stream, &Response::Snapshot { id, name, bytes }, &file);
+                let snapshot = Response::Snapshot {
+                    id,
+                    name,
+                    bytes,
+                    trigger: None,
+                };
+                send_with_trace(&stream, &snapshot, &file);
             }
             Err(message) => {
                 eprintln!("schedlens recorder: uid {}: snapshot: {message}", peer.uid);
@@ -830,17 +908,31 @@ impl Service {
                 .arg(path),
         };
         cmd.arg("--max-bytes").arg(cap.to_string());
-        for (flag, ids) in [("--pid", &r.pids), ("--tgid", &r.tgids)] {
+        let w = &r.what;
+        for (flag, ids) in [("--pid", &w.pids), ("--tgid", &w.tgids)] {
             for id in ids {
                 cmd.arg(flag).arg(id.to_string());
             }
         }
-        for comm in &r.comms {
+        for comm in &w.comms {
             cmd.arg("--comm").arg(comm);
         }
         // Checked against the catalog when the request was accepted.
-        if !r.stacks.is_empty() {
-            cmd.arg("--stacks").arg(r.stacks.join(","));
+        for (flag, names) in [("--events", &w.events), ("--stacks", &w.stacks)] {
+            if !names.is_empty() {
+                cmd.arg(flag).arg(names.join(","));
+            }
+        }
+        // Checked by the protocol: only with --flight.
+        let t = &r.trigger;
+        if let Some(spec) = t.spec {
+            cmd.arg("--trigger").arg(spec.to_string());
+        }
+        if let Some(pid) = t.pid {
+            cmd.arg("--trigger-pid").arg(pid.to_string());
+        }
+        if let Some(comm) = &t.comm {
+            cmd.arg("--trigger-comm").arg(comm);
         }
         // A service's environment has no sudo user; an inherited one must
         // not make the trace someone else's.

@@ -1,5 +1,7 @@
 //! The gate of every test that records: recording loads BPF and needs root.
 
+pub mod latency;
+
 /// True when the test may run. Outside CI and not root it skips loudly; in CI
 /// (CI=true) a recorder that cannot load must fail the test, never skip.
 pub fn require_bpf() -> bool {
