@@ -8,18 +8,22 @@
 //! because ids (utid, upid, id) are only unique within one trace. The docs of
 //! the table and its columns are in the file's key-value metadata.
 //!
-//! Rows stream from the trace's database (the column file's virtual tables
-//! for the big ones) into record batches, so memory is bounded by a row
-//! group, not the trace. Each file is written under a hidden temporary name
+//! The big tables are read from the column file a block at a time, each
+//! block's columns decoded straight into Arrow arrays (SQL's row-at-a-time
+//! virtual table cost more than the Parquet encoding); the others come from
+//! the database through SQL. Either way memory is bounded by a row group,
+//! not the trace. Each file is written under a hidden temporary name
 //! and renamed when complete: engines skip names starting with '.', and an
 //! interrupted export leaves no file that looks finished.
 
+use crate::analyzer::columns::{self, BLOCK_ROWS, NULL_I64, Phys, Source, Store};
 use crate::analyzer::db::{self, LoadOptions, LoadedTrace};
 use crate::analyzer::schema::{Column, Item, Table};
 use crate::analyzer::tables::SCHEMA;
 use anyhow::Context;
 use arrow_array::builder::{BinaryBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, new_null_array};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -34,8 +38,9 @@ use std::sync::Mutex;
 /// Rows per Parquet row group: large enough for scans to read long runs of
 /// each column, small enough that a writer holds one in memory comfortably.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
-/// Rows per record batch handed to the writer (it gathers them into row groups).
-const BATCH_ROWS: usize = 1 << 16;
+/// Rows per record batch handed to the writer (it gathers them into row
+/// groups): one column-file block.
+const BATCH_ROWS: usize = BLOCK_ROWS;
 /// The file name inside each partition (one file per table and trace).
 pub const PART_FILE: &str = "part-0.parquet";
 /// Columns every exported row carries besides the table's own.
@@ -410,16 +415,133 @@ fn write_file(trace: &ExportTrace, table: &Table, tmp: &Path) -> anyhow::Result<
         .set_key_value_metadata(Some(doc_metadata(table, trace)))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let mut batch = Batch {
+        trace,
+        schema,
+        writer: &mut writer,
+        rows: 0,
+    };
+    if table.is_column_file() {
+        write_column_file(&mut batch, table)?;
+    } else {
+        write_sql(&mut batch, table)?;
+    }
+    let rows = batch.rows;
+    writer.close()?;
+    Ok(rows)
+}
+
+/// Hands record batches of one table to its file's writer.
+struct Batch<'a> {
+    trace: &'a ExportTrace,
+    schema: SchemaRef,
+    writer: &'a mut ArrowWriter<File>,
+    rows: u64,
+}
+
+impl Batch<'_> {
+    /// Writes `n` rows: the table's columns, then host and trace.
+    fn write(&mut self, mut cols: Vec<ArrayRef>, n: usize) -> anyhow::Result<()> {
+        cols.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(&self.trace.host, n),
+        )));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(&self.trace.trace, n),
+        )));
+        self.writer
+            .write(&RecordBatch::try_new(self.schema.clone(), cols)?)?;
+        self.rows += n as u64;
+        Ok(())
+    }
+}
+
+/// A column-file table, one block per record batch: each physical column
+/// decoded once, in bulk, and the declared columns built from them.
+fn write_column_file(batch: &mut Batch<'_>, table: &Table) -> anyhow::Result<()> {
+    let db = &batch.trace.loaded.db_path;
+    let store = Store::open(&columns::path_for(db))?;
+    let t = store.table(table.name).with_context(|| {
+        format!(
+            "{} has no table {}",
+            columns::path_for(db).display(),
+            table.name
+        )
+    })?;
+    let data = store.data(t);
+    let layout = data.layout;
+    let mut phys: Vec<Vec<i64>> = vec![Vec::with_capacity(BLOCK_ROWS); layout.phys.len()];
+    for b in 0..store.blocks(data) {
+        for (c, values) in phys.iter_mut().enumerate() {
+            store.block_column(data, b, c, values);
+        }
+        let first = (b * BLOCK_ROWS) as i64;
+        let n = phys.first().map_or(0, Vec::len);
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(layout.columns.len() + 2);
+        for ((name, source), field) in layout.columns.iter().zip(batch.schema.fields()) {
+            let col: ArrayRef = match (*source, field.data_type()) {
+                (Source::Id, DataType::Int64) => {
+                    Arc::new(Int64Array::from_iter_values(first..first + n as i64))
+                }
+                (Source::Col(c), DataType::Int64) if layout.phys[c].1 == Phys::Int => {
+                    int_array(phys[c].clone())
+                }
+                (Source::Col(c), DataType::Utf8) if layout.phys[c].1 == Phys::Str => {
+                    Arc::new(StringArray::from_iter(
+                        phys[c]
+                            .iter()
+                            .map(|&i| (i != NULL_I64).then(|| store.string(i)).flatten()),
+                    ))
+                }
+                (Source::Diff(x, y), DataType::Int64) => int_array(
+                    phys[x]
+                        .iter()
+                        .zip(&phys[y])
+                        .map(|(&a, &b)| {
+                            if a == NULL_I64 || b == NULL_I64 {
+                                NULL_I64
+                            } else {
+                                a.wrapping_sub(b)
+                            }
+                        })
+                        .collect(),
+                ),
+                (Source::Null, t) => new_null_array(t, n),
+                (_, t) => anyhow::bail!(
+                    "{}.{name}: the column file stores no {t} for it",
+                    table.name
+                ),
+            };
+            cols.push(col);
+        }
+        batch
+            .write(cols, n)
+            .with_context(|| format!("{} of {}", table.name, batch.trace.loaded.name))?;
+    }
+    if batch.rows == 0 {
+        let empty = batch.schema.fields()[..layout.columns.len()]
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 0))
+            .collect();
+        batch.write(empty, 0)?;
+    }
+    Ok(())
+}
+
+/// Integers with [`NULL_I64`] as NULL, as an Arrow array.
+fn int_array(values: Vec<i64>) -> ArrayRef {
+    let nulls = values
+        .contains(&NULL_I64)
+        .then(|| NullBuffer::from_iter(values.iter().map(|&v| v != NULL_I64)));
+    Arc::new(Int64Array::new(values.into(), nulls))
+}
+
+/// A table of the database, through SQL in rowid order.
+fn write_sql(batch: &mut Batch<'_>, table: &Table) -> anyhow::Result<()> {
+    let trace = batch.trace;
     let conn = db::open_readonly(&trace.loaded.db_path)?;
     let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-    // In row order: the rowid of SQLite tables, id in the column file.
-    let order = if table.is_column_file() {
-        "id"
-    } else {
-        "rowid"
-    };
     let sql = format!(
-        "SELECT {} FROM {} ORDER BY {order}",
+        "SELECT {} FROM {} ORDER BY rowid",
         names.join(", "),
         table.name
     );
@@ -427,25 +549,11 @@ fn write_file(trace: &ExportTrace, table: &Table, tmp: &Path) -> anyhow::Result<
         .prepare(&sql)
         .with_context(|| format!("cannot read {} of {}", table.name, trace.loaded.name))?;
     let mut rows = stmt.query([])?;
-    let mut builders: Vec<ColumnBuilder> = schema.fields()[..names.len()]
+    let mut builders: Vec<ColumnBuilder> = batch.schema.fields()[..names.len()]
         .iter()
         .map(|f| ColumnBuilder::new(f.data_type()))
         .collect();
-    let (mut in_batch, mut total) = (0usize, 0u64);
-    let flush = |builders: &mut [ColumnBuilder],
-                 n: usize,
-                 writer: &mut ArrowWriter<File>|
-     -> anyhow::Result<()> {
-        let mut cols: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
-        cols.push(Arc::new(StringArray::from_iter_values(
-            std::iter::repeat_n(&trace.host, n),
-        )));
-        cols.push(Arc::new(StringArray::from_iter_values(
-            std::iter::repeat_n(&trace.trace, n),
-        )));
-        writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
-        Ok(())
-    };
+    let mut in_batch = 0usize;
     while let Some(row) = rows.next()? {
         for (i, b) in builders.iter_mut().enumerate() {
             b.push(row.get_ref(i)?).map_err(|what| {
@@ -459,15 +567,18 @@ fn write_file(trace: &ExportTrace, table: &Table, tmp: &Path) -> anyhow::Result<
         }
         in_batch += 1;
         if in_batch == BATCH_ROWS {
-            flush(&mut builders, in_batch, &mut writer)?;
-            total += in_batch as u64;
+            batch.write(
+                builders.iter_mut().map(ColumnBuilder::finish).collect(),
+                in_batch,
+            )?;
             in_batch = 0;
         }
     }
-    if in_batch > 0 || total == 0 {
-        flush(&mut builders, in_batch, &mut writer)?;
-        total += in_batch as u64;
+    if in_batch > 0 || batch.rows == 0 {
+        batch.write(
+            builders.iter_mut().map(ColumnBuilder::finish).collect(),
+            in_batch,
+        )?;
     }
-    writer.close()?;
-    Ok(total)
+    Ok(())
 }

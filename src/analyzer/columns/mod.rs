@@ -39,7 +39,7 @@ mod store;
 mod vtab;
 mod writer;
 
-pub use layout::{Layout, Phys};
+pub use layout::{Layout, Phys, Source};
 pub use store::Store;
 pub use vtab::{MODULE, register};
 pub use writer::{Cell, ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter, TextCell};

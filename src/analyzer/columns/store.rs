@@ -1,6 +1,6 @@
 //! Reading a column file: mapped once, checked once, then read in place.
 
-use super::layout::{Directory, Layout, Packing, Phys, Source, Stored};
+use super::layout::{Bulk, Directory, Layout, Packing, Phys, Source, Stored};
 use super::writer::exception_key;
 use super::{BLOCK_ROWS, MAGIC, NULL_I64, TRAILER_MAGIC};
 use anyhow::{Context, bail, ensure};
@@ -210,6 +210,44 @@ impl Store {
         }
     }
 
+    /// Blocks of table `t`.
+    pub fn blocks(&self, t: &TableData) -> usize {
+        t.rows.div_ceil(BLOCK_ROWS as u64) as usize
+    }
+
+    /// Physical column `col` of every row of block `b`, NULL as
+    /// [`NULL_I64`], into `out` (cleared): a whole column a block at a time,
+    /// for readers of every row (export) that a per-value [`Store::raw`]
+    /// would slow down.
+    pub fn block_column(&self, t: &TableData, b: usize, col: usize, out: &mut Vec<i64>) {
+        let first = (b * BLOCK_ROWS) as u64;
+        let n = t.rows.saturating_sub(first).min(BLOCK_ROWS as u64) as usize;
+        let cell = t.cells[b * t.layout.phys.len() + col];
+        let p = cell.packing;
+        // In bounds: open checked that every block lies in the data.
+        let bytes = &self.map[cell.at..cell.at + n * usize::from(p.width)];
+        out.clear();
+        match p.width {
+            _ if p.exceptions => out.extend((0..n).map(|slot| match p.read(bytes, slot) {
+                Stored::Value(v) => v,
+                Stored::Exception => self.exception(t, first + slot as u64, col),
+            })),
+            0 => out.resize(n, NULL_I64),
+            1 => Bulk::<1>::unpack(p, bytes, out),
+            2 => Bulk::<2>::unpack(p, bytes, out),
+            4 => Bulk::<4>::unpack(p, bytes, out),
+            _ => Bulk::<8>::unpack(p, bytes, out),
+        }
+    }
+
+    /// The string a Str column's value `i` refers to.
+    pub fn string(&self, i: i64) -> Option<&str> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.strings.get(i))
+            .map(String::as_str)
+    }
+
     /// The exception of (row, col); NULL if there is none.
     #[cold]
     fn exception(&self, t: &TableData, row: u64, col: usize) -> i64 {
@@ -239,10 +277,7 @@ impl Store {
             Source::Id => Value::Int(row as i64),
             Source::Col(c) => match (self.int(t, c, row), t.layout.phys[c].1) {
                 (None, _) => Value::Null,
-                (Some(s), Phys::Str) => self
-                    .strings
-                    .get(s as usize)
-                    .map_or(Value::Null, |s| Value::Text(s)),
+                (Some(s), Phys::Str) => self.string(s).map_or(Value::Null, Value::Text),
                 (Some(v), _) => Value::Int(v),
             },
             Source::Diff(a, b) => match (self.int(t, a, row), self.int(t, b, row)) {
