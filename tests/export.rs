@@ -443,3 +443,69 @@ fn bad_output_traces_and_tables_get_one_line_errors() {
     // Nothing was written for the refused exports.
     assert!(!dir.path().join("x").exists());
 }
+
+#[test]
+fn temporaries_of_killed_exports_are_removed_and_a_live_exports_kept() {
+    use std::os::fd::AsRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = copy_fixture(dir.path(), "box.pftrace");
+    let out = dir.path().join("out");
+    let part_dir = out.join("thread/host=h/trace=box.pftrace");
+    std::fs::create_dir_all(&part_dir).unwrap();
+    // What `kill -9` of an export leaves: a hidden, unlocked, unfinished file.
+    let dead = part_dir.join(".part-0.parquet.k3j9qX.tmp");
+    std::fs::write(&dead, b"PAR1 half a file").unwrap();
+    // An export still writing holds the lock on its temporary.
+    let live = part_dir.join(".part-0.parquet.Lv8ve2.tmp");
+    let held = std::fs::File::create(&live).unwrap();
+    // SAFETY: a valid open descriptor; flock only takes a lock.
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    // Not our naming: never touched.
+    let other = part_dir.join(".part-0.parquet.tmp.keep");
+    std::fs::write(&other, b"x").unwrap();
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "export",
+        trace.to_str().unwrap(),
+        "--host",
+        "h",
+        "-o",
+        out_s,
+        "--tables",
+        "thread",
+    ];
+    let run = schedlens(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("left by an export that was killed"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&part_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".part-0.parquet.Lv8ve2.tmp",
+            ".part-0.parquet.tmp.keep",
+            "part-0.parquet"
+        ]
+    );
+    // The export renamed its own temporary into place: none of its own is left.
+    let reader = ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(part_dir.join("part-0.parquet")).unwrap(),
+    )
+    .unwrap();
+    assert!(reader.metadata().file_metadata().num_rows() > 0);
+    drop(held);
+}

@@ -136,7 +136,7 @@ fn cache_mode(s: &TraceStamp, gid: u32) -> u32 {
     mode
 }
 
-fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -339,7 +339,7 @@ fn remove_stale_temporaries(db: &Path) {
 }
 
 /// Takes an exclusive flock on `f` if nobody holds one (held until closed).
-fn lock(f: &File) -> bool {
+pub(crate) fn lock(f: &File) -> bool {
     use std::os::fd::AsRawFd as _;
     // SAFETY: a valid open descriptor; flock only takes a lock.
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }

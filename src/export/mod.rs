@@ -12,9 +12,13 @@
 //! block's columns decoded straight into Arrow arrays (SQL's row-at-a-time
 //! virtual table cost more than the Parquet encoding); the others come from
 //! the database through SQL. Either way memory is bounded by a row group,
-//! not the trace. Each file is written under a hidden temporary name
-//! and renamed when complete: engines skip names starting with '.', and an
-//! interrupted export leaves no file that looks finished.
+//! not the trace.
+//!
+//! Each file is written under a hidden temporary name, `.part-0.parquet.
+//! <random>.tmp`, locked while written, and renamed when complete: engines
+//! skip names starting with '.', and an interrupted export leaves no file
+//! that looks finished. The next export of the partition removes the
+//! temporaries whose lock nobody holds (those of killed exports).
 
 use crate::analyzer::columns::{self, BLOCK_ROWS, NULL_I64, Phys, Source, Store};
 use crate::analyzer::db::{self, LoadOptions, LoadedTrace};
@@ -31,6 +35,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use rusqlite::types::ValueRef;
 use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -386,29 +391,65 @@ fn export_table(trace: &ExportTrace, table: &Table, path: &Path) -> anyhow::Resu
     let part_dir = path.parent().expect("a partition path has a directory");
     fs::create_dir_all(part_dir)
         .with_context(|| format!("cannot create {}", part_dir.display()))?;
-    let tmp = part_dir.join(format!(".{PART_FILE}.tmp"));
-    let result = write_file(trace, table, &tmp).and_then(|rows| {
-        // Checked again: another export may have finished it meanwhile.
-        anyhow::ensure!(!path.exists(), "{} exists already", path.display());
-        fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
-        Ok(rows)
-    });
-    match result {
-        Ok(rows) => Ok(ExportReport {
-            rows,
-            bytes: fs::metadata(path).map_or(0, |m| m.len()),
-            files: 1,
-        }),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+    remove_stale_temporaries(part_dir);
+    // O_EXCL under an unpredictable name; mode as File::create (umask
+    // decides); removed when dropped unless persisted.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{PART_FILE}."))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(part_dir)
+        .with_context(|| format!("cannot create a file in {}", part_dir.display()))?;
+    // Tells remove_stale_temporaries of other exports that this one is alive.
+    db::lock(tmp.as_file());
+    let rows = write_file(trace, table, tmp.as_file().try_clone()?)?;
+    // No clobbering: another export may have finished the partition meanwhile.
+    let file = tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} exists already", path.display())
+        } else {
+            anyhow::Error::new(e.error).context(format!("cannot rename into {}", path.display()))
+        }
+    })?;
+    Ok(ExportReport {
+        rows,
+        bytes: file.metadata().map_or(0, |m| m.len()),
+        files: 1,
+    })
+}
+
+/// Removes from `part_dir` what killed exports left: our temporaries
+/// (`.part-0.parquet.<random>.tmp`) whose lock nobody holds, this user's
+/// regular files only.
+fn remove_stale_temporaries(part_dir: &Path) {
+    let prefix = format!(".{PART_FILE}.");
+    let Ok(entries) = fs::read_dir(part_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if rest.len() <= ".tmp".len() || !rest.ends_with(".tmp") {
+            continue;
+        }
+        let path = entry.path();
+        let mine = fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == db::euid());
+        // A live export holds an exclusive lock on its temporary.
+        if mine && File::open(&path).is_ok_and(|f| db::lock(&f)) {
+            eprintln!(
+                "schedlens: removing {} (left by an export that was killed)",
+                path.display()
+            );
+            let _ = fs::remove_file(&path);
         }
     }
 }
 
-fn write_file(trace: &ExportTrace, table: &Table, tmp: &Path) -> anyhow::Result<u64> {
+fn write_file(trace: &ExportTrace, table: &Table, file: File) -> anyhow::Result<u64> {
     let schema = arrow_schema(table)?;
-    let file = File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
