@@ -1097,7 +1097,10 @@ async fn trace_dir_offers_only_its_files_by_name() {
     let list = ok(&c, traces::LIST_TRACES.name, json!({})).await;
     assert_eq!(
         list["traces"],
-        json!([{"name": "a.pftrace", "loaded": false}, {"name": "b.perfetto-trace.zst", "loaded": false}])
+        json!([
+            {"name": "a.pftrace", "loaded": false, "host": null, "start_wall_clock": null},
+            {"name": "b.perfetto-trace.zst", "loaded": false, "host": null, "start_wall_clock": null}
+        ])
     );
     for bad in [
         "notes.txt",
@@ -1733,14 +1736,16 @@ async fn fleet_summary_covers_every_trace_of_the_directory() {
         "{}",
         rows[2]
     );
-    // Every trace is loaded now.
+    // Every trace is loaded now, and listed with its host and start.
     let list = ok(&c, traces::LIST_TRACES.name, json!({})).await;
-    assert!(
-        list["traces"].as_array().unwrap()[..2]
-            .iter()
-            .all(|t| t["loaded"] == json!(true)),
-        "{list}"
-    );
+    let listed = list["traces"].as_array().unwrap();
+    for (t, row) in listed[..2].iter().zip(rows) {
+        assert_eq!(t["loaded"], json!(true), "{list}");
+        assert_eq!(t["host"], row["host"], "{list}");
+        assert_eq!(t["start_wall_clock"], row["start_wall_clock"], "{list}");
+        assert!(t["start_wall_clock"].is_string(), "{list}");
+    }
+    assert_eq!(listed[2]["start_wall_clock"], json!(null), "{list}");
     c.cancel().await.unwrap();
 }
 

@@ -28,6 +28,16 @@ pub(crate) fn meta_int(conn: &Connection, key: &str) -> Result<Option<i64>> {
         .flatten())
 }
 
+/// Wall-clock time (RFC 3339, UTC) of trace timestamp `ts`, None without the
+/// clock offset the importer records (realtime_offset_ns).
+pub(crate) fn wall_clock(conn: &Connection, ts: i64) -> Result<Option<String>> {
+    Ok(meta_int(conn, "realtime_offset_ns")?.and_then(|off| {
+        let unix_ns = u64::try_from(ts.checked_add(off)?).ok()?;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
+        Some(humantime::format_rfc3339_nanos(t).to_string())
+    }))
+}
+
 /// Rows in a table or view: recorded for the column tables, counted for the
 /// others.
 pub(crate) fn row_count(conn: &Connection, table: &str) -> rusqlite::Result<i64> {

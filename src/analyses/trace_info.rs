@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::durations::Dur;
-use super::metadata::{meta_int, meta_str, row_count};
+use super::metadata::{meta_int, meta_str, row_count, wall_clock};
 use super::timespec::trace_bounds;
 use super::tool::Tool;
 
@@ -175,11 +175,7 @@ pub fn trace_info(conn: &Connection) -> Result<TraceInfo> {
         recorder_version: meta_str(conn, "recorder_version")?,
         recorder_argv: meta_str(conn, "recorder_argv")?,
     };
-    let start_wall_clock = meta_int(conn, "realtime_offset_ns")?.and_then(|off| {
-        let unix_ns = u64::try_from(b.start_ts.checked_add(off)?).ok()?;
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
-        Some(humantime::format_rfc3339_nanos(t).to_string())
-    });
+    let start_wall_clock = wall_clock(conn, b.start_ts)?;
     let time = TimeRange {
         duration: Dur::new(b.duration()),
         start_ts: b.start_ts.to_string(),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::call::SandboxedDb;
 use crate::analyses::durations::Dur;
-use crate::analyses::metadata::{meta_int, meta_str};
+use crate::analyses::metadata::{meta_str, wall_clock};
 use crate::analyses::timespec::trace_bounds;
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -97,11 +97,7 @@ pub fn summarize(db: &mut SandboxedDb) -> anyhow::Result<TraceSummary> {
     let lost: i64 = conn.query_row("SELECT coalesce(sum(count), 0) FROM lost_events", [], |r| {
         r.get(0)
     })?;
-    let start_wall_clock = meta_int(conn, "realtime_offset_ns")?.and_then(|off| {
-        let unix_ns = u64::try_from(bounds.start_ts.checked_add(off)?).ok()?;
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
-        Some(humantime::format_rfc3339_nanos(t).to_string())
-    });
+    let start_wall_clock = wall_clock(conn, bounds.start_ts)?;
     let span = bounds.duration() as f64 * cpus as f64;
     Ok(TraceSummary {
         host: meta_str(conn, "host_name")?,

@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::call::TraceListTool;
+use crate::analyses::metadata::{meta_str, wall_clock};
+use crate::analyses::timespec::trace_bounds;
 use crate::analyzer::db::{self, LoadOptions};
 
 pub struct Traces {
@@ -92,6 +94,8 @@ impl Traces {
             .map(|n| TraceEntry {
                 name: n.clone(),
                 loaded: true,
+                host: None,
+                start_wall_clock: None,
             })
             .collect();
         if let Some(dir) = &self.dir {
@@ -100,9 +104,31 @@ impl Traces {
                     traces.push(TraceEntry {
                         name: n,
                         loaded: false,
+                        host: None,
+                        start_wall_clock: None,
                     });
                 }
             }
+        }
+        traces
+    }
+
+    /// [`Traces::list`] with the host and start of each loaded trace, from
+    /// its database.
+    fn list_described(&self) -> Vec<TraceEntry> {
+        let mut traces = self.list();
+        let served = self.served().clone();
+        for t in &mut traces {
+            let Some(conn) = served
+                .get(&t.name)
+                .and_then(|db| db::open_readonly(db).ok())
+            else {
+                continue;
+            };
+            t.host = meta_str(&conn, "host_name").ok().flatten();
+            t.start_wall_clock = trace_bounds(&conn)
+                .ok()
+                .and_then(|b| wall_clock(&conn, b.start_ts).ok().flatten());
         }
         traces
     }
@@ -253,15 +279,19 @@ pub struct TraceList {
 pub struct TraceEntry {
     /// Name to pass as `trace` to the other tools.
     pub name: String,
-    /// True if already loaded (otherwise the first call that names it loads it).
+    /// False until a call names it (and loads it); host and start are null till then.
     pub loaded: bool,
+    /// Recorder's host name.
+    pub host: Option<String>,
+    /// First event, RFC 3339 UTC.
+    pub start_wall_clock: Option<String>,
 }
 
 pub const LIST_TRACES: TraceListTool<TraceList> = TraceListTool {
     name: "list_traces",
-    description: "The traces this server can open, by name (those given on its command line \
-                  and the trace files of its --trace-dir).",
+    description: "The traces this server can open (command line and --trace-dir files): name, \
+                  host, start time (once loaded).",
     answer: |traces| TraceList {
-        traces: traces.list(),
+        traces: traces.list_described(),
     },
 };
