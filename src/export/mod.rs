@@ -30,9 +30,10 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, new_null_array
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use rusqlite::types::ValueRef;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -450,11 +451,21 @@ fn remove_stale_temporaries(part_dir: &Path) {
 
 fn write_file(trace: &ExportTrace, table: &Table, file: File) -> anyhow::Result<u64> {
     let schema = arrow_schema(table)?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_key_value_metadata(Some(doc_metadata(table, trace)))
-        .build();
+        .set_key_value_metadata(Some(doc_metadata(table, trace)));
+    // Row ids and timestamps of the big tables rise row by row: nearly every
+    // value is new, so a dictionary is built only to be dropped, while deltas
+    // are small.
+    if table.is_column_file() {
+        for name in ["id", "ts"] {
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(name), false)
+                .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    let props = props.build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     let mut batch = Batch {
         trace,
