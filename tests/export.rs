@@ -507,5 +507,13 @@ fn temporaries_of_killed_exports_are_removed_and_a_live_exports_kept() {
     )
     .unwrap();
     assert!(reader.metadata().file_metadata().num_rows() > 0);
+    // A rerun that is refused (the partition exists: the killed export got
+    // that far) still removes what the killed one left.
+    let dead = part_dir.join(".part-0.parquet.Zq81mv.tmp");
+    std::fs::write(&dead, b"PAR1 half a file").unwrap();
+    let again = schedlens(&args);
+    assert!(!again.status.success());
+    assert!(!dead.exists(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(live.exists());
     drop(held);
 }

@@ -226,6 +226,9 @@ pub fn export(
         );
         for &table in tables {
             let path = part_path(dir, table, trace);
+            // Even when refusing below: a killed export's leftovers are
+            // garbage whatever this one does.
+            remove_stale_temporaries(path.parent().expect("a partition path has a directory"));
             anyhow::ensure!(
                 !path.exists(),
                 "{} exists already: remove it or export into another directory",
@@ -392,7 +395,6 @@ fn export_table(trace: &ExportTrace, table: &Table, path: &Path) -> anyhow::Resu
     let part_dir = path.parent().expect("a partition path has a directory");
     fs::create_dir_all(part_dir)
         .with_context(|| format!("cannot create {}", part_dir.display()))?;
-    remove_stale_temporaries(part_dir);
     // O_EXCL under an unpredictable name; mode as File::create (umask
     // decides); removed when dropped unless persisted.
     let tmp = tempfile::Builder::new()
