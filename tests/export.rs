@@ -507,11 +507,15 @@ fn temporaries_of_killed_exports_are_removed_and_a_live_exports_kept() {
     )
     .unwrap();
     assert!(reader.metadata().file_metadata().num_rows() > 0);
-    // A rerun that is refused (the partition exists: the killed export got
-    // that far) still removes what the killed one left.
-    let dead = part_dir.join(".part-0.parquet.Zq81mv.tmp");
+    // A rerun refused because a partition exists (the killed export got that
+    // far) still removes what the killed one left in the partitions after it.
+    let later = out.join("wakeup/host=h/trace=box.pftrace");
+    std::fs::create_dir_all(&later).unwrap();
+    let dead = later.join(".part-0.parquet.Zq81mv.tmp");
     std::fs::write(&dead, b"PAR1 half a file").unwrap();
-    let again = schedlens(&args);
+    let mut refused = args.to_vec();
+    *refused.last_mut().unwrap() = "thread,wakeup";
+    let again = schedlens(&refused);
     assert!(!again.status.success());
     assert!(!dead.exists(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(live.exists());

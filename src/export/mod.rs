@@ -215,6 +215,14 @@ pub fn export(
     tables: &[&'static Table],
     dir: &Path,
 ) -> anyhow::Result<ExportReport> {
+    // Even when refusing below: a killed export's leftovers are garbage
+    // whatever this one does.
+    for trace in traces {
+        for &table in tables {
+            let path = part_path(dir, table, trace);
+            remove_stale_temporaries(path.parent().expect("a partition path has a directory"));
+        }
+    }
     let mut jobs = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for trace in traces {
@@ -226,9 +234,6 @@ pub fn export(
         );
         for &table in tables {
             let path = part_path(dir, table, trace);
-            // Even when refusing below: a killed export's leftovers are
-            // garbage whatever this one does.
-            remove_stale_temporaries(path.parent().expect("a partition path has a directory"));
             anyhow::ensure!(
                 !path.exists(),
                 "{} exists already: remove it or export into another directory",
