@@ -237,8 +237,8 @@ pub struct CompareTool {
 
 pub const TOOL: CompareTool = CompareTool {
     name: "compare",
-    description: "A/B diff of two traces: per process/thread name CPU time, switches, wait, \
-                  latency; latency percentiles; per-CPU/LLC utilization; biggest changes first.",
+    description: "A/B diff of two traces: CPU time, switches, wait and latency by process/thread \
+                  name; latency percentiles; CPU/LLC utilization; biggest changes first.",
 };
 
 /// Checks the arguments and compares.

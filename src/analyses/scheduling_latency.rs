@@ -236,12 +236,8 @@ fn worst_wakeups(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SchedulingLatencyArgs {
-    /// Only this thread id.
-    pub tid: Option<i64>,
-    /// Only the threads of this process id.
-    pub pid: Option<i64>,
-    /// Only threads whose thread or process name contains this (any case).
-    pub name: Option<String>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
     /// Window of the wakeups, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
     /// Worst cases to list: default 5, at most 100.
@@ -250,17 +246,11 @@ pub struct SchedulingLatencyArgs {
 
 pub const TOOL: Tool<SchedulingLatencyArgs, SchedulingLatency> = Tool {
     name: "scheduling_latency",
-    description: "Scheduling latency (sched_waking to running) percentiles p50/p90/p99/p99.9/max \
-                  and the worst cases with when, where and who woke them; optionally for one \
-                  tid, pid or name.",
+    description: "Scheduling latency (sched_waking to running): percentiles and the worst \
+                  cases, with when, where, who woke them and what held the CPU.",
     answer: |trace, a| {
         let worst = count_arg("worst", a.worst, 5, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
-        let filter = TaskFilter {
-            tid: a.tid,
-            pid: a.pid,
-            name: a.name,
-        };
-        scheduling_latency(trace.conn, &filter, w, worst)
+        scheduling_latency(trace.conn, &a.filter, w, worst)
     },
 };

@@ -174,14 +174,14 @@ pub struct SearchEventsArgs {
     /// Text to find (case-insensitive): a task name, command line, tid, pid, event
     /// name ("exec", "wakeup") or CPU ("cpu3").
     pub text: String,
-    /// Most tasks and CPUs to return: default 50 (and about 2 KB of tasks), at most 500.
+    /// Most tasks and CPUs: default 50 (about 2 KB of tasks), at most 500.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<SearchEventsArgs, SearchResults> = Tool {
     name: "search_events",
-    description: "Find what is in a trace without dumping tables: tasks (thread/process names, \
-                  command lines, tids, pids), event types and CPUs containing a text, with counts.",
+    description: "Find tasks (thread/process names, command lines, tids, pids), event types and \
+                  CPUs containing a text, with counts.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 50, 500)?;
         let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES * 2 / 3);

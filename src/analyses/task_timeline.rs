@@ -204,14 +204,14 @@ pub struct TaskTimelineArgs {
     pub pid: Option<i64>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most intervals to return over all threads: default 25, at most 2000.
+    /// Most intervals over all threads: default 25, at most 2000.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
     description: "What a thread (tid) or each thread of a process (pid) did over time: merged \
-                  intervals of Running (with CPU), R/R+ (runnable), S, D, ... and totals per state.",
+                  Running (with CPU), R/R+, S, D, ... intervals, and totals per state.",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The SQL condition "this utid is not an idle thread". trace_processor gives
 /// every CPU's swapper utid 0; other importers may give each its own row, so
@@ -55,14 +55,16 @@ pub(crate) fn task_ids(conn: &Connection, utids: &[i64]) -> Result<HashMap<i64, 
     Ok(out)
 }
 
-/// Which threads an analysis covers. All fields optional; given fields must all match.
-#[derive(Debug, Clone, Default)]
+/// Which threads an analysis covers. All fields optional; given fields must
+/// all match. Also the arguments of the tools that take a task filter
+/// (flattened into theirs), whose doc comments a caller reads.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 pub struct TaskFilter {
-    /// Thread id.
+    /// Only this thread id.
     pub tid: Option<i64>,
-    /// Process id: all its threads.
+    /// Only the threads of this process id.
     pub pid: Option<i64>,
-    /// Substring of the thread name or the process name (case-insensitive).
+    /// Only threads whose thread or process name contains this (any case).
     pub name: Option<String>,
 }
 

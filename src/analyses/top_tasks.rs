@@ -244,7 +244,7 @@ pub struct TopTasksArgs {
 pub const TOOL: Tool<TopTasksArgs, TopTasks> = Tool {
     name: "top_tasks",
     description: "Threads ranked by CPU time, switches, runnable time (waiting for a CPU) or \
-                  worst wakeup latency in a window, with tid, pid, names and all four metrics.",
+                  worst wakeup latency in a window, with all four.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 10, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

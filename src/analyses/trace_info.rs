@@ -307,8 +307,8 @@ pub struct NamedTraceInfo {
 
 pub const TOOL: Tool<TraceInfoArgs, NamedTraceInfo> = Tool {
     name: "trace_info",
-    description: "Overview of a trace: kernel and machine, CPUs with core/SMT, LLC and NUMA \
-                  topology, time range (relative and absolute), event counts by type, lost events. Call first.",
+    description: "Overview of a trace: kernel, machine, CPU topology (core/SMT, LLC, NUMA), time \
+                  range, event counts, lost events. Call first.",
     answer: |trace, TraceInfoArgs {}| {
         Ok(NamedTraceInfo {
             trace: trace.name.to_string(),

@@ -43,8 +43,8 @@ pub struct TableEntry {
 
 pub const LIST_TABLES: SandboxTool<ListTablesArgs, TableList> = SandboxTool {
     name: "list_tables",
-    description: "Tables and views of a trace's database with row counts and what a row is. \
-                  Then describe_table for columns.",
+    description: "Tables and views with row counts and what a row is; describe_table gives \
+                  columns.",
     answer: |sandboxed, ListTablesArgs {}| {
         let conn = sandboxed.db.conn();
         let docs = schema::table_docs();

@@ -56,9 +56,9 @@ pub struct TraceSummary {
 }
 
 pub const NAME: &str = "fleet_summary";
-pub const DESCRIPTION: &str = "One row per trace offered (loading any not yet loaded): host, \
-    wall-clock start, duration, CPUs, busy %, wakeups with p99 and max latency, the busiest \
-    process, lost events. For comparing hosts.";
+pub const DESCRIPTION: &str = "One row per trace (loading any not yet loaded): host, wall-clock \
+    start, duration, CPUs, busy %, wakeups, p99/max latency, busiest process, lost events. For \
+    comparing hosts.";
 
 /// The summary of one trace, from its database.
 pub fn summarize(db: &mut SandboxedDb) -> anyhow::Result<TraceSummary> {

@@ -21,8 +21,8 @@ pub struct QueryArgs {
 pub const QUERY: WorkerTool<QueryArgs, QueryResult> = WorkerTool {
     name: "query",
     description: "One read-only SQLite statement on a trace's tables (list_tables, \
-                  describe_table). Typed cells (integers above 2^53 as strings); `truncated` \
-                  says the limit or size budget cut rows.",
+                  describe_table). Integers above 2^53 come as strings; `truncated` says the \
+                  limit or size budget cut rows.",
     answer: |db, a, limits, cancel| {
         sandbox::run_isolated(db, &a.sql, a.limit, a.offset, limits, cancel)
     },

@@ -10,6 +10,8 @@
 //!   argument says it);
 //!   enums of constants as one `enum`, unions of plain types as one `type`;
 //!   definitions inlined where that is shorter.
+//! - [`listed`]: an input schema as tools/list shows it: `window`'s shape
+//!   said by its types alone (the instructions give its forms once).
 //! - [`check_args`]: an argument the schema does not declare is an error
 //!   naming it and the valid ones (serde would ignore it and answer for no
 //!   filter), and integers sent as strings ("3") or integral floats (3.0),
@@ -84,6 +86,22 @@ fn terse_shared_args(props: &mut Map<String, Value>) {
             "properties": {"start": time, "end": time},
         });
     }
+}
+
+/// The compact input schema `checked` as tools/list shows it: `window` as
+/// its two types, without the fields of its object form, which the server's
+/// instructions name once for the nine tools that take one. Calls are still
+/// checked against `checked`, so an unknown field of a window object is
+/// still an error.
+pub fn listed(checked: &Map<String, Value>) -> Map<String, Value> {
+    let mut shown = checked.clone();
+    if let Some(Value::Object(window)) = shown
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("window"))
+    {
+        window.remove("properties");
+    }
+    shown
 }
 
 /// How deep an output schema describes an answer: its fields, what they
@@ -667,6 +685,11 @@ mod tests {
         let input = compact(&s, Side::Input);
         assert_eq!(input["properties"]["trace"], json!({"type": "string"}));
         assert!(input["properties"]["window"].get("description").is_none());
+        let shown = listed(&input);
+        assert_eq!(
+            shown["properties"]["window"],
+            json!({"type": ["string", "object"]})
+        );
         let mut args = obj(json!({"window": {"start": "3", "end": 4.0}}));
         check_args("t", &input, &mut args).unwrap();
         // A time may be a string ("3" is 3 ns to the parser); 4.0 becomes 4.

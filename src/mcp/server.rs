@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ListPromptsResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, Tool,
+    GetPromptResponse, Implementation, JsonObject, ListPromptsResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -20,6 +20,9 @@ use super::{catalogue, prompts, registry};
 pub(super) struct Server {
     state: Arc<State>,
     tools: Arc<[Entry]>,
+    /// Each tool's compact input schema, which its calls are checked against
+    /// (tools/list shows it `listed`), in the order of `tools`.
+    arg_schemas: Arc<[JsonObject]>,
     instructions: Arc<str>,
 }
 
@@ -29,9 +32,12 @@ impl Server {
         if state.recorder.is_some() {
             tools.extend(registry::recording_tools());
         }
+        let mut arg_schemas = Vec::with_capacity(tools.len());
         for entry in &mut tools {
             let tool = &mut entry.tool;
-            tool.input_schema = Arc::new(schema::compact(&tool.input_schema, Side::Input));
+            let checked = schema::compact(&tool.input_schema, Side::Input);
+            tool.input_schema = Arc::new(schema::listed(&checked));
+            arg_schemas.push(checked);
             if let Some(output) = &tool.output_schema {
                 tool.output_schema = Some(Arc::new(schema::compact(output, Side::Output)));
             }
@@ -41,6 +47,7 @@ impl Server {
             state: Arc::new(state),
             instructions: registry::instructions(&tools).into(),
             tools,
+            arg_schemas: arg_schemas.into(),
         }
     }
 
@@ -67,11 +74,12 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some(tool) = self.tool(&request.name) else {
+        let Some(at) = self.tools.iter().position(|t| t.name == request.name) else {
             return Err(ErrorData::invalid_params("tool not found", None));
         };
+        let tool = &self.tools[at];
         let mut args = request.arguments.unwrap_or_default();
-        if let Err(message) = schema::check_args(tool.name, &tool.tool.input_schema, &mut args) {
+        if let Err(message) = schema::check_args(tool.name, &self.arg_schemas[at], &mut args) {
             return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
         }
         let result = match (tool.call)(self.state.clone(), args, context).await {
