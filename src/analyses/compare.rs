@@ -221,11 +221,11 @@ pub fn compare(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CompareArgs {
-    /// Name of the trace before the change (list_traces).
+    /// Trace before the change (list_traces).
     pub before: String,
-    /// Name of the trace after the change.
+    /// Trace after the change.
     pub after: String,
-    /// Most process/thread names to list: default 8, at most 500.
+    /// Most names: default 8, at most 500.
     pub limit: Option<i64>,
 }
 
@@ -237,8 +237,8 @@ pub struct CompareTool {
 
 pub const TOOL: CompareTool = CompareTool {
     name: "compare",
-    description: "A/B diff of two traces: CPU time, switches, wait and latency by process/thread \
-                  name; latency percentiles; CPU/LLC utilization; biggest changes first.",
+    description: "A/B diff of two traces: CPU time, switches, wait, latency per process/thread \
+                  name; CPU/LLC utilization; biggest changes first.",
 };
 
 /// Checks the arguments and compares.

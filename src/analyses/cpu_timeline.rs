@@ -255,7 +255,7 @@ pub struct CpuTimelineArgs {
     pub cpu: i64,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most runs to list: default 20, at most 2000.
+    /// Most runs: default 20, at most 2000.
     pub limit: Option<i64>,
 }
 

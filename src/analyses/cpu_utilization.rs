@@ -295,7 +295,7 @@ fn pct(part: i64, whole: i64) -> f64 {
 pub struct CpuUtilizationArgs {
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Group CPUs by cpu (default), llc (last-level cache) or numa node.
+    /// Per cpu (default), llc (last-level cache) or numa node.
     pub group_by: Option<GroupBy>,
 }
 

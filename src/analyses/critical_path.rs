@@ -634,7 +634,7 @@ pub struct CriticalPathArgs {
     pub tid: i64,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most steps to list: default 12, at most 2000.
+    /// Most steps: default 12, at most 2000.
     pub limit: Option<i64>,
 }
 

@@ -137,7 +137,7 @@ pub fn process_activity(conn: &Connection, w: Window, limit: usize) -> Result<Pr
 pub struct ProcessActivityArgs {
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most processes to list: default 10, at most 500.
+    /// Most processes: default 10, at most 500.
     pub limit: Option<i64>,
 }
 

@@ -143,7 +143,7 @@ pub fn process_tree(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ProcessTreeArgs {
-    /// Only this process and its descendants; default: all processes.
+    /// Only this process and its descendants.
     pub pid: Option<i64>,
     /// Most processes: default 20 (about 3 KB), at most 5000.
     pub limit: Option<i64>,

@@ -240,7 +240,7 @@ pub struct SchedulingLatencyArgs {
     pub filter: TaskFilter,
     /// Window of the wakeups, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Worst cases to list: default 5, at most 100.
+    /// Worst cases: default 5, at most 100.
     pub worst: Option<i64>,
 }
 

@@ -171,8 +171,8 @@ pub fn search_events(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SearchEventsArgs {
-    /// Text to find (case-insensitive): a task name, command line, tid, pid, event
-    /// name ("exec", "wakeup") or CPU ("cpu3").
+    /// A task name, command line, tid or pid, an event name ("exec", "wakeup") or a
+    /// CPU ("cpu3"); any case.
     pub text: String,
     /// Most tasks and CPUs: default 50 (about 2 KB of tasks), at most 500.
     pub limit: Option<i64>,

@@ -200,7 +200,7 @@ pub fn task_timeline(
 pub struct TaskTimelineArgs {
     /// Thread id (give tid or pid).
     pub tid: Option<i64>,
-    /// Process id: a timeline for each of its threads (give tid or pid).
+    /// Process id: each of its threads (give tid or pid).
     pub pid: Option<i64>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
@@ -210,8 +210,8 @@ pub struct TaskTimelineArgs {
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
-    description: "What a thread (tid) or each thread of a process (pid) did over time: merged \
-                  Running (with CPU), R/R+, S, D, ... intervals, and totals per state.",
+    description: "What a thread (tid) or a process's threads (pid) did: merged Running (with \
+                  CPU), R/R+, S, D, ... intervals and totals per state.",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;

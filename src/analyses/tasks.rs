@@ -62,7 +62,7 @@ pub(crate) fn task_ids(conn: &Connection, utids: &[i64]) -> Result<HashMap<i64, 
 pub struct TaskFilter {
     /// Only this thread id.
     pub tid: Option<i64>,
-    /// Only the threads of this process id.
+    /// Only this process's threads.
     pub pid: Option<i64>,
     /// Only threads whose thread or process name contains this (any case).
     pub name: Option<String>,

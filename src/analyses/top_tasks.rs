@@ -232,8 +232,8 @@ fn thread_runnable(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TopTasksArgs {
-    /// Rank by: default cpu_time; runnable_time is waiting for a CPU (R, R+); latency is the
-    /// worst wakeup-to-running.
+    /// Default cpu_time; runnable_time: waiting for a CPU (R, R+); latency: the worst
+    /// wakeup-to-running.
     pub order_by: Option<TaskOrder>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,

@@ -71,7 +71,7 @@ pub const LIST_TABLES: SandboxTool<ListTablesArgs, TableList> = SandboxTool {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DescribeTableArgs {
-    /// Table or view name, as list_tables gives it (e.g. "sched_slice").
+    /// Table or view, as list_tables names it ("sched_slice").
     pub table: String,
 }
 
@@ -100,8 +100,8 @@ pub struct ColumnEntry {
 
 pub const DESCRIBE_TABLE: SandboxTool<DescribeTableArgs, TableDescription> = SandboxTool {
     name: "describe_table",
-    description: "Columns of one table or view (type and meaning) and 3 sample rows; also a \
-                  Perfetto module's view or function (see the schema resource).",
+    description: "Columns (type, meaning) and 3 sample rows of a table or view; also a \
+                  Perfetto module's view or function (schema resource).",
     answer: |sandboxed, a| {
         let table = a.table.trim();
         let tables = user_tables(sandboxed.db.conn())?;

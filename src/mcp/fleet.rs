@@ -56,9 +56,8 @@ pub struct TraceSummary {
 }
 
 pub const NAME: &str = "fleet_summary";
-pub const DESCRIPTION: &str = "One row per trace (loading any not yet loaded): host, wall-clock \
-    start, duration, CPUs, busy %, wakeups, p99/max latency, busiest process, lost events. For \
-    comparing hosts.";
+pub const DESCRIPTION: &str = "Per trace (loading any not loaded): host, wall-clock start, \
+    duration, CPUs, busy %, wakeups, p99/max latency, busiest process, lost events.";
 
 /// The summary of one trace, from its database.
 pub fn summarize(db: &mut SandboxedDb) -> anyhow::Result<TraceSummary> {

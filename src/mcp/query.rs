@@ -9,8 +9,8 @@ use crate::analyzer::sandbox::{self, QueryResult};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct QueryArgs {
-    /// One read-only SQLite statement (SELECT / WITH ... SELECT). Timestamps (ts) are absolute
-    /// trace-clock ns; subtract (SELECT start_ts FROM trace_bounds) for time from the trace start.
+    /// SELECT or WITH ... SELECT. Timestamps (ts) are absolute trace-clock ns; subtract
+    /// (SELECT start_ts FROM trace_bounds) for time from the trace start.
     pub sql: String,
     /// Rows to return: default 40, at most 2000.
     pub limit: Option<i64>,
@@ -21,8 +21,8 @@ pub struct QueryArgs {
 pub const QUERY: WorkerTool<QueryArgs, QueryResult> = WorkerTool {
     name: "query",
     description: "One read-only SQLite statement on a trace's tables (list_tables, \
-                  describe_table). Integers above 2^53 come as strings; `truncated` says the \
-                  limit or size budget cut rows.",
+                  describe_table). Integers above 2^53 as strings; `truncated`: the limit or \
+                  size budget cut rows.",
     answer: |db, a, limits, cancel| {
         sandbox::run_isolated(db, &a.sql, a.limit, a.offset, limits, cancel)
     },

@@ -259,7 +259,8 @@ fn merge_null(s: &mut Map<String, Value>) {
     s.extend(x);
 }
 
-/// An input's optional argument without its `null` alternative.
+/// An input's optional argument without its `null` alternative (in its
+/// types, its `enum` or its `anyOf`).
 fn drop_null(s: &mut Map<String, Value>) {
     let is_null = |t: &Value| t == "null";
     if let Some(Value::Array(types)) = s.get_mut("type") {
@@ -268,6 +269,9 @@ fn drop_null(s: &mut Map<String, Value>) {
             let only = types.remove(0);
             s.insert("type".into(), only);
         }
+    }
+    if let Some(Value::Array(values)) = s.get_mut("enum") {
+        values.retain(|v| !v.is_null());
     }
     let Some(Value::Array(alts)) = s.get_mut("anyOf") else {
         return;
@@ -581,6 +585,7 @@ mod tests {
                 "n": {"type": ["integer", "null"], "format": "uint", "minimum": 0,
                       "description": "Count. More words."},
                 "by": {"$ref": "#/$defs/By", "description": "Order."},
+                "kind": {"type": ["string", "null"], "enum": ["x", "y", null]},
                 "title": {"type": "string"}
             },
             "$defs": {"By": {"oneOf": [
@@ -597,6 +602,7 @@ mod tests {
                 "properties": {
                     "n": {"type": ["integer", "null"]},
                     "by": {"type": "string"},
+                    "kind": {"type": ["string", "null"]},
                     "title": {"type": "string"}
                 }
             })
@@ -610,6 +616,7 @@ mod tests {
                 "properties": {
                     "n": {"type": "integer", "minimum": 0, "description": "Count. More words."},
                     "by": {"type": "string", "enum": ["a", "b"], "description": "Order."},
+                    "kind": {"type": "string", "enum": ["x", "y"]},
                     "title": {"type": "string"}
                 }
             })
