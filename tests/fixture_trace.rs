@@ -16,7 +16,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use schedlens::analyses::{
     compare, cpu_timeline, cpu_utilization, critical_path, process_tree, scheduling_latency,
-    search_events, task_timeline, top_tasks, trace_info,
+    search_events, stacks, task_timeline, top_tasks, trace_info,
 };
 use schedlens::mcp::{catalogue, query};
 use serde_json::{Value, json};
@@ -333,6 +333,13 @@ async fn tools_list_and_default_answers_fit_their_budgets() {
         list.len()
     );
     for name in schedlens::mcp::tool_names() {
+        if name == stacks::TOOL.name {
+            // Recorded without --stacks; tests/record_stacks.rs measures this
+            // tool's default answers on a recording with stacks.
+            let r = c.call_tool(CallToolRequestParams::new(name)).await.unwrap();
+            assert_eq!(r.is_error, Some(true), "{name} without stacks: {r:?}");
+            continue;
+        }
         // A tool added later that needs an argument gets its line here.
         let args = match name {
             n if n == catalogue::DESCRIBE_TABLE.name => json!({"table": "thread_state"}),

@@ -1,17 +1,26 @@
-//! `schedlens flamegraph` on a trace built by hand with known stacks: the
-//! folded lines are exactly the stacks and weights put in (off-CPU weighted by
-//! the ns until the wakeup, CPU by sample count), the filters select by task
-//! and window, the SVG names the functions, and bad input is one clear line.
+//! `schedlens flamegraph` and the MCP `stacks` tool on a trace built by hand
+//! with known stacks: the folded lines are exactly the stacks and weights put
+//! in (off-CPU weighted by the ns until the wakeup, CPU by sample count), the
+//! filters select by task and window, the SVG names the functions, and bad
+//! input is one clear line.
 
+mod output_schema;
 mod tracegen;
 
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use schedlens::analyses::stacks;
 use schedlens::model::stack::StackKind;
 use schedlens::perfetto::proto::trace_packet::{Data, OptionalTrustedPacketSequenceId};
 use schedlens::perfetto::proto::{
     Callstack, Frame, InternedData, InternedString, Mapping, PerfSample, PerfSampleDefaults,
     TracePacket, TracePacketDefaults, perf_events,
 };
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use tracegen::*;
 
 const OFF_CPU_SEQ: u32 = 1;
@@ -290,4 +299,145 @@ fn bad_input_is_one_line_and_fails() {
     assert!(!run.status.success());
     assert!(one_error_line(&err), "{err}");
     assert!(err.contains("cannot write"), "{err}");
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+/// `schedlens analyze TRACE` through rmcp's client, its caches under `cache_home`.
+async fn serve(trace: &Path, cache_home: &Path) -> Client {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_schedlens"));
+    cmd.arg("analyze")
+        .arg(trace)
+        .env("XDG_CACHE_HOME", cache_home);
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+/// The stacks tool's answer to `args`, or its error message.
+async fn call_stacks(c: &Client, args: Value) -> Result<Value, String> {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    let r: CallToolResult = c
+        .call_tool(CallToolRequestParams::new(stacks::TOOL.name).with_arguments(args))
+        .await
+        .expect("protocol error");
+    if r.is_error == Some(true) {
+        let text = r
+            .content
+            .iter()
+            .find_map(|c| c.as_text().map(|t| t.text.clone()));
+        return Err(text.unwrap_or_default());
+    }
+    let answer = r.structured_content.expect("structured content");
+    output_schema::validate(c, stacks::TOOL.name, &answer).await;
+    Ok(answer)
+}
+
+/// (stack, weight, pct) of each listed stack.
+fn listed(answer: &Value) -> Vec<(String, i64, f64)> {
+    answer["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stack"].as_str().unwrap().to_string(),
+                s["weight"].as_i64().unwrap(),
+                s["pct"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_stacks_tool_lists_the_stacks_put_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = write_trace(dir.path());
+    let c = serve(&trace, &dir.path().join("cache")).await;
+    let ok = |args: Value| {
+        let c = &c;
+        async move {
+            call_stacks(c, args.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{args}: {e}"))
+        }
+    };
+    let s = |x: &str| x.to_string();
+
+    // Off-CPU by default, heaviest first, in ns.
+    let a = ok(json!({})).await;
+    assert_eq!((&a["kind"], &a["unit"]), (&json!("off-cpu"), &json!("ns")));
+    assert_eq!(
+        (a["total"].as_i64(), a["distinct"].as_u64()),
+        (Some(11_000), Some(2))
+    );
+    assert_eq!(a["truncated"], false);
+    assert_eq!(
+        listed(&a),
+        [
+            (s("main;sleep_loop;do_nanosleep;schedule"), 7000, 63.6),
+            (s("main;read_pipe;vfs_read;schedule"), 4000, 36.4),
+        ]
+    );
+    // CPU samples; max_depth keeps the innermost frames and says "..." for the rest.
+    let a = ok(json!({"kind": "cpu", "max_depth": 2})).await;
+    assert_eq!(a["unit"], "samples");
+    assert_eq!(
+        listed(&a),
+        [
+            (s("spin_main;spin"), 3, 75.0),
+            (s("...;read_pipe;app+0x40"), 1, 25.0)
+        ]
+    );
+    // Stacks the cut makes equal are merged.
+    let a = ok(json!({"max_depth": "1"})).await;
+    assert_eq!(listed(&a), [(s("...;schedule"), 11_000, 100.0)]);
+    // The task filter and the window, as for the other tools.
+    let a = ok(json!({"tid": 101})).await;
+    assert_eq!(
+        listed(&a),
+        [(s("main;read_pipe;vfs_read;schedule"), 4000, 100.0)]
+    );
+    let a = ok(json!({"kind": "cpu", "pid": 200})).await;
+    assert_eq!(listed(&a), [(s("spin_main;spin"), 3, 100.0)]);
+    let a = ok(json!({"name": "SLEEP"})).await;
+    assert_eq!(a["total"], 7000);
+    let a = ok(json!({"window": {"start": "5us"}})).await;
+    assert_eq!(
+        listed(&a),
+        [(s("main;read_pipe;vfs_read;schedule"), 1000, 100.0)]
+    );
+    // A limit cuts the list and says so.
+    let a = ok(json!({"limit": 1})).await;
+    assert_eq!((listed(&a).len(), &a["truncated"]), (1, &json!(true)));
+
+    for (args, says) in [
+        (
+            json!({"kind": "heap"}),
+            "unknown stack kind \"heap\": use one of off-cpu, cpu, waker",
+        ),
+        (
+            json!({"kind": "waker"}),
+            "the trace has no waker stacks (record with `schedlens trace --stacks waker`); \
+             it has cpu, off-cpu stacks",
+        ),
+        (
+            json!({"comm": "app"}),
+            "unknown argument \"comm\" for stacks: valid ones: ",
+        ),
+        (
+            json!({"max_depth": 0}),
+            "max_depth must be between 1 and 1024",
+        ),
+        (json!({"limit": 501}), "limit must be between 1 and 500"),
+        (json!({"window": "9s.."}), "trace lasts only"),
+    ] {
+        let e = call_stacks(&c, args.clone()).await.unwrap_err();
+        assert!(e.contains(says), "{args}: {e:?} lacks {says:?}");
+    }
+    c.cancel().await.unwrap();
 }

@@ -2,14 +2,20 @@
 //! known (tests/workloads/stacks.c, built here with symbols): the file is
 //! decoded with Perfetto's official protos, each PerfSample's callstack
 //! resolved through the interned data of its sequence, and the stacks must
-//! hold the kernel functions and the workload's own functions that did it.
+//! hold the kernel functions and the workload's own functions that did it;
+//! the MCP `stacks` tool, through rmcp's client, names them too.
 //! Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
 mod oracle;
+mod output_schema;
 mod root;
 
 use perfetto_protos::trace_packet::TracePacket;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use schedlens::analyses::stacks;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -288,6 +294,119 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
             .filter(|s| has(&s.frames, |f| f == "spin_in_named_function"))
             .all(|s| s.tid == spinner)
     );
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(stacks_tool_names_the_workloads_functions(
+            &trace,
+            &dir.path().join("cache"),
+            &report,
+        ));
+}
+
+/// Most bytes of a tool's answer with its default arguments (as in
+/// tests/fixture_trace.rs, whose recording has no stacks).
+const DEFAULT_ANSWER_BUDGET: usize = 4 * 1024;
+
+/// The `stacks` tool on the recording: the heaviest off-CPU stacks of the
+/// reader and the sleeper are their blocking paths under their own
+/// functions, the spinner's function dominates the workload's CPU samples,
+/// the default answers fit the budget, and bad arguments are tool errors.
+async fn stacks_tool_names_the_workloads_functions(trace: &Path, cache: &Path, report: &Report) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("analyze").arg(trace).env("XDG_CACHE_HOME", cache);
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = ().serve(transport).await.unwrap();
+    let call = |args: Value| {
+        let c = &c;
+        async move {
+            let Value::Object(args) = args else {
+                unreachable!("arguments are an object")
+            };
+            let r = c
+                .call_tool(CallToolRequestParams::new(stacks::TOOL.name).with_arguments(args))
+                .await
+                .expect("protocol error");
+            match (r.is_error, r.structured_content) {
+                (Some(true), _) | (_, None) => Err(r
+                    .content
+                    .iter()
+                    .find_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .unwrap_or_default()),
+                (_, Some(answer)) => {
+                    output_schema::validate(c, stacks::TOOL.name, &answer).await;
+                    Ok(answer)
+                }
+            }
+        }
+    };
+    // (frames, pct) of the heaviest stack.
+    let heaviest = |a: &Value| -> (Vec<String>, f64) {
+        let top = &a["stacks"][0];
+        let frames = top["stack"].as_str().unwrap().split(';').map(String::from);
+        (frames.collect(), top["pct"].as_f64().unwrap())
+    };
+
+    for (role, user_fn, kernel_fn) in [
+        (
+            "sl-reader",
+            "block_in_pipe_read",
+            &(|f: &str| f.ends_with("pipe_read")) as &dyn Fn(&str) -> bool,
+        ),
+        ("sl-sleeper", "sleep_in_nanosleep", &|f: &str| {
+            f == "do_nanosleep"
+        }),
+    ] {
+        let a = call(json!({"tid": report.tids[role]})).await.unwrap();
+        assert_eq!(a["unit"], "ns");
+        let (frames, pct) = heaviest(&a);
+        assert!(
+            has(&frames, |f| f == user_fn) && has(&frames, kernel_fn) && pct >= 50.0,
+            "{role}: the heaviest off-CPU stack ({pct}%) lacks {user_fn} or its kernel path: \
+             {frames:?}"
+        );
+    }
+    let a = call(json!({"kind": "cpu", "pid": report.pid}))
+        .await
+        .unwrap();
+    assert_eq!(a["unit"], "samples");
+    let (frames, pct) = heaviest(&a);
+    assert!(
+        frames.last().map(String::as_str) == Some("spin_in_named_function") && pct >= 80.0,
+        "the workload's heaviest CPU stack ({pct}%) is not the spinner's: {frames:?}"
+    );
+
+    // The whole machine's stacks with the default arguments.
+    for args in [json!({}), json!({"kind": "cpu"})] {
+        let a = call(args.clone()).await.unwrap();
+        let bytes = a.to_string().len();
+        assert!(
+            bytes <= DEFAULT_ANSWER_BUDGET,
+            "stacks {args}: {bytes} bytes by default, more than {DEFAULT_ANSWER_BUDGET}"
+        );
+        assert!(
+            !a["stacks"].as_array().unwrap().is_empty(),
+            "stacks {args}: none"
+        );
+    }
+
+    for (args, says) in [
+        (json!({"kind": "off_cpu"}), "unknown stack kind \"off_cpu\""),
+        (json!({"kind": "waker"}), "it has cpu, off-cpu stacks"),
+        (
+            json!({"thread": 1}),
+            "unknown argument \"thread\" for stacks",
+        ),
+    ] {
+        let e = call(args.clone()).await.unwrap_err();
+        assert!(e.contains(says), "stacks {args}: {e:?} lacks {says:?}");
+    }
+    c.cancel().await.unwrap();
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! `schedlens flamegraph TRACE`: a stack profile of a trace as an interactive
 //! SVG flame graph (inferno draws it) or as folded-stack text.
 
-use crate::analyses::stacks::{folded_stacks, weight_unit};
+use crate::analyses::stacks::{folded_stacks, parse_kind, weight_unit};
 use crate::analyses::tasks::TaskFilter;
 use crate::analyses::timespec::{WindowArg, trace_bounds};
 use crate::analyzer::db::{self, LoadOptions};
-use crate::model::stack::StackKind;
 use anyhow::{Context, Result, bail};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -41,15 +40,8 @@ pub struct FlamegraphArgs {
     pub rebuild: bool,
 }
 
-/// The kind by its name; checked here rather than by clap, so a typo is one line.
-fn parse_kind(s: &str) -> Result<StackKind> {
-    StackKind::from_name(s).with_context(|| {
-        let names: Vec<&str> = StackKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown stack kind {s:?}: use one of {}", names.join(", "))
-    })
-}
-
 pub fn run(args: FlamegraphArgs) -> Result<()> {
+    // Parsed here rather than by clap, so a typo is one line.
     let kind = parse_kind(&args.kind)?;
     let loaded = db::load(&args.trace, &LoadOptions::interactive(args.rebuild))?;
     let conn = db::open_readonly(&loaded.db_path)?;

@@ -1,6 +1,6 @@
 //! Stack profiles: the samples of one stack kind, folded into one line per
 //! distinct stack (`root;child;leaf weight`), for `schedlens flamegraph` and
-//! any later tool that wants the heaviest stacks.
+//! the `stacks` tool (the heaviest stacks, cut to their innermost frames).
 //!
 //! Weights: CPU and waker samples count 1 each; an off-CPU sample weighs the
 //! nanoseconds its thread then stayed off the CPU (off_cpu_sample.dur; a state
@@ -9,11 +9,14 @@
 //! [`MAX_DEPTH`] frames, so a cycle in hostile data ends.
 
 use crate::analyses::tasks::{TaskFilter, filter_utids};
-use crate::analyses::timespec::{TraceBounds, Window};
+use crate::analyses::timespec::{TraceBounds, Window, WindowArg, WindowOut, trace_bounds};
+use crate::analyses::tool::{DEFAULT_LIST_BYTES, Tool, count_arg, fit_bytes};
 use crate::analyzer::import::stacks::MAX_DEPTH;
 use crate::model::stack::StackKind;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One distinct stack and its total weight.
@@ -29,6 +32,14 @@ impl FoldedStack {
     pub fn line(&self) -> String {
         format!("{} {}", self.frames.join(";"), self.weight)
     }
+}
+
+/// The kind by its name, or a one-line error naming the kinds.
+pub fn parse_kind(s: &str) -> Result<StackKind> {
+    StackKind::from_name(s).with_context(|| {
+        let names: Vec<&str> = StackKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown stack kind {s:?}: use one of {}", names.join(", "))
+    })
 }
 
 /// What a weight counts for this kind.
@@ -49,14 +60,18 @@ pub fn folded_stacks(
     filter: &TaskFilter,
     w: Window,
 ) -> Result<Vec<FoldedStack>> {
-    let recorded: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM perf_session WHERE stack_kind = ?1)",
-        [kind.name()],
-        |r| r.get(0),
-    )?;
-    if !recorded {
+    let mut st = conn.prepare("SELECT DISTINCT stack_kind FROM perf_session ORDER BY 1")?;
+    let recorded = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    if !recorded.iter().any(|k| k == kind.name()) {
+        let has = if recorded.is_empty() {
+            String::new()
+        } else {
+            format!("; it has {} stacks", recorded.join(", "))
+        };
         bail!(
-            "the trace has no {0} stacks (record with `schedlens trace --stacks {0}`)",
+            "the trace has no {0} stacks (record with `schedlens trace --stacks {0}`){has}",
             kind.name()
         );
     }
@@ -155,3 +170,153 @@ fn frames(conn: &Connection, callsite: i64) -> Result<Vec<String>> {
     out.reverse();
     Ok(out)
 }
+
+// ---------------------------------------------------------------------- tool
+
+/// A stack kind as a tool argument: one of the kinds' names.
+#[derive(Debug, Clone, Copy)]
+pub struct KindArg(pub StackKind);
+
+impl<'de> Deserialize<'de> for KindArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KindArg, D::Error> {
+        let name = String::deserialize(d)?;
+        parse_kind(&name)
+            .map(KindArg)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl JsonSchema for KindArg {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StackKind".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = StackKind::ALL.iter().map(|k| k.name()).collect();
+        schemars::json_schema!({"type": "string", "enum": names})
+    }
+}
+
+/// The heaviest stacks of one kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Stacks {
+    pub window: WindowOut,
+    pub kind: String,
+    /// What a weight counts: "ns" off the CPU, or "samples".
+    pub unit: String,
+    /// Weight of all the matching stacks.
+    pub total: i64,
+    /// Distinct stacks (as cut to max_depth) matching.
+    pub distinct: usize,
+    /// Heaviest first.
+    pub stacks: Vec<StackWeight>,
+    /// Set when limit, or without one the answer's size budget, cut `stacks`.
+    pub truncated: bool,
+}
+
+/// One stack and its weight.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StackWeight {
+    /// Function names, outermost first, joined by ';'; "..." first when
+    /// max_depth cut outer frames.
+    pub stack: String,
+    pub weight: i64,
+    /// Share of `total`, percent.
+    pub pct: f64,
+}
+
+/// Frames a stack keeps in an answer by default: a blocked task's kernel
+/// path and the user functions above it.
+const DEFAULT_DEPTH: usize = 20;
+
+/// The stacks of `kind` like [`folded_stacks`], each cut to its innermost
+/// `depth` frames and merged by what remains, heaviest first, at most
+/// `limit` of them and, when `bytes` is given, as many as fit in it.
+pub fn heaviest_stacks(
+    conn: &Connection,
+    kind: StackKind,
+    filter: &TaskFilter,
+    window: Option<&WindowArg>,
+    limit: usize,
+    depth: usize,
+    bytes: Option<usize>,
+) -> Result<Stacks> {
+    let bounds = trace_bounds(conn)?;
+    let w = bounds.window(window).map_err(anyhow::Error::msg)?;
+    let mut cut: HashMap<String, i64> = HashMap::new();
+    let mut total = 0;
+    for s in folded_stacks(conn, &bounds, kind, filter, w)? {
+        let inner = &s.frames[s.frames.len().saturating_sub(depth)..];
+        let mut line = if inner.len() < s.frames.len() {
+            "...;".to_string()
+        } else {
+            String::new()
+        };
+        line.push_str(&inner.join(";"));
+        *cut.entry(line).or_default() += s.weight;
+        total += s.weight;
+    }
+    let distinct = cut.len();
+    let mut stacks: Vec<StackWeight> = cut
+        .into_iter()
+        .map(|(stack, weight)| StackWeight {
+            pct: (weight as f64 * 1000.0 / total as f64).round() / 10.0,
+            stack,
+            weight,
+        })
+        .collect();
+    stacks.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.stack.cmp(&b.stack)));
+    let mut truncated = stacks.len() > limit;
+    stacks.truncate(limit);
+    if let Some(budget) = bytes {
+        truncated |= fit_bytes(&mut stacks, budget);
+    }
+    Ok(Stacks {
+        window: WindowOut::new(w, &bounds),
+        kind: kind.name().to_string(),
+        unit: weight_unit(kind).to_string(),
+        total,
+        distinct,
+        stacks,
+        truncated,
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StacksArgs {
+    /// off-cpu (default; where threads blocked, weight: ns off the CPU), cpu (where
+    /// they ran) or waker (wakers waking them); cpu and waker weigh samples.
+    pub kind: Option<KindArg>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
+    pub window: Option<WindowArg>,
+    /// Most stacks: default 10 (about 3 KB), at most 500.
+    pub limit: Option<i64>,
+    /// Innermost frames kept per stack: default 20, at most 1024.
+    pub max_depth: Option<i64>,
+}
+
+pub const TOOL: Tool<StacksArgs, Stacks> = Tool {
+    name: "stacks",
+    description: "Heaviest call stacks (recorded with --stacks) in a window, optionally of a \
+                  tid, pid or name, with weights and percentages.",
+    answer: |trace, a| {
+        let limit = count_arg("limit", a.limit, 10, 500)?;
+        let depth = count_arg("max_depth", a.max_depth, DEFAULT_DEPTH, MAX_DEPTH)?;
+        let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES);
+        let kind = a.kind.map_or(StackKind::OffCpu, |k| k.0);
+        heaviest_stacks(
+            trace.conn,
+            kind,
+            &a.filter,
+            a.window.as_ref(),
+            limit,
+            depth,
+            bytes,
+        )
+    },
+};
