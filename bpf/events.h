@@ -247,7 +247,12 @@ struct sl_cpu_state {
 	/* Stacks the stacks map could not take (full or a hash collision): the
 	 * record still goes out, with SL_NO_STACK for that half. */
 	__u64 stack_misses;
-	__u64 pad[3];
+	/* Off-CPU stacks reused from the task's previous block instead of walked
+	 * (schedlens.bpf.c, "Off-CPU stack reuse"); of the walks that could have
+	 * reused, how many there were and how many found other stacks. */
+	__u64 stack_reused;
+	__u64 stack_checked;
+	__u64 stack_stale;
 };
 
 /*

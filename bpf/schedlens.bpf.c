@@ -46,6 +46,9 @@ const volatile u64 filter_comms[SL_MAX_FILTER][2];
 
 /* enum sl_stack_kind bits: which stacks to take (0: none, and no cost). */
 const volatile u32 stack_kinds = 0;
+/* Off-CPU stack reuse: at most this many blocks in a row of one task reuse
+ * its previous block's stacks (0: every block walks them). */
+const volatile u32 stack_reuse = 0;
 
 /* Indexed by cpu; userspace reads lost_total at the end. */
 struct sl_cpu_state cpu_state[SL_MAX_CPUS];
@@ -78,7 +81,18 @@ struct task_ctx {
 	u64 clone_flags;
 	u8 have_clone_flags;
 	u8 verdict; /* enum verdict; only used with filter_on */
-	u8 pad[6];
+	/* Off-CPU stack reuse: blocks left that may reuse the stacks below. */
+	u8 reuse_left;
+	u8 pad[5];
+	/* The last walked block: where the task entered the kernel and how deep
+	 * the kernel stack was, and the stacks walked there. */
+	u64 block_ip;
+	u64 block_sp;
+	u64 block_bp;
+	u64 block_nr;
+	u64 block_ksp;
+	s32 block_kstack;
+	s32 block_ustack;
 };
 
 struct {
@@ -382,6 +396,8 @@ static __always_inline s32 task_cpu(struct task_struct *t)
 
 static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
 				       u8 kind);
+static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
+					       struct task_struct *t, struct task_ctx *c);
 
 static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, u32 prev_state)
@@ -410,7 +426,7 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 	 * prev is still the current task here, whose stacks bpf_get_stackid takes. */
 	if ((stack_kinds & SL_STACK_OFF_CPU) && !preempt && (prev_state & 3) &&
 	    !(prev_state & SL_TASK_NOLOAD) && (!filter_on || traced(prev, pc)))
-		emit_stack(ctx, &e, prev, SL_STACK_OFF_CPU);
+		emit_off_cpu_stack(ctx, &e, prev, pc);
 	return 0;
 }
 
@@ -883,20 +899,104 @@ static __always_inline s32 stack_id(void *ctx, struct emitter *e, u64 flags)
 
 /* The kernel and user stacks of `t`, the current task, as a record after
  * the event `e` just emitted. Kernel threads have no user stack. */
-static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
-				       u8 kind)
+static __always_inline struct rec_stack *stack_rec(struct emitter *e, struct task_struct *t,
+						    u8 kind)
 {
 	struct rec_stack *r = reserve(e, sizeof(*r), SL_STACK);
 
 	if (!r)
-		return;
+		return NULL;
 	r->h.pid = t->pid;
 	r->b.tgid = t->tgid;
+	r->b.kind = kind;
+	r->b.pad[0] = r->b.pad[1] = r->b.pad[2] = 0;
+	return r;
+}
+
+static __always_inline void walk_stacks(void *ctx, struct emitter *e, struct task_struct *t,
+					struct rec_stack *r)
+{
 	r->b.kstack = stack_id(ctx, e, 0);
 	r->b.ustack = (t->flags & SL_PF_KTHREAD) ? SL_NO_STACK
 						 : stack_id(ctx, e, BPF_F_USER_STACK);
-	r->b.kind = kind;
-	r->b.pad[0] = r->b.pad[1] = r->b.pad[2] = 0;
+}
+
+static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
+				       u8 kind)
+{
+	struct rec_stack *r = stack_rec(e, t, kind);
+
+	if (!r)
+		return;
+	walk_stacks(ctx, e, t, r);
+	submit(e, r);
+}
+
+/*
+ * Off-CPU stack reuse. Walking the kernel and user stacks is most of what an
+ * off-CPU stack costs (an ORC unwind of the kernel stack, a frame-pointer
+ * walk of the user stack through user memory), and a task that blocks often
+ * blocks in the same place: a block whose user registers at kernel entry
+ * (ip, sp, bp, the syscall number) and kernel stack depth all equal the
+ * task's last walked block reuses that block's stack ids. This is an
+ * approximation: the same registers and depth can hide other callers
+ * further up the user stack or another kernel path of the same depth. It is
+ * bounded and measured: after stack_reuse reuses in a row the stacks are
+ * walked again, and a walk that could have reused counts whether it found
+ * the same stacks (stack_checked, stack_stale), which the summary reports.
+ */
+static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
+					       struct task_struct *t, struct task_ctx *c)
+{
+	struct pt_regs *regs;
+	struct rec_stack *r;
+	u64 ip, sp, bp, nr, ksp;
+	bool same;
+
+	if (!stack_reuse || !c) {
+		emit_stack(ctx, e, t, SL_STACK_OFF_CPU);
+		return;
+	}
+	r = stack_rec(e, t, SL_STACK_OFF_CPU);
+	if (!r)
+		return;
+	regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	/* Direct loads (a BTF pointer), not probe-read helper calls. */
+	ip = regs->ip;
+	sp = regs->sp;
+	bp = regs->bp;
+	nr = regs->orig_ax;
+	/* This program's frame lives on the task's kernel stack: its address is
+	 * the kernel stack's depth here. */
+	asm volatile("%0 = r10" : "=r"(ksp));
+	same = c->block_ip == ip && c->block_sp == sp && c->block_bp == bp &&
+	       c->block_nr == nr && c->block_ksp == ksp;
+	if (same && c->reuse_left) {
+		c->reuse_left--;
+		r->b.kstack = c->block_kstack;
+		r->b.ustack = c->block_ustack;
+		__sync_fetch_and_add(&e->cs->stack_reused, 1);
+		submit(e, r);
+		return;
+	}
+	walk_stacks(ctx, e, t, r);
+	if (same) {
+		__sync_fetch_and_add(&e->cs->stack_checked, 1);
+		if (r->b.kstack != c->block_kstack || r->b.ustack != c->block_ustack)
+			__sync_fetch_and_add(&e->cs->stack_stale, 1);
+	}
+	c->block_ip = ip;
+	c->block_sp = sp;
+	c->block_bp = bp;
+	c->block_nr = nr;
+	c->block_ksp = ksp;
+	c->block_kstack = r->b.kstack;
+	c->block_ustack = r->b.ustack;
+	/* A stack the map could not take is not reused: the next block retries. */
+	c->reuse_left = r->b.kstack == SL_NO_STACK ||
+				(r->b.ustack == SL_NO_STACK && !(t->flags & SL_PF_KTHREAD))
+			? 0
+			: stack_reuse;
 	submit(e, r);
 }
 

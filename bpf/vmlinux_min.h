@@ -83,6 +83,14 @@ struct task_struct___old {
 	unsigned int cpu;
 } __attribute__((preserve_access_index));
 
+/* x86-64: the user registers saved at kernel entry (bpf_task_pt_regs). */
+struct pt_regs {
+	unsigned long bp;
+	unsigned long orig_ax;
+	unsigned long ip;
+	unsigned long sp;
+} __attribute__((preserve_access_index));
+
 struct linux_binprm {
 	const char *filename;
 } __attribute__((preserve_access_index));

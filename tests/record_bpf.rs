@@ -151,6 +151,7 @@ fn record(variant: SwitchVariant, shards: usize, workload: impl FnOnce()) -> (Ve
         groups: schedlens::recorder::catalog::default_groups(),
         stacks: Vec::new(),
         sample_hz: 99,
+        stack_reuse: 0,
         stack_map_entries: 1,
         online_cpus: Vec::new(),
     };

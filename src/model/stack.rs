@@ -94,6 +94,10 @@ impl StackKind {
 /// sampling does not beat with periodic work at round rates).
 pub const DEFAULT_SAMPLE_HZ: u64 = 99;
 
+/// `--stack-reuse` without the flag: an off-CPU stack is walked at least at
+/// every 16th block of a task (schedlens.bpf.c, "Off-CPU stack reuse").
+pub const DEFAULT_STACK_REUSE: u8 = 15;
+
 /// One stack event as the recorder keeps it until the end of the recording,
 /// when its ids' frames are read and symbolized: the samples are written
 /// after the interned callstacks they refer to, which only exist then.

@@ -3,6 +3,7 @@
 use crate::model::MAX_CPUS;
 use crate::model::stack::StackKind;
 use crate::recorder::catalog;
+use crate::recorder::skel::types::sl_cpu_state;
 use crate::recorder::skel::{SchedlensLinks, SchedlensSkel, SchedlensSkelBuilder};
 use crate::recorder::{MAX_FILTER, MAX_SHARDS};
 use anyhow::{Context, bail};
@@ -10,6 +11,18 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+
+/// Off-CPU stack reuse over a recording (schedlens.bpf.c, "Off-CPU stack
+/// reuse").
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StackReuse {
+    /// Off-CPU stacks taken from the task's previous block, not walked.
+    pub reused: u64,
+    /// Walks at a block that matched the previous one (a reuse's re-check),
+    /// and how many of them found other stacks.
+    pub checked: u64,
+    pub stale: u64,
+}
 
 /// Which sched_switch program to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +85,9 @@ pub struct Config {
     pub stacks: Vec<StackKind>,
     /// Rate of `--stacks cpu`, per CPU.
     pub sample_hz: u64,
+    /// `--stack-reuse`: blocks in a row of one task that may reuse its
+    /// previous block's off-CPU stacks (0: walk them at every block).
+    pub stack_reuse: u8,
     /// Distinct stacks the stack map holds (kernel and user count apart).
     pub stack_map_entries: u32,
     /// CPUs to sample on (the online ones).
@@ -159,6 +175,7 @@ impl<'obj> Recorder<'obj> {
             slot[1] = u64::from_ne_bytes(bytes[8..].try_into().unwrap_or_default());
         }
         ro.stack_kinds = cfg.stacks.iter().map(|k| u32::from(k.bit())).sum();
+        ro.stack_reuse = u32::from(cfg.stack_reuse);
         let sample_cpus = cfg.stacks.contains(&StackKind::Cpu);
         open.progs.handle_cpu_sample.set_autoload(sample_cpus);
         if !cfg.stacks.is_empty() {
@@ -249,13 +266,28 @@ impl<'obj> Recorder<'obj> {
     /// Stacks the stack map could not take (full or a hash collision), over
     /// the first `ncpus` CPUs.
     pub fn stack_misses(&self, ncpus: usize) -> u64 {
+        self.cpu_sum(ncpus, |s| &s.stack_misses)
+    }
+
+    /// Off-CPU stack reuse (schedlens.bpf.c): stacks reused, and of the
+    /// walks that could have reused, how many there were and how many found
+    /// other stacks.
+    pub fn stack_reuse(&self, ncpus: usize) -> StackReuse {
+        StackReuse {
+            reused: self.cpu_sum(ncpus, |s| &s.stack_reused),
+            checked: self.cpu_sum(ncpus, |s| &s.stack_checked),
+            stale: self.cpu_sum(ncpus, |s| &s.stack_stale),
+        }
+    }
+
+    fn cpu_sum(&self, ncpus: usize, field: impl Fn(&sl_cpu_state) -> &u64) -> u64 {
         match self.skel.maps.bss_data.as_deref() {
             Some(bss) => bss
                 .cpu_state
                 .iter()
                 .take(ncpus)
                 // As lost_total in lost_per_cpu.
-                .map(|s| unsafe { std::ptr::read_volatile(&s.stack_misses) })
+                .map(|s| unsafe { std::ptr::read_volatile(field(s)) })
                 .sum(),
             None => 0,
         }

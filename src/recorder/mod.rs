@@ -91,7 +91,7 @@ pub struct TraceArgs {
     pub list_events: bool,
     /// Call stacks to record, comma-separated: off-cpu (kernel and user stack of a task
     /// when it blocks, weighted by how long it stays off the CPU; a stack walk per
-    /// blocking switch), cpu (stacks sampled on every CPU at --sample-hz; a stack walk per
+    /// blocking switch, except the blocks --stack-reuse lets reuse the last one), cpu (stacks sampled on every CPU at --sample-hz; a stack walk per
     /// sample), waker (the waker's stack at each wakeup; a stack walk per wakeup), or all.
     /// Frames are named at the end of the recording, on this machine
     #[arg(long, value_name = "KINDS", value_parser = cli::parse_stacks)]
@@ -100,6 +100,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "HZ", default_value_t = crate::model::stack::DEFAULT_SAMPLE_HZ,
           value_parser = cli::parse_sample_hz)]
     pub sample_hz: u64,
+    /// With --stacks off-cpu: how many blocks in a row of one task may reuse the stacks
+    /// walked at its previous block when its user registers at kernel entry and its
+    /// kernel stack depth are the same (an approximation, re-checked by the walk that
+    /// follows and reported in the summary); 0 walks both stacks at every block, exactly
+    #[arg(long, value_name = "N", default_value_t = crate::model::stack::DEFAULT_STACK_REUSE)]
+    pub stack_reuse: u8,
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,

@@ -186,7 +186,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         f.print_summary();
     }
     if let Some(summary) = &stacks {
-        print_stacks(summary);
+        print_stacks(summary, &recorder.stack_reuse(ncpus));
     }
 
     outcome(end, &output)
@@ -343,6 +343,7 @@ fn bpf_config(args: &TraceArgs, topology: &Topology, ncpus: usize) -> anyhow::Re
         },
         stacks: args.stacks.clone().unwrap_or_default().0,
         sample_hz: args.sample_hz,
+        stack_reuse: args.stack_reuse,
         stack_map_entries: STACK_MAP_ENTRIES,
         online_cpus: topology
             .cpus
@@ -750,7 +751,7 @@ fn print_summary(
     );
 }
 
-fn print_stacks(s: &stacks::StackSummary) {
+fn print_stacks(s: &stacks::StackSummary, reuse: &bpf::StackReuse) {
     let parts: Vec<String> = crate::model::stack::StackKind::ALL
         .iter()
         .zip(s.samples)
@@ -774,6 +775,13 @@ fn print_stacks(s: &stacks::StackSummary) {
         eprintln!(
             "  stacks lost: {} (the stack map was full or two stacks collided), {} unreadable",
             s.misses, s.unreadable
+        );
+    }
+    if reuse.reused + reuse.checked > 0 {
+        eprintln!(
+            "  off-cpu stacks reused: {} of {} from the task's previous block (--stack-reuse); \
+             {} of {} re-walks of such a block found other stacks",
+            reuse.reused, s.samples[0], reuse.stale, reuse.checked
         );
     }
 }
