@@ -80,6 +80,27 @@ impl Pc {
     }
 }
 
+/// What a sample's callstack depends on: its process (user addresses are
+/// per process), its two stack ids, and whether it is a CPU sample.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct StackKey {
+    tgid: i32,
+    user: Option<u32>,
+    kernel: Option<u32>,
+    cpu_sample: bool,
+}
+
+impl StackKey {
+    fn of(s: &StackSample) -> StackKey {
+        StackKey {
+            tgid: s.tgid,
+            user: s.user,
+            kernel: s.kernel,
+            cpu_sample: s.kind == StackKind::Cpu,
+        }
+    }
+}
+
 /// A resolved frame: module (None: the kernel), offset in it, name.
 #[derive(Clone)]
 struct Resolved {
@@ -120,7 +141,9 @@ pub fn write(
             }
         }
     }
-    let pcs = |s: &StackSample, id: Option<u32>, leaf_exact: bool| -> Vec<Pc> {
+    // A CPU sample's innermost frame is where the CPU was, not a return
+    // address: `leaf_exact` for the stack that holds it.
+    let pcs = |key: &StackKey, id: Option<u32>, leaf_exact: bool| -> Vec<Pc> {
         let frames = id
             .and_then(|id| stacks.get(&id))
             .map_or(&[][..], |f| &f[..]);
@@ -129,21 +152,22 @@ pub fn write(
             .enumerate()
             .map(|(i, &addr)| Pc {
                 addr,
-                adjusted: !(leaf_exact && i == 0 && s.kind == StackKind::Cpu),
+                adjusted: !(leaf_exact && i == 0 && key.cpu_sample),
             })
             .collect()
     };
 
+    // A hot stack is in millions of samples: its addresses are gathered once.
+    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
     // Every distinct address, kernel ones together, user ones per process.
     let mut kernel_pcs: FxHashSet<Pc> = FxHashSet::default();
     let mut user_pcs: FxHashMap<i32, FxHashSet<Pc>> = FxHashMap::default();
-    for s in samples {
-        kernel_pcs.extend(pcs(s, s.kernel, true));
-        let user_leaf_exact = s.kernel.is_none();
+    for k in &distinct {
+        kernel_pcs.extend(pcs(k, k.kernel, true));
         user_pcs
-            .entry(s.tgid)
+            .entry(k.tgid)
             .or_default()
-            .extend(pcs(s, s.user, user_leaf_exact));
+            .extend(pcs(k, k.user, k.kernel.is_none()));
     }
     let symbolizer = Symbolizer::new();
     let kernel = resolve_kernel(&symbolizer, &kernel_pcs);
@@ -157,19 +181,18 @@ pub fn write(
     summary.symbolize_time = started.elapsed();
 
     let mut interner = Interner::default();
-    let mut callstack_of: FxHashMap<(i32, Option<u32>, Option<u32>), u64> = FxHashMap::default();
+    let mut callstack_of: FxHashMap<StackKey, u64> = FxHashMap::default();
     let mut sample_stacks = Vec::with_capacity(samples.len());
-    for s in samples {
-        let key = (s.tgid, s.user, s.kernel);
+    for key in samples.iter().map(StackKey::of) {
         let iid = match callstack_of.get(&key) {
             Some(&iid) => iid,
             None => {
                 // Outermost first: the user stack from its root, then the kernel's.
-                let user_frames = pcs(s, s.user, s.kernel.is_none());
-                let kernel_frames = pcs(s, s.kernel, true);
+                let user_frames = pcs(&key, key.user, key.kernel.is_none());
+                let kernel_frames = pcs(&key, key.kernel, true);
                 let mut frame_ids = Vec::with_capacity(user_frames.len() + kernel_frames.len());
                 for pc in user_frames.iter().rev() {
-                    let r = user.get(&(s.tgid, *pc)).cloned().unwrap_or(Resolved {
+                    let r = user.get(&(key.tgid, *pc)).cloned().unwrap_or(Resolved {
                         module: Some(unknown_module()),
                         rel_pc: pc.addr,
                         name: None,
