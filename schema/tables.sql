@@ -15,9 +15,10 @@
 --   thread_state: keys utid
 --   wakeup: keys utid; order latency
 
--- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds): the span of the
--- kernel events that made rows. Packets that describe the trace (process snapshots, machine info)
--- do not count; both are 0 for a trace without events, and end_ts is start_ts + 1 for one instant.
+-- @table trace_bounds: One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+-- The span of the kernel events that made rows. Packets that describe the trace (process
+-- snapshots, machine info) do not count; both are 0 for a trace without events, and end_ts is
+-- start_ts + 1 for one instant.
 CREATE TABLE trace_bounds (
   start_ts INTEGER NOT NULL, -- Earliest event timestamp, ns.
   end_ts INTEGER NOT NULL -- Latest event timestamp, ns.
@@ -210,9 +211,10 @@ CREATE TABLE slice (
   parent_id INTEGER -- slice.id of the slice it is nested in on its track, NULL at depth 0.
 );
 
--- @table migration: One row per move of a thread to another CPU's runqueue (sched_migrate_task; also an ftrace_event
--- row, as in Perfetto). running says why: 1 the thread was runnable or running and was moved (load
--- balancing, an affinity change, CPU hotplug), 0 it was waking and the wakeup placed it elsewhere.
+-- @table migration: One row per move of a thread to another CPU's runqueue (sched_migrate_task).
+-- Each is also an ftrace_event row, as in Perfetto. running says why: 1 the thread was runnable
+-- or running and was moved (load balancing, an affinity change, CPU hotplug), 0 it was waking
+-- and the wakeup placed it elsewhere.
 CREATE TABLE migration (
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- When it moved, ns.
@@ -297,8 +299,9 @@ CREATE TABLE agg_thread (
   latency_hist BLOB -- Their latencies as a histogram: (bin u16, count u32) little-endian pairs; bins exact below 64 ns, then 32 per power of two. NULL without wakeups.
 );
 
--- @table agg_cpu_thread: Per time bucket, CPU and thread: how long the thread ran on that CPU. Buckets as in agg_cpu;
--- only (bucket, CPU, thread) that ran have a row. What held a CPU over a long wait is read here.
+-- @table agg_cpu_thread: Per time bucket, CPU and thread: its time on that CPU.
+-- Buckets as in agg_cpu; only (bucket, CPU, thread) that ran have a row. What held a CPU over a
+-- long wait is read here.
 CREATE TABLE agg_cpu_thread (
   ts INTEGER NOT NULL, -- Bucket start, ns.
   dur INTEGER NOT NULL, -- Bucket length, ns.
@@ -307,10 +310,10 @@ CREATE TABLE agg_cpu_thread (
   cpu_ns INTEGER NOT NULL -- Time it ran on the CPU (sched_slice) within the bucket, ns.
 );
 
--- @table stack_profile_mapping: A binary or library that stack frames lie in (Perfetto's stack_profile_mapping). schedlens
--- writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for addresses in no
--- file, '[unknown]'), not one per process mapping: start, end and the offsets are 0 and a frame's
--- rel_pc is its offset in the file.
+-- @table stack_profile_mapping: A binary or library that stack frames lie in (Perfetto's stack_profile_mapping).
+-- schedlens writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for
+-- addresses in no file, '[unknown]'), not one per process mapping: start, end and the offsets
+-- are 0 and a frame's rel_pc is its offset in the file.
 CREATE TABLE stack_profile_mapping (
   id INTEGER PRIMARY KEY, -- Row id.
   build_id TEXT NOT NULL, -- Hex-encoded build id of the file, '' when unknown.

@@ -1238,6 +1238,10 @@ async fn schema_discovery_and_resource() {
     let slice = tables.iter().find(|x| x["name"] == "sched_slice").unwrap();
     assert_eq!(slice["rows"], f.w.slices.len());
     assert!(!slice["summary"].as_str().unwrap().is_empty());
+    assert!(
+        slice.get("kind").is_none(),
+        "a table's kind is left out: {slice}"
+    );
     let sched = tables.iter().find(|x| x["name"] == "sched").unwrap();
     assert_eq!(
         (&sched["kind"], &sched["rows"]),

@@ -60,9 +60,10 @@ pub const HEADER: &[&str] = &[
 ];
 
 table! {
-    /// One row: the first and last timestamp of the trace (Perfetto's trace_bounds): the span of the
-    /// kernel events that made rows. Packets that describe the trace (process snapshots, machine info)
-    /// do not count; both are 0 for a trace without events, and end_ts is start_ts + 1 for one instant.
+    /// One row: the first and last timestamp of the trace (Perfetto's trace_bounds).
+    /// The span of the kernel events that made rows. Packets that describe the trace (process
+    /// snapshots, machine info) do not count; both are 0 for a trace without events, and end_ts is
+    /// start_ts + 1 for one instant.
     pub static TRACE_BOUNDS = trace_bounds in sqlite;
     pub struct TraceBoundsRow {
         /// Earliest event timestamp, ns.
@@ -457,9 +458,10 @@ table! {
 }
 
 table! {
-    /// One row per move of a thread to another CPU's runqueue (sched_migrate_task; also an ftrace_event
-    /// row, as in Perfetto). running says why: 1 the thread was runnable or running and was moved (load
-    /// balancing, an affinity change, CPU hotplug), 0 it was waking and the wakeup placed it elsewhere.
+    /// One row per move of a thread to another CPU's runqueue (sched_migrate_task).
+    /// Each is also an ftrace_event row, as in Perfetto. running says why: 1 the thread was runnable
+    /// or running and was moved (load balancing, an affinity change, CPU hotplug), 0 it was waking
+    /// and the wakeup placed it elsewhere.
     pub static MIGRATION = migration in sqlite;
     pub struct MigrationRow {
         /// Row id.
@@ -612,8 +614,9 @@ table! {
 }
 
 table! {
-    /// Per time bucket, CPU and thread: how long the thread ran on that CPU. Buckets as in agg_cpu;
-    /// only (bucket, CPU, thread) that ran have a row. What held a CPU over a long wait is read here.
+    /// Per time bucket, CPU and thread: its time on that CPU.
+    /// Buckets as in agg_cpu; only (bucket, CPU, thread) that ran have a row. What held a CPU over a
+    /// long wait is read here.
     pub static AGG_CPU_THREAD = agg_cpu_thread in sqlite;
     pub struct AggCpuThreadRow {
         /// Bucket start, ns.
@@ -630,10 +633,10 @@ table! {
 }
 
 table! {
-    /// A binary or library that stack frames lie in (Perfetto's stack_profile_mapping). schedlens
-    /// writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for addresses in no
-    /// file, '[unknown]'), not one per process mapping: start, end and the offsets are 0 and a frame's
-    /// rel_pc is its offset in the file.
+    /// A binary or library that stack frames lie in (Perfetto's stack_profile_mapping).
+    /// schedlens writes one per file (and one for the kernel, '[kernel.kallsyms]', and one for
+    /// addresses in no file, '[unknown]'), not one per process mapping: start, end and the offsets
+    /// are 0 and a frame's rel_pc is its offset in the file.
     pub static STACK_PROFILE_MAPPING = stack_profile_mapping in sqlite;
     pub struct StackProfileMappingRow<'a> {
         /// Row id.

@@ -34,11 +34,16 @@ pub struct TableList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TableEntry {
     pub name: String,
-    /// "table" or "view".
+    /// "view"; absent for a table (most are, and the list must stay short).
+    #[serde(skip_serializing_if = "is_table")]
     pub kind: String,
     pub rows: i64,
     /// What one row is.
     pub summary: String,
+}
+
+fn is_table(kind: &str) -> bool {
+    kind == "table"
 }
 
 pub const LIST_TABLES: SandboxTool<ListTablesArgs, TableList> = SandboxTool {

@@ -28,30 +28,64 @@ fn set_comm(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
 }
 
-/// A thread named `sl-victim` pinned to CPU 0 sleeps 100 ms; meanwhile a
-/// SCHED_FIFO thread pinned to CPU 0 spins for 600 ms, so the victim's
-/// wakeup waits until the spinner yields. Returns the victim's tid.
+/// Whether thread `tid` of this process is asleep (state S in its stat).
+fn asleep(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('S'))
+        })
+        .unwrap_or(false)
+}
+
+/// A thread named `sl-victim` pinned to CPU 0 blocks; a SCHED_FIFO thread
+/// pinned to CPU 0 then spins, and only once it spins is the victim woken
+/// (from another CPU), so its wakeup waits at least 200 ms for the spinner,
+/// however loaded the machine is. Returns the victim's tid.
 pub fn delayed_wakeup() -> i32 {
-    let (tx, rx) = std::sync::mpsc::channel();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::channel;
+    static WOKEN: AtomicBool = AtomicBool::new(false);
+    WOKEN.store(false, Ordering::SeqCst);
+    let (tid_tx, tid_rx) = channel();
+    let (wake_tx, wake_rx) = channel::<()>();
     let victim = std::thread::spawn(move || {
         set_comm("sl-victim");
         pin_to_cpu0();
-        tx.send(gettid()).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        tid_tx.send(gettid()).unwrap();
+        wake_rx.recv().unwrap();
     });
-    let tid = rx.recv().unwrap();
-    let spinner = std::thread::spawn(|| {
+    let tid = tid_rx.recv().unwrap();
+    while !asleep(tid) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (spin_tx, spin_rx) = channel();
+    let spinner = std::thread::spawn(move || {
         set_comm("sl-spinner");
         pin_to_cpu0();
         let param = libc::sched_param { sched_priority: 50 };
         // SAFETY: param is a valid sched_param.
         let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
         assert_eq!(rc, 0, "sched_setscheduler");
+        spin_tx.send(()).unwrap();
+        // 200 ms past the wakeup; at most 900 ms in all, within the RT
+        // throttle's 950 ms a second.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(600) {
+        let mut woken_at = None;
+        while start.elapsed() < Duration::from_millis(900) {
+            if woken_at.is_none() && WOKEN.load(Ordering::SeqCst) {
+                woken_at = Some(Instant::now());
+            }
+            if woken_at.is_some_and(|t| t.elapsed() >= Duration::from_millis(200)) {
+                break;
+            }
             std::hint::spin_loop();
         }
     });
+    spin_rx.recv().unwrap();
+    wake_tx.send(()).unwrap();
+    WOKEN.store(true, Ordering::SeqCst);
     spinner.join().unwrap();
     victim.join().unwrap();
     tid
