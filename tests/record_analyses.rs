@@ -146,6 +146,14 @@ impl Drop for Tmp {
     }
 }
 
+/// An empty scratch directory for one test, removed when the guard drops.
+fn scratch(test: &str) -> Tmp {
+    let dir = std::env::temp_dir().join(format!("schedlens-test-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Tmp(dir)
+}
+
 /// Records the chain role; returns the trace and the report's "name id" lines.
 fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
     record_with(dir, "t.pftrace", B_SPIN_MS)
@@ -300,10 +308,8 @@ fn critical_path_of_a_chain_follows_the_wakers() {
     if !root::require_bpf() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("schedlens-test-chain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _tmp = Tmp(dir.clone());
+    let tmp = scratch("chain");
+    let dir = tmp.0.clone();
     let (trace, ids) = record(&dir);
     let (a, b, c) = (ids["sl-chain-a"], ids["sl-chain-b"], ids["sl-chain-c"]);
     let d = decode(&trace);
@@ -403,10 +409,8 @@ fn critical_path_of_a_window_is_the_whole_path_cut_to_it() {
     if !root::require_bpf() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("schedlens-test-window-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _tmp = Tmp(dir.clone());
+    let tmp = scratch("window");
+    let dir = tmp.0.clone();
     let (trace, ids) = record(&dir);
     let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
     let conn = db::open_readonly(&loaded.db_path).unwrap();
@@ -468,10 +472,8 @@ fn process_activity_counts_the_children() {
     if !root::require_bpf() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("schedlens-test-spawn-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _tmp = Tmp(dir.clone());
+    let tmp = scratch("spawn");
+    let dir = tmp.0.clone();
     let (trace, ids) = record(&dir);
     let (pid, spawner) = (ids["process"], ids["spawner"]);
     let d = decode(&trace);
@@ -529,10 +531,8 @@ fn compare_finds_the_one_change() {
     if !root::require_bpf() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("schedlens-test-ab-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _tmp = Tmp(dir.clone());
+    let tmp = scratch("ab");
+    let dir = tmp.0.clone();
     // The change: B computes 25 ms a round instead of 10.
     let (ta, ia) = record_with(&dir, "before.pftrace", B_SPIN_MS);
     let (tb, ib) = record_with(&dir, "after.pftrace", 25);

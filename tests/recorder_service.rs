@@ -252,6 +252,15 @@ async fn count(c: &Client, trace: &str, sql: &str) -> i64 {
         .unwrap_or_else(|| panic!("{sql}: {out}"))
 }
 
+/// How many `true` processes the shell `sh` started, in `trace`.
+async fn true_children(c: &Client, trace: &str, sh: u32) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) FROM process WHERE parent_upid = \
+         (SELECT upid FROM process WHERE pid = {sh}) AND name = 'true'"
+    );
+    count(c, trace, &sql).await
+}
+
 /// Waits for the progress message that says the recorder has attached.
 async fn until_recording(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
     tokio::time::timeout(PATIENCE, async {
@@ -464,18 +473,7 @@ async fn a_cancelled_record_keeps_a_valid_partial_trace() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(
-        count(
-            &c,
-            &trace,
-            &format!(
-                "SELECT COUNT(*) FROM process WHERE parent_upid = \
-                 (SELECT upid FROM process WHERE pid = {sh}) AND name = 'true'"
-            )
-        )
-        .await,
-        5
-    );
+    assert_eq!(true_children(&c, &trace, sh).await, 5);
     let status = ok(&c, "recording_status", json!({})).await;
     assert_eq!(
         status["recordings"],
@@ -1210,18 +1208,7 @@ async fn an_mcp_client_snapshots_a_running_flight_recording_and_queries_it() {
     assert!(trace.starts_with("flight-"), "{snap}");
     let status = ok(&c, "recording_status", json!({})).await;
     assert_eq!(snap["id"], status["recordings"][0]["id"], "{snap} {status}");
-    assert_eq!(
-        count(
-            &c,
-            &trace,
-            &format!(
-                "SELECT COUNT(*) FROM process WHERE parent_upid = \
-                 (SELECT upid FROM process WHERE pid = {sh}) AND name = 'true'"
-            )
-        )
-        .await,
-        10
-    );
+    assert_eq!(true_children(&c, &trace, sh).await, 10);
     let info = ok(&c, "trace_info", json!({ "trace": trace })).await;
     assert!(info["system"]["recorder_version"].is_string(), "{info}");
     // The recording goes on until cancelled, and then ends.
