@@ -149,6 +149,9 @@ impl StrMap {
 }
 
 const UNMAPPED: u32 = u32::MAX;
+/// The largest row id: the indexes hold ids as u32, and readers accept
+/// tables of fewer than u32::MAX rows.
+const MAX_ROW_ID: i64 = u32::MAX as i64 - 2;
 
 /// Appends values to the block being filled.
 struct BlockPut<'a> {
@@ -402,6 +405,14 @@ impl<T: ColumnRow> Default for TableWriter<T> {
 impl<T: ColumnRow> TableWriter<T> {
     /// Takes a closed row and appends every row that is now in order.
     pub fn add(&mut self, row: T, file: &mut ColumnFile) -> anyhow::Result<()> {
+        if row.id() > MAX_ROW_ID {
+            anyhow::bail!(
+                "the trace has more {} rows than a column file indexes ({}): record a shorter \
+                 trace, or a --flight window",
+                self.layout.name,
+                MAX_ROW_ID + 1
+            );
+        }
         let Ok(at) = usize::try_from(row.id() - self.base) else {
             // Its slot was given up on: patched in at the end.
             self.late.push((row.id(), row));
@@ -833,4 +844,32 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 
 fn align8(n: u64) -> u64 {
     n.div_ceil(8) * 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyzer::tables::SliceRow;
+
+    #[test]
+    fn a_row_past_the_index_width_is_a_clear_error() {
+        let mut file = ColumnFile::create(None).unwrap();
+        let mut w = TableWriter::<SliceRow>::default();
+        let row = |id| SliceRow {
+            id,
+            ts: 0,
+            dur: 1,
+            cpu: 0,
+            utid: 1,
+            end_state: None,
+            priority: 120,
+        };
+        let err = w.add(row(MAX_ROW_ID + 1), &mut file).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more sched_slice rows than a column file indexes"),
+            "{err}"
+        );
+        assert!(w.add(row(0), &mut file).is_ok());
+    }
 }
