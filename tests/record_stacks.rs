@@ -225,6 +225,19 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
         let user_at = s.frames.iter().position(|f| f == user_fn).unwrap();
         let sched_at = s.frames.iter().position(|f| f == "schedule").unwrap();
         assert!(user_at < sched_at, "frame order: {:?}", s.frames);
+        // The innermost frames are the scheduler's, not the tracepoint's and
+        // the recorder's BPF program through which the stack was taken.
+        for s in blocked
+            .iter()
+            .filter(|s| has(&s.frames, |f| f == "schedule"))
+        {
+            let leaf = s.frames.last().map_or("", String::as_str);
+            assert!(
+                leaf.ends_with("schedule"),
+                "{role}: an off-cpu stack ends in {leaf:?}, not in the scheduler: {:?}",
+                s.frames
+            );
+        }
     }
 
     // Imported: every time the reader and the sleeper blocked (a thread_state

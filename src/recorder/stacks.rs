@@ -189,7 +189,11 @@ pub fn write(
             None => {
                 // Outermost first: the user stack from its root, then the kernel's.
                 let user_frames = pcs(&key, key.user, key.kernel.is_none());
-                let kernel_frames = pcs(&key, key.kernel, true);
+                let mut kernel_frames = pcs(&key, key.kernel, true);
+                if !key.cpu_sample {
+                    let ours = recorder_frames(&kernel_frames, &kernel);
+                    kernel_frames.drain(..ours);
+                }
                 let mut frame_ids = Vec::with_capacity(user_frames.len() + kernel_frames.len());
                 for pc in user_frames.iter().rev() {
                     let r = user.get(&(key.tgid, *pc)).cloned().unwrap_or(Resolved {
@@ -255,6 +259,39 @@ pub fn write(
         }
     }
     Ok(summary)
+}
+
+/// Kernel functions through which a tracepoint runs our BPF program: the
+/// innermost frames of a stack the program takes at its tracepoint (as in
+/// `schedule;__schedule;__traceiter_sched_switch;bpf_trace_run4;bpf_prog_..`).
+/// They are the recorder, not the task, and would end every off-CPU and
+/// waker stack, so they are left out of the trace.
+const RECORDER_FRAME_PREFIXES: &[&str] = &[
+    "bpf_prog_",
+    "bpf_trace_run",
+    "__traceiter_",
+    "__bpf_trace_",
+    "bpf_trampoline_",
+];
+
+/// How many of `frames` (innermost first) belong to the recorder: up to the
+/// outermost of the first few that [`RECORDER_FRAME_PREFIXES`] names.
+fn recorder_frames(frames: &[Pc], names: &FxHashMap<Pc, Option<String>>) -> usize {
+    /// The recorder's frames are at most this deep (tracepoint, its
+    /// iterator, the BPF dispatcher or trampoline, the program).
+    const DEPTH: usize = 6;
+    let ours = |pc: &Pc| {
+        names.get(pc).and_then(Option::as_deref).is_some_and(|n| {
+            RECORDER_FRAME_PREFIXES
+                .iter()
+                .any(|prefix| n.starts_with(prefix))
+        })
+    };
+    frames
+        .iter()
+        .take(DEPTH)
+        .rposition(ours)
+        .map_or(0, |i| i + 1)
 }
 
 fn sample_packet(sequence: u32, s: &StackSample, callstack: u64) -> TracePacket {
