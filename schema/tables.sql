@@ -134,7 +134,9 @@ CREATE VIRTUAL TABLE thread_state USING schedlens_columns(
 
 -- @table ftrace_event: Raw kernel events that do not build the tables above, one row each (Perfetto's ftrace_event).
 -- name is the tracepoint: sched_wakeup, sched_wakeup_new, sched_process_fork, sched_process_exec,
--- sched_process_exit, sched_migrate_task, print, ...
+-- sched_process_exit, sched_migrate_task, print, workqueue_queue_work (args work, function: the
+-- kernel symbol, workqueue, req_cpu, cpu), ipi_send_cpu (args cpu, callsite and callback: kernel
+-- functions), ipi_send_cpumask (cpumask: a CPU list like '0-3,8'), ipi_raise, ipi_entry, ipi_exit, ...
 CREATE TABLE ftrace_event (
   id INTEGER PRIMARY KEY, -- Row id.
   ts INTEGER NOT NULL, -- Event time, ns.
@@ -182,31 +184,42 @@ CREATE TABLE counter_track (
 
 -- @table track: One row per timeline of events (Perfetto's track): every counter_track and every track of slices.
 -- type says what it holds, as trace_processor types and names it: slices of a CPU's IRQ handlers
--- ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); counters of its
--- frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
+-- ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); slices of what a
+-- thread executes ('thread_execution', unnamed: its work items when it is a kworker); counters of
+-- its frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
 -- entered, 4294967295 on leaving idle) and frequency policy bounds in kHz
 -- ('cpu_max_frequency_limit', 'Cpu N Max Freq Limit'; 'cpu_min_frequency_limit', 'Cpu N Min
--- Freq Limit'). The counter tracks are also counter_track rows.
+-- Freq Limit'). The counter tracks are also counter_track rows, the thread tracks thread_track rows.
 CREATE TABLE track (
   id INTEGER PRIMARY KEY, -- Track id (slice.track_id, counter.track_id).
-  name TEXT NOT NULL, -- Track name, e.g. 'Irq Cpu 0'.
+  name TEXT, -- Track name, e.g. 'Irq Cpu 0'; NULL for a thread's track.
   type TEXT NOT NULL, -- What the track holds, e.g. 'cpu_irq'.
-  cpu INTEGER -- CPU the track belongs to, NULL if none (trace_processor keeps it in the track's dimensions).
+  cpu INTEGER, -- CPU the track belongs to, NULL if none (trace_processor keeps it in the track's dimensions).
+  utid INTEGER -- Thread the track belongs to (thread.utid), NULL if none (as cpu: a dimension in trace_processor).
 );
+
+-- @table thread_track: A thread's track (Perfetto's thread_track): the track rows with a utid.
+-- @column id INTEGER: Track id (slice.track_id).
+-- @column name TEXT: Track name; NULL, as trace_processor leaves it.
+-- @column type TEXT: What the track holds: 'thread_execution'.
+-- @column utid INTEGER: Its thread (thread.utid).
+CREATE VIEW thread_track AS SELECT id AS id, name AS name, type AS type, utid AS utid FROM track WHERE utid IS NOT NULL;
 
 -- @table slice: One row per span of time on a track (Perfetto's slice): an IRQ handler ('IRQ (name)', name
 -- from irq_handler_entry) on its CPU's cpu_irq track, a softirq (its action: 'HI', 'TIMER',
 -- 'NET_TX', 'NET_RX', 'BLOCK', 'BLOCK_IOPOLL', 'TASKLET', 'SCHED', 'HRTIMER', 'RCU') on its CPU's
--- cpu_softirq track. An exit without its entry makes no row (stats misplaced_end_event); an entry
--- without its exit (the trace ends inside the handler) has dur -1. An IRQ that interrupts a softirq
--- is on another track: the two overlap in time.
+-- cpu_softirq track, a work item (its function's kernel symbol, e.g. 'flush_to_ldisc', or its
+-- address in hex when the trace names none) on its kworker's thread_execution track. An exit
+-- without its entry makes no row (stats misplaced_end_event); an entry without its exit (the trace
+-- ends inside the handler) has dur -1. An IRQ that interrupts a softirq is on another track: the
+-- two overlap in time. A work item's time is its kworker's: inside the kworker's sched_slice rows.
 CREATE TABLE slice (
   id INTEGER PRIMARY KEY, -- Row id, in ts order.
   ts INTEGER NOT NULL, -- Start, ns.
   dur INTEGER NOT NULL, -- Length, ns; -1 if it had not ended when the trace did.
   track_id INTEGER NOT NULL, -- track.id of its track.
-  category TEXT, -- 'irq' for IRQ and softirq slices.
-  name TEXT NOT NULL, -- What ran, e.g. 'IRQ (virtio0-input.0)' or 'NET_RX'.
+  category TEXT, -- 'irq' for IRQ and softirq slices, 'workqueue' for work items.
+  name TEXT NOT NULL, -- What ran, e.g. 'IRQ (virtio0-input.0)', 'NET_RX' or 'flush_to_ldisc'.
   depth INTEGER NOT NULL, -- Nesting level on its track, 0 at the top.
   parent_id INTEGER -- slice.id of the slice it is nested in on its track, NULL at depth 0.
 );

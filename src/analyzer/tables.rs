@@ -29,6 +29,7 @@ pub static SCHEMA: &[Item] = &[
     Item::Table(&COUNTER),
     Item::Table(&COUNTER_TRACK),
     Item::Table(&TRACK),
+    Item::View(&THREAD_TRACK),
     Item::Table(&SLICE),
     Item::Table(&MIGRATION),
     Item::Table(&WAKEUP),
@@ -284,7 +285,9 @@ table! {
 table! {
     /// Raw kernel events that do not build the tables above, one row each (Perfetto's ftrace_event).
     /// name is the tracepoint: sched_wakeup, sched_wakeup_new, sched_process_fork, sched_process_exec,
-    /// sched_process_exit, sched_migrate_task, print, ...
+    /// sched_process_exit, sched_migrate_task, print, workqueue_queue_work (args work, function: the
+    /// kernel symbol, workqueue, req_cpu, cpu), ipi_send_cpu (args cpu, callsite and callback: kernel
+    /// functions), ipi_send_cpumask (cpumask: a CPU list like '0-3,8'), ipi_raise, ipi_entry, ipi_exit, ...
     pub static FTRACE_EVENT = ftrace_event in sqlite;
     pub struct FtraceEventRow<'a> {
         /// Row id.
@@ -411,31 +414,69 @@ table! {
 table! {
     /// One row per timeline of events (Perfetto's track): every counter_track and every track of slices.
     /// type says what it holds, as trace_processor types and names it: slices of a CPU's IRQ handlers
-    /// ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); counters of its
-    /// frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
+    /// ('cpu_irq', 'Irq Cpu N') and softirqs ('cpu_softirq', 'SoftIrq Cpu N'); slices of what a
+    /// thread executes ('thread_execution', unnamed: its work items when it is a kworker); counters of
+    /// its frequency in kHz ('cpu_frequency', 'cpufreq'), idle state ('cpu_idle', 'cpuidle': the state
     /// entered, 4294967295 on leaving idle) and frequency policy bounds in kHz
     /// ('cpu_max_frequency_limit', 'Cpu N Max Freq Limit'; 'cpu_min_frequency_limit', 'Cpu N Min
-    /// Freq Limit'). The counter tracks are also counter_track rows.
+    /// Freq Limit'). The counter tracks are also counter_track rows, the thread tracks thread_track rows.
     pub static TRACK = track in sqlite;
     pub struct TrackRow<'a> {
         /// Track id (slice.track_id, counter.track_id).
         id: i64 = INTEGER PRIMARY KEY,
-        /// Track name, e.g. 'Irq Cpu 0'.
-        name: &'a str = TEXT NOT NULL,
+        /// Track name, e.g. 'Irq Cpu 0'; NULL for a thread's track.
+        name: Option<&'a str> = TEXT,
         /// What the track holds, e.g. 'cpu_irq'.
         kind as "type": &'a str = TEXT NOT NULL,
         /// CPU the track belongs to, NULL if none (trace_processor keeps it in the track's dimensions).
         cpu: Option<u32> = INTEGER,
+        /// Thread the track belongs to (thread.utid), NULL if none (as cpu: a dimension in trace_processor).
+        utid: Option<u32> = INTEGER,
     }
 }
+
+pub static THREAD_TRACK: View = View {
+    name: "thread_track",
+    doc: &["A thread's track (Perfetto's thread_track): the track rows with a utid."],
+    base: &TRACK,
+    columns: &[
+        ViewColumn {
+            name: "id",
+            sql: "INTEGER",
+            expr: "id",
+            doc: "Track id (slice.track_id).",
+        },
+        ViewColumn {
+            name: "name",
+            sql: "TEXT",
+            expr: "name",
+            doc: "Track name; NULL, as trace_processor leaves it.",
+        },
+        ViewColumn {
+            name: "type",
+            sql: "TEXT",
+            expr: "type",
+            doc: "What the track holds: 'thread_execution'.",
+        },
+        ViewColumn {
+            name: "utid",
+            sql: "INTEGER",
+            expr: "utid",
+            doc: "Its thread (thread.utid).",
+        },
+    ],
+    from: Some("track WHERE utid IS NOT NULL"),
+};
 
 table! {
     /// One row per span of time on a track (Perfetto's slice): an IRQ handler ('IRQ (name)', name
     /// from irq_handler_entry) on its CPU's cpu_irq track, a softirq (its action: 'HI', 'TIMER',
     /// 'NET_TX', 'NET_RX', 'BLOCK', 'BLOCK_IOPOLL', 'TASKLET', 'SCHED', 'HRTIMER', 'RCU') on its CPU's
-    /// cpu_softirq track. An exit without its entry makes no row (stats misplaced_end_event); an entry
-    /// without its exit (the trace ends inside the handler) has dur -1. An IRQ that interrupts a softirq
-    /// is on another track: the two overlap in time.
+    /// cpu_softirq track, a work item (its function's kernel symbol, e.g. 'flush_to_ldisc', or its
+    /// address in hex when the trace names none) on its kworker's thread_execution track. An exit
+    /// without its entry makes no row (stats misplaced_end_event); an entry without its exit (the trace
+    /// ends inside the handler) has dur -1. An IRQ that interrupts a softirq is on another track: the
+    /// two overlap in time. A work item's time is its kworker's: inside the kworker's sched_slice rows.
     pub static SLICE = slice in sqlite;
     pub struct TrackSliceRow<'a> {
         /// Row id, in ts order.
@@ -446,9 +487,9 @@ table! {
         dur: i64 = INTEGER NOT NULL,
         /// track.id of its track.
         track_id: i64 = INTEGER NOT NULL,
-        /// 'irq' for IRQ and softirq slices.
+        /// 'irq' for IRQ and softirq slices, 'workqueue' for work items.
         category: Option<&'a str> = TEXT,
-        /// What ran, e.g. 'IRQ (virtio0-input.0)' or 'NET_RX'.
+        /// What ran, e.g. 'IRQ (virtio0-input.0)', 'NET_RX' or 'flush_to_ldisc'.
         name: &'a str = TEXT NOT NULL,
         /// Nesting level on its track, 0 at the top.
         depth: u32 = INTEGER NOT NULL,

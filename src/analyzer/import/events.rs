@@ -26,6 +26,7 @@ pub enum Event {
     BlockedReason(BlockedReason),
     CpuCounter(CpuCounter),
     CpuSlice(CpuSlice),
+    Work(Work),
     Migrate(Migrate),
     Print(Print),
     /// Any other ftrace event: only an ftrace_event row. Its fields are
@@ -191,6 +192,20 @@ pub struct CpuSlice {
     pub number: i32,
     /// Entries: the IRQ handler's name, or the softirq's action name.
     pub name: Option<Str>,
+}
+
+/// workqueue_execute_start/end: the kworker `src` starts (`start`) or ends
+/// running a work item, a slice of its thread.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub cpu: u32,
+    pub src: i32,
+    pub start: bool,
+    /// The work_struct's address.
+    pub work: u64,
+    /// The work function's kernel symbol, or its address as "0x..." when
+    /// the sequence interned none (trace_processor's fallback).
+    pub function: Str,
 }
 
 /// sched_migrate_task: `pid` moves from `orig_cpu` to `dest_cpu`.

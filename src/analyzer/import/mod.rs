@@ -303,18 +303,25 @@ fn write_tables(
     let mut tracks = SqlWriter::new(conn, &TRACK)?;
     let mut counter_tracks = SqlWriter::new(conn, &COUNTER_TRACK)?;
     for t in st.tracks.all() {
-        let name = t.kind.track_name(t.cpu);
+        let name = t.kind.track_name(t.of);
+        let thread = t.kind == track::TrackKind::Thread;
+        let (cpu, utid) = if thread {
+            (None, Some(t.of))
+        } else {
+            (Some(t.of), None)
+        };
         tracks.insert(&TrackRow {
             id: t.id,
-            name: &name,
+            name: name.as_deref(),
             kind: t.kind.type_name(),
-            cpu: Some(t.cpu),
+            cpu,
+            utid,
         })?;
-        if t.kind.is_counter() {
+        if let (true, Some(name)) = (t.kind.is_counter(), &name) {
             counter_tracks.insert(&CounterTrackRow {
                 id: t.id,
-                name: &name,
-                cpu: Some(t.cpu),
+                name,
+                cpu,
             })?;
         }
     }

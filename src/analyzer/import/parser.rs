@@ -1,8 +1,8 @@
 //! Sorted events -> the trackers (trace_processor's parsing stage). Each
 //! event goes to the tracker that owns its rows: [`SchedTracker`] (slices),
 //! [`ThreadStateTracker`] (states, wakeups), [`lifecycle`] (task events and
-//! the process tree they change), [`counter`], [`SliceTracker`] (IRQ and
-//! softirq slices), or straight to an ftrace_event row. Rows are written when they can no longer change.
+//! the process tree they change), [`counter`], [`SliceTracker`] (IRQ,
+//! softirq and work item slices), or straight to an ftrace_event row. Rows are written when they can no longer change.
 //!
 //! Ftrace events before the trace's data is complete on every CPU (`soft`:
 //! before the latest CPU's first bundle said its data started) only get
@@ -150,6 +150,13 @@ impl Parser {
                     return SliceTracker::soft(st, ts, &e, src);
                 }
                 self.slices.cpu_slice(st, ts, &e)
+            }
+            Event::Work(e) => {
+                let kworker = st.procs.get_or_create_thread(e.src.into());
+                if soft {
+                    return SliceTracker::soft_work(st, ts, &e, kworker);
+                }
+                self.slices.work(st, ts, &e, kworker)
             }
             Event::Print(e) => {
                 let src = st.procs.get_or_create_thread(e.src.into());

@@ -1,11 +1,12 @@
 //! Begin/end events -> slice rows (trace_processor's slice tracker), for
-//! IRQ handlers and softirqs on their CPU's tracks. A track keeps a stack of
+//! IRQ handlers and softirqs on their CPU's tracks and work items on their
+//! kworker's thread track. A track keeps a stack of
 //! open slices: an entry opens one nested in the top, an exit closes the
 //! top. A slice's row is written when it ends (or, open, at the end with
 //! dur -1); its id is taken when it begins, so ids follow ts.
 
 use super::Storage;
-use super::events::CpuSlice;
+use super::events::{CpuSlice, Work};
 use super::process::Utid;
 use super::track::TrackKind;
 use crate::analyzer::stats::Stat;
@@ -13,8 +14,10 @@ use crate::analyzer::strings::{FastMap, Str};
 use crate::analyzer::tables::TrackSliceRow;
 use serde_json::json;
 
-/// The category trace_processor gives IRQ and softirq slices.
+/// The categories trace_processor gives IRQ and softirq slices, and work
+/// item slices.
 const IRQ_CATEGORY: &str = "irq";
+const WORK_CATEGORY: &str = "workqueue";
 
 /// A slice that has begun and not ended.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +25,7 @@ struct Open {
     id: i64,
     ts: i64,
     name: Str,
+    category: &'static str,
 }
 
 #[derive(Default)]
@@ -46,6 +50,32 @@ impl SliceTracker {
             }
             (_, name) => name,
         };
+        self.begin_or_end(st, ts, track_id, name, IRQ_CATEGORY)
+    }
+
+    /// workqueue_execute_start or _end of `kworker`: a slice of its thread
+    /// named after the work function, as trace_processor makes them.
+    pub fn work(
+        &mut self,
+        st: &mut Storage<'_>,
+        ts: i64,
+        e: &Work,
+        kworker: Utid,
+    ) -> anyhow::Result<()> {
+        let track_id = st.tracks.thread_track(kworker);
+        let name = e.start.then_some(e.function);
+        self.begin_or_end(st, ts, track_id, name, WORK_CATEGORY)
+    }
+
+    /// Begins a slice named `name` on the track, or (None) ends its top one.
+    fn begin_or_end(
+        &mut self,
+        st: &mut Storage<'_>,
+        ts: i64,
+        track_id: i64,
+        name: Option<Str>,
+        category: &'static str,
+    ) -> anyhow::Result<()> {
         let stack = self.open.entry(track_id).or_default();
         match name {
             Some(name) => {
@@ -53,6 +83,7 @@ impl SliceTracker {
                     id: self.next_id,
                     ts,
                     name,
+                    category,
                 });
                 self.next_id += 1;
                 Ok(())
@@ -86,6 +117,18 @@ impl SliceTracker {
         st.ftrace_event(ts, event, e.cpu, Some(utid), None, &args.to_string())
     }
 
+    /// The ftrace_event row of a work item's start or end before the trace's
+    /// data is complete on every CPU.
+    pub fn soft_work(st: &mut Storage<'_>, ts: i64, e: &Work, utid: Utid) -> anyhow::Result<()> {
+        let event = if e.start {
+            "workqueue_execute_start"
+        } else {
+            "workqueue_execute_end"
+        };
+        let args = json!({"work": e.work as i64, "function": st.strings.get(e.function)});
+        st.ftrace_event(ts, event, e.cpu, Some(utid), None, &args.to_string())
+    }
+
     /// Writes the slices still open, with dur -1.
     pub fn finish(&mut self, st: &mut Storage<'_>) -> anyhow::Result<()> {
         let mut open: Vec<(i64, Vec<Open>)> = self.open.drain().collect();
@@ -113,7 +156,7 @@ fn write(
         ts: open.ts,
         dur,
         track_id,
-        category: Some(IRQ_CATEGORY),
+        category: Some(open.category),
         name: st.strings.get(open.name),
         depth,
         parent_id,

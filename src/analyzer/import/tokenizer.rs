@@ -9,7 +9,7 @@
 
 use super::events::{
     BlockedReason, CompactSwitch, CpuCounter, CpuSlice, Event, Exec, Exit, Free, Migrate, NewTask,
-    PrevState, Print, Rename, StatsProcess, Switch, Waking,
+    PrevState, Print, Rename, StatsProcess, Switch, Waking, Work,
 };
 use super::sorter::{Sorter, Stream};
 use super::stacks::StackImport;
@@ -27,11 +27,14 @@ use crate::perfetto::proto::fields::{
     sched_waking_ftrace_event as waking, softirq_entry_ftrace_event as softirq_entry,
     task_newtask_ftrace_event as newtask, task_rename_ftrace_event as rename,
     trace_packet as packet, tracing_service_event,
+    workqueue_execute_start_ftrace_event as work_start,
 };
 use crate::perfetto::proto::{
-    ClockSnapshot, CpuInfo, PerfSample, ProcessTree, SchedMigrateTaskFtraceEvent,
+    ClockSnapshot, CpuInfo, GenericFtraceEvent, IpiEntryFtraceEvent, IpiExitFtraceEvent,
+    IpiRaiseFtraceEvent, PerfSample, ProcessTree, SchedMigrateTaskFtraceEvent,
     SchedProcessExecFtraceEvent, SchedProcessExitFtraceEvent, SchedProcessForkFtraceEvent,
     SchedWakeupFtraceEvent, SchedWakeupNewFtraceEvent, SystemInfo,
+    WorkqueueActivateWorkFtraceEvent, WorkqueueQueueWorkFtraceEvent,
     schedlens::{SchedlensPacket, schedlens_packet},
 };
 use crate::perfetto::wire::{Fields, PackedVarints, Value, WireError};
@@ -113,6 +116,8 @@ pub struct Tokenizer {
     packet_events: u64,
     /// Interned kernel symbols per packet sequence (iid -> name).
     symbols: FastMap<u32, FastMap<u64, Str>>,
+    /// The names of kernel addresses no sequence named ("0x..."), made once.
+    unnamed_symbols: FastMap<u64, Str>,
     first_bundle_seen: Vec<bool>,
     latest_packet_ts: i64,
     /// Scratch for a bundle's compact intern table.
@@ -784,6 +789,24 @@ impl Tokenizer {
                     name: (id == fe::SOFTIRQ_ENTRY).then(|| s.intern(action)),
                 })
             }
+            fe::WORKQUEUE_EXECUTE_START | fe::WORKQUEUE_EXECUTE_END => {
+                // Both messages are (work, function) with the same numbers.
+                let (mut work, mut function) = (0, 0);
+                for f in Fields::new(p) {
+                    match f? {
+                        (work_start::WORK, v) => work = v.as_u64(),
+                        (work_start::FUNCTION, v) => function = v.as_u64(),
+                        _ => {}
+                    }
+                }
+                Event::Work(Work {
+                    cpu,
+                    src: pid,
+                    start: id == fe::WORKQUEUE_EXECUTE_START,
+                    work,
+                    function: self.kernel_symbol(s, seq, function),
+                })
+            }
             fe::PRINT => {
                 let mut buf = String::new();
                 for f in Fields::new(p) {
@@ -835,7 +858,10 @@ impl Tokenizer {
                 })
             }
             _ => {
-                let (name, args) = raw_args(id, p)?;
+                let (name, args) = raw_args(id, p, &|key| {
+                    let name = self.symbols.get(&seq)?.get(&key)?;
+                    Some(s.get(*name).to_string())
+                })?;
                 Event::Raw {
                     cpu,
                     src: pid,
@@ -848,11 +874,37 @@ impl Tokenizer {
         self.push(Stream::Ftrace(cpu), ts, event)?;
         Ok(Some(ts))
     }
+
+    /// The name of kernel address `key` (a symbolized field holds the iid of
+    /// its name on the sequence), or, as trace_processor names an unknown
+    /// one, the address in hex.
+    fn kernel_symbol(&mut self, s: &mut Strings, seq: u32, key: u64) -> Str {
+        if let Some(&name) = self.symbols.get(&seq).and_then(|m| m.get(&key)) {
+            return name;
+        }
+        *self.unnamed_symbols.entry(key).or_insert_with(|| {
+            // printf's "%#x": no prefix for 0.
+            s.intern(&if key == 0 {
+                "0".to_string()
+            } else {
+                format!("{key:#x}")
+            })
+        })
+    }
 }
 
 /// Name and JSON arguments of an ftrace event that only lands in ftrace_event.
-fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
+/// A kernel function field is its name where `symbol` knows it (the iid of
+/// an interned kernel symbol), as trace_processor keeps it, else its value.
+/// Unsigned 64-bit values are kept as trace_processor keeps them, as int64
+/// (a kernel address is negative).
+fn raw_args(
+    id: u32,
+    p: &[u8],
+    symbol: &dyn Fn(u64) -> Option<String>,
+) -> Result<(String, String), PacketError> {
     let wake = |e: &SchedWakeupFtraceEvent| json!({"comm": e.comm(), "pid": e.pid(), "prio": e.prio(), "success": e.success(), "target_cpu": e.target_cpu()});
+    let function = |f: u64| symbol(f).map_or_else(|| json!(f as i64), |name| json!(name));
     let (name, args) = match id {
         fe::SCHED_WAKEUP => ("sched_wakeup", wake(&decode("sched_wakeup", p)?)),
         fe::SCHED_WAKEUP_NEW => {
@@ -872,6 +924,57 @@ fn raw_args(id: u32, p: &[u8]) -> Result<(String, String), PacketError> {
                 "sched_process_fork",
                 json!({"parent_comm": e.parent_comm(), "parent_pid": e.parent_pid(), "child_comm": e.child_comm(), "child_pid": e.child_pid()}),
             )
+        }
+        fe::WORKQUEUE_QUEUE_WORK => {
+            let e: WorkqueueQueueWorkFtraceEvent = decode("workqueue_queue_work", p)?;
+            (
+                "workqueue_queue_work",
+                json!({"work": e.work() as i64, "function": function(e.function()),
+                    "workqueue": e.workqueue(), "req_cpu": e.req_cpu(), "cpu": e.cpu()}),
+            )
+        }
+        fe::WORKQUEUE_ACTIVATE_WORK => {
+            let e: WorkqueueActivateWorkFtraceEvent = decode("workqueue_activate_work", p)?;
+            (
+                "workqueue_activate_work",
+                json!({"work": e.work() as i64, "function": function(e.function())}),
+            )
+        }
+        fe::IPI_RAISE => {
+            let e: IpiRaiseFtraceEvent = decode("ipi_raise", p)?;
+            (
+                "ipi_raise",
+                json!({"target_cpus": e.target_cpus(), "reason": e.reason()}),
+            )
+        }
+        fe::IPI_ENTRY => {
+            let e: IpiEntryFtraceEvent = decode("ipi_entry", p)?;
+            ("ipi_entry", json!({"reason": e.reason()}))
+        }
+        fe::IPI_EXIT => {
+            let e: IpiExitFtraceEvent = decode("ipi_exit", p)?;
+            ("ipi_exit", json!({"reason": e.reason()}))
+        }
+        fe::GENERIC => {
+            // An event Perfetto has no message for: named by the event, its
+            // fields by their names (unsigned values as trace_processor's
+            // int64 args).
+            let e: GenericFtraceEvent = decode("generic ftrace event", p)?;
+            use crate::perfetto::proto::generic_ftrace_event::field::Value as V;
+            let mut m = serde_json::Map::new();
+            for f in &e.field {
+                let v = match &f.value {
+                    Some(V::StrValue(s)) => json!(s),
+                    Some(V::IntValue(v)) => json!(v),
+                    Some(V::UintValue(v)) => json!(*v as i64),
+                    None => continue,
+                };
+                m.insert(f.name().to_string(), v);
+            }
+            return Ok((
+                e.event_name().to_string(),
+                serde_json::Value::Object(m).to_string(),
+            ));
         }
         _ => {
             // An event this importer has no schema for: keep its fields by number.
