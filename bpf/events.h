@@ -30,6 +30,8 @@ enum sl_limits {
 	/* Kernel names a handler copies (an IRQ's irqaction.name) keep this
 	 * many bytes, NUL-padded; longer ones are cut. */
 	SL_NAME_LEN = 28,
+	/* Words of an IPI's target cpumask kept: its first 256 CPUs. */
+	SL_IPI_MASK_WORDS = 4,
 };
 
 /* Kernel flags the programs test (the kernel defines them as macros, which
@@ -65,6 +67,11 @@ enum sl_type {
 	SL_CPU_FREQUENCY_LIMITS = 19,
 	/* Stacks (the block after sl_lost): */
 	SL_STACK = 20,
+	SL_IPI_SEND_CPU = 21,
+	SL_IPI_SEND_CPUMASK = 22,
+	SL_WORKQUEUE_QUEUE_WORK = 23,
+	SL_WORKQUEUE_EXECUTE_START = 24,
+	SL_WORKQUEUE_EXECUTE_END = 25,
 };
 
 /* Set in sl_switch.prev_state when the switch was a preemption; otherwise the
@@ -210,6 +217,44 @@ struct sl_freq_limits {
 	__u32 pad;
 };
 
+/* ipi_send_cpu: an IPI to CPU cpu, sent from callsite (a return address)
+ * to run callback there (0 for a reschedule). Field names are the
+ * tracepoint's: the writer names the fields with them. */
+struct sl_ipi_send_cpu {
+	__u64 callsite;
+	__u64 callback;
+	__u32 cpu;
+	__u32 pad;
+};
+
+/* ipi_send_cpumask: the same to every CPU of cpumask (its first words). */
+struct sl_ipi_send_cpumask {
+	__u64 callsite;
+	__u64 callback;
+	__u64 cpumask[SL_IPI_MASK_WORDS];
+};
+
+/* workqueue_execute_start and _end: a kworker (the header's task) runs the
+ * work item at `work`, whose function is `function`. */
+struct sl_work {
+	__u64 work;
+	__u64 function;
+};
+
+/* workqueue_queue_work: the header's task queued `work` on workqueue
+ * `workqueue` (NUL-padded), for CPU req_cpu (WORK_CPU_UNBOUND: any), to run
+ * on the pool of CPU cpu (-1: an unbound pool). The kernel's ints are kept
+ * as 32-bit values: Perfetto's protos declared them uint32 and now int32,
+ * and a 32-bit varint reads as the same int under both. */
+struct sl_queue_work {
+	__u64 work;
+	__u64 function;
+	__u32 req_cpu;
+	__u32 cpu;
+	char workqueue[SL_NAME_LEN];
+	__u32 pad;
+};
+
 /* Stacks. Kernel and user stacks are deduplicated in the `stacks` map
  * (BPF_MAP_TYPE_STACK_TRACE): a record carries their ids, and userspace reads
  * each id's frames once, at the end. Kinds are bits of the stack_kinds rodata. */
@@ -279,6 +324,10 @@ struct sl_abi {
 	struct sl_migrate migrate;
 	struct sl_cpu_value cpu_value;
 	struct sl_freq_limits freq_limits;
+	struct sl_ipi_send_cpu ipi_send_cpu;
+	struct sl_ipi_send_cpumask ipi_send_cpumask;
+	struct sl_work work;
+	struct sl_queue_work queue_work;
 	struct sl_cpu_state cpu_state;
 	enum sl_type type;
 	enum sl_limits limits;
@@ -309,6 +358,10 @@ _Static_assert(sizeof(struct sl_softirq) == 8, "sl_softirq");
 _Static_assert(sizeof(struct sl_migrate) == 32, "sl_migrate");
 _Static_assert(sizeof(struct sl_cpu_value) == 8, "sl_cpu_value");
 _Static_assert(sizeof(struct sl_freq_limits) == 16, "sl_freq_limits");
+_Static_assert(sizeof(struct sl_ipi_send_cpu) == 24, "sl_ipi_send_cpu");
+_Static_assert(sizeof(struct sl_ipi_send_cpumask) == 48, "sl_ipi_send_cpumask");
+_Static_assert(sizeof(struct sl_work) == 16, "sl_work");
+_Static_assert(sizeof(struct sl_queue_work) == 56, "sl_queue_work");
 _Static_assert(sizeof(struct sl_cpu_state) == 64, "sl_cpu_state");
 _Static_assert(sizeof(struct sl_stack) == 16, "sl_stack");
 

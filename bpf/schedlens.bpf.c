@@ -33,6 +33,8 @@ struct sl_abi sl_abi;
  * the values, so a disabled filter costs nothing). */
 const volatile u32 nr_shards = 1;
 const volatile u8 cpu_shard[SL_MAX_CPUS];
+/* Possible CPUs: the bits of a cpumask that name CPUs. */
+const volatile u32 nr_cpus = 1;
 /* Force a consumer wakeup once a shard holds more than this many bytes. */
 const volatile u64 wakeup_bytes = 1 << 22;
 const volatile bool filter_on = false;
@@ -876,6 +878,125 @@ int BPF_PROG(handle_cpu_frequency_limits, struct cpufreq_policy *policy)
 	r->b.min_freq = BPF_CORE_READ(policy, min);
 	r->b.max_freq = BPF_CORE_READ(policy, max);
 	r->b.cpu_id = BPF_CORE_READ(policy, cpu);
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+REC(rec_ipi_send_cpu, sl_ipi_send_cpu);
+REC(rec_ipi_send_cpumask, sl_ipi_send_cpumask);
+
+/* IPIs are sent from the task that needs them (a waker, membarrier, a TLB
+ * shootdown): the header's pid is that task. */
+SEC("tp_btf/ipi_send_cpu")
+int BPF_PROG(handle_ipi_send_cpu, unsigned int cpu, unsigned long callsite, void *callback)
+{
+	u64 t0 = handler_entry();
+	struct rec_ipi_send_cpu *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_IPI_SEND_CPU);
+	if (!r)
+		return 0;
+	r->b.callsite = callsite;
+	r->b.callback = (u64)callback;
+	r->b.cpu = cpu;
+	r->b.pad = 0;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/ipi_send_cpumask")
+int BPF_PROG(handle_ipi_send_cpumask, struct cpumask *cpumask, unsigned long callsite,
+	     void *callback)
+{
+	u64 t0 = handler_entry();
+	u32 words = nr_cpus > SL_IPI_MASK_WORDS * 64 ? SL_IPI_MASK_WORDS : (nr_cpus + 63) / 64;
+	struct rec_ipi_send_cpumask *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_IPI_SEND_CPUMASK);
+	if (!r)
+		return 0;
+	r->b.callsite = callsite;
+	r->b.callback = (u64)callback;
+	/* The mask's words that hold possible CPUs (it may be no longer: an
+	 * off-stack mask is allocated for them), and of the last one only
+	 * their bits; a failed read leaves zeros. */
+	__builtin_memset(r->b.cpumask, 0, sizeof(r->b.cpumask));
+	bpf_probe_read_kernel(r->b.cpumask, words * sizeof(u64), cpumask);
+	if (nr_cpus < words * 64)
+		r->b.cpumask[(words - 1) & (SL_IPI_MASK_WORDS - 1)] &= (1ULL << (nr_cpus % 64)) - 1;
+	submit(&e, r);
+	return 0;
+}
+
+REC(rec_work, sl_work);
+REC(rec_queue_work, sl_queue_work);
+
+/* Work items run in kworkers: the header's pid is the kworker, whose
+ * thread the work is a slice of. */
+static __always_inline int on_work(u64 t0, struct work_struct *work, u64 function, u8 type)
+{
+	struct rec_work *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), type);
+	if (!r)
+		return 0;
+	r->b.work = (u64)work;
+	r->b.function = function;
+	submit(&e, r);
+	return 0;
+}
+
+SEC("tp_btf/workqueue_execute_start")
+int BPF_PROG(handle_work_start, struct work_struct *work)
+{
+	u64 t0 = handler_entry();
+
+	/* A direct load (a BTF pointer), as the tracepoint reads it. */
+	return on_work(t0, work, (u64)work->func, SL_WORKQUEUE_EXECUTE_START);
+}
+
+/* The work item may be freed by now: the kernel passes its function. A raw
+ * tracepoint: tp_btf refuses to read an argument that is a function pointer
+ * (its BTF type is no struct). */
+SEC("raw_tp/workqueue_execute_end")
+int handle_work_end(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 t0 = handler_entry();
+
+	return on_work(t0, (struct work_struct *)ctx->args[0], ctx->args[1],
+		       SL_WORKQUEUE_EXECUTE_END);
+}
+
+SEC("tp_btf/workqueue_queue_work")
+int BPF_PROG(handle_queue_work, int req_cpu, struct pool_workqueue *pwq, struct work_struct *work)
+{
+	u64 t0 = handler_entry();
+	struct workqueue_struct *wq = BPF_CORE_READ(pwq, wq);
+	struct rec_queue_work *r;
+	struct emitter e;
+
+	if (!begin_cpu_event(&e, t0))
+		return 0;
+	r = reserve(&e, sizeof(*r), SL_WORKQUEUE_QUEUE_WORK);
+	if (!r)
+		return 0;
+	r->b.work = (u64)work;
+	r->b.function = (u64)work->func;
+	r->b.req_cpu = req_cpu;
+	r->b.cpu = BPF_CORE_READ(pwq, pool, cpu);
+	/* A failed or short read leaves the rest NUL: the writer stops there. */
+	__builtin_memset(r->b.workqueue, 0, sizeof(r->b.workqueue));
+	bpf_probe_read_kernel_str(r->b.workqueue, sizeof(r->b.workqueue), wq->name);
 	r->b.pad = 0;
 	submit(&e, r);
 	return 0;

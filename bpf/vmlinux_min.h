@@ -105,4 +105,34 @@ struct irqaction {
 	const char *name;
 } __attribute__((preserve_access_index));
 
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
+struct cpumask {
+	unsigned long bits[1];
+} __attribute__((preserve_access_index));
+
+struct work_struct;
+typedef void (*work_func_t)(struct work_struct *work);
+
+struct work_struct {
+	work_func_t func;
+} __attribute__((preserve_access_index));
+
+/* kernel/workqueue.c's private structs, as far as workqueue_queue_work
+ * reads them. */
+struct workqueue_struct {
+	char name[24];
+} __attribute__((preserve_access_index));
+
+struct worker_pool {
+	int cpu;
+} __attribute__((preserve_access_index));
+
+struct pool_workqueue {
+	struct worker_pool *pool;
+	struct workqueue_struct *wq;
+} __attribute__((preserve_access_index));
+
 #endif

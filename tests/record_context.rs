@@ -6,8 +6,11 @@
 //! (/proc/interrupts, /proc/softirqs) bound what the trace must hold: every
 //! handler run the workload saw (read at its start and end, inside the
 //! recording) is in the trace, and the trace holds no more than ran between
-//! before the recorder started and after it ended. Needs root; see
-//! `require_bpf`.
+//! before the recorder started and after it ended. A second recording (the
+//! opt-in ipi and workqueue groups) runs a workload of known IPIs (membarrier
+//! calls while a thread of the process spins on the other CPU) and known work
+//! items (writes to a pseudo-terminal, each pushed to its reader by one run of
+//! the tty's flip-buffer work). Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
 mod oracle;
@@ -432,4 +435,321 @@ fn records_irqs_and_softirqs_the_kernel_counted() {
         ),
         idle_events
     );
+}
+
+/// membarrier(2) calls, each an IPI to the spinner's CPU while it runs there.
+const MEMBARRIERS: usize = 200;
+/// Bytes written one at a time to a pseudo-terminal and read back.
+const PTY_WRITES: usize = 100;
+/// membarrier(2) commands (include/uapi/linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Not a real test: the entry point of the IPI and work item workload.
+#[test]
+fn ipi_work_workload_entry() {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("ipi_work") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    let report = PathBuf::from(std::env::var(REPORT_ENV).expect("report path"));
+    let membarrier = |cmd: libc::c_long| {
+        // SAFETY: membarrier takes two integers and reads no memory.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+        assert_eq!(
+            rc,
+            0,
+            "membarrier {cmd}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    // This thread on CPU 0, a SCHED_FIFO spinner of the same process on
+    // CPU 1: each expedited membarrier interrupts the spinner's CPU, as
+    // long as the spinner is what runs there.
+    pin(0);
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static SPINNER: AtomicI32 = AtomicI32::new(0);
+    let spinner = std::thread::spawn(|| {
+        pin(1);
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: param is a valid sched_param.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        assert_eq!(rc, 0, "sched_setscheduler");
+        // SAFETY: gettid has no preconditions.
+        SPINNER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        while !STOP.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+    });
+    while SPINNER.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let mut out = format!("membarrier {tid} {}\n", SPINNER.load(Ordering::SeqCst));
+    for _ in 0..MEMBARRIERS {
+        let start = boottime();
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+        out += &format!("call {start} {}\n", boottime());
+    }
+    STOP.store(true, Ordering::Relaxed);
+    spinner.join().unwrap();
+
+    // A pseudo-terminal in raw mode (no echo): each byte written to the
+    // master reaches the slave's reader through one run of flush_to_ldisc,
+    // queued by the write and done before the read returns.
+    // SAFETY: plain libc calls on descriptors this code opens; ptsname_r
+    // writes at most buf.len() bytes; termios is written by tcgetattr.
+    let (master, slave) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 64];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(slave >= 0, "opening the pty's slave");
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave, &mut t), 0);
+        libc::cfmakeraw(&mut t);
+        assert_eq!(libc::tcsetattr(slave, libc::TCSANOW, &t), 0);
+        (master, slave)
+    };
+    let start = boottime();
+    for i in 0..PTY_WRITES {
+        let mut b = [i as u8];
+        // SAFETY: b is a valid one-byte buffer.
+        unsafe {
+            assert_eq!(libc::write(master, b.as_ptr().cast(), 1), 1);
+            assert_eq!(libc::read(slave, b.as_mut_ptr().cast(), 1), 1);
+        }
+        assert_eq!(b[0], i as u8);
+    }
+    let end = boottime();
+    // SAFETY: both are descriptors this code opened.
+    unsafe {
+        libc::close(slave);
+        libc::close(master);
+    }
+    out += &format!("pty {tid} {start} {end}\n");
+    std::fs::write(&report, out).unwrap();
+}
+
+/// ipi_send_cpu's fields as the recorder writes them: a GenericFtraceEvent.
+fn generic_fields(g: &perfetto_protos::generic::GenericFtraceEvent) -> BTreeMap<String, String> {
+    use perfetto_protos::generic::generic_ftrace_event::field::Value;
+    g.field
+        .iter()
+        .map(|f| {
+            let v = match &f.value {
+                Some(Value::StrValue(s)) => s.clone(),
+                Some(Value::IntValue(v)) => v.to_string(),
+                Some(Value::UintValue(v)) => v.to_string(),
+                _ => String::new(),
+            };
+            (f.name().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn records_the_ipis_and_work_items_the_workload_made() {
+    if !root::require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    let report = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args(["trace", "--events", "ipi,workqueue", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "ipi_work_workload_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, "ipi_work")
+        .env(REPORT_ENV, &report)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "schedlens trace failed: {stderr}");
+    assert!(stderr.contains("0 dropped"), "summary: {stderr}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let num = |s: &str| -> i64 { s.parse().unwrap() };
+    let caller = num(lines[0][1]) as u32;
+    let spinner = num(lines[0][2]);
+    let calls: Vec<(i64, i64)> = lines
+        .iter()
+        .filter(|l| l[0] == "call")
+        .map(|l| (num(l[1]), num(l[2])))
+        .collect();
+    let pty = lines.iter().find(|l| l[0] == "pty").unwrap();
+    let (writer, pty_start, pty_end) = (num(pty[1]) as u32, num(pty[2]), num(pty[3]));
+    assert_eq!(calls.len(), MEMBARRIERS);
+
+    // Decoded with the official protos, functions named through each
+    // packet's sequence's interned kernel symbols as trace_processor does.
+    let decoded = oracle::decode(&trace);
+    assert!(decoded.complete);
+    let mut membarrier_ipis = Vec::new();
+    let mut queued = Vec::new();
+    // (ts, cpu, kworker, work, function) of each start and end.
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    oracle::with_kernel_symbols(&decoded.packets, |p, symbols| {
+        if !p.has_ftrace_events() {
+            return;
+        }
+        let cpu = p.ftrace_events().cpu();
+        let name = |f: u64| symbols.get(&f).cloned().unwrap_or_default();
+        for e in &p.ftrace_events().event {
+            let ts = e.timestamp() as i64;
+            match &e.event {
+                Some(Fe::Generic(g)) if g.event_name() == "ipi_send_cpu" && e.pid() == caller => {
+                    let f = generic_fields(g);
+                    if f["callsite"] == "membarrier_private_expedited" {
+                        membarrier_ipis.push((ts, cpu, f["cpu"].clone(), f["callback"].clone()));
+                    }
+                }
+                Some(Fe::WorkqueueQueueWork(q))
+                    if e.pid() == writer && (pty_start..=pty_end).contains(&ts) =>
+                {
+                    queued.push((q.work(), name(q.function())));
+                }
+                Some(Fe::WorkqueueExecuteStart(w)) => {
+                    starts.push((ts, cpu, e.pid(), w.work(), name(w.function())))
+                }
+                Some(Fe::WorkqueueExecuteEnd(w)) => {
+                    ends.push((ts, cpu, e.pid(), w.work(), name(w.function())))
+                }
+                _ => {}
+            }
+        }
+    });
+
+    // Loaded: the spinner's time on CPU 1 says which calls had to interrupt
+    // it (it ran there through the call) and which could have (it ran there
+    // at some time of the call, give or take the tracepoints' 10 us).
+    let db = dir.path().join("t.db");
+    schedlens::analyzer::db::build_into(&trace, &db).unwrap();
+    let conn = schedlens::analyzer::db::open_readonly(&db).unwrap();
+    let spinner_slices: Vec<(i64, i64)> = conn
+        .prepare(
+            "SELECT s.ts, s.ts + s.dur FROM sched_slice s JOIN thread t USING (utid) \
+             WHERE t.tid = ?1 AND s.cpu = 1 AND s.dur > 0",
+        )
+        .unwrap()
+        .query_map([spinner], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    const SLACK: i64 = 10_000;
+    let must = calls
+        .iter()
+        .filter(|&&(a, b)| spinner_slices.iter().any(|&(s, e)| s <= a && b <= e))
+        .count();
+    let may = calls
+        .iter()
+        .filter(|&&(a, b)| {
+            spinner_slices
+                .iter()
+                .any(|&(s, e)| s < b + SLACK && a - SLACK < e)
+        })
+        .count();
+    assert!(
+        must >= MEMBARRIERS / 2,
+        "the spinner ran through only {must} of {MEMBARRIERS} calls: {spinner_slices:?}"
+    );
+    assert!(
+        (must..=may).contains(&membarrier_ipis.len()),
+        "{} membarrier IPIs, {must} to {may} expected",
+        membarrier_ipis.len()
+    );
+    // Each during a call, at most one per call, from CPU 0 to CPU 1, to run
+    // a named function there.
+    let mut per_call = vec![0; calls.len()];
+    for (ts, cpu, target, callback) in &membarrier_ipis {
+        let call = calls
+            .iter()
+            .position(|&(a, b)| (a..=b).contains(ts))
+            .unwrap_or_else(|| panic!("an IPI at {ts} outside every call"));
+        per_call[call] += 1;
+        assert_eq!((*cpu, target.as_str()), (0, "1"));
+        assert!(
+            !callback.is_empty() && callback.parse::<u64>().is_err(),
+            "callback {callback:?} is not a function name"
+        );
+    }
+    assert!(per_call.iter().all(|&n| n <= 1), "{per_call:?}");
+    let loaded: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM ftrace_event e JOIN thread t USING (utid) \
+             WHERE e.name = 'ipi_send_cpu' AND t.tid = ?1 \
+             AND EXTRACT_ARG(e.arg_set_id, 'callsite') = 'membarrier_private_expedited' \
+             AND EXTRACT_ARG(e.arg_set_id, 'cpu') = 1",
+            [caller],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(loaded as usize, membarrier_ipis.len());
+
+    // Each write queued the slave's flip-buffer work once (one work_struct;
+    // closing the terminal queues others), and a kworker ran it once per
+    // write, each run ended on its CPU.
+    assert_eq!(
+        queued.len(),
+        PTY_WRITES,
+        "work queued by the writer: {queued:?}"
+    );
+    let work = queued[0].0;
+    assert!(
+        queued
+            .iter()
+            .all(|q| q == &(work, "flush_to_ldisc".to_string())),
+        "{queued:?}"
+    );
+    let runs: Vec<_> = starts.iter().filter(|s| s.3 == work).collect();
+    assert_eq!(runs.len(), PTY_WRITES);
+    for &&(ts, cpu, kworker, _, ref function) in &runs {
+        assert_eq!(function, "flush_to_ldisc");
+        assert!((pty_start..=pty_end).contains(&ts));
+        assert!(
+            ends.iter()
+                .any(|e| e.0 >= ts && (e.1, e.2, e.3) == (cpu, kworker, work)),
+            "the run at {ts} never ended"
+        );
+    }
+    // Loaded: every run of flush_to_ldisc in the trace is a slice of its
+    // kworker's thread track, and none is left open.
+    let decoded_runs = starts.iter().filter(|s| s.4 == "flush_to_ldisc").count();
+    let (slices, open, kworkers): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE s.dur < 0), \
+             count(*) FILTER (WHERE th.name LIKE 'kworker/%') \
+             FROM slice s JOIN thread_track t ON t.id = s.track_id JOIN thread th USING (utid) \
+             WHERE s.name = 'flush_to_ldisc' AND s.category = 'workqueue' \
+             AND t.type = 'thread_execution'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(slices as usize, decoded_runs);
+    assert_eq!((open, kworkers), (0, slices));
+    let loaded_queued: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM ftrace_event e JOIN thread t USING (utid) \
+             WHERE e.name = 'workqueue_queue_work' AND t.tid = ?1 \
+             AND EXTRACT_ARG(e.arg_set_id, 'function') = 'flush_to_ldisc' \
+             AND EXTRACT_ARG(e.arg_set_id, 'workqueue') <> ''",
+            [writer],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(loaded_queued as usize, PTY_WRITES);
 }

@@ -570,6 +570,7 @@ fn task_body(task: TaskId, values: [i32; 3]) -> Vec<u8> {
 
 const fn field(number: u32, offset: usize, kind: FieldKind) -> FtraceField {
     FtraceField {
+        name: "",
         number,
         offset,
         kind,
@@ -1127,4 +1128,170 @@ fn preamble_and_epilogue_decode_officially() {
     );
     assert_eq!(got[5].ftrace_stats().cpu_stats[1].overrun(), 2);
     assert!(schedlens_of(&got[3]).is_some() && schedlens_of(&got[6]).is_some());
+}
+
+/// workqueue_execute_start's and ipi_send_cpu's layouts, as the recorder
+/// declares them (src/recorder/abi.rs): a work item's (work, function) and an
+/// IPI's (callsite, callback, cpu), and ipi_send_cpumask's cpumask.
+static WORK_START: FtraceLayout = FtraceLayout {
+    name: "workqueue_execute_start",
+    event: fields::ftrace_event::WORKQUEUE_EXECUTE_START,
+    size: 16,
+    fields: &[
+        field(
+            fields::workqueue_execute_start_ftrace_event::WORK,
+            0,
+            FieldKind::U64,
+        ),
+        field(
+            fields::workqueue_execute_start_ftrace_event::FUNCTION,
+            8,
+            FieldKind::KernelFunction,
+        ),
+    ],
+};
+static IPI_SEND_CPU: FtraceLayout = FtraceLayout {
+    name: "ipi_send_cpu",
+    event: fields::ftrace_event::GENERIC,
+    size: 24,
+    fields: &[
+        FtraceField {
+            name: "cpu",
+            number: 0,
+            offset: 16,
+            kind: FieldKind::U32,
+        },
+        FtraceField {
+            name: "callsite",
+            number: 0,
+            offset: 0,
+            kind: FieldKind::KernelFunction,
+        },
+        FtraceField {
+            name: "callback",
+            number: 0,
+            offset: 8,
+            kind: FieldKind::KernelFunction,
+        },
+    ],
+};
+static IPI_SEND_CPUMASK: FtraceLayout = FtraceLayout {
+    name: "ipi_send_cpumask",
+    event: fields::ftrace_event::GENERIC,
+    size: 48,
+    fields: &[FtraceField {
+        name: "cpumask",
+        number: 0,
+        offset: 16,
+        kind: FieldKind::CpuMask,
+    }],
+};
+
+fn words(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+const KALLSYMS: &str = "ffffffff81100000 t __pfx_flush_to_ldisc\n\
+                        ffffffff81100010 T flush_to_ldisc\n\
+                        ffffffff81100300 t membarrier_private_expedited\n";
+const FLUSH_TO_LDISC: u64 = 0xffffffff81100010;
+
+/// Kernel functions: each chunk interns the names its events use on the
+/// shard's sequence before the bundles that use them (also a bundle ended
+/// early by a loss), clearing the sequence's state first, so a chunk read
+/// alone names them; generic events carry names and CPU lists.
+#[test]
+fn kernel_functions_are_named_on_the_shards_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pftrace");
+    let writer = Arc::new(TraceWriter::create(&path, Compression::Zstd).unwrap());
+    let table = Arc::new(schedlens::model::ksyms::KernelSymbols::parse(KALLSYMS));
+    let mut enc = ShardEncoder::new(Arc::clone(&writer)).with_kernel_symbols(2, table);
+    let h = |ts, cpu| Header { ts, cpu, pid: 77 };
+    let work = |w: u64, f: u64| words(&[w, f]);
+    let unnamed = 0xffffffff80000000;
+    // Chunk 1: CPU 1's bundle ends at a loss after its first work item.
+    enc.push(&h(10, 1), &ftrace(&WORK_START, &work(0xa0, FLUSH_TO_LDISC)))
+        .unwrap();
+    enc.push(&h(11, 1), &Event::Lost { count: 3 }).unwrap();
+    enc.push(&h(12, 0), &ftrace(&WORK_START, &work(0xa0, FLUSH_TO_LDISC)))
+        .unwrap();
+    enc.push(&h(13, 0), &ftrace(&WORK_START, &work(0xb0, unnamed)))
+        .unwrap();
+    let ipi = words(&[0xffffffff81100331, 0, 1]);
+    enc.push(&h(14, 0), &ftrace(&IPI_SEND_CPU, &ipi)).unwrap();
+    let mask = words(&[0, 0, 0, 0, 0b1011 << 60, 1 << 63 | 1]);
+    enc.push(&h(15, 0), &ftrace(&IPI_SEND_CPUMASK, &mask))
+        .unwrap();
+    enc.flush().unwrap();
+    // Chunk 2 names the function again.
+    enc.push(&h(20, 0), &ftrace(&WORK_START, &work(0xa0, FLUSH_TO_LDISC)))
+        .unwrap();
+    enc.flush().unwrap();
+    writer.finish().unwrap();
+
+    let decoded = oracle::decode(&path);
+    assert_eq!(decoded.chunk_sizes.len(), 2);
+    let mut works = Vec::new();
+    let mut generic = Vec::new();
+    oracle::with_kernel_symbols(&decoded.packets, |p, symbols| {
+        if !p.has_ftrace_events() {
+            return;
+        }
+        assert_eq!(p.trusted_packet_sequence_id(), 0x5d02);
+        for e in &p.ftrace_events().event {
+            match &e.event {
+                Some(Fe::WorkqueueExecuteStart(w)) => works.push((
+                    e.timestamp(),
+                    w.work(),
+                    w.function(),
+                    symbols.get(&w.function()).cloned(),
+                )),
+                Some(Fe::Generic(g)) => {
+                    let fields: Vec<String> = g
+                        .field
+                        .iter()
+                        .map(|f| {
+                            use perfetto_protos::generic::generic_ftrace_event::field::Value;
+                            let v = match &f.value {
+                                Some(Value::StrValue(s)) => s.clone(),
+                                Some(Value::IntValue(v)) => format!("int {v}"),
+                                Some(Value::UintValue(v)) => format!("uint {v}"),
+                                _ => "none".into(),
+                            };
+                            format!("{}={v}", f.name())
+                        })
+                        .collect();
+                    generic.push(format!("{} {}", g.event_name(), fields.join(" ")));
+                }
+                _ => {}
+            }
+        }
+    });
+    let named = Some("flush_to_ldisc".to_string());
+    works.sort();
+    assert_eq!(
+        works,
+        [
+            (10, 0xa0, FLUSH_TO_LDISC, named.clone()),
+            (12, 0xa0, FLUSH_TO_LDISC, named.clone()),
+            (13, 0xb0, unnamed, None),
+            (20, 0xa0, FLUSH_TO_LDISC, named),
+        ]
+    );
+    assert_eq!(
+        generic,
+        [
+            "ipi_send_cpu cpu=uint 1 callsite=membarrier_private_expedited callback=uint 0",
+            "ipi_send_cpumask cpumask=188-189,191-192,255",
+        ]
+    );
+    // Each chunk interned the name once, the first time clearing the state.
+    let interned: Vec<(u32, usize)> = decoded
+        .packets
+        .iter()
+        .filter(|p| !p.interned_data.kernel_symbols.is_empty())
+        .map(|p| (p.sequence_flags(), p.interned_data.kernel_symbols.len()))
+        .collect();
+    assert_eq!(interned, [(1, 1), (1, 1)]);
 }

@@ -29,6 +29,9 @@ pub const COMM_LEN: usize = 16;
 /// Length of the kernel names a BPF handler copies (an IRQ handler's), NUL-padded.
 pub const NAME_LEN: usize = 28;
 
+/// Words of an IPI's target cpumask a record keeps (its first 256 CPUs).
+pub const CPUMASK_WORDS: usize = 4;
+
 /// The bytes of a comm up to its first NUL.
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> &[u8] {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
@@ -128,7 +131,10 @@ pub enum Event<'a> {
 pub struct FtraceLayout {
     /// The tracepoint as the kernel and Perfetto name it ("sched_process_exit").
     pub name: &'static str,
-    /// Its field number in FtraceEvent's `event` oneof.
+    /// Its field number in FtraceEvent's `event` oneof. For a tracepoint
+    /// Perfetto has no message for, `generic`: it is then written as
+    /// Perfetto writes those, a GenericFtraceEvent named `name` whose
+    /// fields carry their names.
     pub event: u32,
     /// Bytes of the body; decoding guarantees `body` has them.
     pub size: usize,
@@ -139,7 +145,9 @@ pub struct FtraceLayout {
 /// One field of an [`FtraceLayout`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct FtraceField {
-    /// Field number in the event's message.
+    /// The tracepoint's name for it (a GenericFtraceEvent's field name).
+    pub name: &'static str,
+    /// Field number in the event's message (none in a GenericFtraceEvent).
     pub number: u32,
     /// Byte offset of the value in the body.
     pub offset: usize,
@@ -160,12 +168,23 @@ pub enum FieldKind {
     /// A NUL-padded name of [`NAME_LEN`] bytes, written as a proto string
     /// up to its first NUL.
     Name,
+    /// A kernel code address (u64). In an event's own message, written as a
+    /// proto uint64 and, as Perfetto's symbolize_ksyms writes it, interned
+    /// on the packet's sequence as that iid's InternedData.kernel_symbols
+    /// name. In a GenericFtraceEvent, written as the name of the function
+    /// it is in (as the kernel's text output, `%pS`, names it), or as the
+    /// address when that is not known.
+    KernelFunction,
+    /// A cpumask of [`CPUMASK_WORDS`] u64s, written as the list of its CPUs
+    /// ("1", "0-3,8"; the kernel's `%*pbl`), a proto string.
+    CpuMask,
 }
 
 impl FtraceField {
     /// The value in `body`, widened to 64 bits as protobuf's varints carry it
     /// (an i32 sign-extended); 0 if `body` is too short, which decoding rules
-    /// out, and for a [`FieldKind::Name`] (see [`FtraceField::name`]).
+    /// out, and for a [`FieldKind::Name`] or [`FieldKind::CpuMask`] (see
+    /// [`FtraceField::name_bytes`], [`FtraceField::cpu_list`]).
     #[inline]
     pub fn read(&self, body: &[u8]) -> u64 {
         let at = self.offset;
@@ -177,17 +196,51 @@ impl FtraceField {
             FieldKind::U32 => word(4).map_or(0, |b| {
                 u64::from(u32::from_ne_bytes(b.try_into().unwrap_or_default()))
             }),
-            FieldKind::U64 | FieldKind::TaskComm => {
+            FieldKind::U64 | FieldKind::TaskComm | FieldKind::KernelFunction => {
                 word(8).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
             }
-            FieldKind::Name => 0,
+            FieldKind::Name | FieldKind::CpuMask => 0,
+        }
+    }
+
+    /// A [`FieldKind::CpuMask`] field's CPUs as the kernel lists a cpumask
+    /// (`%*pbl`: "1", "0-3,8", "" for none), into `out` (cleared first).
+    pub fn cpu_list(&self, body: &[u8], out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
+        let words = body
+            .get(self.offset..self.offset + 8 * CPUMASK_WORDS)
+            .filter(|_| self.kind == FieldKind::CpuMask)
+            .unwrap_or(&[]);
+        let bit = |cpu: usize| {
+            words.get(cpu / 64 * 8..cpu / 64 * 8 + 8).is_some_and(|w| {
+                u64::from_ne_bytes(w.try_into().unwrap_or_default()) >> (cpu % 64) & 1 != 0
+            })
+        };
+        let mut cpu = 0;
+        while cpu < 64 * CPUMASK_WORDS {
+            if !bit(cpu) {
+                cpu += 1;
+                continue;
+            }
+            let first = cpu;
+            while bit(cpu + 1) {
+                cpu += 1;
+            }
+            let sep = if out.is_empty() { "" } else { "," };
+            let _ = if cpu == first {
+                write!(out, "{sep}{first}")
+            } else {
+                write!(out, "{sep}{first}-{cpu}")
+            };
+            cpu += 1;
         }
     }
 
     /// A [`FieldKind::Name`] field's bytes up to its first NUL (empty for
     /// other kinds, or if `body` is too short, which decoding rules out).
     #[inline]
-    pub fn name<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+    pub fn name_bytes<'b>(&self, body: &'b [u8]) -> &'b [u8] {
         if self.kind != FieldKind::Name {
             return &[];
         }

@@ -5,6 +5,7 @@
 //! numbering of the kernel's tracepoints ([`event::FtraceLayout`]).
 
 pub mod event;
+pub mod ksyms;
 pub mod stack;
 
 /// The most CPUs anything in schedlens handles: the BPF programs' per-CPU

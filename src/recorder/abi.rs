@@ -15,7 +15,7 @@ use super::skel::types as c;
 use super::{MAX_FILTER, MAX_SHARDS};
 use crate::model::MAX_CPUS;
 use crate::model::event::{
-    COMM_LEN, Event, FieldKind, FtraceField, FtraceLayout, Header, NAME_LEN,
+    COMM_LEN, CPUMASK_WORDS, Event, FieldKind, FtraceField, FtraceLayout, Header, NAME_LEN,
 };
 use crate::model::stack::StackKind;
 use crate::perfetto::proto::fields;
@@ -61,7 +61,7 @@ impl RecordInfo {
 pub const TASK_INFO: RecordType = c::sl_type::SL_TASK_INFO;
 
 /// Every record type, in the order the summary and the recorder stats list them.
-pub const RECORDS: [RecordInfo; 20] = [
+pub const RECORDS: [RecordInfo; 25] = [
     RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),
     RecordInfo::own(c::sl_type::SL_WAKING, Some("sched_waking"), "sched_waking"),
     RecordInfo::ftrace(c::sl_type::SL_WAKEUP_NEW, "sched_wakeup_new", &WAKEUP_NEW),
@@ -97,6 +97,23 @@ pub const RECORDS: [RecordInfo; 20] = [
         "cpu frequency limits",
         &CPU_FREQUENCY_LIMITS,
     ),
+    RecordInfo::ftrace(c::sl_type::SL_IPI_SEND_CPU, "ipi to a cpu", &IPI_SEND_CPU),
+    RecordInfo::ftrace(
+        c::sl_type::SL_IPI_SEND_CPUMASK,
+        "ipi to cpus",
+        &IPI_SEND_CPUMASK,
+    ),
+    RecordInfo::ftrace(
+        c::sl_type::SL_WORKQUEUE_QUEUE_WORK,
+        "work queued",
+        &QUEUE_WORK,
+    ),
+    RecordInfo::ftrace(
+        c::sl_type::SL_WORKQUEUE_EXECUTE_START,
+        "work start",
+        &WORK_START,
+    ),
+    RecordInfo::ftrace(c::sl_type::SL_WORKQUEUE_EXECUTE_END, "work end", &WORK_END),
     RecordInfo::own(c::sl_type::SL_STACK, None, "stacks"),
 ];
 
@@ -143,7 +160,28 @@ macro_rules! ftrace_layout {
             event: fields::ftrace_event::$event,
             size: size_of::<c::$body>(),
             fields: &[$(FtraceField {
+                name: stringify!($field),
                 number: fields::$message::$number,
+                offset: offset_of!(c::$body, $field),
+                kind: {
+                    let _typed: fn(&c::$body) -> &field_type!($kind) = |b| &b.$field;
+                    FieldKind::$kind
+                },
+            }),*],
+        }
+    };
+    // A tracepoint Perfetto has no message for: a GenericFtraceEvent, whose
+    // fields are named after the struct's (the tracepoint's names).
+    (generic $name:literal: $body:ident {
+        $($field:ident: $kind:ident),* $(,)?
+    }) => {
+        FtraceLayout {
+            name: $name,
+            event: fields::ftrace_event::GENERIC,
+            size: size_of::<c::$body>(),
+            fields: &[$(FtraceField {
+                name: stringify!($field),
+                number: 0,
                 offset: offset_of!(c::$body, $field),
                 kind: {
                     let _typed: fn(&c::$body) -> &field_type!($kind) = |b| &b.$field;
@@ -170,6 +208,12 @@ macro_rules! field_type {
     };
     (Name) => {
         [std::ffi::c_char; NAME_LEN]
+    };
+    (KernelFunction) => {
+        u64
+    };
+    (CpuMask) => {
+        [u64; CPUMASK_WORDS]
     };
 }
 
@@ -251,6 +295,46 @@ sl_freq_limits as CPU_FREQUENCY_LIMITS, cpu_frequency_limits_ftrace_event {
     cpu_id: U32 => CPU_ID,
 });
 
+/// ipi_send_cpu (no Perfetto message: a GenericFtraceEvent): an IPI to
+/// `cpu`, sent from `callsite` to run `callback` there (none: a reschedule).
+static IPI_SEND_CPU: FtraceLayout = ftrace_layout!(generic "ipi_send_cpu": sl_ipi_send_cpu {
+    cpu: U32,
+    callsite: KernelFunction,
+    callback: KernelFunction,
+});
+
+/// ipi_send_cpumask (a GenericFtraceEvent): the same to each CPU of `cpumask`.
+static IPI_SEND_CPUMASK: FtraceLayout = ftrace_layout!(generic "ipi_send_cpumask":
+sl_ipi_send_cpumask {
+    cpumask: CpuMask,
+    callsite: KernelFunction,
+    callback: KernelFunction,
+});
+
+/// workqueue_queue_work: the header's task queued a work item.
+static QUEUE_WORK: FtraceLayout = ftrace_layout!("workqueue_queue_work":
+sl_queue_work as WORKQUEUE_QUEUE_WORK, workqueue_queue_work_ftrace_event {
+    work: U64 => WORK,
+    function: KernelFunction => FUNCTION,
+    req_cpu: U32 => REQ_CPU,
+    cpu: U32 => CPU,
+    workqueue: Name => WORKQUEUE,
+});
+
+/// workqueue_execute_start: a kworker starts running a work item.
+static WORK_START: FtraceLayout = ftrace_layout!("workqueue_execute_start":
+sl_work as WORKQUEUE_EXECUTE_START, workqueue_execute_start_ftrace_event {
+    work: U64 => WORK,
+    function: KernelFunction => FUNCTION,
+});
+
+/// workqueue_execute_end: the work item's function returned.
+static WORK_END: FtraceLayout = ftrace_layout!("workqueue_execute_end":
+sl_work as WORKQUEUE_EXECUTE_END, workqueue_execute_end_ftrace_event {
+    work: U64 => WORK,
+    function: KernelFunction => FUNCTION,
+});
+
 // The Rust constants that code without the recorder uses, tied to events.h.
 const _: () = {
     assert!(c::sl_limits::SL_MAX_CPUS.0 as usize == MAX_CPUS);
@@ -258,6 +342,7 @@ const _: () = {
     assert!(c::sl_limits::SL_MAX_FILTER.0 as usize == MAX_FILTER);
     assert!(c::sl_limits::SL_COMM_LEN.0 as usize == COMM_LEN);
     assert!(c::sl_limits::SL_NAME_LEN.0 as usize == NAME_LEN);
+    assert!(c::sl_limits::SL_IPI_MASK_WORDS.0 as usize == CPUMASK_WORDS);
     assert!(c::sl_kernel_flags::SL_CLONE_THREAD.0 as i64 == libc::CLONE_THREAD as i64);
     assert!(c::sl_kernel_flags::SL_PF_KTHREAD.0 as u64 == super::snapshot::PF_KTHREAD);
     // The header's type field is a u8.

@@ -160,6 +160,7 @@ impl<'obj> Recorder<'obj> {
             .context("the BPF object has no .rodata")?;
         ro.nr_shards = cfg.nr_shards as u32;
         ro.cpu_shard[..cfg.cpu_shard.len()].copy_from_slice(&cfg.cpu_shard);
+        ro.nr_cpus = cfg.cpu_shard.len() as u32;
         // Wake the consumer early once a ring is a quarter full.
         ro.wakeup_bytes = u64::from(cfg.ring_size / 4);
         ro.filter_on = !f.is_empty();

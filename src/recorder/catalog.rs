@@ -3,6 +3,7 @@
 //! recorder service offers) and the stack kinds. A group or stack kind added
 //! to the recorder is added here, and the flags and the service follow.
 
+use crate::model::event::FieldKind;
 use crate::model::stack;
 use crate::recorder::abi::{self, RecordType};
 use crate::recorder::skel::types::sl_type as t;
@@ -90,6 +91,33 @@ static GROUPS: &[Group] = &[
         records: &[t::SL_CPU_FREQUENCY, t::SL_CPU_FREQUENCY_LIMITS],
         programs: &["handle_cpu_frequency", "handle_cpu_frequency_limits"],
     },
+    // Where IPIs' handlers run is not traced: arm64's ipi_entry/ipi_exit
+    // (Perfetto's messages) need an arm64 machine to be tested on, and
+    // x86's irq_vectors tracepoints (call_function_entry, reschedule_entry,
+    // ...) have no Perfetto message.
+    Group {
+        name: "ipi",
+        description: "inter-processor interrupts sent: from which task and kernel function to \
+                      which CPUs, to run what (wakeups, TLB shootdowns, membarrier)",
+        default: false,
+        records: &[t::SL_IPI_SEND_CPU, t::SL_IPI_SEND_CPUMASK],
+        programs: &["handle_ipi_send_cpu", "handle_ipi_send_cpumask"],
+    },
+    // workqueue_activate_work is left out: it fires right after
+    // workqueue_queue_work for almost every item, telling only when a
+    // workqueue at its max_active let an item wait.
+    Group {
+        name: "workqueue",
+        description: "kernel work items: who queued which function on which workqueue, and \
+                      when a kworker ran it (slices on the kworker's thread)",
+        default: false,
+        records: &[
+            t::SL_WORKQUEUE_QUEUE_WORK,
+            t::SL_WORKQUEUE_EXECUTE_START,
+            t::SL_WORKQUEUE_EXECUTE_END,
+        ],
+        programs: &["handle_queue_work", "handle_work_start", "handle_work_end"],
+    },
 ];
 
 fn group_of(ty: RecordType) -> &'static str {
@@ -145,6 +173,17 @@ pub fn parse_groups(s: &str) -> Result<Vec<&'static str>, String> {
     Ok(groups)
 }
 
+/// Whether recording `groups` writes kernel addresses that the trace names
+/// (a field of kind [`FieldKind::KernelFunction`]): then the writer needs the
+/// kernel's symbols.
+pub fn needs_kernel_symbols(groups: &[&str]) -> bool {
+    abi::RECORDS
+        .iter()
+        .filter(|r| groups.contains(&group_of(r.ty)))
+        .filter_map(|r| r.ftrace)
+        .any(|l| l.fields.iter().any(|f| f.kind == FieldKind::KernelFunction))
+}
+
 /// Whether BPF program `name` is loaded when recording `groups`.
 pub fn program_wanted(name: &str, groups: &[&str]) -> bool {
     GROUPS
@@ -167,6 +206,24 @@ fn missing_tracepoints<'e>(btf: &libbpf_rs::Btf<'_>, events: &[&'e str]) -> Vec<
         .collect()
 }
 
+/// Fails, naming them, if this kernel lacks tracepoints of `groups`.
+pub fn check_supported(groups: &[&str]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let btf = libbpf_rs::Btf::from_vmlinux().context("reading the kernel's BTF")?;
+    for g in event_groups().iter().filter(|g| groups.contains(&g.name)) {
+        let missing = missing_tracepoints(&btf, &g.events);
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "--events {}: this kernel lacks the tracepoints {} (`schedlens trace \
+                 --list-events` says what it can record)",
+                g.name,
+                missing.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `schedlens trace --list-events`: a line per group: its name, whether it
 /// is recorded by default, whether this kernel can record it, what it is
 /// and its events.
@@ -174,7 +231,9 @@ pub fn list_events() -> anyhow::Result<String> {
     use anyhow::Context as _;
     let btf = libbpf_rs::Btf::from_vmlinux().context("reading the kernel's BTF")?;
     let mut out = String::new();
-    for g in event_groups() {
+    let groups = event_groups();
+    let width = groups.iter().map(|g| g.name.len()).max().unwrap_or(0);
+    for g in groups {
         let missing = missing_tracepoints(&btf, &g.events);
         let support = if missing.is_empty() {
             "supported".to_string()
@@ -182,7 +241,7 @@ pub fn list_events() -> anyhow::Result<String> {
             format!("NOT on this kernel (no {})", missing.join(", "))
         };
         out += &format!(
-            "{:<8} {:<8} {support}: {} [{}]\n",
+            "{:<width$} {:<8} {support}: {} [{}]\n",
             g.name,
             if g.default { "default" } else { "opt-in" },
             g.description,
@@ -229,5 +288,23 @@ mod tests {
         assert!(program_wanted("handle_switch", &[SCHED]));
         assert!(!program_wanted("handle_irq_entry", &[SCHED]));
         assert!(program_wanted("handle_irq_entry", &[SCHED, "irq"]));
+        // Opt-in groups; only those with kernel addresses need the symbols.
+        assert!(!default_groups().contains(&"ipi"));
+        assert!(!default_groups().contains(&"workqueue"));
+        assert!(!needs_kernel_symbols(&default_groups()));
+        assert!(needs_kernel_symbols(&[SCHED, "ipi"]));
+        assert!(needs_kernel_symbols(&[SCHED, "workqueue"]));
+        assert_eq!(
+            groups
+                .iter()
+                .find(|g| g.name == "workqueue")
+                .unwrap()
+                .events,
+            [
+                "workqueue_queue_work",
+                "workqueue_execute_start",
+                "workqueue_execute_end"
+            ]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
 use crate::model::event::{Event, Header};
+use crate::model::ksyms::KernelSymbols;
 use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWriter};
 use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
@@ -80,6 +81,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let topology = Topology::read().context("reading the CPU topology from /sys")?;
     let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     let cfg = bpf_config(&args, &topology, ncpus)?;
+    catalog::check_supported(&cfg.groups)?;
+    let ksyms = kernel_symbols(&cfg.groups)?;
     if let Some(f) = &mut flight {
         f.set_machine(topology.clone(), shard_cpus(&cfg));
     }
@@ -91,7 +94,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
     let watch = flight.as_ref().and_then(Flight::watch);
-    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch)?;
+    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch, ksyms)?;
 
     let mut child = match spawn_command(&args.command, sudo_user) {
         Ok(child) => child,
@@ -237,6 +240,7 @@ fn start_consumers(
     topology: &Topology,
     cfg: &bpf::Config,
     watch: Option<Arc<flight::LatencyWatch>>,
+    ksyms: Option<Arc<KernelSymbols>>,
 ) -> anyhow::Result<Consumers> {
     // A flight recorder writes them at the start of each snapshot instead.
     if writer.ring_stats().is_none() {
@@ -244,9 +248,24 @@ fn start_consumers(
     }
     // Recording has begun: from here a killed recorder leaves the trace at its name.
     writer.publish()?;
-    let consumers = Consumers::start(recorder, writer, watch)?;
+    let consumers = Consumers::start(recorder, writer, watch, ksyms)?;
     writer.write_packets(&[snapshot::process_tree_packet()?])?;
     Ok(consumers)
+}
+
+/// The kernel's symbols, if `groups` write kernel addresses the trace names.
+fn kernel_symbols(groups: &[&str]) -> anyhow::Result<Option<Arc<KernelSymbols>>> {
+    if !catalog::needs_kernel_symbols(groups) {
+        return Ok(None);
+    }
+    let table = KernelSymbols::load().context("reading the kernel's symbols (/proc/kallsyms)")?;
+    if table.is_empty() {
+        eprintln!(
+            "schedlens: /proc/kallsyms shows no addresses (kernel.kptr_restrict): kernel \
+             functions in the trace stay unnamed"
+        );
+    }
+    Ok(Some(Arc::new(table)))
 }
 
 /// The CPUs of each shard: `[shard] -> cpus`.
@@ -396,12 +415,14 @@ impl Counts {
 }
 
 impl Consumers {
-    /// One thread per ring, each encoding into its own shard of the trace.
-    /// `watch`, the flight recorder's trigger, sees every event.
+    /// One thread per ring, each encoding into its own shard of the trace
+    /// (naming kernel addresses from `ksyms`, if given). `watch`, the flight
+    /// recorder's trigger, sees every event.
     fn start(
         recorder: &mut Recorder<'_>,
         writer: &Arc<TraceWriter>,
         watch: Option<Arc<flight::LatencyWatch>>,
+        ksyms: Option<Arc<KernelSymbols>>,
     ) -> anyhow::Result<Consumers> {
         let rings = recorder.take_rings();
         let stop = Arc::new(AtomicBool::new(false));
@@ -410,10 +431,19 @@ impl Consumers {
         for (shard, ring) in rings.into_iter().enumerate() {
             let w = Arc::clone(writer);
             let watch = watch.clone();
+            let ksyms = ksyms.clone();
+            let encoder = move || {
+                let e = ShardEncoder::new(w);
+                let e = match ksyms {
+                    Some(table) => e.with_kernel_symbols(shard, table),
+                    None => e,
+                };
+                Watched::new(e, watch)
+            };
             threads.push(consumer::spawn(
                 shard,
                 ring,
-                move || Watched::new(ShardEncoder::new(w), watch),
+                encoder,
                 Arc::clone(&stop),
                 Arc::clone(&counters[shard]),
             )?);

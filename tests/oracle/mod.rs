@@ -101,3 +101,34 @@ pub fn decode(path: &Path) -> Decoded {
         complete,
     }
 }
+
+/// TracePacket.sequence_flags: SEQ_INCREMENTAL_STATE_CLEARED.
+const SEQ_INCREMENTAL_STATE_CLEARED: u32 = 1;
+
+/// Calls `f` with each packet and its sequence's interned kernel symbols
+/// (iid -> name) as trace_processor sees them at that packet: a sequence's
+/// interned data counts only after a packet cleared its state, and a
+/// packet's own interned data counts for it.
+pub fn with_kernel_symbols(
+    packets: &[TracePacket],
+    mut f: impl FnMut(&TracePacket, &std::collections::HashMap<u64, String>),
+) {
+    use std::collections::HashMap;
+    let mut seqs: HashMap<u32, Option<HashMap<u64, String>>> = HashMap::new();
+    let none = HashMap::new();
+    for p in packets {
+        let seq = p.trusted_packet_sequence_id();
+        let state = seqs.entry(seq).or_default();
+        if p.has_trusted_packet_sequence_id()
+            && p.sequence_flags() & SEQ_INCREMENTAL_STATE_CLEARED != 0
+        {
+            *state = Some(HashMap::new());
+        }
+        if let Some(symbols) = state.as_mut() {
+            for s in &p.interned_data.kernel_symbols {
+                symbols.insert(s.iid(), String::from_utf8_lossy(s.str()).into_owned());
+            }
+        }
+        f(p, state.as_ref().unwrap_or(&none));
+    }
+}

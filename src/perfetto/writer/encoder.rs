@@ -7,9 +7,11 @@
 
 use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
+use crate::model::ksyms::KernelSymbols;
 use crate::model::stack::StackSample;
 use crate::perfetto::proto::fields::{
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
+    generic_ftrace_event as generic, interned_data, interned_string,
     sched_process_exec_ftrace_event as exec, sched_process_fork_ftrace_event as fork,
     sched_process_free_ftrace_event as free, sched_switch_ftrace_event as switch,
     sched_waking_ftrace_event as waking, task_newtask_ftrace_event as newtask,
@@ -141,9 +143,9 @@ impl CpuState {
             .sum()
     }
 
-    /// Appends this bundle as one `Trace.packet` record and empties it,
-    /// keeping every buffer's capacity.
-    fn encode_into(&mut self, cpu: u32, out: &mut Vec<u8>) {
+    /// Appends this bundle as one `Trace.packet` record (on packet sequence
+    /// `sequence`, if any) and empties it, keeping every buffer's capacity.
+    fn encode_into(&mut self, cpu: u32, sequence: Option<u32>, out: &mut Vec<u8>) {
         let compact = self.intern.len()
             + Self::columns_len(&self.switches, SWITCH_COLUMNS)
             + Self::columns_len(&self.wakings, WAKING_COLUMNS);
@@ -156,13 +158,20 @@ impl CpuState {
             bundle_len +=
                 wire::tag_len(bundle::COMPACT_SCHED) + wire::varint_len(compact as u64) + compact;
         }
-        let packet_len =
+        let mut packet_len =
             wire::tag_len(packet::FTRACE_EVENTS) + wire::varint_len(bundle_len as u64) + bundle_len;
+        if let Some(seq) = sequence {
+            packet_len +=
+                wire::tag_len(packet::TRUSTED_PACKET_SEQUENCE_ID) + wire::varint_len(seq.into());
+        }
         out.reserve(
             wire::tag_len(trace::PACKET) + wire::varint_len(packet_len as u64) + packet_len,
         );
         wire::put_tag(out, trace::PACKET, wire::WIRE_LEN);
         wire::put_varint(out, packet_len as u64);
+        if let Some(seq) = sequence {
+            wire::put_u64_field(out, packet::TRUSTED_PACKET_SEQUENCE_ID, seq.into());
+        }
         wire::put_tag(out, packet::FTRACE_EVENTS, wire::WIRE_LEN);
         wire::put_varint(out, bundle_len as u64);
         wire::put_u64_field(out, bundle::CPU, u64::from(cpu));
@@ -209,6 +218,75 @@ impl CpuState {
 /// two int32 fields.
 const NEW_THREAD_BYTES: usize = 26;
 
+/// The packet sequence of shard `n`'s bundles is this plus n (the stacks'
+/// sequences are recorder/stacks.rs's SEQUENCE_BASE plus a kind's bit).
+const SHARD_SEQUENCE_BASE: u32 = 0x5d00;
+/// TracePacket.sequence_flags: SEQ_INCREMENTAL_STATE_CLEARED.
+const SEQ_INCREMENTAL_STATE_CLEARED: u64 = 1;
+
+/// Kernel function names on the shard's packet sequence, as Perfetto's
+/// symbolize_ksyms writes them: a [`FieldKind::KernelFunction`] field holds
+/// the address, which is also the iid of its name in the sequence's
+/// InternedData.kernel_symbols. Interning restarts with every chunk (the
+/// chunk's first symbols clear the sequence's state), so a chunk read
+/// without those before it (a flight recorder's ring drops the oldest)
+/// still names its functions.
+struct Symbols {
+    table: Arc<KernelSymbols>,
+    sequence: u32,
+    /// Address -> the chunk it was last interned in.
+    interned: FastMap<u64, u64>,
+    /// Encoded `kernel_symbols` records not yet in a packet.
+    pending: Vec<u8>,
+    /// Chunks flushed so far.
+    chunk: u64,
+    /// This chunk's symbols cleared the sequence's state already.
+    cleared: bool,
+}
+
+impl Symbols {
+    /// Interns `addr`'s name in this chunk unless it is there; returns the
+    /// bytes that adds.
+    #[inline]
+    fn intern(&mut self, addr: u64) -> usize {
+        let chunk = self.chunk;
+        if self.interned.insert(addr, chunk) == Some(chunk) {
+            return 0;
+        }
+        let Some(name) = self.table.name(addr) else {
+            return 0;
+        };
+        let before = self.pending.len();
+        let at = wire::begin_len(&mut self.pending, interned_data::KERNEL_SYMBOLS);
+        wire::put_u64_field(&mut self.pending, interned_string::IID, addr);
+        wire::put_str_field(&mut self.pending, interned_string::STR, name.as_bytes());
+        wire::end_len(&mut self.pending, at);
+        self.pending.len() - before
+    }
+
+    /// Appends the pending names as one packet, before any bundle that uses them.
+    fn put_pending(&mut self, out: &mut Vec<u8>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let packet = wire::begin_len(out, trace::PACKET);
+        wire::put_u64_field(
+            out,
+            packet::TRUSTED_PACKET_SEQUENCE_ID,
+            self.sequence.into(),
+        );
+        if !self.cleared {
+            wire::put_u64_field(out, packet::SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED);
+            self.cleared = true;
+        }
+        let data = wire::begin_len(out, packet::INTERNED_DATA);
+        out.extend_from_slice(&self.pending);
+        wire::end_len(out, data);
+        wire::end_len(out, packet);
+        self.pending.clear();
+    }
+}
+
 /// Encodes the events of one ring-buffer shard (one consumer thread).
 pub struct ShardEncoder {
     writer: Arc<TraceWriter>,
@@ -229,6 +307,10 @@ pub struct ShardEncoder {
     stats: EncoderStats,
     /// Stack events, written at the end (`crate::model::stack::StackSample`).
     stack_samples: Vec<StackSample>,
+    /// None: kernel addresses are written as they are, unnamed.
+    symbols: Option<Symbols>,
+    /// Scratch for a cpumask's CPU list.
+    cpu_list: String,
 }
 
 impl ShardEncoder {
@@ -246,7 +328,23 @@ impl ShardEncoder {
             scratch: ChunkScratch::default(),
             stats: EncoderStats::default(),
             stack_samples: Vec::new(),
+            symbols: None,
+            cpu_list: String::new(),
         }
+    }
+
+    /// Names kernel addresses from `table`, as shard `shard` of the trace
+    /// (each shard's bundles are a packet sequence of their own).
+    pub fn with_kernel_symbols(mut self, shard: usize, table: Arc<KernelSymbols>) -> ShardEncoder {
+        self.symbols = Some(Symbols {
+            table,
+            sequence: SHARD_SEQUENCE_BASE + shard as u32,
+            interned: FastMap::default(),
+            pending: Vec::new(),
+            chunk: 0,
+            cleared: false,
+        });
+        self
     }
 
     /// The stack events pushed so far, in push order (per CPU in time order).
@@ -523,9 +621,8 @@ impl ShardEncoder {
             self.stats.lost_per_cpu.resize(i + 1, 0);
         }
         self.stats.lost_per_cpu[i] = self.stats.lost_per_cpu[i].saturating_add(count);
-        let c = &mut self.cpus[i];
-        if c.open {
-            c.encode_into(h.cpu, &mut self.payload);
+        if self.cpus[i].open {
+            self.encode_bundle(i);
         }
         self.open(i);
         let c = &mut self.cpus[i];
@@ -633,16 +730,29 @@ impl ShardEncoder {
 
     /// Appends an [`Event::Ftrace`] as its layout says.
     fn ftrace_event(&mut self, i: usize, h: &Header, layout: &FtraceLayout, body: &[u8]) {
+        use crate::perfetto::proto::fields::generic_ftrace_event::field as gf;
+        let is_generic = layout.event == fe::GENERIC;
         let buf = &mut self.cpus[i].full;
         let before = buf.len();
         let marks = begin_full_event(buf, h.ts, h.pid, layout.event);
+        if is_generic {
+            wire::put_str_field(buf, generic::EVENT_NAME, layout.name.as_bytes());
+        }
         for f in layout.fields {
+            // A generic event's field is a Field message: its name, then its
+            // value in the member of its type.
+            let (field_at, [int, uint, string]) = if is_generic {
+                let at = wire::begin_len(buf, generic::FIELD);
+                wire::put_str_field(buf, gf::NAME, f.name.as_bytes());
+                (Some(at), [gf::INT_VALUE, gf::UINT_VALUE, gf::STR_VALUE])
+            } else {
+                (None, [f.number; 3])
+            };
             let value = f.read(body);
             match f.kind {
                 // read() widened the value as its varint carries it.
-                FieldKind::I32 | FieldKind::U32 | FieldKind::U64 => {
-                    wire::put_u64_field(buf, f.number, value)
-                }
+                FieldKind::I32 => wire::put_u64_field(buf, int, value),
+                FieldKind::U32 | FieldKind::U64 => wire::put_u64_field(buf, uint, value),
                 FieldKind::TaskComm => {
                     let comm = match self.tasks.get(&value) {
                         Some(t) => &t.comm,
@@ -651,21 +761,51 @@ impl ShardEncoder {
                             &EMPTY_COMM
                         }
                     };
-                    wire::put_str_field(buf, f.number, comm_str(comm));
+                    wire::put_str_field(buf, string, comm_str(comm));
                 }
-                FieldKind::Name => wire::put_str_field(buf, f.number, f.name(body)),
+                FieldKind::Name => wire::put_str_field(buf, string, f.name_bytes(body)),
+                FieldKind::KernelFunction if is_generic => {
+                    let name = self.symbols.as_ref().and_then(|s| s.table.name(value));
+                    match name.filter(|_| value != 0) {
+                        Some(name) => wire::put_str_field(buf, string, name.as_bytes()),
+                        None => wire::put_u64_field(buf, uint, value),
+                    }
+                }
+                FieldKind::KernelFunction => {
+                    wire::put_u64_field(buf, uint, value);
+                    if let Some(sym) = &mut self.symbols {
+                        self.buffered += sym.intern(value);
+                    }
+                }
+                FieldKind::CpuMask => {
+                    f.cpu_list(body, &mut self.cpu_list);
+                    wire::put_str_field(buf, string, self.cpu_list.as_bytes());
+                }
+            }
+            if let Some(at) = field_at {
+                wire::end_len(buf, at);
             }
         }
         end_full_event(buf, marks);
         self.buffered += buf.len() - before;
     }
 
+    /// Appends CPU `i`'s open bundle to the chunk, after the kernel names
+    /// its events use.
+    fn encode_bundle(&mut self, i: usize) {
+        let sequence = self.symbols.as_mut().map(|sym| {
+            sym.put_pending(&mut self.payload);
+            sym.sequence
+        });
+        // i < MAX_CPUS, checked when the state was created.
+        self.cpus[i].encode_into(i as u32, sequence, &mut self.payload);
+    }
+
     /// Writes everything buffered as one chunk.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        for (cpu, c) in self.cpus.iter_mut().enumerate() {
-            if c.open {
-                // cpu < MAX_CPUS, checked when the state was created.
-                c.encode_into(cpu as u32, &mut self.payload);
+        for i in 0..self.cpus.len() {
+            if self.cpus[i].open {
+                self.encode_bundle(i);
             }
         }
         if !self.new_threads.is_empty() {
@@ -695,6 +835,10 @@ impl ShardEncoder {
         }
         self.payload.clear();
         self.buffered = 0;
+        if let Some(sym) = &mut self.symbols {
+            sym.chunk += 1;
+            sym.cleared = false;
+        }
         // A table that shrank far below its peak (a fork storm ended) gives
         // the memory back.
         if self.tasks.capacity() > 4096 && self.tasks.len() * 4 < self.tasks.capacity() {
