@@ -889,7 +889,7 @@ REC(rec_ipi_send_cpumask, sl_ipi_send_cpumask);
 /* IPIs are sent from the task that needs them (a waker, membarrier, a TLB
  * shootdown): the header's pid is that task. */
 SEC("tp_btf/ipi_send_cpu")
-int BPF_PROG(handle_ipi_send_cpu, unsigned int cpu, unsigned long callsite, void *callback)
+int BPF_PROG(handle_ipi_cpu, unsigned int cpu, unsigned long callsite, void *callback)
 {
 	u64 t0 = handler_entry();
 	struct rec_ipi_send_cpu *r;
@@ -909,8 +909,7 @@ int BPF_PROG(handle_ipi_send_cpu, unsigned int cpu, unsigned long callsite, void
 }
 
 SEC("tp_btf/ipi_send_cpumask")
-int BPF_PROG(handle_ipi_send_cpumask, struct cpumask *cpumask, unsigned long callsite,
-	     void *callback)
+int BPF_PROG(handle_ipi_mask, struct cpumask *cpumask, unsigned long callsite, void *callback)
 {
 	u64 t0 = handler_entry();
 	u32 words = nr_cpus > SL_IPI_MASK_WORDS * 64 ? SL_IPI_MASK_WORDS : (nr_cpus + 63) / 64;
@@ -981,7 +980,6 @@ SEC("tp_btf/workqueue_queue_work")
 int BPF_PROG(handle_queue_work, int req_cpu, struct pool_workqueue *pwq, struct work_struct *work)
 {
 	u64 t0 = handler_entry();
-	struct workqueue_struct *wq = BPF_CORE_READ(pwq, wq);
 	struct rec_queue_work *r;
 	struct emitter e;
 
@@ -990,13 +988,14 @@ int BPF_PROG(handle_queue_work, int req_cpu, struct pool_workqueue *pwq, struct 
 	r = reserve(&e, sizeof(*r), SL_WORKQUEUE_QUEUE_WORK);
 	if (!r)
 		return 0;
+	/* Direct loads through the BTF pointers, as the tracepoint reads them. */
 	r->b.work = (u64)work;
 	r->b.function = (u64)work->func;
 	r->b.req_cpu = req_cpu;
-	r->b.cpu = BPF_CORE_READ(pwq, pool, cpu);
+	r->b.cpu = pwq->pool->cpu;
 	/* A failed or short read leaves the rest NUL: the writer stops there. */
 	__builtin_memset(r->b.workqueue, 0, sizeof(r->b.workqueue));
-	bpf_probe_read_kernel_str(r->b.workqueue, sizeof(r->b.workqueue), wq->name);
+	bpf_probe_read_kernel_str(r->b.workqueue, sizeof(r->b.workqueue), pwq->wq->name);
 	r->b.pad = 0;
 	submit(&e, r);
 	return 0;

@@ -101,7 +101,7 @@ static GROUPS: &[Group] = &[
                       which CPUs, to run what (wakeups, TLB shootdowns, membarrier)",
         default: false,
         records: &[t::SL_IPI_SEND_CPU, t::SL_IPI_SEND_CPUMASK],
-        programs: &["handle_ipi_send_cpu", "handle_ipi_send_cpumask"],
+        programs: &["handle_ipi_cpu", "handle_ipi_mask"],
     },
     // workqueue_activate_work is left out: it fires right after
     // workqueue_queue_work for almost every item, telling only when a
