@@ -1,8 +1,8 @@
 //! Figure 6: the context events and stacks beyond sched. Each event group's
-//! rate on an idle and a busy machine with what its BPF program costs per
-//! event (the kernel's own run statistics, kernel.bpf_stats_enabled), and
-//! the end-of-recording symbolization of a 30 s system-wide recording with
-//! every kind of stack.
+//! rate (every group, the opt-in ones too) on an idle and a busy machine with
+//! what its BPF program costs per event (the kernel's own run statistics,
+//! kernel.bpf_stats_enabled), and the end-of-recording symbolization of a
+//! 30 s system-wide recording with every kind of stack.
 
 use crate::opts::Opts;
 use crate::recording::{ProgramCost, record_under_load};
@@ -61,7 +61,7 @@ pub fn context(o: &Opts) -> Result<ContextFigure> {
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let secs = if o.smoke { 1 } else { 10 };
     let stats = BpfStats::enable()?;
-    eprintln!("  idle machine, {secs} s, default event groups");
+    eprintln!("  idle machine, {secs} s, every event group");
     let idle = rates(o, (0, false, false), secs, "idle")?;
     eprintln!("  busy machine, {secs} s: {ncpu} pinned pipe pairs and a fork/exec storm");
     let busy = rates(o, (ncpu, true, true), secs, "busy")?;
@@ -97,7 +97,11 @@ pub fn context(o: &Opts) -> Result<ContextFigure> {
 
 fn rates(o: &Opts, load: (usize, bool, bool), secs: u64, name: &str) -> Result<GroupRates> {
     let path = o.work.join(format!("groups-{name}.pftrace"));
-    let run = record_under_load(o, load, secs, &[], &path)?;
+    let groups: Vec<&str> = schedlens::recorder::catalog::event_groups()
+        .iter()
+        .map(|g| g.name)
+        .collect();
+    let run = record_under_load(o, load, secs, &["--events", &groups.join(",")], &path)?;
     let events = event_counts(o, &path)?;
     remove_trace(&path);
     let mut programs = run.programs;

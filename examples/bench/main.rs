@@ -5,6 +5,7 @@
 //!   scripts/bench.sh            full run (minutes; root; writes bench/results.json)
 //!   scripts/bench.sh --smoke    tiny sizes, for CI: proves the benchmark still runs
 //!   scripts/bench.sh --compare OTHER   figure 1's pipe under this build and OTHER
+//!   scripts/bench.sh --context  figure 6 alone (add --smoke for 1 s recordings)
 //!
 //! Machines here are shared and noisy, so the conditions of a figure are
 //! interleaved round by round (baseline, schedlens, perf, then rotated) and
@@ -95,6 +96,11 @@ fn main() -> Result<()> {
     }
     if let Some(other) = &o.compare {
         return compare(&o, other);
+    }
+    if o.context_only {
+        let figure = context(&o)?;
+        table::print_context(&figure);
+        return Ok(());
     }
     let (pipe_loops, msg_loops, msg_groups) = if o.smoke {
         (PIPE_LOOPS.0, "20", "2")

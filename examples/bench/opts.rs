@@ -14,6 +14,8 @@ pub struct Opts {
     pub analyze_only: Option<PathBuf>,
     /// Only figure 1's pipe, with this other schedlens binary beside ours.
     pub compare: Option<PathBuf>,
+    /// Only figure 6.
+    pub context_only: bool,
 }
 
 impl Opts {
@@ -25,6 +27,7 @@ impl Opts {
         let mut runs = None;
         let mut analyze_only = None;
         let mut compare = None;
+        let mut context_only = false;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -36,9 +39,10 @@ impl Opts {
                 "--runs" => runs = Some(value()?.parse().context("--runs takes a number")?),
                 "--analyze" => analyze_only = Some(value()?.into()),
                 "--compare" => compare = Some(value()?.into()),
+                "--context" => context_only = true,
                 "-h" | "--help" => {
                     println!(
-                        "usage: bench [--smoke] [--runs N] [--schedlens PATH] [--json PATH] [--work-dir DIR]\n       bench --analyze TRACE   (figure 5 only, on a recording of your own)\n       bench --compare OTHER   (figure 1's pipe only, under --schedlens and under OTHER, another build)"
+                        "usage: bench [--smoke] [--runs N] [--schedlens PATH] [--json PATH] [--work-dir DIR]\n       bench --analyze TRACE   (figure 5 only, on a recording of your own)\n       bench --compare OTHER   (figure 1's pipe only, under --schedlens and under OTHER, another build)\n       bench --context [--smoke]   (figure 6 only: event groups' rates and BPF costs, symbolization)"
                     );
                     std::process::exit(0);
                 }
@@ -54,6 +58,7 @@ impl Opts {
             runs,
             analyze_only,
             compare,
+            context_only,
         })
     }
 }

@@ -168,6 +168,14 @@ pub fn analyze_rows(t: &mut comfy_table::Table, a: &AnalyzeFigure) {
     }
 }
 
+/// Figure 6 alone (`bench --context`).
+pub fn print_context(c: &ContextFigure) {
+    let mut t = comfy_table::Table::new();
+    t.set_header(["figure", "schedlens", "baseline / perf", "target", ""]);
+    context_rows(&mut t, c);
+    println!("{t}");
+}
+
 /// Figure 6's rows: each recording's event rates and program costs.
 fn context_rows(t: &mut comfy_table::Table, c: &ContextFigure) {
     for g in [&c.idle, &c.busy] {
