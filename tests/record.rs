@@ -426,7 +426,12 @@ fn check_event_counts(packets: &[TracePacket]) {
             "sched_migrate_task",
             "cpu_idle",
             "cpu_frequency",
-            "cpu_frequency_limits"
+            "cpu_frequency_limits",
+            "ipi_send_cpu",
+            "ipi_send_cpumask",
+            "workqueue_queue_work",
+            "workqueue_execute_start",
+            "workqueue_execute_end"
         ]
     );
     let counted = |name: &str| {
@@ -484,6 +489,10 @@ fn check_event_counts(packets: &[TracePacket]) {
         counted("cpu_idle"),
         written(|e| matches!(e, Fe::CpuIdle(_)))
     );
+    // The opt-in groups are not recorded by default.
+    for name in &names[names.len() - 5..] {
+        assert_eq!(counted(name), 0, "{name}");
+    }
     check_interrupts_nest(&events);
 }
 
