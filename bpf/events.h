@@ -43,6 +43,23 @@ enum sl_kernel_flags {
 	SL_CLONE_THREAD = 0x00010000,
 	/* TASK_NOLOAD: with TASK_UNINTERRUPTIBLE, TASK_IDLE (reported as I, not D). */
 	SL_TASK_NOLOAD = 0x0400,
+	/* preempt_count fields (include/linux/preempt.h, not PREEMPT_RT): a
+	 * softirq being served, a hard IRQ, an NMI. */
+	SL_SOFTIRQ_OFFSET = 0x100,
+	SL_HARDIRQ_MASK = 0xf0000,
+	SL_NMI_MASK = 0xf00000,
+};
+
+/* The context bits of the kernel's ftrace common_flags (enum trace_flag_type,
+ * include/linux/trace_events.h) as sl_waking.common_flags carries them, or
+ * SL_FLAGS_UNKNOWN (above the byte the kernel writes) when this kernel's
+ * preempt count cannot be read. The other common_flags bits (irqs off,
+ * resched, bh off) are never set. */
+enum sl_trace_flags {
+	SL_TRACE_FLAG_HARDIRQ = 0x08,
+	SL_TRACE_FLAG_SOFTIRQ = 0x10,
+	SL_TRACE_FLAG_NMI = 0x40,
+	SL_FLAGS_UNKNOWN = 0x100,
 };
 
 enum sl_type {
@@ -112,7 +129,7 @@ struct sl_waking {
 	__s32 pid;
 	__s32 target_cpu;
 	__s32 prio;
-	__u32 pad;
+	__u32 common_flags; /* enum sl_trace_flags: the waker's context */
 };
 
 struct sl_task_info {
@@ -334,6 +351,7 @@ struct sl_abi {
 	enum sl_kernel_flags kernel_flags;
 	enum sl_switch_state switch_state;
 	enum sl_task_flags task_flags;
+	enum sl_trace_flags trace_flags;
 	struct sl_stack stack;
 	enum sl_stack_kind stack_kind;
 	enum sl_stack_limits stack_limits;

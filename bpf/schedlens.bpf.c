@@ -52,6 +52,13 @@ const volatile u32 stack_kinds = 0;
  * its previous block's stacks (0: every block walks them). */
 const volatile u32 stack_reuse = 0;
 
+/* Where a CPU's preempt count is in the per-CPU area, from its runqueue
+ * there (bytes; userspace reads both variables' places from the kernel's
+ * BTF); 0: unknown. See context_flags. */
+const volatile s64 preempt_count_from_rq = 0;
+/* The kernel takes a load through bpf_rdonly_cast(ptr, 0) (6.17+). */
+const volatile bool preempt_count_load = false;
+
 /* Indexed by cpu; userspace reads lost_total at the end. */
 struct sl_cpu_state cpu_state[SL_MAX_CPUS];
 
@@ -457,6 +464,37 @@ int BPF_PROG(handle_switch_legacy, bool preempt, struct task_struct *prev,
 	return on_switch(ctx, t0, preempt, prev, next, state);
 }
 
+/* The context bits of the kernel's common_flags for an event here, as
+ * tracing_gen_ctx() computes them from the CPU's preempt count: an NMI, a
+ * hard IRQ, a softirq being served (not one merely disabled). The count is a
+ * per-CPU variable that typed ksyms cannot name on a kernel without
+ * CONFIG_KALLSYMS_ALL (this VM's), so it is found from another one this
+ * program can reach: the CPU's runqueue, which the current task's fair-class
+ * runqueue points to. */
+static __always_inline u32 context_flags(void)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct rq *rq;
+	int pc;
+
+	if (!preempt_count_from_rq || !bpf_core_field_exists(t->se.cfs_rq))
+		return SL_FLAGS_UNKNOWN;
+	/* Direct loads (BTF pointers); a NULL one reads as 0. */
+	rq = t->se.cfs_rq->rq;
+	if (!rq || rq->cpu != bpf_get_smp_processor_id())
+		return SL_FLAGS_UNKNOWN;
+	if (preempt_count_load && bpf_ksym_exists(bpf_rdonly_cast))
+		/* From 6.17 the verifier lets a program load through such an
+		 * untrusted pointer (a fault reads 0): a plain load, ~30 ns
+		 * cheaper than the probe-read helper. */
+		pc = *(int *)bpf_rdonly_cast((void *)rq + preempt_count_from_rq, 0);
+	else if (bpf_probe_read_kernel(&pc, sizeof(pc), (void *)rq + preempt_count_from_rq))
+		return SL_FLAGS_UNKNOWN;
+	return (pc & SL_NMI_MASK ? SL_TRACE_FLAG_NMI : 0) |
+	       (pc & SL_HARDIRQ_MASK ? SL_TRACE_FLAG_HARDIRQ : 0) |
+	       (pc & SL_SOFTIRQ_OFFSET ? SL_TRACE_FLAG_SOFTIRQ : 0);
+}
+
 static __always_inline int on_waking(void *ctx, u64 t0, struct task_struct *p, u8 type)
 {
 	struct task_ctx *c = task_ctx_of(p);
@@ -474,7 +512,7 @@ static __always_inline int on_waking(void *ctx, u64 t0, struct task_struct *p, u
 	r->b.pid = p->pid;
 	r->b.target_cpu = task_cpu(p);
 	r->b.prio = p->prio;
-	r->b.pad = 0;
+	r->b.common_flags = context_flags();
 	submit(&e, r);
 	/* Who wakes it, from where: the current task's stacks. */
 	if ((stack_kinds & SL_STACK_WAKER) && type == SL_WAKING)

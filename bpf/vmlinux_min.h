@@ -64,8 +64,23 @@ struct thread_info {
 	__u32 cpu;
 } __attribute__((preserve_access_index));
 
+/* A CPU's runqueue (a per-CPU variable), reached from a task through its
+ * fair-class runqueue (CONFIG_FAIR_GROUP_SCHED). */
+struct rq {
+	int cpu;
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct thread_info thread_info;
+	struct sched_entity se;
 	unsigned int __state;
 	unsigned int flags;
 	int prio;

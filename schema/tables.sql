@@ -128,7 +128,7 @@ CREATE VIRTUAL TABLE thread_state USING schedlens_columns(
   blocked_function TEXT, -- For D: kernel function it blocked in (when the trace says), else NULL.
   waker_utid INTEGER, -- For R after a wakeup or a new task: the thread that woke or created it.
   waker_id INTEGER, -- For R after a wakeup: thread_state.id of the waker's row at that time.
-  irq_context INTEGER, -- 1 if the wakeup came from interrupt context, NULL if unknown.
+  irq_context INTEGER, -- For R after a wakeup: 1 if the waker ran in interrupt context (a hard IRQ or a softirq, common_flags 0x08 or 0x10 of a compact sched_waking), else 0; 0 for a new task; NULL if unknown (a full sched_waking event, or a compact one without waking_common_flags, where trace_processor says 0).
   ucpu INTEGER -- Same as cpu (Perfetto compatibility).
 );
 
@@ -255,7 +255,8 @@ CREATE VIRTUAL TABLE wakeup USING schedlens_columns(
   run_ts INTEGER, -- When the wakee next started running, ns; NULL if never in the trace.
   run_cpu INTEGER, -- CPU it then ran on; differs from target_cpu if it migrated.
   latency INTEGER, -- run_ts - ts, ns; NULL if run_ts is NULL.
-  priority INTEGER -- Wakee priority at the wakeup.
+  priority INTEGER, -- Wakee priority at the wakeup.
+  irq_context INTEGER -- 1 if the waker ran in interrupt context (a hard IRQ or a softirq: a timer, a packet), 0 if a task woke it, NULL if the trace does not say (thread_state.irq_context's rule).
 );
 
 -- @table task_event: Task lifecycle: one row per fork, exec, exit, free or rename of a thread.

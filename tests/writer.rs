@@ -133,6 +133,8 @@ fn reconstruct(packets: &[TracePacket]) -> (Vec<Switch>, Vec<Waking>) {
         assert_eq!(c.waking_target_cpu.len(), n);
         assert_eq!(c.waking_prio.len(), n);
         assert_eq!(c.waking_comm_index.len(), n);
+        // One context per waking (trace_processor pairs them by position).
+        assert_eq!(c.waking_common_flags.len(), n);
         let mut ts = 0u64;
         for k in 0..n {
             ts = ts.wrapping_add(c.waking_timestamp[k]);
@@ -318,6 +320,7 @@ fn random_stream(enc: &mut ShardEncoder, seed: u64, events: usize, cpus: u32) ->
                     pid: w.pid,
                     prio: w.prio,
                     target_cpu,
+                    common_flags: Some([0, 0x08, 0x10][rng.below(3) as usize]),
                 };
                 enc.push(&h, &ev).unwrap();
                 exp.wakings.push(Waking {
@@ -459,6 +462,84 @@ fn full_events(packets: &[TracePacket]) -> Vec<(u32, perfetto_protos::ftrace_eve
     v
 }
 
+/// Each compact waking's context goes into waking_common_flags, in step with
+/// the other columns; a bundle with a waking whose context the recorder could
+/// not tell leaves the column out rather than claim task context for it.
+#[test]
+fn waking_contexts_are_the_common_flags_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pftrace");
+    let writer = Arc::new(TraceWriter::create(&path, Compression::Zstd).unwrap());
+    let mut enc = ShardEncoder::new(Arc::clone(&writer));
+    let t = tasks(2);
+    for x in &t {
+        let ev = Event::TaskInfo {
+            task: x.id,
+            pid: x.pid,
+            tgid: x.tgid,
+            ppid: 1,
+            comm: &x.comm,
+            is_kthread: false,
+        };
+        enc.push(
+            &Header {
+                ts: 1,
+                cpu: 0,
+                pid: 0,
+            },
+            &ev,
+        )
+        .unwrap();
+    }
+    let h = |ts| Header {
+        ts,
+        cpu: 0,
+        pid: t[0].pid,
+    };
+    let switch = Event::Switch {
+        prev: 0,
+        prev_pid: 0,
+        prev_prio: 120,
+        prev_state: 0,
+        next: t[0].id,
+        next_pid: t[0].pid,
+        next_prio: 120,
+    };
+    let wake = |common_flags| Event::Waking {
+        wakee: t[1].id,
+        pid: t[1].pid,
+        prio: 120,
+        target_cpu: 1,
+        common_flags,
+    };
+    enc.push(
+        &Header {
+            ts: 5,
+            cpu: 0,
+            pid: 0,
+        },
+        &switch,
+    )
+    .unwrap();
+    for (ts, flags) in [(10, Some(0x08)), (20, Some(0)), (30, Some(0x10))] {
+        enc.push(&h(ts), &wake(flags)).unwrap();
+    }
+    enc.flush().unwrap();
+    for (ts, flags) in [(40, Some(0x08)), (50, None)] {
+        enc.push(&h(ts), &wake(flags)).unwrap();
+    }
+    enc.flush().unwrap();
+    writer.finish().unwrap();
+    let (packets, _) = decode(&path);
+    let columns: Vec<_> = bundles(&packets)
+        .iter()
+        .map(|b| &b.compact_sched)
+        .filter(|c| !c.waking_pid.is_empty())
+        .map(|c| (c.waking_pid.len(), c.waking_common_flags.clone()))
+        .collect();
+    assert_eq!(columns, [(3, vec![0x08, 0, 0x10]), (2, vec![])]);
+}
+
 #[test]
 fn first_switch_and_switch_after_loss_are_full() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,6 +582,7 @@ fn first_switch_and_switch_after_loss_are_full() {
         pid: t[1].pid,
         prio: 120,
         target_cpu: 2,
+        common_flags: Some(0),
     };
     enc.push(&h(10, 2, t[0].pid), &wk).unwrap();
     enc.push(&h(20, 2, t[0].pid), &sw(&t[0], &t[1])).unwrap();
@@ -845,6 +927,7 @@ fn unknown_tasks_and_idle() {
         pid: 78,
         prio: 120,
         target_cpu: 3,
+        common_flags: Some(0),
     };
     enc.push(&h(3, 0), &wk).unwrap();
     enc.push(&h(4, 0), &Event::Lost { count: 0 }).unwrap();
@@ -1076,6 +1159,7 @@ fn bench_switch_stream() {
                     pid: all[*x].pid,
                     prio: all[*x].prio,
                     target_cpu: h.cpu as i32,
+                    common_flags: Some(0),
                 },
             };
             enc.push(h, &ev).unwrap();

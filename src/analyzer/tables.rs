@@ -275,7 +275,10 @@ table! {
         waker_utid: Option<u32> = INTEGER,
         /// For R after a wakeup: thread_state.id of the waker's row at that time.
         waker_id: Option<i64> = INTEGER,
-        /// 1 if the wakeup came from interrupt context, NULL if unknown.
+        /// For R after a wakeup: 1 if the waker ran in interrupt context (a hard IRQ or a softirq,
+        /// common_flags 0x08 or 0x10 of a compact sched_waking), else 0; 0 for a new task; NULL if
+        /// unknown (a full sched_waking event, or a compact one without waking_common_flags, where
+        /// trace_processor says 0).
         irq_context: Option<u32> = INTEGER,
         /// Same as cpu (Perfetto compatibility).
         ucpu = INTEGER => same_as(cpu),
@@ -554,6 +557,9 @@ table! {
         latency = INTEGER => difference(run_ts, ts),
         /// Wakee priority at the wakeup.
         priority: i32 = INTEGER,
+        /// 1 if the waker ran in interrupt context (a hard IRQ or a softirq: a timer, a packet), 0
+        /// if a task woke it, NULL if the trace does not say (thread_state.irq_context's rule).
+        irq_context: Option<u32> = INTEGER,
     }
 }
 

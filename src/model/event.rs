@@ -57,6 +57,10 @@ pub enum Event<'a> {
         pid: i32,
         prio: i32,
         target_cpu: i32,
+        /// The waker's context as the kernel's ftrace common_flags bits
+        /// (hard IRQ 0x08, softirq 0x10, NMI 0x40; no others), None if the
+        /// recorder could not tell on this kernel.
+        common_flags: Option<u8>,
     },
     /// Names a task to this event's shard: sent the first time the shard sees
     /// the task and again after exec or rename. Every other event's TaskIds

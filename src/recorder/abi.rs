@@ -465,6 +465,8 @@ pub fn decode(data: &[u8]) -> Result<(RecordType, Header, Event<'_>), DecodeErro
                 pid: b.pid,
                 prio: b.prio,
                 target_cpu: b.target_cpu,
+                common_flags: (b.common_flags != c::sl_trace_flags::SL_FLAGS_UNKNOWN.0)
+                    .then_some(b.common_flags as u8),
             }
         }
         c::sl_type::SL_TASK_INFO => {
@@ -718,12 +720,35 @@ mod tests {
             pid: 7,
             target_cpu: 3,
             prio: 120,
-            pad: 0,
+            common_flags: 0,
         };
         assert_eq!(
             decode_ftrace(&record(c::sl_type::SL_WAKEUP_NEW, &bytes_of(&wakeup))),
             ("sched_wakeup_new", vec![0xbeef, 7, 120, 3], vec![0xbeef])
         );
+    }
+
+    #[test]
+    fn a_waking_carries_its_context_unless_unknown() {
+        for (flags, expected) in [
+            (0, Some(0)),
+            (c::sl_trace_flags::SL_TRACE_FLAG_SOFTIRQ.0, Some(0x10)),
+            (c::sl_trace_flags::SL_FLAGS_UNKNOWN.0, None),
+        ] {
+            let waking = c::sl_waking {
+                task: 0xbeef,
+                pid: 7,
+                target_cpu: 3,
+                prio: 120,
+                common_flags: flags,
+            };
+            let rec = record(c::sl_type::SL_WAKING, &bytes_of(&waking));
+            let (_, _, ev) = decode(&rec).unwrap();
+            let Event::Waking { common_flags, .. } = ev else {
+                panic!("{ev:?}")
+            };
+            assert_eq!(common_flags, expected);
+        }
     }
 
     #[test]

@@ -55,6 +55,49 @@ impl SwitchVariant {
     }
 }
 
+/// Where a CPU's preempt count is in the per-CPU area, in bytes from its
+/// runqueue (`runqueues`), which the BPF programs reach from the current task
+/// (schedlens.bpf.c, context_flags): from the kernel's BTF, whose `.data..percpu`
+/// section places both. The count is `__preempt_count` on x86-64 before 6.2
+/// and from 6.15, `pcpu_hot.preempt_count` in between; None without either.
+pub fn preempt_count_from_rq(btf: &libbpf_rs::Btf) -> Option<i64> {
+    use libbpf_rs::btf::types::{DataSec, MemberAttr, Struct, Var};
+    use std::ffi::OsStr;
+    let sec: DataSec<'_> = btf.type_by_name(".data..percpu")?;
+    let place = |name: &str| {
+        sec.iter()
+            .find(|v| {
+                btf.type_by_id::<Var<'_>>(v.ty)
+                    .is_some_and(|var| var.name() == Some(OsStr::new(name)))
+            })
+            .map(|v| i64::from(v.offset))
+    };
+    let count = place("__preempt_count").or_else(|| {
+        // The struct, not the variable of the same name.
+        let hot = btf
+            .type_by_kind::<Struct<'_>>()
+            .find(|s| s.name() == Some(OsStr::new("pcpu_hot")))?;
+        let member = hot
+            .iter()
+            .find(|m| m.name == Some(OsStr::new("preempt_count")))?;
+        let MemberAttr::Normal { offset: bits } = member.attr else {
+            return None;
+        };
+        Some(place("pcpu_hot")? + i64::from(bits / 8))
+    })?;
+    Some(count - place("runqueues")?)
+}
+
+/// Whether the running kernel's release is at least `major.minor` (an
+/// unreadable release is not).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// What the programs record (defaults: the whole system).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -175,6 +218,12 @@ impl<'obj> Recorder<'obj> {
             slot[0] = u64::from_ne_bytes(bytes[..8].try_into().unwrap_or_default());
             slot[1] = u64::from_ne_bytes(bytes[8..].try_into().unwrap_or_default());
         }
+        // Without it, wakings say their context is unknown.
+        ro.preempt_count_from_rq = libbpf_rs::Btf::from_vmlinux()
+            .ok()
+            .and_then(|btf| preempt_count_from_rq(&btf))
+            .unwrap_or(0);
+        ro.preempt_count_load = kernel_at_least(6, 17);
         ro.stack_kinds = cfg.stacks.iter().map(|k| u32::from(k.bit())).sum();
         ro.stack_reuse = u32::from(cfg.stack_reuse);
         let sample_cpus = cfg.stacks.contains(&StackKind::Cpu);

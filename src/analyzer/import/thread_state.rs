@@ -51,6 +51,13 @@ pub struct ThreadStateTracker {
     runnable: Str,
 }
 
+/// thread_state.irq_context of a waking's common_flags: 1 in a hard IRQ or a
+/// softirq (TRACE_FLAG_HARDIRQ, TRACE_FLAG_SOFTIRQ; trace_processor leaves
+/// NMIs out: no wakeup comes from one).
+fn irq_context(common_flags: u32) -> u32 {
+    u32::from(common_flags & (0x08 | 0x10) != 0)
+}
+
 impl ThreadStateTracker {
     pub fn new(strings: &mut Strings) -> ThreadStateTracker {
         ThreadStateTracker {
@@ -129,6 +136,7 @@ impl ThreadStateTracker {
             run_ts: None,
             run_cpu: None,
             priority: w.prio,
+            irq_context: w.common_flags.map(irq_context),
         };
         let last_state = self.thread(w.wakee).last.as_ref().map(|l| l.state);
         match last_state {
@@ -241,8 +249,7 @@ impl ThreadStateTracker {
             blocked_function: None,
             waker_utid: waker,
             waker_id,
-            // Hard or soft interrupt context (common_flags TRACE_FLAG_*).
-            irq_context: common_flags.map(|f| u32::from(f & (0x08 | 0x10) != 0)),
+            irq_context: common_flags.map(irq_context),
         };
         let blocked = self.is_blocked(state);
         let t = self.thread(utid);

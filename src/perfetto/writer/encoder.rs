@@ -65,7 +65,7 @@ const CHUNK_MARGIN: usize = 8 * 1024;
 const MAX_FILENAME: usize = 4096;
 
 /// Upper bound of a bundle's framing (packet and bundle headers, cpu,
-/// lost_events, compact_sched header and the eleven column headers).
+/// lost_events, compact_sched header and the twelve column headers).
 const BUNDLE_OVERHEAD: usize = 96;
 
 /// What the shard knows about a task.
@@ -106,8 +106,12 @@ struct CpuState {
     /// Packed column bodies: switch timestamp deltas, prev_state, next_pid,
     /// next_prio, next_comm_index.
     switches: [Vec<u8>; 5],
-    /// waking timestamp deltas, pid, target_cpu, prio, comm_index.
-    wakings: [Vec<u8>; 5],
+    /// waking timestamp deltas, pid, target_cpu, prio, comm_index,
+    /// common_flags.
+    wakings: [Vec<u8>; 6],
+    /// A waking of this bundle had no common_flags: the bundle leaves the
+    /// column out (a reader pairs its values with the wakings by position).
+    waking_flags_unknown: bool,
     switch_last_ts: u64,
     waking_last_ts: u64,
     /// A reader knows which task runs on this CPU: a switch was written since
@@ -126,16 +130,17 @@ const SWITCH_COLUMNS: [u32; 5] = [
     cs::SWITCH_NEXT_PRIO,
     cs::SWITCH_NEXT_COMM_INDEX,
 ];
-const WAKING_COLUMNS: [u32; 5] = [
+const WAKING_COLUMNS: [u32; 6] = [
     cs::WAKING_TIMESTAMP,
     cs::WAKING_PID,
     cs::WAKING_TARGET_CPU,
     cs::WAKING_PRIO,
     cs::WAKING_COMM_INDEX,
+    cs::WAKING_COMMON_FLAGS,
 ];
 
 impl CpuState {
-    fn columns_len(cols: &[Vec<u8>; 5], fields: [u32; 5]) -> usize {
+    fn columns_len<const N: usize>(cols: &[Vec<u8>; N], fields: [u32; N]) -> usize {
         cols.iter()
             .zip(fields)
             .filter(|(c, _)| !c.is_empty())
@@ -146,6 +151,9 @@ impl CpuState {
     /// Appends this bundle as one `Trace.packet` record (on packet sequence
     /// `sequence`, if any) and empties it, keeping every buffer's capacity.
     fn encode_into(&mut self, cpu: u32, sequence: Option<u32>, out: &mut Vec<u8>) {
+        if self.waking_flags_unknown {
+            self.wakings[5].clear();
+        }
         let compact = self.intern.len()
             + Self::columns_len(&self.switches, SWITCH_COLUMNS)
             + Self::columns_len(&self.wakings, WAKING_COLUMNS);
@@ -183,16 +191,12 @@ impl CpuState {
             wire::put_tag(out, bundle::COMPACT_SCHED, wire::WIRE_LEN);
             wire::put_varint(out, compact as u64);
             out.extend_from_slice(&self.intern);
-            for (cols, fields) in [
-                (&self.switches, SWITCH_COLUMNS),
-                (&self.wakings, WAKING_COLUMNS),
-            ] {
-                for (c, f) in cols.iter().zip(fields) {
-                    if !c.is_empty() {
-                        wire::put_tag(out, f, wire::WIRE_LEN);
-                        wire::put_varint(out, c.len() as u64);
-                        out.extend_from_slice(c);
-                    }
+            let switches = self.switches.iter().zip(SWITCH_COLUMNS);
+            for (c, f) in switches.chain(self.wakings.iter().zip(WAKING_COLUMNS)) {
+                if !c.is_empty() {
+                    wire::put_tag(out, f, wire::WIRE_LEN);
+                    wire::put_varint(out, c.len() as u64);
+                    out.extend_from_slice(c);
                 }
             }
         }
@@ -208,6 +212,7 @@ impl CpuState {
         self.n_intern = 0;
         self.switches.iter_mut().for_each(Vec::clear);
         self.wakings.iter_mut().for_each(Vec::clear);
+        self.waking_flags_unknown = false;
         self.switch_last_ts = 0;
         self.waking_last_ts = 0;
         self.generation = 0;
@@ -441,6 +446,7 @@ impl ShardEncoder {
                 pid,
                 prio,
                 target_cpu,
+                common_flags,
             } => {
                 self.open(i);
                 let c = &self.cpus[i];
@@ -455,7 +461,9 @@ impl ShardEncoder {
                         + wire::put_i32(&mut c.wakings[1], pid)
                         + wire::put_i32(&mut c.wakings[2], target_cpu)
                         + wire::put_i32(&mut c.wakings[3], prio)
-                        + wire::put_varint(&mut c.wakings[4], u64::from(idx));
+                        + wire::put_varint(&mut c.wakings[4], u64::from(idx))
+                        + wire::put_varint(&mut c.wakings[5], common_flags.map_or(0, u64::from));
+                    c.waking_flags_unknown |= common_flags.is_none();
                     self.buffered += n;
                 } else {
                     let comm = self.comm_of(wakee);
