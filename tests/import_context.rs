@@ -531,3 +531,91 @@ fn ipis_are_ftrace_events_with_named_fields() {
         ["membarrier_private_expedited 1"]
     );
 }
+
+/// A CompactSched bundle of `cpu`: a switch to `running` at 1_000, then a
+/// waking of each (pid, ts) with `flags` as waking_common_flags (None: the
+/// field absent, as older writers leave it).
+fn compact_wakings(
+    cpu: u32,
+    running: i32,
+    wakings: &[(i32, u64)],
+    flags: Option<&[u32]>,
+) -> TracePacket {
+    use perfetto_protos::ftrace_event_bundle::ftrace_event_bundle::CompactSched;
+    let mut c = CompactSched::new();
+    c.intern_table = vec!["waker".into(), "wakee".into()];
+    c.switch_timestamp = vec![1_000];
+    c.switch_prev_state = vec![0];
+    c.switch_next_pid = vec![running];
+    c.switch_next_prio = vec![120];
+    c.switch_next_comm_index = vec![0];
+    let mut last = 0;
+    for &(pid, ts) in wakings {
+        c.waking_timestamp.push(ts - last);
+        last = ts;
+        c.waking_pid.push(pid);
+        c.waking_target_cpu.push(cpu as i32);
+        c.waking_prio.push(120);
+        c.waking_comm_index.push(1);
+    }
+    c.waking_common_flags = flags.map(<[u32]>::to_vec).unwrap_or_default();
+    let mut b = bundle(cpu, vec![]);
+    b.mut_ftrace_events().compact_sched = Some(c).into();
+    b
+}
+
+/// A compact waking's common_flags become irq_context (1: a hard IRQ or a
+/// softirq, 0x08 or 0x10; trace_processor's rule, which leaves other bits,
+/// NMI's too, at 0) on the runnable state it begins and on its wakeup row.
+/// Without the field (older recordings), and for a full sched_waking event
+/// (trace_processor reads no context there either), it is NULL.
+#[test]
+fn waking_common_flags_become_irq_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = perfetto_protos::sched::SchedWakingFtraceEvent::new();
+    full.set_pid(401);
+    full.set_comm("wakee".into());
+    full.set_prio(120);
+    full.set_target_cpu(2);
+    let mut full_waking = event(1_500, 100);
+    full_waking.set_common_flags(0x08);
+    full_waking.set_sched_waking(full);
+    let conn = load(
+        dir.path(),
+        vec![
+            compact_wakings(
+                0,
+                100,
+                &[(201, 1_100), (202, 1_200), (203, 1_300), (204, 1_400)],
+                // irqs off + hard IRQ, softirq, irqs off only, NMI.
+                Some(&[0x09, 0x10, 0x01, 0x40]),
+            ),
+            compact_wakings(1, 110, &[(301, 1_100), (302, 1_200)], None),
+            bundle(2, vec![full_waking]),
+        ],
+    );
+    let expected = [
+        "201 1",
+        "202 1",
+        "203 0",
+        "204 0",
+        "301 NULL",
+        "302 NULL",
+        "401 NULL",
+    ];
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT tid, irq_context FROM thread_state JOIN thread USING (utid) \
+             WHERE state = 'R' ORDER BY tid"
+        ),
+        expected
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT tid, irq_context FROM wakeup JOIN thread USING (utid) ORDER BY tid"
+        ),
+        expected
+    );
+}
