@@ -595,13 +595,7 @@ fn waking_common_flags_become_irq_context() {
         ],
     );
     let expected = [
-        "201 1",
-        "202 1",
-        "203 0",
-        "204 0",
-        "301 NULL",
-        "302 NULL",
-        "401 NULL",
+        "201 1", "202 1", "203 0", "204 0", "301 NULL", "302 NULL", "401 NULL",
     ];
     assert_eq!(
         rows(

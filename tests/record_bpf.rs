@@ -421,3 +421,58 @@ fn detects_the_prev_state_argument_on_this_kernel() {
     // The test machine runs 6.x: the 4-argument tracepoint.
     assert_eq!(SwitchVariant::detect().unwrap(), SwitchVariant::WithState);
 }
+
+/// This process's BPF links to tracepoints: (link id, tracepoint), from
+/// /proc/self/fdinfo (link ids grow in attach order).
+fn tracepoint_links() -> Vec<(u32, String)> {
+    let mut links = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if let (Some(id), Some(tp)) = (field("link_id:"), field("tp_name:")) {
+            links.push((id.parse().unwrap(), tp));
+        }
+    }
+    links.sort();
+    links
+}
+
+/// A handler's exit program is attached before its entry's, so a recording
+/// never starts with an entry whose exit went unrecorded (an open slice that
+/// every later one on its track would nest in).
+#[test]
+fn exits_are_attached_before_entries() {
+    if !require_bpf() {
+        return;
+    }
+    let mut links = Vec::new();
+    record(SwitchVariant::detect().unwrap(), 1, || {
+        links = tracepoint_links()
+    });
+    for (entry, exit) in [
+        ("irq_handler_entry", "irq_handler_exit"),
+        ("softirq_entry", "softirq_exit"),
+    ] {
+        // Other tests of this process may be recording too: in link order,
+        // each entry has an exit of its own recorder before it.
+        let (mut entries, mut exits) = (0, 0);
+        for (_, tp) in &links {
+            if tp == exit {
+                exits += 1;
+            } else if tp == entry {
+                entries += 1;
+                assert!(
+                    exits >= entries,
+                    "{entry} attached before {exit}: {links:?}"
+                );
+            }
+        }
+        assert!(entries > 0, "no {entry} link: {links:?}");
+    }
+}

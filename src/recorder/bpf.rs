@@ -145,6 +145,10 @@ pub struct Recorder<'obj> {
     /// `--stacks cpu`: the sampling program attached to a CPU-clock perf
     /// event per online CPU (each link owns its event; dropped on detach).
     sample_links: Vec<libbpf_rs::Link>,
+    /// The loaded programs of [`catalog::ATTACH_FIRST`], and their links
+    /// once attached (the skeleton attaches the rest).
+    first: Vec<String>,
+    first_links: Vec<libbpf_rs::Link>,
     cpu_samples: Option<(Vec<u32>, u64)>,
 }
 
@@ -237,9 +241,14 @@ impl<'obj> Recorder<'obj> {
         let legacy = cfg.switch == SwitchVariant::Legacy;
         open.progs.handle_switch.set_autoload(!legacy);
         open.progs.handle_switch_legacy.set_autoload(legacy);
+        let mut first = Vec::new();
         for mut prog in open.open_object_mut().progs_mut() {
-            if !catalog::program_wanted(&prog.name().to_string_lossy(), &cfg.groups) {
+            let name = prog.name().to_string_lossy().into_owned();
+            if !catalog::program_wanted(&name, &cfg.groups) {
                 prog.set_autoload(false);
+            } else if catalog::ATTACH_FIRST.contains(&name.as_str()) {
+                prog.set_autoattach(false);
+                first.push(name);
             }
         }
         open.maps
@@ -262,11 +271,20 @@ impl<'obj> Recorder<'obj> {
             skel,
             rings,
             sample_links: Vec::new(),
+            first,
+            first_links: Vec::new(),
             cpu_samples: sample_cpus.then(|| (cfg.online_cpus.clone(), cfg.sample_hz)),
         })
     }
 
     pub fn attach(&mut self) -> anyhow::Result<()> {
+        for prog in self.skel.object().progs_mut() {
+            let name = prog.name().to_string_lossy();
+            if self.first.iter().any(|f| *f == name) {
+                let link = prog.attach().with_context(|| format!("attaching {name}"))?;
+                self.first_links.push(link);
+            }
+        }
         // The skeleton attaches the perf_event program to nothing (its section
         // names no event): attach it per CPU below.
         self.skel
@@ -293,6 +311,7 @@ impl<'obj> Recorder<'obj> {
     pub fn detach(&mut self) {
         self.skel.links = SchedlensLinks::default();
         self.sample_links.clear();
+        self.first_links.clear();
     }
 
     /// The frames of stack `id` in the stack map, innermost first (None if

@@ -184,6 +184,13 @@ pub fn needs_kernel_symbols(groups: &[&str]) -> bool {
         .any(|l| l.fields.iter().any(|f| f.kind == FieldKind::KernelFunction))
 }
 
+/// The programs that end what another begins (a handler's exit, a work
+/// item's end), attached before all others and detached after them: a
+/// recording then never holds a begin whose end was not recorded yet, which
+/// would stay open and nest every later slice of its track under it. (An exit whose entry was before
+/// the recording is dropped by the importer, as trace_processor does.)
+pub const ATTACH_FIRST: &[&str] = &["handle_irq_exit", "handle_softirq_exit", "handle_work_end"];
+
 /// Whether BPF program `name` is loaded when recording `groups`.
 pub fn program_wanted(name: &str, groups: &[&str]) -> bool {
     GROUPS
@@ -306,5 +313,15 @@ mod tests {
                 "workqueue_execute_end"
             ]
         );
+    }
+
+    #[test]
+    fn every_end_program_attaches_first() {
+        let programs: Vec<&str> = GROUPS.iter().flat_map(|g| g.programs).copied().collect();
+        for p in &programs {
+            let ends = p.ends_with("_exit") || p.ends_with("_end");
+            assert_eq!(ATTACH_FIRST.contains(p), ends, "{p}");
+        }
+        assert!(ATTACH_FIRST.iter().all(|p| programs.contains(p)));
     }
 }
