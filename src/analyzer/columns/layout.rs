@@ -423,7 +423,8 @@ mod tests {
                 "target_cpu",
                 "run_ts",
                 "run_cpu",
-                "priority"
+                "priority",
+                "irq_context"
             ]
         );
         assert!(matches!(w.columns[0].1, Source::Id));
