@@ -17,7 +17,7 @@ use crate::perfetto::proto::{
     Callstack, Frame, InternedData, InternedString, Mapping, PerfSample, PerfSampleDefaults,
     TracePacket, TracePacketDefaults, perf_events, profiling, trace_packet,
 };
-use crate::perfetto::writer::TraceWriter;
+use crate::perfetto::writer::{STACK_SEQUENCE_BASE, TraceWriter};
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
@@ -25,9 +25,6 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Sequence ids of the stack sequences: this plus the kind's bit (the
-/// recorder's other packets carry none).
-const SEQUENCE_BASE: u32 = 0x5c00;
 /// TracePacket.sequence_flags.
 const SEQ_INCREMENTAL_STATE_CLEARED: u32 = 1;
 const SEQ_NEEDS_INCREMENTAL_STATE: u32 = 2;
@@ -227,7 +224,7 @@ pub fn write(
     summary.frames_named = interner.named_frames;
 
     for kind in StackKind::ALL {
-        let sequence = SEQUENCE_BASE + u32::from(kind.bit());
+        let sequence = STACK_SEQUENCE_BASE + u32::from(kind.bit());
         // Sent before the kind's first sample, so a kind without any has no sequence.
         let mut header = Some(TracePacket {
             optional_trusted_packet_sequence_id: Some(

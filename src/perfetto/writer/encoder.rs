@@ -5,7 +5,7 @@
 //! FtraceEvent. A chunk is the set of bundles (plus LostEvents and
 //! ProcessTree packets) buffered since the last flush.
 
-use super::{ChunkScratch, MAX_CHUNK_BYTES, TraceWriter};
+use super::{ChunkScratch, MAX_CHUNK_BYTES, SHARD_SEQUENCE_BASE, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
 use crate::model::ksyms::KernelSymbols;
 use crate::model::stack::StackSample;
@@ -223,9 +223,6 @@ impl CpuState {
 /// two int32 fields.
 const NEW_THREAD_BYTES: usize = 26;
 
-/// The packet sequence of shard `n`'s bundles is this plus n (the stacks'
-/// sequences are recorder/stacks.rs's SEQUENCE_BASE plus a kind's bit).
-const SHARD_SEQUENCE_BASE: u32 = 0x5d00;
 /// TracePacket.sequence_flags: SEQ_INCREMENTAL_STATE_CLEARED.
 const SEQ_INCREMENTAL_STATE_CLEARED: u64 = 1;
 

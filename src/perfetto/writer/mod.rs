@@ -48,6 +48,13 @@ pub enum Compression {
 /// Level 3 is the knee.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// The recorder's packet sequence ids, allotted here so that none is given
+/// twice: shard n's ftrace bundles are on `SHARD_SEQUENCE_BASE + n` (their
+/// interned kernel symbols), a stack kind's samples on
+/// `STACK_SEQUENCE_BASE` plus the kind's bit; the other packets carry none.
+pub const STACK_SEQUENCE_BASE: u32 = 0x5c00;
+pub const SHARD_SEQUENCE_BASE: u32 = 0x5d00;
+
 /// gzip is the fallback for old viewers; a low level keeps it cheap enough to
 /// run under the file lock.
 const GZIP_LEVEL: u32 = 3;
