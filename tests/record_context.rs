@@ -782,8 +782,11 @@ fn wakeups_workload_entry() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = socket.local_addr().unwrap();
     let (mut answers, mut answer) = std::io::pipe().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let since = boottime();
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
         let mut buf = [0u8; 1];
         for _ in 0..DATAGRAMS {
             socket.recv(&mut buf).unwrap();
@@ -793,8 +796,17 @@ fn wakeups_workload_entry() {
         (unsafe { libc::gettid() }, since)
     });
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let reader_tid = tid_rx.recv().unwrap();
     let mut buf = [0u8; 1];
     for _ in 0..DATAGRAMS {
+        // Each datagram must find the reader asleep in recv, or no softirq
+        // wakes it: on one CPU, the sender, woken by the answer, would
+        // otherwise preempt the reader and queue the next datagram before
+        // the reader sleeps again, every time. Yielding is no sleep, so the
+        // sender's own wakeups stay the pipe's.
+        while !asleep(reader_tid) {
+            std::thread::yield_now();
+        }
         sender.send_to(&buf, to).unwrap();
         answers.read_exact(&mut buf).unwrap();
     }
@@ -811,6 +823,14 @@ fn wakeups_workload_entry() {
         ),
     )
     .unwrap();
+}
+
+/// Whether thread `tid` of this process is asleep (state S).
+fn asleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The state follows the name, which may hold spaces and parentheses.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
 }
 
 /// Wakeups from a hard IRQ, a softirq and a task are told apart: in the file
