@@ -152,19 +152,31 @@ CREATE TABLE ftrace_event (
 -- @table raw: ftrace_event under its older Perfetto name: the same rows and columns.
 CREATE VIEW raw AS SELECT * FROM ftrace_event;
 
--- @table args: One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.
--- EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);
--- keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for
--- events this importer has no schema for. A view of ftrace_event.args: arg_set_id = ... is a row lookup.
--- @column arg_set_id INTEGER: ftrace_event.arg_set_id of the event.
--- @column flat_key TEXT: Field name (the same as key: the fields of ftrace events are flat).
+-- @table slice_args: One field of an arg set that slices share (slice.arg_set_id): an IRQ's ret, a softirq's vec.
+-- Slices with equal fields share one set, as in trace_processor, so the table holds a few rows
+-- whatever the trace's length. Their ids start at 2^40, where ftrace_event's (each event its
+-- own set) never reach. Read them through the args view.
+CREATE TABLE slice_args (
+  arg_set_id INTEGER NOT NULL, -- The set's id (slice.arg_set_id).
+  key TEXT NOT NULL, -- Field name.
+  int_value INTEGER, -- Value when an integer, else NULL.
+  string_value TEXT -- Value when a string, else NULL.
+);
+
+-- @table args: One field of an ftrace_event row or of a slice (Perfetto's args): rows with the event's or the
+-- slice's arg_set_id, one per field. EXTRACT_ARG(arg_set_id, key) returns the value of one
+-- (int_value, string_value or real_value); keys are the tracepoint's field names (pid, comm, prio,
+-- target_cpu, buf, ...), or field numbers for events this importer has no schema for, and a slice's
+-- ret or vec. A view of ftrace_event.args and slice_args: arg_set_id = ... is a row lookup.
+-- @column arg_set_id INTEGER: ftrace_event.arg_set_id or slice.arg_set_id.
+-- @column flat_key TEXT: Field name (the same as key: the fields are flat).
 -- @column key TEXT: Field name.
 -- @column int_value INTEGER: Value when an integer (also booleans: 1 or 0), else NULL.
 -- @column string_value TEXT: Value when a string, else NULL.
 -- @column real_value REAL: Value when a real number, else NULL.
 -- @column value_type TEXT: 'int', 'string', 'real' or 'bool'.
 -- @column display_value TEXT: The value as text.
-CREATE VIEW args AS SELECT e.id AS arg_set_id, CAST(j.key AS TEXT) AS flat_key, CAST(j.key AS TEXT) AS key, CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END AS int_value, CASE j.type WHEN 'text' THEN j.value END AS string_value, CASE j.type WHEN 'real' THEN j.value END AS real_value, CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END AS value_type, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END AS display_value FROM ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null';
+CREATE VIEW args AS SELECT a.arg_set_id AS arg_set_id, a.key AS flat_key, a.key AS key, CASE a.type WHEN 'integer' THEN a.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END AS int_value, CASE a.type WHEN 'text' THEN a.value END AS string_value, CASE a.type WHEN 'real' THEN a.value END AS real_value, CASE a.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END AS value_type, CASE a.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(a.value AS TEXT) END AS display_value FROM (SELECT e.id AS arg_set_id, CAST(j.key AS TEXT) AS key, j.type AS type, j.value AS value FROM ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null' UNION ALL SELECT arg_set_id, key, CASE WHEN int_value IS NULL THEN 'text' ELSE 'integer' END, coalesce(int_value, string_value) FROM slice_args) AS a;
 
 -- @table counter: Counter samples (Perfetto's counter): CPU frequency (cpu_frequency), idle state (cpu_idle) and
 -- frequency limits (cpu_frequency_limits); track_id says which (track.type).
@@ -221,7 +233,8 @@ CREATE TABLE slice (
   category TEXT, -- 'irq' for IRQ and softirq slices, 'workqueue' for work items.
   name TEXT NOT NULL, -- What ran, e.g. 'IRQ (virtio0-input.0)', 'NET_RX' or 'flush_to_ldisc'.
   depth INTEGER NOT NULL, -- Nesting level on its track, 0 at the top.
-  parent_id INTEGER -- slice.id of the slice it is nested in on its track, NULL at depth 0.
+  parent_id INTEGER, -- slice.id of the slice it is nested in on its track, NULL at depth 0.
+  arg_set_id INTEGER -- Its fields as trace_processor gives them when it ends (args rows with this arg_set_id): an IRQ's ret ('handled' or 'unhandled'), a softirq's vec (its number); NULL for work items and slices that never ended. EXTRACT_ARG(arg_set_id, 'ret').
 );
 
 -- @table migration: One row per move of a thread to another CPU's runqueue (sched_migrate_task).

@@ -34,9 +34,14 @@ fn irq_entry(ts: u64, irq: i32, name: &str) -> FtraceEvent {
 }
 
 fn irq_exit(ts: u64, irq: i32) -> FtraceEvent {
+    irq_exit_returning(ts, irq, 1)
+}
+
+/// irq_handler_exit whose handler returned `ret` (1: handled, 0: not its device's).
+fn irq_exit_returning(ts: u64, irq: i32, ret: i32) -> FtraceEvent {
     let mut b = IrqHandlerExitFtraceEvent::new();
     b.set_irq(irq);
-    b.set_ret(1);
+    b.set_ret(ret);
     let mut e = event(ts, 100);
     e.set_irq_handler_exit(b);
     e
@@ -220,6 +225,71 @@ fn nested_entries_on_a_track_are_children_of_the_open_slice() {
             "2 2000 -1 IRQ (outer) 0 NULL",
             "3 2100 -1 IRQ (inner) 1 2",
         ]
+    );
+}
+
+/// An IRQ slice's ret and a softirq slice's vec are its args, as trace_processor gives them
+/// (an arg set shared by the slices that ended alike); a slice that never ended has none.
+#[test]
+fn slices_carry_their_exits_fields_as_args() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = load(
+        dir.path(),
+        vec![bundle(
+            0,
+            vec![
+                irq_entry(1_000, 36, "virtio1-req.0"),
+                irq_exit_returning(1_100, 36, 1),
+                irq_entry(1_200, 36, "virtio1-req.0"),
+                irq_exit_returning(1_300, 36, 0),
+                softirq_entry(1_400, 3),
+                softirq_exit(1_500, 3),
+                irq_entry(1_600, 36, "virtio1-req.0"),
+                irq_exit_returning(1_700, 36, 1),
+                softirq_entry(1_800, 3),
+                softirq_exit(1_900, 3),
+                softirq_entry(2_000, 9),
+            ],
+        )],
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT id, name, EXTRACT_ARG(arg_set_id, 'ret'), EXTRACT_ARG(arg_set_id, 'vec') \
+             FROM slice ORDER BY id"
+        ),
+        [
+            "0 IRQ (virtio1-req.0) handled NULL",
+            "1 IRQ (virtio1-req.0) unhandled NULL",
+            "2 NET_RX NULL 3",
+            "3 IRQ (virtio1-req.0) handled NULL",
+            "4 NET_RX NULL 3",
+            "5 RCU NULL NULL",
+        ]
+    );
+    // One set per distinct field, listed by the args view like an event's.
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT a.key, a.value_type, a.display_value, count(*) FROM slice s \
+             JOIN args a USING (arg_set_id) GROUP BY s.arg_set_id ORDER BY min(s.id)"
+        ),
+        [
+            "ret string handled 2",
+            "ret string unhandled 1",
+            "vec int 3 2"
+        ]
+    );
+    assert_eq!(rows(&conn, "SELECT count(*) FROM slice_args"), ["3"]);
+    // A lookup by arg_set_id reads the matching rows, not every event's fields.
+    let plan = rows(
+        &conn,
+        "EXPLAIN QUERY PLAN SELECT * FROM args WHERE arg_set_id = 5",
+    )
+    .join("\n");
+    assert!(
+        plan.contains("SEARCH e USING INTEGER PRIMARY KEY"),
+        "{plan}"
     );
 }
 

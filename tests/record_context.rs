@@ -249,6 +249,7 @@ fn records_irqs_and_softirqs_the_kernel_counted() {
     let mut irq_names: BTreeMap<i32, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut moves = Vec::new();
     let mut idle_events = 0i64;
+    let mut handled_exits = 0u64;
     for p in &decoded.packets {
         for e in &p.ftrace_events().event {
             let cpu = p.ftrace_events().cpu();
@@ -266,6 +267,7 @@ fn records_irqs_and_softirqs_the_kernel_counted() {
                         .or_default()
                         .insert(x.name().to_string());
                 }
+                Some(Fe::IrqHandlerExit(x)) if x.ret() == 1 => handled_exits += 1,
                 Some(Fe::CpuIdle(_)) => idle_events += 1,
                 Some(Fe::SoftirqEntry(x)) => {
                     let row = SOFTIRQ_ROWS[x.vec() as usize].to_string();
@@ -363,6 +365,44 @@ fn records_irqs_and_softirqs_the_kernel_counted() {
         )
         .unwrap();
     assert_eq!(net_rx as u64, sum(&softirqs, Some("NET_RX")));
+    // Each ended slice has its exit's field as an arg, as trace_processor
+    // gives it: a softirq its vec (the number its name is for), an IRQ its
+    // ret; the handled ones are the trace's handled exits that closed one.
+    let mut st = conn
+        .prepare(
+            "SELECT s.name, t.type, EXTRACT_ARG(s.arg_set_id, 'vec'), \
+             EXTRACT_ARG(s.arg_set_id, 'ret') FROM slice s JOIN track t ON t.id = s.track_id \
+             WHERE t.type IN ('cpu_irq', 'cpu_softirq') AND s.dur >= 0",
+        )
+        .unwrap();
+    let mut handled_slices = 0u64;
+    let ended = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .unwrap();
+    for row in ended {
+        let (name, track, vec, ret) = row.unwrap();
+        if track == "cpu_softirq" {
+            let vec = vec.unwrap_or_else(|| panic!("softirq {name} without vec"));
+            assert_eq!(SOFTIRQ_ROWS[vec as usize], name);
+        } else {
+            match ret.as_deref() {
+                Some("handled") => handled_slices += 1,
+                Some("unhandled") => {}
+                other => panic!("IRQ {name} with ret {other:?}"),
+            }
+        }
+    }
+    assert!(
+        handled_slices > 0 && handled_slices <= handled_exits,
+        "handled IRQ slices {handled_slices}, the trace's handled exits {handled_exits}"
+    );
     let loaded_moves: i64 = conn
         .query_row(
             "SELECT count(*) FROM migration m JOIN thread t USING (utid) \

@@ -25,6 +25,7 @@ pub static SCHEMA: &[Item] = &[
     Item::Table(&THREAD_STATE),
     Item::Table(&FTRACE_EVENT),
     Item::View(&RAW),
+    Item::Table(&SLICE_ARGS),
     Item::View(&ARGS),
     Item::Table(&COUNTER),
     Item::Table(&COUNTER_TRACK),
@@ -322,67 +323,92 @@ pub static RAW: View = View {
     from: None,
 };
 
+table! {
+    /// One field of an arg set that slices share (slice.arg_set_id): an IRQ's ret, a softirq's vec.
+    /// Slices with equal fields share one set, as in trace_processor, so the table holds a few rows
+    /// whatever the trace's length. Their ids start at 2^40, where ftrace_event's (each event its
+    /// own set) never reach. Read them through the args view.
+    pub static SLICE_ARGS = slice_args in sqlite;
+    pub struct SliceArgsRow<'a> {
+        /// The set's id (slice.arg_set_id).
+        arg_set_id: i64 = INTEGER NOT NULL,
+        /// Field name.
+        key: &'a str = TEXT NOT NULL,
+        /// Value when an integer, else NULL.
+        int_value: Option<i64> = INTEGER,
+        /// Value when a string, else NULL.
+        string_value: Option<&'a str> = TEXT,
+    }
+}
+
 pub static ARGS: View = View {
     name: "args",
     doc: &[
-        "One field of an ftrace_event row (Perfetto's args): rows with the event's arg_set_id, one per field.",
-        "EXTRACT_ARG(arg_set_id, key) returns the value of one (int_value, string_value or real_value);",
-        "keys are the tracepoint's field names (pid, comm, prio, target_cpu, buf, ...), or field numbers for",
-        "events this importer has no schema for. A view of ftrace_event.args: arg_set_id = ... is a row lookup.",
+        "One field of an ftrace_event row or of a slice (Perfetto's args): rows with the event's or the",
+        "slice's arg_set_id, one per field. EXTRACT_ARG(arg_set_id, key) returns the value of one",
+        "(int_value, string_value or real_value); keys are the tracepoint's field names (pid, comm, prio,",
+        "target_cpu, buf, ...), or field numbers for events this importer has no schema for, and a slice's",
+        "ret or vec. A view of ftrace_event.args and slice_args: arg_set_id = ... is a row lookup.",
     ],
     base: &FTRACE_EVENT,
     columns: &[
         ViewColumn {
             name: "arg_set_id",
             sql: "INTEGER",
-            expr: "e.id",
-            doc: "ftrace_event.arg_set_id of the event.",
+            expr: "a.arg_set_id",
+            doc: "ftrace_event.arg_set_id or slice.arg_set_id.",
         },
         ViewColumn {
             name: "flat_key",
             sql: "TEXT",
-            expr: "CAST(j.key AS TEXT)",
-            doc: "Field name (the same as key: the fields of ftrace events are flat).",
+            expr: "a.key",
+            doc: "Field name (the same as key: the fields are flat).",
         },
         ViewColumn {
             name: "key",
             sql: "TEXT",
-            expr: "CAST(j.key AS TEXT)",
+            expr: "a.key",
             doc: "Field name.",
         },
         ViewColumn {
             name: "int_value",
             sql: "INTEGER",
-            expr: "CASE j.type WHEN 'integer' THEN j.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
+            expr: "CASE a.type WHEN 'integer' THEN a.value WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
             doc: "Value when an integer (also booleans: 1 or 0), else NULL.",
         },
         ViewColumn {
             name: "string_value",
             sql: "TEXT",
-            expr: "CASE j.type WHEN 'text' THEN j.value END",
+            expr: "CASE a.type WHEN 'text' THEN a.value END",
             doc: "Value when a string, else NULL.",
         },
         ViewColumn {
             name: "real_value",
             sql: "REAL",
-            expr: "CASE j.type WHEN 'real' THEN j.value END",
+            expr: "CASE a.type WHEN 'real' THEN a.value END",
             doc: "Value when a real number, else NULL.",
         },
         ViewColumn {
             name: "value_type",
             sql: "TEXT",
-            expr: "CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' \
+            expr: "CASE a.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'real' WHEN 'text' THEN 'string' \
                    WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' ELSE 'json' END",
             doc: "'int', 'string', 'real' or 'bool'.",
         },
         ViewColumn {
             name: "display_value",
             sql: "TEXT",
-            expr: "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END",
+            expr: "CASE a.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(a.value AS TEXT) END",
             doc: "The value as text.",
         },
     ],
-    from: Some("ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null'"),
+    // json_each's types name the value's kind; slice_args' rows are given the same names.
+    from: Some(
+        "(SELECT e.id AS arg_set_id, CAST(j.key AS TEXT) AS key, j.type AS type, j.value AS value \
+         FROM ftrace_event AS e, json_each(e.args) AS j WHERE j.type <> 'null' \
+         UNION ALL SELECT arg_set_id, key, CASE WHEN int_value IS NULL THEN 'text' ELSE 'integer' END, \
+         coalesce(int_value, string_value) FROM slice_args) AS a",
+    ),
 };
 
 table! {
@@ -498,6 +524,10 @@ table! {
         depth: u32 = INTEGER NOT NULL,
         /// slice.id of the slice it is nested in on its track, NULL at depth 0.
         parent_id: Option<i64> = INTEGER,
+        /// Its fields as trace_processor gives them when it ends (args rows with this arg_set_id): an
+        /// IRQ's ret ('handled' or 'unhandled'), a softirq's vec (its number); NULL for work items and
+        /// slices that never ended. EXTRACT_ARG(arg_set_id, 'ret').
+        arg_set_id: Option<i64> = INTEGER,
     }
 }
 

@@ -192,6 +192,8 @@ pub struct CpuSlice {
     pub number: i32,
     /// Entries: the IRQ handler's name, or the softirq's action name.
     pub name: Option<Str>,
+    /// irq_handler_exit: what the handler returned (1: handled); 0 otherwise.
+    pub ret: i32,
 }
 
 /// workqueue_execute_start/end: the kworker `src` starts (`start`) or ends

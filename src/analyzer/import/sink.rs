@@ -11,8 +11,8 @@ use crate::analyzer::columns::{ColumnFile, ColumnRow, StrMap, TableWriter};
 use crate::analyzer::schema::{SqlRow, SqlWriter, Table};
 use crate::analyzer::strings::{Str, Strings};
 use crate::analyzer::tables::{
-    COUNTER, CounterRow, FTRACE_EVENT, FtraceEventRow, MIGRATION, MigrationRow, SLICE, SliceRow,
-    StateRow, TASK_EVENT, TaskEventRow, TrackSliceRow, WakeupRow,
+    COUNTER, CounterRow, FTRACE_EVENT, FtraceEventRow, MIGRATION, MigrationRow, SLICE, SLICE_ARGS,
+    SliceArgsRow, SliceRow, StateRow, TASK_EVENT, TaskEventRow, TrackSliceRow, WakeupRow,
 };
 use anyhow::Context;
 use rusqlite::Connection;
@@ -135,6 +135,7 @@ pub struct Sink<'c> {
     ftrace_event: SqlWriter<'c>,
     counter: SqlWriter<'c>,
     slice: SqlWriter<'c>,
+    slice_args: SqlWriter<'c>,
     migration: SqlWriter<'c>,
     /// Rows written, for the load summary.
     pub rows: u64,
@@ -167,6 +168,7 @@ impl<'c> Sink<'c> {
             ftrace_event: SqlWriter::new(conn, &FTRACE_EVENT)?,
             counter: SqlWriter::new(conn, &COUNTER)?,
             slice: SqlWriter::new(conn, &SLICE)?,
+            slice_args: SqlWriter::new(conn, &SLICE_ARGS)?,
             migration: SqlWriter::new(conn, &MIGRATION)?,
             rows: 0,
             agg: Aggregator::new(),
@@ -301,6 +303,10 @@ impl<'c> Sink<'c> {
 
     pub fn counter(&mut self, r: &CounterRow) -> anyhow::Result<()> {
         Self::sql_row(&mut self.counter, &mut self.rows, r)
+    }
+
+    pub fn slice_args(&mut self, r: &SliceArgsRow<'_>) -> anyhow::Result<()> {
+        Self::sql_row(&mut self.slice_args, &mut self.rows, r)
     }
 
     pub fn migration(&mut self, r: &MigrationRow) -> anyhow::Result<()> {

@@ -11,13 +11,26 @@ use super::process::Utid;
 use super::track::TrackKind;
 use crate::analyzer::stats::Stat;
 use crate::analyzer::strings::{FastMap, Str};
-use crate::analyzer::tables::TrackSliceRow;
+use crate::analyzer::tables::{SliceArgsRow, TrackSliceRow};
 use serde_json::json;
 
 /// The categories trace_processor gives IRQ and softirq slices, and work
 /// item slices.
 const IRQ_CATEGORY: &str = "irq";
 const WORK_CATEGORY: &str = "workqueue";
+
+/// Where the ids of slices' arg sets start: ftrace_event's arg sets are its
+/// row ids, which never come near.
+const SLICE_ARG_SET_BASE: i64 = 1 << 40;
+
+/// The field trace_processor gives a slice when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum EndArg {
+    /// An IRQ handler's ret: handled (1) or not.
+    Ret { handled: bool },
+    /// A softirq's number.
+    Vec(i32),
+}
 
 /// A slice that has begun and not ended.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +48,8 @@ pub struct SliceTracker {
     next_id: i64,
     /// An IRQ handler's name -> its slice name, "IRQ (name)": formatted once.
     irq_slice_names: FastMap<Str, Str>,
+    /// The arg sets written so far, shared by the slices that end alike.
+    arg_sets: FastMap<EndArg, i64>,
 }
 
 impl SliceTracker {
@@ -50,7 +65,13 @@ impl SliceTracker {
             }
             (_, name) => name,
         };
-        self.begin_or_end(st, ts, track_id, name, IRQ_CATEGORY)
+        let arg = match e.track {
+            TrackKind::Irq => EndArg::Ret {
+                handled: e.ret == 1,
+            },
+            _ => EndArg::Vec(e.number),
+        };
+        self.begin_or_end(st, ts, track_id, name, IRQ_CATEGORY, Some(arg))
     }
 
     /// workqueue_execute_start or _end of `kworker`: a slice of its thread
@@ -64,10 +85,11 @@ impl SliceTracker {
     ) -> anyhow::Result<()> {
         let track_id = st.tracks.thread_track(kworker);
         let name = e.start.then_some(e.function);
-        self.begin_or_end(st, ts, track_id, name, WORK_CATEGORY)
+        self.begin_or_end(st, ts, track_id, name, WORK_CATEGORY, None)
     }
 
-    /// Begins a slice named `name` on the track, or (None) ends its top one.
+    /// Begins a slice named `name` on the track, or (None) ends its top one,
+    /// giving it the end's field.
     fn begin_or_end(
         &mut self,
         st: &mut Storage<'_>,
@@ -75,6 +97,7 @@ impl SliceTracker {
         track_id: i64,
         name: Option<Str>,
         category: &'static str,
+        end_arg: Option<EndArg>,
     ) -> anyhow::Result<()> {
         let stack = self.open.entry(track_id).or_default();
         match name {
@@ -92,7 +115,12 @@ impl SliceTracker {
                 Some(open) => {
                     let depth = stack.len() as u32;
                     let parent_id = stack.last().map(|p| p.id);
-                    write(st, track_id, open, ts - open.ts, depth, parent_id)
+                    let arg_set_id = match end_arg {
+                        Some(arg) => Some(self.arg_set(st, arg)?),
+                        None => None,
+                    };
+                    let dur = ts - open.ts;
+                    write(st, track_id, open, dur, depth, parent_id, arg_set_id)
                 }
                 None => {
                     st.stats.add(Stat::misplaced_end_event, 1);
@@ -100,6 +128,31 @@ impl SliceTracker {
                 }
             },
         }
+    }
+
+    /// The id of the arg set holding `arg`, written the first time.
+    fn arg_set(&mut self, st: &mut Storage<'_>, arg: EndArg) -> anyhow::Result<i64> {
+        if let Some(&id) = self.arg_sets.get(&arg) {
+            return Ok(id);
+        }
+        let arg_set_id = SLICE_ARG_SET_BASE + self.arg_sets.len() as i64;
+        let row = match arg {
+            EndArg::Ret { handled } => SliceArgsRow {
+                arg_set_id,
+                key: "ret",
+                int_value: None,
+                string_value: Some(if handled { "handled" } else { "unhandled" }),
+            },
+            EndArg::Vec(vec) => SliceArgsRow {
+                arg_set_id,
+                key: "vec",
+                int_value: Some(vec.into()),
+                string_value: None,
+            },
+        };
+        st.sink.slice_args(&row)?;
+        self.arg_sets.insert(arg, arg_set_id);
+        Ok(arg_set_id)
     }
 
     /// The ftrace_event row of an entry or exit before the trace's data is
@@ -110,7 +163,7 @@ impl SliceTracker {
                 "irq_handler_entry",
                 json!({"irq": e.number, "name": st.strings.get(name)}),
             ),
-            (TrackKind::Irq, None) => ("irq_handler_exit", json!({"irq": e.number})),
+            (TrackKind::Irq, None) => ("irq_handler_exit", json!({"irq": e.number, "ret": e.ret})),
             (_, Some(_)) => ("softirq_entry", json!({"vec": e.number})),
             (_, None) => ("softirq_exit", json!({"vec": e.number})),
         };
@@ -136,7 +189,7 @@ impl SliceTracker {
         for (track_id, stack) in open {
             for (depth, slice) in stack.iter().enumerate() {
                 let parent_id = depth.checked_sub(1).map(|p| stack[p].id);
-                write(st, track_id, *slice, -1, depth as u32, parent_id)?;
+                write(st, track_id, *slice, -1, depth as u32, parent_id, None)?;
             }
         }
         Ok(())
@@ -150,6 +203,7 @@ fn write(
     dur: i64,
     depth: u32,
     parent_id: Option<i64>,
+    arg_set_id: Option<i64>,
 ) -> anyhow::Result<()> {
     st.sink.track_slice(&TrackSliceRow {
         id: open.id,
@@ -160,5 +214,6 @@ fn write(
         name: st.strings.get(open.name),
         depth,
         parent_id,
+        arg_set_id,
     })
 }

@@ -22,11 +22,11 @@ use crate::perfetto::proto::fields::{
     cpu_frequency_ftrace_event as cpu_frequency, cpu_frequency_limits_ftrace_event as limits,
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
     interned_data, interned_string, irq_handler_entry_ftrace_event as irq_entry,
-    print_ftrace_event as print, process_stats as ps, sched_blocked_reason_ftrace_event as blocked,
-    sched_process_free_ftrace_event as free, sched_switch_ftrace_event as switch,
-    sched_waking_ftrace_event as waking, softirq_entry_ftrace_event as softirq_entry,
-    task_newtask_ftrace_event as newtask, task_rename_ftrace_event as rename,
-    trace_packet as packet, tracing_service_event,
+    irq_handler_exit_ftrace_event as irq_exit, print_ftrace_event as print, process_stats as ps,
+    sched_blocked_reason_ftrace_event as blocked, sched_process_free_ftrace_event as free,
+    sched_switch_ftrace_event as switch, sched_waking_ftrace_event as waking,
+    softirq_entry_ftrace_event as softirq_entry, task_newtask_ftrace_event as newtask,
+    task_rename_ftrace_event as rename, trace_packet as packet, tracing_service_event,
     workqueue_execute_start_ftrace_event as work_start,
 };
 use crate::perfetto::proto::{
@@ -747,14 +747,15 @@ impl Tokenizer {
                 })
             }
             fe::IRQ_HANDLER_ENTRY | fe::IRQ_HANDLER_EXIT => {
-                // Entry and exit number the IRQ alike; only entries name it.
-                let (mut irq, mut name) = (0, &[][..]);
+                // Entry and exit number the IRQ alike; only entries name
+                // it, only exits say what the handler returned.
+                let (mut irq, mut name, mut ret) = (0, &[][..], 0);
+                let entry = id == fe::IRQ_HANDLER_ENTRY;
                 for f in Fields::new(p) {
                     match f? {
                         (irq_entry::IRQ, v) => irq = v.as_i32(),
-                        (irq_entry::NAME, Value::Bytes(n)) if id == fe::IRQ_HANDLER_ENTRY => {
-                            name = n
-                        }
+                        (irq_entry::NAME, Value::Bytes(n)) if entry => name = n,
+                        (irq_exit::RET, v) if !entry => ret = v.as_i32(),
                         _ => {}
                     }
                 }
@@ -763,7 +764,8 @@ impl Tokenizer {
                     src: pid,
                     track: TrackKind::Irq,
                     number: irq,
-                    name: (id == fe::IRQ_HANDLER_ENTRY).then(|| s.intern_bytes(name)),
+                    name: entry.then(|| s.intern_bytes(name)),
+                    ret,
                 })
             }
             fe::SOFTIRQ_ENTRY | fe::SOFTIRQ_EXIT => {
@@ -787,6 +789,7 @@ impl Tokenizer {
                     track: TrackKind::Softirq,
                     number,
                     name: (id == fe::SOFTIRQ_ENTRY).then(|| s.intern(action)),
+                    ret: 0,
                 })
             }
             fe::WORKQUEUE_EXECUTE_START | fe::WORKQUEUE_EXECUTE_END => {
