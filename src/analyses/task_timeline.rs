@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::{Dur, clip};
+use super::interference::{WaitInterrupts, interrupts_within};
 use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
@@ -59,6 +60,9 @@ pub struct StateInterval {
     /// first, at most 3 (empty: it was idle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<Vec<Holder>>,
+    /// IRQ/softirq time on that CPU meanwhile, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_irq: Option<WaitInterrupts>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -153,11 +157,12 @@ pub fn task_timeline(
         let mut intervals = Vec::with_capacity(merged.len());
         for (i, (s, d, state, cpu)) in merged.iter().enumerate() {
             let next_cpu = merged.get(i + 1).and_then(|n| n.3);
-            let held_by = match next_cpu {
-                Some(run_cpu) if is_runnable(state) => {
-                    Some(holders(conn, &b, run_cpu, *s, s + d, HOLDERS)?)
-                }
-                _ => None,
+            let (held_by, held_by_irq) = match next_cpu {
+                Some(run_cpu) if is_runnable(state) => (
+                    Some(holders(conn, &b, run_cpu, *s, s + d, HOLDERS)?),
+                    interrupts_within(conn, &b, run_cpu, *s, s + d)?,
+                ),
+                _ => (None, None),
             };
             intervals.push(StateInterval {
                 start: RelTime::new(b.rel(*s)),
@@ -165,6 +170,7 @@ pub fn task_timeline(
                 state: state.clone(),
                 cpu: *cpu,
                 held_by,
+                held_by_irq,
             });
         }
         threads.push(ThreadTimeline {
@@ -200,18 +206,18 @@ pub fn task_timeline(
 pub struct TaskTimelineArgs {
     /// Thread id (give tid or pid).
     pub tid: Option<i64>,
-    /// Process id: each of its threads (give tid or pid).
+    /// Process id: each of its threads.
     pub pid: Option<i64>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most intervals over all threads: default 25, at most 2000.
+    /// Most intervals (all threads): default 25, at most 2000.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
-    description: "What a thread (tid) or a process's threads (pid) did: merged Running (with \
-                  CPU), R/R+, S, D, ... intervals and totals per state.",
+    description: "Merged state intervals (Running with CPU, R/R+, S, D, ...) and totals of a \
+                  thread (tid) or process (pid).",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;
