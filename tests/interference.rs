@@ -597,6 +597,16 @@ fn waits_name_the_irq_time_on_their_cpu() {
     assert_eq!((irq.ns, irq.top), (50, vec!["IRQ (eth0)".to_string()]));
     assert!(l.worst[0].held_by.is_empty());
     assert_eq!(l.worst[1].held_by_irq, None);
+    // summary's worst waits say it too.
+    let text = schedlens::analyses::summary::render(&conn, "t").unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("IRQs 50ns"))
+        .unwrap_or_else(|| panic!("no worst-wait row for the 6000 wakeup: {text}"));
+    assert!(
+        row.contains("IRQs 50ns (IRQ (eth0))") && row.contains("victim"),
+        "{row}"
+    );
     let tl = task_timeline(&conn, TaskSel::Tid(VICTIM as i64), whole, 100).unwrap();
     let waits: Vec<_> = tl.threads[0]
         .intervals
