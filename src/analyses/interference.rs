@@ -5,16 +5,15 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::durations::{Dur, clip};
 use super::percentiles::percentile_in_place;
-use super::search_events;
 use super::task_timeline::TaskSel;
-use super::tasks::{TaskFilter, filter_utids, state_scan_start, task_ids};
+use super::tasks::{state_scan_start, task_ids};
 use super::timespec::{TraceBounds, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
 
@@ -155,10 +154,9 @@ fn interrupt_tracks(conn: &Connection, cpu: i64) -> Result<Vec<(i64, bool)>> {
 }
 
 /// The interrupt time of `cpu` within [lo, hi) (absolute) as disjoint
-/// pieces in time order, read along the
-/// slice(track_id, ts) index: the slices starting inside, and those running
-/// at `lo` (the last one starting before it and its enclosing ones, since
-/// slices on a track nest).
+/// pieces in time order, read along the slice(track_id, ts) index: the
+/// slices starting inside, and those running at `lo` (the last one starting
+/// before it and its enclosing ones, since slices on a track nest).
 fn interrupt_pieces(
     conn: &Connection,
     b: &TraceBounds,
@@ -167,8 +165,7 @@ fn interrupt_pieces(
     hi: i64,
     names: &mut Names,
 ) -> Result<Vec<Piece>> {
-    // (start, end, handler, is an IRQ)
-    let mut slices: Vec<(i64, i64, usize, bool)> = Vec::new();
+    let mut slices: Vec<Piece> = Vec::new();
     let end_of = |ts: i64, dur: i64| if dur < 0 { b.end_ts } else { ts + dur };
     let mut last_before = conn.prepare_cached(
         "SELECT ts, dur, name, parent_id FROM slice WHERE track_id = ?1 AND ts < ?2
@@ -244,7 +241,8 @@ pub struct WaitInterrupts {
 }
 
 /// IRQ and softirq time on `cpu` within [lo, hi) (absolute), None if there
-/// was none: the part of a wait for that CPU that no thread held.
+/// was none: what interrupted the CPU a task waited for (the holders, or
+/// idle).
 pub(crate) fn interrupts_within(
     conn: &Connection,
     b: &TraceBounds,
@@ -406,27 +404,7 @@ pub fn interference(
 ) -> Result<Interference> {
     let b = trace_bounds(conn)?;
     let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let filter = match sel {
-        TaskSel::Tid(t) => TaskFilter {
-            tid: Some(t),
-            ..TaskFilter::default()
-        },
-        TaskSel::Pid(p) => TaskFilter {
-            pid: Some(p),
-            ..TaskFilter::default()
-        },
-    };
-    let utids = filter_utids(conn, &filter)?;
-    if utids.is_empty() {
-        bail!(
-            "no thread with {}; {} finds tasks by name, tid or pid",
-            match sel {
-                TaskSel::Tid(t) => format!("tid {t}"),
-                TaskSel::Pid(p) => format!("pid {p}"),
-            },
-            search_events::TOOL.name
-        );
-    }
+    let utids = sel.utids(conn)?;
     let mut first_after = conn.prepare_cached(
         "SELECT ts, dur, utid FROM sched_slice WHERE cpu = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1",
     )?;
@@ -642,11 +620,7 @@ pub const TOOL: Tool<InterferenceArgs, Interference> = Tool {
                   (their cost in wait) of a task.",
     answer: |trace, a| {
         let top = count_arg("limit", a.limit, 3, 50)?;
-        let sel = match (a.tid, a.pid) {
-            (Some(t), None) => TaskSel::Tid(t),
-            (None, Some(p)) => TaskSel::Pid(p),
-            _ => bail!("give exactly one of tid or pid"),
-        };
+        let sel = TaskSel::from_args(a.tid, a.pid)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         interference(trace.conn, sel, w, top)
     },

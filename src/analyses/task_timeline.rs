@@ -16,11 +16,49 @@ use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, tra
 use super::tool::{Tool, count_arg};
 use super::{search_events, top_tasks};
 
-/// Which task a timeline is for: exactly one of tid or pid.
+/// Which task a timeline (or interference) is for: exactly one of tid or pid.
 #[derive(Debug, Clone, Copy)]
 pub enum TaskSel {
     Tid(i64),
     Pid(i64),
+}
+
+impl TaskSel {
+    /// From a tool's tid and pid arguments, exactly one of which is given.
+    pub(crate) fn from_args(tid: Option<i64>, pid: Option<i64>) -> Result<TaskSel> {
+        match (tid, pid) {
+            (Some(t), None) => Ok(TaskSel::Tid(t)),
+            (None, Some(p)) => Ok(TaskSel::Pid(p)),
+            _ => bail!("give exactly one of tid or pid"),
+        }
+    }
+
+    /// The threads it selects; an error naming the tool that finds tasks when
+    /// there are none.
+    pub(crate) fn utids(self, conn: &Connection) -> Result<Vec<i64>> {
+        let filter = match self {
+            TaskSel::Tid(t) => TaskFilter {
+                tid: Some(t),
+                ..TaskFilter::default()
+            },
+            TaskSel::Pid(p) => TaskFilter {
+                pid: Some(p),
+                ..TaskFilter::default()
+            },
+        };
+        let utids = filter_utids(conn, &filter)?;
+        if utids.is_empty() {
+            bail!(
+                "no thread with {}; {} finds tasks by name, tid or pid",
+                match self {
+                    TaskSel::Tid(t) => format!("tid {t}"),
+                    TaskSel::Pid(p) => format!("pid {p}"),
+                },
+                search_events::TOOL.name
+            );
+        }
+        Ok(utids)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -88,27 +126,7 @@ pub fn task_timeline(
 ) -> Result<TaskTimeline> {
     let b = trace_bounds(conn)?;
     let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let filter = match sel {
-        TaskSel::Tid(t) => TaskFilter {
-            tid: Some(t),
-            ..TaskFilter::default()
-        },
-        TaskSel::Pid(p) => TaskFilter {
-            pid: Some(p),
-            ..TaskFilter::default()
-        },
-    };
-    let utids = filter_utids(conn, &filter)?;
-    if utids.is_empty() {
-        bail!(
-            "no thread with {}; {} finds tasks by name, tid or pid",
-            match sel {
-                TaskSel::Tid(t) => format!("tid {t}"),
-                TaskSel::Pid(p) => format!("pid {p}"),
-            },
-            search_events::TOOL.name
-        );
-    }
+    let utids = sel.utids(conn)?;
     let ids = task_ids(conn, &utids)?;
     let mut st = conn.prepare(
         "SELECT ts, dur, state, cpu FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts < ?3
@@ -221,11 +239,7 @@ pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;
-        let sel = match (a.tid, a.pid) {
-            (Some(t), None) => TaskSel::Tid(t),
-            (None, Some(p)) => TaskSel::Pid(p),
-            _ => bail!("give exactly one of tid or pid"),
-        };
+        let sel = TaskSel::from_args(a.tid, a.pid)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         task_timeline(trace.conn, sel, w, limit)
     },
