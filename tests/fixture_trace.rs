@@ -15,8 +15,8 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use schedlens::analyses::{
-    compare, cpu_timeline, cpu_utilization, critical_path, process_tree, scheduling_latency,
-    search_events, stacks, task_timeline, top_tasks, trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, interference, process_tree,
+    scheduling_latency, search_events, stacks, task_timeline, top_tasks, trace_info,
 };
 use schedlens::mcp::{catalogue, query};
 use serde_json::{Value, json};
@@ -347,6 +347,7 @@ async fn tools_list_and_default_answers_fit_their_budgets() {
             n if n == search_events::TOOL.name => json!({"text": "s"}),
             n if n == cpu_timeline::TOOL.name => json!({"cpu": 0}),
             n if n == critical_path::TOOL.name => json!({"tid": t.pipe_pids[0]}),
+            n if n == interference::TOOL.name => json!({"pid": t.pipe_pids[0]}),
             n if n == compare::TOOL.name => {
                 json!({"before": "pipe-and-true.pftrace", "after": "pipe-and-true.pftrace"})
             }

@@ -1680,6 +1680,7 @@ async fn prompts_plan_the_common_investigations() {
         task_timeline::TOOL.name,
         "critical_path",
         "cpu_timeline",
+        "interference",
     ] {
         assert!(text.contains(needle), "the prompt lacks {needle}: {text}");
     }

@@ -49,7 +49,7 @@ pub fn analyze(o: &Opts, trace: &Path, events: u64) -> Result<AnalyzeFigure> {
 
 pub async fn tool_latencies(o: &Opts, trace: &Path) -> Result<Vec<(String, f64)>> {
     use schedlens::analyses::{
-        cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
+        cpu_timeline, cpu_utilization, critical_path, interference, process_activity, process_tree,
         scheduling_latency, search_events, task_timeline, top_tasks, trace_info,
     };
     use schedlens::mcp::{catalogue, query};
@@ -91,6 +91,7 @@ pub async fn tool_latencies(o: &Opts, trace: &Path) -> Result<Vec<(String, f64)>
         (scheduling_latency::TOOL.name, serde_json::json!({})),
         (task_timeline::TOOL.name, serde_json::json!({"tid": tid})),
         (critical_path::TOOL.name, serde_json::json!({"tid": tid})),
+        (interference::TOOL.name, serde_json::json!({"tid": tid})),
         (cpu_timeline::TOOL.name, serde_json::json!({"cpu": 0})),
         (process_tree::TOOL.name, serde_json::json!({})),
         (process_activity::TOOL.name, serde_json::json!({})),

@@ -237,8 +237,8 @@ pub struct CompareTool {
 
 pub const TOOL: CompareTool = CompareTool {
     name: "compare",
-    description: "A/B diff of two traces: CPU time, switches, wait, latency per process/thread \
-                  name; CPU/LLC utilization; biggest changes first.",
+    description: "A/B diff of two traces by process/thread name (CPU time, switches, wait, \
+                  latency) and CPU/LLC, biggest first.",
 };
 
 /// Checks the arguments and compares.

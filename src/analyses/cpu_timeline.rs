@@ -261,8 +261,8 @@ pub struct CpuTimelineArgs {
 
 pub const TOOL: Tool<CpuTimelineArgs, CpuTimeline> = Tool {
     name: "cpu_timeline",
-    description: "What ran on one CPU in a window: runs of each thread in time order, idle gaps \
-                  as tid 0, and the CPU's busy time.",
+    description: "What ran on one CPU in a window: each thread's runs in time order, idle gaps as \
+                  tid 0, busy time.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 20, 2000)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

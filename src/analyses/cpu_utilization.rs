@@ -301,8 +301,8 @@ pub struct CpuUtilizationArgs {
 
 pub const TOOL: Tool<CpuUtilizationArgs, CpuUtilization> = Tool {
     name: "cpu_utilization",
-    description: "CPU utilization (time non-idle threads ran) in a window per CPU, LLC or NUMA \
-                  node, with the total; per CPU also task, IRQ, softirq and idle time.",
+    description: "Busy time per CPU, LLC or NUMA node and in total in a window, split into task, \
+                  IRQ, softirq and idle.",
     answer: |trace, a| {
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         cpu_utilization(trace.conn, w, a.group_by.unwrap_or_default())

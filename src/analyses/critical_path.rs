@@ -640,8 +640,8 @@ pub struct CriticalPathArgs {
 
 pub const TOOL: Tool<CriticalPathArgs, CriticalPath> = Tool {
     name: "critical_path",
-    description: "What a thread waited on (Perfetto's critical path): who woke it, that \
-                  waker's waits, recursively, as steps with depth and durations.",
+    description: "What a thread waited on (Perfetto's critical path): who woke it, that waker's \
+                  waits, recursively.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 12, 2000)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

@@ -23,6 +23,7 @@ pub mod cpu_timeline;
 pub mod cpu_utilization;
 pub mod critical_path;
 pub mod flamegraph;
+pub mod interference;
 pub mod process_activity;
 pub mod process_tree;
 pub mod scheduling_latency;

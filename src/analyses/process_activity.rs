@@ -143,8 +143,8 @@ pub struct ProcessActivityArgs {
 
 pub const TOOL: Tool<ProcessActivityArgs, ProcessActivity> = Tool {
     name: "process_activity",
-    description: "Forks (processes, threads), execs and exits in a window per process, \
-                  busiest spawners first, and the files executed most.",
+    description: "Forks, execs and exits per process in a window, busiest spawners first; files \
+                  executed most.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 10, 500)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

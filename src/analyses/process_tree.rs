@@ -145,7 +145,7 @@ pub fn process_tree(
 pub struct ProcessTreeArgs {
     /// Only this process and its descendants.
     pub pid: Option<i64>,
-    /// Most processes: default 20 (about 3 KB), at most 5000.
+    /// Most processes: default 20, at most 5000.
     pub limit: Option<i64>,
 }
 
@@ -154,8 +154,8 @@ const MAX_PROCESSES: usize = 5000;
 
 pub const TOOL: Tool<ProcessTreeArgs, ProcessTree> = Tool {
     name: "process_tree",
-    description: "Processes as a depth-first tree (depth, parent pid): pid, name, command \
-                  line, threads, start/end; optionally one subtree.",
+    description: "Processes as a depth-first tree: pid, parent, name, command line, threads, \
+                  start/end.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 20, MAX_PROCESSES)?;
         let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES);

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::Dur;
+use super::interference::{WaitInterrupts, interrupts_within};
 use super::percentiles::{
     EXACT_MAX_WAKEUPS, PercentileMethod, histogram, latencies, percentile_in_place,
 };
@@ -57,6 +58,9 @@ pub struct WakeupCase {
     pub run_cpu: Option<i64>,
     /// What held run_cpu while it waited (waking to running), most time first, at most 3.
     pub held_by: Vec<Holder>,
+    /// IRQ/softirq time on run_cpu meanwhile, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_irq: Option<WaitInterrupts>,
 }
 
 /// Waking-to-running latency percentiles and the worst cases.
@@ -124,9 +128,12 @@ pub fn scheduling_latency(
                     r.get::<_, Option<i64>>(6)?,
                 ))
             })?;
-        let held_by = match (run_cpu, run_ts) {
-            (Some(cpu), Some(run_ts)) => holders(conn, &b, cpu, ts, run_ts, HOLDERS)?,
-            _ => Vec::new(),
+        let (held_by, held_by_irq) = match (run_cpu, run_ts) {
+            (Some(cpu), Some(run_ts)) => (
+                holders(conn, &b, cpu, ts, run_ts, HOLDERS)?,
+                interrupts_within(conn, &b, cpu, ts, run_ts)?,
+            ),
+            _ => (Vec::new(), None),
         };
         let ids = task_ids(conn, &[utid].into_iter().chain(waker).collect::<Vec<_>>())?;
         let Some(task) = ids.get(&utid).cloned() else {
@@ -142,6 +149,7 @@ pub fn scheduling_latency(
             target_cpu,
             run_cpu,
             held_by,
+            held_by_irq,
         });
     }
     Ok(SchedulingLatency {
@@ -246,8 +254,8 @@ pub struct SchedulingLatencyArgs {
 
 pub const TOOL: Tool<SchedulingLatencyArgs, SchedulingLatency> = Tool {
     name: "scheduling_latency",
-    description: "Scheduling latency (sched_waking to running): percentiles and the worst \
-                  cases, with when, where, who woke them and what held the CPU.",
+    description: "Waking-to-running latency percentiles; worst cases with when, where, who woke \
+                  them, what held the CPU.",
     answer: |trace, a| {
         let worst = count_arg("worst", a.worst, 5, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

@@ -171,17 +171,17 @@ pub fn search_events(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SearchEventsArgs {
-    /// A task name, command line, tid or pid, an event name ("exec", "wakeup") or a
-    /// CPU ("cpu3"); any case.
+    /// A task name, command line, tid, pid, event ("exec", "wakeup") or CPU ("cpu3");
+    /// any case.
     pub text: String,
-    /// Most tasks and CPUs: default 50 (about 2 KB of tasks), at most 500.
+    /// Most tasks and CPUs: default 50, at most 500.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<SearchEventsArgs, SearchResults> = Tool {
     name: "search_events",
-    description: "Find tasks (thread/process names, command lines, tids, pids), event types and \
-                  CPUs containing a text, with counts.",
+    description: "Tasks (names, command lines, tids, pids), event types and CPUs matching a text, \
+                  with counts.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 50, 500)?;
         let bytes = a.limit.is_none().then_some(DEFAULT_LIST_BYTES * 2 / 3);

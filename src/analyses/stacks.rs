@@ -288,13 +288,13 @@ pub fn heaviest_stacks(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct StacksArgs {
-    /// off-cpu (default; where threads blocked, weight: ns off the CPU), cpu (where
-    /// they ran) or waker (wakers waking them); cpu and waker weigh samples.
+    /// off-cpu (default: where threads blocked, weighted by ns), cpu (where they ran)
+    /// or waker (who woke them): samples.
     pub kind: Option<KindArg>,
     #[serde(flatten)]
     pub filter: TaskFilter,
     pub window: Option<WindowArg>,
-    /// Most stacks: default 10 (about 3 KB), at most 500.
+    /// Most stacks: default 10, at most 500.
     pub limit: Option<i64>,
     /// Innermost frames kept per stack: default 20, at most 1024.
     pub max_depth: Option<i64>,
@@ -302,8 +302,8 @@ pub struct StacksArgs {
 
 pub const TOOL: Tool<StacksArgs, Stacks> = Tool {
     name: "stacks",
-    description: "Heaviest call stacks (recorded with --stacks) in a window, optionally of a \
-                  tid, pid or name, with weights and percentages.",
+    description: "Heaviest call stacks (recorded with --stacks) in a window, with weights and \
+                  percentages.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 10, 500)?;
         let depth = count_arg("max_depth", a.max_depth, DEFAULT_DEPTH, MAX_DEPTH)?;

@@ -307,6 +307,11 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
                         Dur::new(h.ns).human
                     )
                 })
+                .chain(
+                    w.held_by_irq
+                        .iter()
+                        .map(|i| format!("IRQs {} ({})", Dur::new(i.ns).human, i.top.join(", "))),
+                )
                 .collect();
             t.add_row(vec![
                 w.at.human.clone(),

@@ -10,16 +10,55 @@ use serde::{Deserialize, Serialize};
 
 use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::{Dur, clip};
+use super::interference::{WaitInterrupts, interrupts_within};
 use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
 use super::{search_events, top_tasks};
 
-/// Which task a timeline is for: exactly one of tid or pid.
+/// Which task a timeline (or interference) is for: exactly one of tid or pid.
 #[derive(Debug, Clone, Copy)]
 pub enum TaskSel {
     Tid(i64),
     Pid(i64),
+}
+
+impl TaskSel {
+    /// From a tool's tid and pid arguments, exactly one of which is given.
+    pub(crate) fn from_args(tid: Option<i64>, pid: Option<i64>) -> Result<TaskSel> {
+        match (tid, pid) {
+            (Some(t), None) => Ok(TaskSel::Tid(t)),
+            (None, Some(p)) => Ok(TaskSel::Pid(p)),
+            _ => bail!("give exactly one of tid or pid"),
+        }
+    }
+
+    /// The threads it selects; an error naming the tool that finds tasks when
+    /// there are none.
+    pub(crate) fn utids(self, conn: &Connection) -> Result<Vec<i64>> {
+        let filter = match self {
+            TaskSel::Tid(t) => TaskFilter {
+                tid: Some(t),
+                ..TaskFilter::default()
+            },
+            TaskSel::Pid(p) => TaskFilter {
+                pid: Some(p),
+                ..TaskFilter::default()
+            },
+        };
+        let utids = filter_utids(conn, &filter)?;
+        if utids.is_empty() {
+            bail!(
+                "no thread with {}; {} finds tasks by name, tid or pid",
+                match self {
+                    TaskSel::Tid(t) => format!("tid {t}"),
+                    TaskSel::Pid(p) => format!("pid {p}"),
+                },
+                search_events::TOOL.name
+            );
+        }
+        Ok(utids)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -59,6 +98,9 @@ pub struct StateInterval {
     /// first, at most 3 (empty: it was idle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<Vec<Holder>>,
+    /// IRQ/softirq time on that CPU meanwhile, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_irq: Option<WaitInterrupts>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -84,27 +126,7 @@ pub fn task_timeline(
 ) -> Result<TaskTimeline> {
     let b = trace_bounds(conn)?;
     let (lo, hi) = (b.abs(w.start), b.abs(w.end));
-    let filter = match sel {
-        TaskSel::Tid(t) => TaskFilter {
-            tid: Some(t),
-            ..TaskFilter::default()
-        },
-        TaskSel::Pid(p) => TaskFilter {
-            pid: Some(p),
-            ..TaskFilter::default()
-        },
-    };
-    let utids = filter_utids(conn, &filter)?;
-    if utids.is_empty() {
-        bail!(
-            "no thread with {}; {} finds tasks by name, tid or pid",
-            match sel {
-                TaskSel::Tid(t) => format!("tid {t}"),
-                TaskSel::Pid(p) => format!("pid {p}"),
-            },
-            search_events::TOOL.name
-        );
-    }
+    let utids = sel.utids(conn)?;
     let ids = task_ids(conn, &utids)?;
     let mut st = conn.prepare(
         "SELECT ts, dur, state, cpu FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts < ?3
@@ -153,11 +175,12 @@ pub fn task_timeline(
         let mut intervals = Vec::with_capacity(merged.len());
         for (i, (s, d, state, cpu)) in merged.iter().enumerate() {
             let next_cpu = merged.get(i + 1).and_then(|n| n.3);
-            let held_by = match next_cpu {
-                Some(run_cpu) if is_runnable(state) => {
-                    Some(holders(conn, &b, run_cpu, *s, s + d, HOLDERS)?)
-                }
-                _ => None,
+            let (held_by, held_by_irq) = match next_cpu {
+                Some(run_cpu) if is_runnable(state) => (
+                    Some(holders(conn, &b, run_cpu, *s, s + d, HOLDERS)?),
+                    interrupts_within(conn, &b, run_cpu, *s, s + d)?,
+                ),
+                _ => (None, None),
             };
             intervals.push(StateInterval {
                 start: RelTime::new(b.rel(*s)),
@@ -165,6 +188,7 @@ pub fn task_timeline(
                 state: state.clone(),
                 cpu: *cpu,
                 held_by,
+                held_by_irq,
             });
         }
         threads.push(ThreadTimeline {
@@ -200,26 +224,22 @@ pub fn task_timeline(
 pub struct TaskTimelineArgs {
     /// Thread id (give tid or pid).
     pub tid: Option<i64>,
-    /// Process id: each of its threads (give tid or pid).
+    /// Process id: each of its threads.
     pub pid: Option<i64>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Most intervals over all threads: default 25, at most 2000.
+    /// Most intervals (all threads): default 25, at most 2000.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
-    description: "What a thread (tid) or a process's threads (pid) did: merged Running (with \
-                  CPU), R/R+, S, D, ... intervals and totals per state.",
+    description: "Merged state intervals (Running with CPU, R/R+, S, D, ...) and totals of a \
+                  thread (tid) or process (pid).",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;
-        let sel = match (a.tid, a.pid) {
-            (Some(t), None) => TaskSel::Tid(t),
-            (None, Some(p)) => TaskSel::Pid(p),
-            _ => bail!("give exactly one of tid or pid"),
-        };
+        let sel = TaskSel::from_args(a.tid, a.pid)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;
         task_timeline(trace.conn, sel, w, limit)
     },

@@ -64,7 +64,7 @@ pub struct TaskFilter {
     pub tid: Option<i64>,
     /// Only this process's threads.
     pub pid: Option<i64>,
-    /// Only threads whose thread or process name contains this (any case).
+    /// Thread or process name contains this (any case).
     pub name: Option<String>,
 }
 

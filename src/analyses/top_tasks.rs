@@ -232,19 +232,19 @@ fn thread_runnable(conn: &Connection, b: &TraceBounds, lo: i64, hi: i64, utid: i
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TopTasksArgs {
-    /// Default cpu_time; runnable_time: waiting for a CPU (R, R+); latency: the worst
-    /// wakeup-to-running.
+    /// Default cpu_time; runnable_time: waiting for a CPU (R, R+); latency: worst
+    /// wakeup.
     pub order_by: Option<TaskOrder>,
     /// Window, e.g. "1s..1.2s"; default: the whole trace.
     pub window: Option<WindowArg>,
-    /// Tasks to return: default 10, at most 100.
+    /// Most tasks: default 10, at most 100.
     pub limit: Option<i64>,
 }
 
 pub const TOOL: Tool<TopTasksArgs, TopTasks> = Tool {
     name: "top_tasks",
-    description: "Threads ranked by CPU time, switches, runnable time (waiting for a CPU) or \
-                  worst wakeup latency in a window, with all four.",
+    description: "Threads by CPU time, switches, runnable time or worst wakeup latency in a \
+                  window, with all four.",
     answer: |trace, a| {
         let limit = count_arg("limit", a.limit, 10, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

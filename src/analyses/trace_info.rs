@@ -307,8 +307,8 @@ pub struct NamedTraceInfo {
 
 pub const TOOL: Tool<TraceInfoArgs, NamedTraceInfo> = Tool {
     name: "trace_info",
-    description: "Overview of a trace: kernel, machine, CPU topology (core/SMT, LLC, NUMA), time \
-                  range, event counts, lost events. Call first.",
+    description: "Call first: kernel, machine, CPU topology (SMT, LLC, NUMA), time range, event \
+                  counts, drops.",
     answer: |trace, TraceInfoArgs {}| {
         Ok(NamedTraceInfo {
             trace: trace.name.to_string(),

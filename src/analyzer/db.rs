@@ -73,6 +73,8 @@ pub const INDEXES_SQL: &str = "
 CREATE INDEX task_event_utid ON task_event(utid);
 CREATE INDEX ftrace_event_ts ON ftrace_event(ts);
 CREATE INDEX counter_track_ts ON counter(track_id, ts);
+CREATE INDEX slice_track_ts ON slice(track_id, ts);
+CREATE INDEX migration_utid_ts ON migration(utid, ts);
 CREATE INDEX thread_tid ON thread(tid);
 CREATE INDEX thread_upid ON thread(upid);
 CREATE INDEX process_pid ON process(pid);

@@ -76,7 +76,7 @@ pub const LIST_TABLES: SandboxTool<ListTablesArgs, TableList> = SandboxTool {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DescribeTableArgs {
-    /// Table or view, as list_tables names it ("sched_slice").
+    /// Table or view, e.g. "sched_slice".
     pub table: String,
 }
 
@@ -105,8 +105,8 @@ pub struct ColumnEntry {
 
 pub const DESCRIBE_TABLE: SandboxTool<DescribeTableArgs, TableDescription> = SandboxTool {
     name: "describe_table",
-    description: "Columns (type, meaning) and 3 sample rows of a table or view; also a \
-                  Perfetto module's view or function (schema resource).",
+    description: "Columns (type, meaning) and 3 sample rows of a table, view, or Perfetto module \
+                  view/function.",
     answer: |sandboxed, a| {
         let table = a.table.trim();
         let tables = user_tables(sandboxed.db.conn())?;

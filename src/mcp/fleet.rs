@@ -56,8 +56,8 @@ pub struct TraceSummary {
 }
 
 pub const NAME: &str = "fleet_summary";
-pub const DESCRIPTION: &str = "Per trace (loading any not loaded): host, wall-clock start, \
-    duration, CPUs, busy %, wakeups, p99/max latency, busiest process, lost events.";
+pub const DESCRIPTION: &str = "Per trace served (loading each): host, start, duration, CPUs, \
+    busy %, wakeup p99/max, busiest process, drops.";
 
 /// The summary of one trace, from its database.
 pub fn summarize(db: &mut SandboxedDb) -> anyhow::Result<TraceSummary> {

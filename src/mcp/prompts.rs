@@ -7,8 +7,8 @@ use rmcp::model::{GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMes
 
 use super::traces;
 use crate::analyses::{
-    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, scheduling_latency,
-    search_events, task_timeline, top_tasks, trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, interference, process_activity,
+    scheduling_latency, search_events, task_timeline, top_tasks, trace_info,
 };
 
 /// A prompt's arguments as its text reads them: the value given, if any.
@@ -61,6 +61,8 @@ const PROMPTS: &[PromptDef] = &[
                  to see its runnable intervals and who held the CPU, and {cpu} for that CPU. \
                  4. Call {path} (tid, the same window) to see what it waited on while asleep: \
                  who woke it and that waker's own waits. \
+                 5. Call {interference} (tid, the window) for who preempted it, the IRQ time \
+                 that stole from or delayed it, and what its migrations cost. \
                  Answer with the cause in one or two sentences, then the evidence with times \
                  from the trace start.",
                 task = arg("task").unwrap_or_default(),
@@ -71,6 +73,7 @@ const PROMPTS: &[PromptDef] = &[
                 timeline = task_timeline::TOOL.name,
                 cpu = cpu_timeline::TOOL.name,
                 path = critical_path::TOOL.name,
+                interference = interference::TOOL.name,
             )
         },
     },

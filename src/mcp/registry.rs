@@ -8,8 +8,8 @@ use super::query;
 use super::recorder;
 use super::traces;
 use crate::analyses::{
-    compare, cpu_timeline, cpu_utilization, critical_path, process_activity, process_tree,
-    scheduling_latency, search_events, stacks, task_timeline, top_tasks, trace_info,
+    compare, cpu_timeline, cpu_utilization, critical_path, interference, process_activity,
+    process_tree, scheduling_latency, search_events, stacks, task_timeline, top_tasks, trace_info,
 };
 
 /// What a tool is for, which is where the instructions mention it.
@@ -46,6 +46,7 @@ pub(super) fn tools() -> Vec<Entry> {
         Entry::analysis(Analysis, scheduling_latency::TOOL),
         Entry::analysis(Analysis, task_timeline::TOOL),
         Entry::analysis(Analysis, critical_path::TOOL),
+        Entry::analysis(Analysis, interference::TOOL),
         Entry::analysis(Analysis, stacks::TOOL),
         Entry::analysis(Analysis, cpu_timeline::TOOL),
         Entry::analysis(Analysis, process_tree::TOOL),

@@ -8,7 +8,8 @@
 //!   rest; not `trace` and `window`, which the instructions explain once);
 //!   no `required` in outputs; no `null` alternatives in inputs (an absent
 //!   argument says it);
-//!   enums of constants as one `enum`, unions of plain types as one `type`;
+//!   enums of constants as one `enum` (an input's without a `type`: its
+//!   strings say it), unions of plain types as one `type`;
 //!   definitions inlined where that is shorter.
 //! - [`listed`]: an input schema as tools/list shows it: `window`'s shape
 //!   said by its types alone (the instructions give its forms once).
@@ -60,7 +61,10 @@ pub fn compact(schema: &Map<String, Value>, side: Side) -> Map<String, Value> {
     }
     let mut root = Value::Object(root);
     shrink(&mut root, side, false);
-    root["properties"] = Value::Object(props);
+    // No arguments: `{"type": "object"}` says it.
+    if !props.is_empty() {
+        root["properties"] = Value::Object(props);
+    }
     inline_defs(&mut root, &mut defs);
     let Value::Object(mut root) = root else {
         unreachable!("a schema object stays an object")
@@ -233,8 +237,18 @@ fn shrink(schema: &mut Value, side: Side, described: bool) {
         drop_null(s);
     }
     collapse_constants(s);
+    if side == Side::Input {
+        untyped_enum(s);
+    }
     collapse_types(s);
     merge_null(s);
+}
+
+/// An input's enum of strings without its `type`: the values say it.
+fn untyped_enum(s: &mut Map<String, Value>) {
+    if matches!(s.get("enum"), Some(Value::Array(v)) if v.iter().all(Value::is_string)) {
+        s.remove("type");
+    }
 }
 
 /// `anyOf: [X, {"type": "null"}]` as X with `null` among its types: the
@@ -615,8 +629,8 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "n": {"type": "integer", "minimum": 0, "description": "Count. More words."},
-                    "by": {"type": "string", "enum": ["a", "b"], "description": "Order."},
-                    "kind": {"type": "string", "enum": ["x", "y"]},
+                    "by": {"enum": ["a", "b"], "description": "Order."},
+                    "kind": {"enum": ["x", "y"]},
                     "title": {"type": "string"}
                 }
             })

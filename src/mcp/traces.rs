@@ -289,8 +289,7 @@ pub struct TraceEntry {
 
 pub const LIST_TRACES: TraceListTool<TraceList> = TraceListTool {
     name: "list_traces",
-    description: "The traces this server can open (command line and --trace-dir files): name, \
-                  host, start time (once loaded).",
+    description: "Traces served (command line, --trace-dir): name; host and start once loaded.",
     answer: |traces| TraceList {
         traces: traces.list_described(),
     },
