@@ -18,7 +18,7 @@ use perfetto_protos::sched::{
 use perfetto_protos::trace::Trace;
 use perfetto_protos::trace_packet::TracePacket;
 use protobuf::Message as _;
-use schedlens::analyses::interference::{Interference, interference};
+use schedlens::analyses::interference::{Interference, MAX_STATES, interference};
 use schedlens::analyses::scheduling_latency::scheduling_latency;
 use schedlens::analyses::task_timeline::{TaskSel, task_timeline};
 use schedlens::analyses::tasks::TaskFilter;
@@ -627,4 +627,50 @@ fn waits_name_the_irq_time_on_their_cpu() {
     );
     // [9500, 10000) on CPU 0: NET_RX 100.
     assert_eq!(at(9_500).ns, 100);
+}
+
+/// A task with more state changes in the window than a call reads: the
+/// answer stops at the first row past `MAX_STATES`, says where, and is exact
+/// up to there; asked again from there, it gives the rest.
+#[test]
+fn a_window_with_more_states_than_a_call_reads_stops_and_says_where() {
+    const ROUNDS: i64 = 15_000;
+    // The victim runs 100 ns and is preempted by the hog for 100 ns, over
+    // and over: its rows alternate Running and R, one every 100 ns.
+    let runs = (0..ROUNDS)
+        .flat_map(|i| {
+            let t = T0 + i * 200;
+            [run(0, t, t + 100, VICTIM, 0), run(0, t + 100, t + 200, HOG, 0)]
+        })
+        .collect();
+    let m = Model {
+        runs,
+        handlers: vec![],
+        wakings: vec![],
+        migrations: vec![],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conn = load(dir.path(), &m);
+    let end = ROUNDS * 200;
+    let ask = |start, end| {
+        interference(&conn, TaskSel::Tid(VICTIM as i64), Window { start, end }, 3).unwrap()
+    };
+    let first = ask(0, end);
+    let cut = first.walked_until.as_ref().expect("not cut").ns.0;
+    assert_eq!(cut, MAX_STATES as i64 * 100, "the row past the budget");
+    assert_eq!(first.preemptions.count, MAX_STATES / 2);
+    let upto = ask(0, cut);
+    assert!(upto.walked_until.is_none());
+    assert_eq!(
+        serde_json::to_value(&first.preemptions).unwrap(),
+        serde_json::to_value(&upto.preemptions).unwrap()
+    );
+    assert_eq!(first.running, upto.running);
+    assert_eq!(first.runnable, upto.runnable);
+    let rest = ask(cut, end);
+    assert!(rest.walked_until.is_none());
+    assert_eq!(
+        first.preemptions.count + rest.preemptions.count,
+        ROUNDS as usize
+    );
 }

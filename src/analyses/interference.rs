@@ -14,7 +14,9 @@ use super::durations::{Dur, clip};
 use super::percentiles::percentile_in_place;
 use super::task_timeline::TaskSel;
 use super::tasks::{state_scan_start, task_ids};
-use super::timespec::{TraceBounds, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
+use super::timespec::{
+    RelTime, TraceBounds, Window, WindowArg, WindowOut, resolve_window, trace_bounds,
+};
 use super::tool::{Tool, count_arg};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -31,7 +33,16 @@ pub struct Interference {
     /// time) or waited for (the CPU it then ran on: delaying it).
     pub interrupts: Interrupts,
     pub migrations: Migrations,
+    /// Set when the window held too many of the task's state changes to read:
+    /// the answer covers the window up to here; ask again from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walked_until: Option<RelTime>,
 }
+
+/// Most thread_state rows a call reads. A busy thread has millions in a long
+/// trace and each preemption among them costs two index lookups, so past
+/// this many the answer stops and says where (as critical_path does).
+pub const MAX_STATES: usize = 20_000;
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Preemptions {
@@ -301,6 +312,26 @@ struct ThreadStates {
     on_cpu: HashMap<i64, CpuUse>,
 }
 
+/// Where the reading must stop to stay within [`MAX_STATES`]: the earliest,
+/// over the threads, of the first row past each one's share, if any is.
+fn budget_cut(conn: &Connection, utids: &[i64], lo: i64, hi: i64) -> Result<Option<i64>> {
+    let share = (MAX_STATES / utids.len().max(1)).max(100);
+    let mut st = conn.prepare_cached(
+        "SELECT ts FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts < ?3 \
+         ORDER BY ts LIMIT 1 OFFSET ?4",
+    )?;
+    let mut cut: Option<i64> = None;
+    for &utid in utids {
+        let past: Option<i64> = st
+            .query_row(params![utid, lo, hi, share as i64], |r| r.get(0))
+            .optional()?;
+        if let Some(ts) = past {
+            cut = Some(cut.map_or(ts, |c| c.min(ts)));
+        }
+    }
+    Ok(cut)
+}
+
 fn is_runnable(state: Option<&str>) -> bool {
     matches!(state, Some("R" | "R+"))
 }
@@ -403,8 +434,10 @@ pub fn interference(
     top: usize,
 ) -> Result<Interference> {
     let b = trace_bounds(conn)?;
-    let (lo, hi) = (b.abs(w.start), b.abs(w.end));
     let utids = sel.utids(conn)?;
+    let lo = b.abs(w.start);
+    let cut = budget_cut(conn, &utids, lo, b.abs(w.end))?;
+    let hi = cut.unwrap_or(b.abs(w.end));
     let mut first_after = conn.prepare_cached(
         "SELECT ts, dur, utid FROM sched_slice WHERE cpu = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1",
     )?;
@@ -527,6 +560,7 @@ pub fn interference(
             waits_after: WaitStats::of(after),
             other_waits: WaitStats::of(other),
         },
+        walked_until: cut.map(|t| RelTime::new(b.rel(t))),
     })
 }
 
