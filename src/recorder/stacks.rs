@@ -179,9 +179,10 @@ fn normalize(
 
 /// One shard's user stacks, normalized when its consumer first sees each
 /// distinct (process, user stack id): while the process most likely still
-/// runs (its stack was taken at most a ring poll ago), and before an exec
-/// can change its image. Only the first sight of a pair costs anything (a
-/// map lookup and the normalization's reads of /proc/PID/maps); every other
+/// runs (its stack was taken about a ring poll, 50 ms, ago), and before an
+/// exec can change its image. A process that exits within that time is
+/// counted as gone. Only the first sight of a pair costs anything (a map
+/// lookup and the normalization's reads of /proc/PID/maps); every other
 /// stack event is one hash lookup.
 pub struct UserStacks {
     map: MapHandle,
@@ -336,14 +337,15 @@ pub fn write(
             .into_iter()
             .map(|m| modules.id(m))
             .collect();
+        // A pair two shards saw: the first normalization that found the process.
         for (key, frames) in shard.stacks {
-            user_stacks.entry(key).or_insert_with(|| {
-                let mut frames = frames?;
+            let slot = user_stacks.entry(key).or_default();
+            if let (None, Some(mut frames)) = (&slot, frames) {
                 for f in frames.iter_mut().filter(|f| f.module != NO_MODULE) {
                     f.module = renumbered[f.module as usize];
                 }
-                Some(frames)
-            });
+                *slot = Some(frames);
+            }
         }
     }
     if samples.is_empty() {
@@ -360,16 +362,18 @@ pub fn write(
             }
         }
     }
+    // A hot stack is in millions of samples: its addresses are gathered once.
+    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
     // Pairs the shards did not normalize (past their bound): now, which
     // finds only the processes still alive.
     let normalizer = new_normalizer();
-    for s in samples {
-        let Some(id) = s.user else { continue };
-        if let std::collections::hash_map::Entry::Vacant(slot) = user_stacks.entry((s.tgid, id)) {
+    for k in &distinct {
+        let Some(id) = k.user else { continue };
+        if let std::collections::hash_map::Entry::Vacant(slot) = user_stacks.entry((k.tgid, id)) {
             summary.user_stacks_late += 1;
             let frames = stacks
                 .get(&id)
-                .and_then(|addrs| normalize(&normalizer, &mut modules, s.tgid, addrs));
+                .and_then(|addrs| normalize(&normalizer, &mut modules, k.tgid, addrs));
             slot.insert(frames);
         }
     }
@@ -418,8 +422,6 @@ pub fn write(
         }
     };
 
-    // A hot stack is in millions of samples: its addresses are gathered once.
-    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
     // Every distinct kernel address, and every user file offset by file.
     let mut kernel_pcs: FxHashSet<Pc> = FxHashSet::default();
     let mut offsets: FxHashMap<u32, FxHashSet<u64>> = FxHashMap::default();
@@ -767,5 +769,45 @@ impl Interner {
         });
         self.callstacks.insert(frame_ids, iid);
         iid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_to_find() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// Normalized while the process runs, named later from the file alone.
+    #[test]
+    fn a_normalized_address_is_named_from_its_file() {
+        let addr = a_function_to_find as *const () as u64;
+        let normalizer = new_normalizer();
+        let mut modules = Modules::default();
+        let pid = std::process::id() as i32;
+        let frames = normalize(&normalizer, &mut modules, pid, &[addr, 1]).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(modules.list.len(), 1);
+        assert_eq!(modules.list[0].path, exe);
+        assert_eq!(frames[0].module, 0);
+        // Address 1 is in no file: it keeps its address.
+        assert_eq!((frames[1].module, frames[1].offset), (NO_MODULE, 1));
+        let offsets = FxHashMap::from_iter([(0, FxHashSet::from_iter([frames[0].offset]))]);
+        let names = resolve_user(&Symbolizer::new(), &modules, offsets);
+        let name = &names[&(0, frames[0].offset)];
+        assert!(name.ends_with("a_function_to_find"), "{name}");
+    }
+
+    #[test]
+    fn a_gone_process_normalizes_to_nothing() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        let mut modules = Modules::default();
+        assert!(normalize(&new_normalizer(), &mut modules, pid, &[0x1000]).is_none());
+        assert!(normalize(&new_normalizer(), &mut modules, 0, &[0x1000]).is_none());
     }
 }
