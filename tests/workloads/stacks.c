@@ -36,10 +36,12 @@
 #define FEED_EVERY_MS 10
 #define SLEEP_MS 10
 /* The child: blocks this often for SLEEP_MS, spins this long, then blocks
- * again (so its last new stacks are not taken just before it exits). */
+ * again, from another call site (a new stack), for 300 ms: the recorder sees
+ * a stack about a ring poll (50 ms) after it was taken, and the child's last
+ * new stacks are taken well before it exits. */
 #define CHILD_SLEEPS 20
 #define CHILD_SPIN_MS 200
-#define CHILD_SLEEPS_AFTER 10
+#define CHILD_SLEEPS_AFTER 30
 
 static int pipe_fds[2];
 static FILE *report;
