@@ -339,14 +339,17 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
         blocked.len(),
         blocked.first().map(|s| &s.frames)
     );
-    let spun = of_child("schedlens cpu")
+    let child_cpu = of_child("schedlens cpu");
+    let spun = child_cpu
         .iter()
         .filter(|s| s.frames.last().map(String::as_str) == Some("child_spins_then_exits"))
         .count();
     assert!(
         spun >= 5,
-        "the exited child: {spun} CPU samples in child_spins_then_exits, ~20 expected \
-         over its 200 ms spin at 99 Hz"
+        "the exited child: {spun} of its {} CPU samples in child_spins_then_exits, ~20 \
+         expected over its 200 ms of CPU time at 99 Hz; first: {:?}",
+        child_cpu.len(),
+        child_cpu.first().map(|s| &s.frames)
     );
 
     // The trace's stack counters, imported into `stats`, against the file.

@@ -11,7 +11,7 @@
  * and a short-lived child process (this program again, exec'd with argv[2]
  * "child") that exits long before the recording ends:
  *   it sleeps in nanosleep() in child_sleeps_then_exits(), spins in
- *   child_spins_then_exits(), sleeps there again and exits; the parent reaps
+ *   child_spins_then_exits() for 200 ms of CPU time, sleeps again and exits; the parent reaps
  *   it, so at the end of the recording the process is gone.
  * Writes "pid PID", "tid ROLE TID" per thread, "child PID" once the child
  * is reaped and "done" to the file argv[1], then waits to be killed: the
@@ -90,11 +90,13 @@ __attribute__((noinline)) unsigned long spin_in_named_function(void)
 	return n;
 }
 
-static double now_ms(void)
+/* The process's CPU time: the spin lasts as much CPU time however busy the
+ * machine is, so it gets as many CPU samples. */
+static double cpu_ms(void)
 {
 	struct timespec t;
 
-	clock_gettime(CLOCK_MONOTONIC, &t);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
 	return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
@@ -108,10 +110,10 @@ __attribute__((noinline)) void child_sleeps_then_exits(int n)
 
 __attribute__((noinline)) unsigned long child_spins_then_exits(void)
 {
-	double until = now_ms() + CHILD_SPIN_MS;
+	double until = cpu_ms() + CHILD_SPIN_MS;
 	unsigned long n = 0;
 
-	while (now_ms() < until)
+	while (cpu_ms() < until)
 		for (int i = 0; i < 100000; i++)
 			n = n * 6364136223846793005UL + 1442695040888963407UL;
 	return n;
