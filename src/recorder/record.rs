@@ -12,7 +12,6 @@ use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, catalog, cli, snapshot, stacks};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use libbpf_rs::MapHandle;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::mem::MaybeUninit;
@@ -146,7 +145,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(DETACH_GRACE);
     let end_ts = snapshot::boottime_ns();
     let elapsed = started.elapsed();
-    let (mut encoders, mut user_stacks) = match consumers.join() {
+    let (mut encoders, user_stacks) = match consumers.join() {
         Ok(shards) => shards,
         Err(e) => {
             progress.finish();
@@ -168,7 +167,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
             &writer,
             &samples,
             recorder.stack_counters(ncpus),
-            std::mem::take(&mut user_stacks),
+            user_stacks,
             |id| recorder.stack_frames(id),
         )?)
     };
@@ -432,8 +431,6 @@ impl Consumers {
         stacks: bool,
     ) -> anyhow::Result<Consumers> {
         let rings = recorder.take_rings();
-        // With stacks, each shard normalizes the user stacks it sees.
-        let stack_map = stacks.then(|| recorder.stack_map()).transpose()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters: Vec<Arc<ShardCounters>> = rings.iter().map(|_| Arc::default()).collect();
         let mut threads = Vec::with_capacity(rings.len());
@@ -441,11 +438,8 @@ impl Consumers {
             let w = Arc::clone(writer);
             let watch = watch.clone();
             let ksyms = ksyms.clone();
-            let stack_map = stack_map
-                .as_ref()
-                .map(MapHandle::try_from)
-                .transpose()
-                .context("opening the stack map")?;
+            // With stacks, each shard normalizes the user stacks it sees.
+            let stack_map = stacks.then(|| recorder.stack_map()).transpose()?;
             let encoder = move || {
                 let e = ShardEncoder::new(w);
                 let e = match ksyms {
