@@ -298,7 +298,7 @@ struct sl_stack {
 	__u8 pad[3];
 };
 
-/* Per-CPU counters in .bss, one cache line each against false sharing. */
+/* Per-CPU counters in .bss, two cache lines each against false sharing. */
 struct sl_cpu_state {
 	__u64 lost_pending; /* failed reservations not yet reported in the stream */
 	__u64 lost_total;   /* all failed reservations, read by userspace at the end */
@@ -306,15 +306,22 @@ struct sl_cpu_state {
 	/* Latest timestamp of this CPU's records: a lower bound for the next
 	 * (schedlens.bpf.c, "Timestamps"). */
 	__u64 last_ts;
-	/* Stacks the stacks map could not take (full or a hash collision): the
-	 * record still goes out, with SL_NO_STACK for that half. */
-	__u64 stack_misses;
+	/* Stacks not taken, by why (the record still goes out, with SL_NO_STACK
+	 * for that half): the stacks map was full (-ENOMEM), another stack held
+	 * its hash bucket (-EEXIST), or a user task's user stack had no frames
+	 * (-EFAULT: no user context, as in io_uring or vhost workers). */
+	__u64 stack_map_full;
+	__u64 stack_collided;
+	__u64 stack_no_user;
+	/* Stack records the ring had no room for (also counted as lost). */
+	__u64 stack_dropped;
 	/* Off-CPU stacks reused from the task's previous block instead of walked
 	 * (schedlens.bpf.c, "Off-CPU stack reuse"); of the walks that could have
 	 * reused, how many there were and how many found other stacks. */
 	__u64 stack_reused;
 	__u64 stack_checked;
 	__u64 stack_stale;
+	__u64 pad[5];
 };
 
 /*
@@ -380,7 +387,7 @@ _Static_assert(sizeof(struct sl_ipi_send_cpu) == 24, "sl_ipi_send_cpu");
 _Static_assert(sizeof(struct sl_ipi_send_cpumask) == 48, "sl_ipi_send_cpumask");
 _Static_assert(sizeof(struct sl_work) == 16, "sl_work");
 _Static_assert(sizeof(struct sl_queue_work) == 56, "sl_queue_work");
-_Static_assert(sizeof(struct sl_cpu_state) == 64, "sl_cpu_state");
+_Static_assert(sizeof(struct sl_cpu_state) == 128, "sl_cpu_state");
 _Static_assert(sizeof(struct sl_stack) == 16, "sl_stack");
 
 #endif

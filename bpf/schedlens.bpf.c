@@ -1041,17 +1041,22 @@ int BPF_PROG(handle_queue_work, int req_cpu, struct pool_workqueue *pwq, struct 
 
 /* Stacks (events.h, "Stacks"). */
 
-/* A stack's id in the stacks map, or SL_NO_STACK. An empty stack (-EFAULT:
- * the kernel half of a sample taken in user mode) is no loss; a full map
- * (-ENOMEM) or a hash collision (-EEXIST) is, and is counted. */
+/* A stack's id in the stacks map, or SL_NO_STACK. An empty kernel stack
+ * (-EFAULT: the kernel half of a sample taken in user mode) is no loss; a
+ * full map (-ENOMEM), a hash collision (-EEXIST) or an empty user stack of a
+ * user task is, and is counted by its reason (only on this failure path). */
 static __always_inline s32 stack_id(void *ctx, struct emitter *e, u64 flags)
 {
 	long id = bpf_get_stackid(ctx, &stacks, flags);
 
 	if (id >= 0)
 		return id;
-	if (id == -12 || id == -17)
-		__sync_fetch_and_add(&e->cs->stack_misses, 1);
+	if (id == -12)
+		__sync_fetch_and_add(&e->cs->stack_map_full, 1);
+	else if (id == -17)
+		__sync_fetch_and_add(&e->cs->stack_collided, 1);
+	else if (id == -14 && (flags & BPF_F_USER_STACK))
+		__sync_fetch_and_add(&e->cs->stack_no_user, 1);
 	return SL_NO_STACK;
 }
 
@@ -1062,8 +1067,10 @@ static __always_inline struct rec_stack *stack_rec(struct emitter *e, struct tas
 {
 	struct rec_stack *r = reserve(e, sizeof(*r), SL_STACK);
 
-	if (!r)
+	if (!r) {
+		__sync_fetch_and_add(&e->cs->stack_dropped, 1);
 		return NULL;
+	}
 	r->h.pid = t->pid;
 	r->b.tgid = t->tgid;
 	r->b.kind = kind;

@@ -766,3 +766,78 @@ fn handler_runs_the_recorder_says_the_kernel_skipped_are_a_data_loss_stat() {
         0
     );
 }
+
+#[test]
+fn the_recorders_stack_counters_are_stats() {
+    use schedlens::perfetto::proto::schedlens::{self as slpb, recorder_stats::Counter};
+    let dir = tempfile::tempdir().unwrap();
+    let stats = |stacks: Option<slpb::StackStats>| {
+        packet(trace_packet::Data::Schedlens(slpb::SchedlensPacket {
+            data: Some(slpb::schedlens_packet::Data::RecorderStats(
+                slpb::RecorderStats {
+                    stacks,
+                    ..Default::default()
+                },
+            )),
+        }))
+    };
+    let mut packets = small_trace();
+    packets.push(stats(Some(slpb::StackStats {
+        taken: [("off-cpu", 40), ("cpu", 2), ("waker", 0)]
+            .iter()
+            .map(|&(name, n)| Counter {
+                name: Some(name.into()),
+                value: Some(n),
+            })
+            .collect(),
+        lost_collision: Some(3),
+        lost_no_user_stack: Some(1),
+        reused: Some(30),
+        frames: Some(20),
+        frames_named: Some(15),
+        user_stacks: Some(4),
+        user_stacks_gone: Some(1),
+        ..Default::default()
+    })));
+    let (db, _) = load(dir.path(), "stacks.pftrace", &encode(&packets)).unwrap();
+    let row = |name: &str| {
+        int(
+            &db,
+            &format!("SELECT value FROM stats WHERE name = '{name}' AND source = 'trace'"),
+        )
+    };
+    assert_eq!(row("recorder_stacks_taken"), 42);
+    assert_eq!(row("recorder_stacks_reused"), 30);
+    assert_eq!(row("recorder_stacks_lost_collision"), 3);
+    assert_eq!(row("recorder_stacks_lost_no_user_stack"), 1);
+    // Left unset, a counter reads as 0 (the recorder writes them all).
+    assert_eq!(row("recorder_stacks_lost_map_full"), 0);
+    assert_eq!(
+        (
+            row("recorder_stack_frames"),
+            row("recorder_stack_frames_named")
+        ),
+        (20, 15)
+    );
+    assert_eq!(row("recorder_user_stacks_process_gone"), 1);
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM stats WHERE name = 'recorder_user_stacks_process_gone' \
+             AND severity = 'data_loss'"
+        ),
+        1
+    );
+    // A recording without stacks leaves no stack rows.
+    let mut packets = small_trace();
+    packets.push(stats(None));
+    let (db, _) = load(dir.path(), "plain.pftrace", &encode(&packets)).unwrap();
+    assert_eq!(
+        int(
+            &db,
+            "SELECT count(*) FROM stats WHERE name LIKE 'recorder_stack%' \
+             OR name LIKE 'recorder_user_stacks%'"
+        ),
+        0
+    );
+}

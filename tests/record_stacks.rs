@@ -3,7 +3,9 @@
 //! decoded with Perfetto's official protos, each PerfSample's callstack
 //! resolved through the interned data of its sequence, and the stacks must
 //! hold the kernel functions and the workload's own functions that did it;
-//! the MCP `stacks` tool, through rmcp's client, names them too.
+//! the MCP `stacks` tool, through rmcp's client, names them too. A child
+//! process that exits long before the recording ends still has its
+//! functions named, and the trace's stack counters match what was recorded.
 //! Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
@@ -23,10 +25,12 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
 const WORKLOAD_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/stacks.c");
 
-/// The workload's report: its pid and the tid of each role.
+/// The workload's report: its pid, the tid of each role and the pid of its
+/// short-lived child.
 struct Report {
     pid: u32,
     tids: HashMap<String, u32>,
+    child: u32,
 }
 
 fn read_report(path: &Path) -> Report {
@@ -36,18 +40,20 @@ fn read_report(path: &Path) -> Report {
         "workload did not finish:\n{text}"
     );
     let mut pid = 0;
+    let mut child = 0;
     let mut tids = HashMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             ["pid", p] => pid = p.parse().unwrap(),
+            ["child", p] => child = p.parse().unwrap(),
             ["tid", role, t] => {
                 tids.insert(role.to_string(), t.parse().unwrap());
             }
             _ => {}
         }
     }
-    Report { pid, tids }
+    Report { pid, tids, child }
 }
 
 /// A decoded sample: its kind's timebase name, task and frames' function
@@ -306,6 +312,128 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
         cpu.iter()
             .filter(|s| has(&s.frames, |f| f == "spin_in_named_function"))
             .all(|s| s.tid == spinner)
+    );
+
+    // The child had exited (and was reaped) a second before the recording
+    // ended: its user frames were named from what the recorder kept while
+    // it ran. Its blocks are its own sleeps, under the function that made
+    // them; its CPU samples are mostly the spin.
+    let of_child = |kind: &str| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|s| s.kind == kind && s.pid == report.child)
+            .collect()
+    };
+    let blocked = of_child("schedlens off-cpu");
+    let slept = blocked
+        .iter()
+        .filter(|s| {
+            has(&s.frames, |f| f == "child_sleeps_then_exits")
+                && has(&s.frames, |f| f == "do_nanosleep")
+        })
+        .count();
+    assert!(
+        slept >= 20 && slept * 10 >= blocked.len() * 8,
+        "the exited child: {slept} of its {} off-cpu stacks hold child_sleeps_then_exits \
+         (50 sleeps made); first: {:?}\n{stderr}",
+        blocked.len(),
+        blocked.first().map(|s| &s.frames)
+    );
+    let child_cpu = of_child("schedlens cpu");
+    let spun = child_cpu
+        .iter()
+        .filter(|s| s.frames.last().map(String::as_str) == Some("child_spins_then_exits"))
+        .count();
+    assert!(
+        spun >= 5,
+        "the exited child: {spun} of its {} CPU samples in child_spins_then_exits, ~20 \
+         expected over its 200 ms of CPU time at 99 Hz; first: {:?}",
+        child_cpu.len(),
+        child_cpu.first().map(|s| &s.frames)
+    );
+
+    // The trace's stack counters, imported into `stats`, against the file.
+    let stat = |name: &str| -> i64 {
+        let q = Command::new(BIN)
+            .args(["query", "--format", "csv"])
+            .arg(&trace)
+            .arg(format!(
+                "SELECT coalesce(sum(value), -1) FROM stats WHERE name = '{name}'"
+            ))
+            .output()
+            .unwrap();
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        let text = String::from_utf8_lossy(&q.stdout);
+        text.lines().nth(1).expect("a row").parse().unwrap()
+    };
+    let taken = stat("recorder_stacks_taken");
+    assert_eq!(
+        taken,
+        samples.len() as i64,
+        "every stack taken is in the file"
+    );
+    let off_cpu = samples
+        .iter()
+        .filter(|s| s.kind == "schedlens off-cpu")
+        .count() as i64;
+    // The reader's ~150 reads, the sleeper's ~150 sleeps, the child's 50.
+    let workload_blocks = of("schedlens off-cpu", "sl-reader").len()
+        + of("schedlens off-cpu", "sl-sleeper").len()
+        + blocked.len();
+    assert!(
+        workload_blocks >= 150 && off_cpu >= workload_blocks as i64,
+        "{off_cpu} off-cpu stacks, {workload_blocks} of the workload's blocks"
+    );
+    // The sleeper blocks ~150 times at the same place: most of those reuse
+    // its stacks (--stack-reuse, default 15 in a row).
+    let reused = stat("recorder_stacks_reused");
+    assert!(
+        reused >= 100 && reused <= off_cpu,
+        "{reused} off-cpu stacks reused of {off_cpu}"
+    );
+    let (frames, named) = (
+        stat("recorder_stack_frames"),
+        stat("recorder_stack_frames_named"),
+    );
+    assert!(
+        named > 0 && named <= frames,
+        "{named} of {frames} frames named"
+    );
+    let (user_stacks, gone) = (
+        stat("recorder_user_stacks"),
+        stat("recorder_user_stacks_process_gone"),
+    );
+    assert!(
+        user_stacks > 0 && gone >= 0 && gone < user_stacks,
+        "{gone} of {user_stacks} user stacks of gone processes"
+    );
+    // Lost stacks depend on the whole machine's (hash collisions in the
+    // stack map): each reason has its row, and the summary adds them up.
+    let mut lost = 0;
+    for reason in [
+        "recorder_stacks_lost_map_full",
+        "recorder_stacks_lost_collision",
+        "recorder_stacks_lost_no_user_stack",
+        "recorder_stacks_lost_ring_full",
+        "recorder_stacks_unreadable",
+    ] {
+        let n = stat(reason);
+        assert!(n >= 0, "no {reason} row");
+        lost += n;
+    }
+    assert!(lost * 10 < taken, "{lost} stacks lost of {taken}");
+    let summary = Command::new(BIN)
+        .arg("summary")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        text.contains(&format!(
+            "stacks:    {taken} taken ({reused} reused), {lost} lost; {named} of {frames} \
+             frames named"
+        )),
+        "summary:\n{text}"
     );
 
     tokio::runtime::Builder::new_current_thread()

@@ -10,6 +10,7 @@ use crate::analyses::tool::{TraceDb, require_scheduler_data};
 use crate::analyses::top_tasks::{TaskOrder, top_tasks};
 use crate::analyses::trace_info::trace_info;
 use crate::analyzer::db::{self, LoadOptions};
+use crate::analyzer::stats::Stat;
 use comfy_table::{Table, presets};
 use rusqlite::Connection;
 use std::fmt::Write as _;
@@ -84,6 +85,57 @@ fn interrupts_and_migrations(conn: &Connection, out: &mut String) -> anyhow::Res
         )?;
     }
     Ok(())
+}
+
+/// The recorder's stack counters (its StackStats, in the stats table), or
+/// None for a trace recorded without stacks.
+fn stacks_line(conn: &Connection) -> anyhow::Result<Option<String>> {
+    let get = |stat: Stat| -> anyhow::Result<i64> {
+        Ok(conn
+            .query_row(
+                "SELECT sum(value) FROM stats WHERE name = ?1",
+                [stat.name()],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .unwrap_or(0))
+    };
+    let has_stacks: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM stats WHERE name = ?1",
+        [Stat::recorder_stacks_taken.name()],
+        |r| r.get(0),
+    )?;
+    if !has_stacks {
+        return Ok(None);
+    }
+    let mut lost = 0;
+    for stat in [
+        Stat::recorder_stacks_lost_map_full,
+        Stat::recorder_stacks_lost_collision,
+        Stat::recorder_stacks_lost_no_user_stack,
+        Stat::recorder_stacks_lost_ring_full,
+        Stat::recorder_stacks_unreadable,
+    ] {
+        lost += get(stat)?;
+    }
+    let (frames, named) = (
+        get(Stat::recorder_stack_frames)?,
+        get(Stat::recorder_stack_frames_named)?,
+    );
+    let mut line = format!(
+        "{} taken ({} reused), {lost} lost; {named} of {frames} frames named ({:.0}%)",
+        get(Stat::recorder_stacks_taken)?,
+        get(Stat::recorder_stacks_reused)?,
+        named as f64 * 100.0 / frames.max(1) as f64
+    );
+    let gone = get(Stat::recorder_user_stacks_process_gone)?;
+    if gone > 0 {
+        write!(
+            line,
+            "; {gone} of {} user stacks unnamed (process gone before seen)",
+            get(Stat::recorder_user_stacks)?
+        )?;
+    }
+    Ok(Some(line))
 }
 
 fn table(header: &[&str]) -> Table {
@@ -164,6 +216,9 @@ pub fn render(conn: &Connection, name: &str) -> anyhow::Result<String> {
         }
     }
     writeln!(out, "  drops:     {drops}")?;
+    if let Some(line) = stacks_line(conn)? {
+        writeln!(out, "  stacks:    {line}")?;
+    }
     let act = process_activity(conn, whole, 3)?;
     let spawners: Vec<String> = act
         .processes

@@ -111,6 +111,30 @@ stats! {
     recorder_lost_events_total: PerCpu, DataLoss, Trace;
     /// recorder handler runs the kernel skipped because a BPF program was already running on that CPU: their events are missing (RecorderStats.recursion_misses)
     recorder_bpf_recursion_misses: Single, DataLoss, Trace;
+    /// stack events the recorder took, all kinds (RecorderStats.stacks.taken)
+    recorder_stacks_taken: Single, Info, Trace;
+    /// off-CPU stacks the recorder reused from the task's previous block instead of walking them (--stack-reuse)
+    recorder_stacks_reused: Single, Info, Trace;
+    /// stack halves not taken because the recorder's BPF stack map was full: those samples lack that half
+    recorder_stacks_lost_map_full: Single, DataLoss, Trace;
+    /// stack halves not taken because another stack held their hash bucket in the BPF stack map
+    recorder_stacks_lost_collision: Single, DataLoss, Trace;
+    /// user stacks of user tasks that had no frames (no user context, as in io_uring or vhost workers)
+    recorder_stacks_lost_no_user_stack: Single, DataLoss, Trace;
+    /// stack events the recorder's ring had no room for (also among the lost events)
+    recorder_stacks_lost_ring_full: Single, DataLoss, Trace;
+    /// stack ids whose frames were gone from the BPF stack map at the end of the recording
+    recorder_stacks_unreadable: Single, DataLoss, Trace;
+    /// distinct stack frames the recorder wrote
+    recorder_stack_frames: Single, Info, Trace;
+    /// distinct stack frames the recorder named (a function from kallsyms, ELF symbols or DWARF)
+    recorder_stack_frames_named: Single, Info, Trace;
+    /// distinct (process, user stack) pairs the recorder normalized to file offsets
+    recorder_user_stacks: Single, Info, Trace;
+    /// distinct user stacks whose process was gone before the recorder saw them: their frames keep only addresses, unnamed
+    recorder_user_stacks_process_gone: Single, DataLoss, Trace;
+    /// time the recorder spent naming stack frames at the end of the recording, in ns
+    recorder_stacks_symbolize_ns: Single, Info, Trace;
     /// events dropped because they arrived later in the file than the sort window allows
     sorter_push_event_out_of_order: Single, DataLoss, Analysis;
     /// first compact sched_switch of a CPU: it only seeds who runs (no prev_* fields)

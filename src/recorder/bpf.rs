@@ -12,11 +12,18 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
-/// Off-CPU stack reuse over a recording (schedlens.bpf.c, "Off-CPU stack
-/// reuse").
+/// What the BPF programs counted of their stacks over a recording.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct StackReuse {
-    /// Off-CPU stacks taken from the task's previous block, not walked.
+pub struct StackCounters {
+    /// Stack halves not taken, by why: the stack map was full, another
+    /// stack held the hash bucket, a user task's user stack had no frames.
+    pub map_full: u64,
+    pub collided: u64,
+    pub no_user: u64,
+    /// Stack records the ring had no room for (also among the lost events).
+    pub dropped: u64,
+    /// Off-CPU stacks taken from the task's previous block, not walked
+    /// (schedlens.bpf.c, "Off-CPU stack reuse").
     pub reused: u64,
     /// Walks at a block that matched the previous one (a reuse's re-check),
     /// and how many of them found other stacks.
@@ -317,32 +324,22 @@ impl<'obj> Recorder<'obj> {
     /// The frames of stack `id` in the stack map, innermost first (None if
     /// the map has no such stack).
     pub fn stack_frames(&self, id: u32) -> Option<Vec<u64>> {
-        let value = self
-            .skel
-            .maps
-            .stacks
-            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
-            .ok()??;
-        Some(
-            value
-                .chunks_exact(8)
-                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
-                .take_while(|&ip| ip != 0)
-                .collect(),
-        )
+        read_stack(&self.skel.maps.stacks, id)
     }
 
-    /// Stacks the stack map could not take (full or a hash collision), over
-    /// the first `ncpus` CPUs.
-    pub fn stack_misses(&self, ncpus: usize) -> u64 {
-        self.cpu_sum(ncpus, |s| &s.stack_misses)
+    /// A handle on the stack map, for a consumer that reads stacks while
+    /// recording.
+    pub fn stack_map(&self) -> anyhow::Result<MapHandle> {
+        MapHandle::try_from(&self.skel.maps.stacks).context("opening the stack map")
     }
 
-    /// Off-CPU stack reuse (schedlens.bpf.c): stacks reused, and of the
-    /// walks that could have reused, how many there were and how many found
-    /// other stacks.
-    pub fn stack_reuse(&self, ncpus: usize) -> StackReuse {
-        StackReuse {
+    /// The stack counters, summed over the first `ncpus` CPUs.
+    pub fn stack_counters(&self, ncpus: usize) -> StackCounters {
+        StackCounters {
+            map_full: self.cpu_sum(ncpus, |s| &s.stack_map_full),
+            collided: self.cpu_sum(ncpus, |s| &s.stack_collided),
+            no_user: self.cpu_sum(ncpus, |s| &s.stack_no_user),
+            dropped: self.cpu_sum(ncpus, |s| &s.stack_dropped),
             reused: self.cpu_sum(ncpus, |s| &s.stack_reused),
             checked: self.cpu_sum(ncpus, |s| &s.stack_checked),
             stale: self.cpu_sum(ncpus, |s| &s.stack_stale),
@@ -483,6 +480,19 @@ pub fn plan_shards(
             (cpu_shard, n)
         }
     }
+}
+
+/// The frames of stack `id` in a stack map, innermost first (None if the map
+/// has no such stack).
+pub fn read_stack(map: &impl MapCore, id: u32) -> Option<Vec<u64>> {
+    let value = map.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(
+        value
+            .chunks_exact(8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            .take_while(|&ip| ip != 0)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
 use crate::recorder::flight::{self, Flight, Watched};
+use crate::recorder::stacks::{UserStacks, WithUserStacks};
 use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, catalog, cli, snapshot, stacks};
 use anyhow::{Context, bail};
@@ -144,8 +145,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(DETACH_GRACE);
     let end_ts = snapshot::boottime_ns();
     let elapsed = started.elapsed();
-    let mut encoders = match consumers.join() {
-        Ok(encoders) => encoders,
+    let (mut encoders, user_stacks) = match consumers.join() {
+        Ok(shards) => shards,
         Err(e) => {
             progress.finish();
             return Err(write_failed(e, &writer, &output, args.compress));
@@ -165,12 +166,14 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         Some(stacks::write(
             &writer,
             &samples,
-            recorder.stack_misses(ncpus),
+            recorder.stack_counters(ncpus),
+            user_stacks,
             |id| recorder.stack_frames(id),
         )?)
     };
 
     let counts = consumers.counts();
+    stats.stacks = stacks.as_ref().map(stacks::StackSummary::to_proto);
     stats.bytes_written = writer.bytes_written();
     writer.write_packets(&snapshot::epilogue_packets(&stats))?;
     let size = writer
@@ -189,7 +192,7 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
         f.print_summary();
     }
     if let Some(summary) = &stacks {
-        print_stacks(summary, &recorder.stack_reuse(ncpus));
+        print_stacks(summary);
     }
 
     outcome(end, &output)
@@ -217,6 +220,7 @@ fn totals(
         argv: std::env::args().collect(),
         ring_fill: counts.ring_fill,
         recursion_misses: recorder.recursion_misses()?,
+        stacks: None,
     })
 }
 
@@ -248,7 +252,7 @@ fn start_consumers(
     }
     // Recording has begun: from here a killed recorder leaves the trace at its name.
     writer.publish()?;
-    let consumers = Consumers::start(recorder, writer, watch, ksyms)?;
+    let consumers = Consumers::start(recorder, writer, watch, ksyms, !cfg.stacks.is_empty())?;
     writer.write_packets(&[snapshot::process_tree_packet()?])?;
     Ok(consumers)
 }
@@ -394,7 +398,7 @@ fn spawn_command(
 
 /// The consumer threads, one per shard ring, and the counters they publish.
 struct Consumers {
-    threads: Vec<JoinHandle<anyhow::Result<Watched>>>,
+    threads: Vec<JoinHandle<anyhow::Result<WithUserStacks<Watched>>>>,
     counters: Vec<Arc<ShardCounters>>,
     stop: Arc<AtomicBool>,
 }
@@ -416,13 +420,15 @@ impl Counts {
 
 impl Consumers {
     /// One thread per ring, each encoding into its own shard of the trace
-    /// (naming kernel addresses from `ksyms`, if given). `watch`, the flight
-    /// recorder's trigger, sees every event.
+    /// (naming kernel addresses from `ksyms`, if given, and normalizing user
+    /// stacks with `stacks`). `watch`, the flight recorder's trigger, sees
+    /// every event.
     fn start(
         recorder: &mut Recorder<'_>,
         writer: &Arc<TraceWriter>,
         watch: Option<Arc<flight::LatencyWatch>>,
         ksyms: Option<Arc<KernelSymbols>>,
+        stacks: bool,
     ) -> anyhow::Result<Consumers> {
         let rings = recorder.take_rings();
         let stop = Arc::new(AtomicBool::new(false));
@@ -432,13 +438,18 @@ impl Consumers {
             let w = Arc::clone(writer);
             let watch = watch.clone();
             let ksyms = ksyms.clone();
+            // With stacks, each shard normalizes the user stacks it sees.
+            let stack_map = stacks.then(|| recorder.stack_map()).transpose()?;
             let encoder = move || {
                 let e = ShardEncoder::new(w);
                 let e = match ksyms {
                     Some(table) => e.with_kernel_symbols(shard, table),
                     None => e,
                 };
-                Watched::new(e, watch)
+                WithUserStacks {
+                    inner: Watched::new(e, watch),
+                    user_stacks: stack_map.map(UserStacks::new),
+                }
             };
             threads.push(consumer::spawn(
                 shard,
@@ -467,14 +478,19 @@ impl Consumers {
 
     /// Lets the threads drain their rings and stop (only once the programs
     /// are detached, so nothing arrives after); returns each shard's
-    /// encoder, in shard order, or the first error.
-    fn join(&mut self) -> anyhow::Result<Vec<ShardEncoder>> {
+    /// encoder, in shard order, and the user stacks the shards normalized,
+    /// or the first error.
+    fn join(&mut self) -> anyhow::Result<(Vec<ShardEncoder>, Vec<UserStacks>)> {
         self.stop.store(true, Ordering::Release);
         let mut first_error = None;
         let mut encoders = Vec::with_capacity(self.threads.len());
+        let mut user_stacks = Vec::new();
         for c in self.threads.drain(..) {
             match c.join() {
-                Ok(Ok(watched)) => encoders.push(watched.into_inner()),
+                Ok(Ok(shard)) => {
+                    encoders.push(shard.inner.into_inner());
+                    user_stacks.extend(shard.user_stacks);
+                }
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -485,7 +501,7 @@ impl Consumers {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(encoders),
+            None => Ok((encoders, user_stacks)),
         }
     }
 
@@ -781,7 +797,7 @@ fn print_summary(
     );
 }
 
-fn print_stacks(s: &stacks::StackSummary, reuse: &bpf::StackReuse) {
+fn print_stacks(s: &stacks::StackSummary) {
     let parts: Vec<String> = crate::model::stack::StackKind::ALL
         .iter()
         .zip(s.samples)
@@ -801,17 +817,42 @@ fn print_stacks(s: &stacks::StackSummary, reuse: &bpf::StackReuse) {
         s.frames,
         s.symbolize_time.as_secs_f64()
     );
-    if s.misses + s.unreadable > 0 {
+    eprintln!(
+        "  user stacks: {} distinct, normalized while recording in {:.2}s{}{}",
+        s.user_stacks,
+        s.normalize_time.as_secs_f64(),
+        if s.user_stacks_gone > 0 {
+            format!(
+                "; {} unnamed, their process gone when first seen",
+                s.user_stacks_gone
+            )
+        } else {
+            String::new()
+        },
+        if s.user_stacks_late > 0 {
+            format!("; {} only at the end (too many)", s.user_stacks_late)
+        } else {
+            String::new()
+        }
+    );
+    let c = &s.counters;
+    if s.lost() > 0 {
         eprintln!(
-            "  stacks lost: {} (the stack map was full or two stacks collided), {} unreadable",
-            s.misses, s.unreadable
+            "  stacks lost: {} (stack map full {}, hash collisions {}, user stack without frames \
+             {}, ring full {}, unreadable at the end {})",
+            s.lost(),
+            c.map_full,
+            c.collided,
+            c.no_user,
+            c.dropped,
+            s.unreadable
         );
     }
-    if reuse.reused + reuse.checked > 0 {
+    if c.reused + c.checked > 0 {
         eprintln!(
             "  off-cpu stacks reused: {} of {} from the task's previous block (--stack-reuse); \
              {} of {} re-walks of such a block found other stacks",
-            reuse.reused, s.samples[0], reuse.stale, reuse.checked
+            c.reused, s.samples[0], c.stale, c.checked
         );
     }
 }

@@ -359,6 +359,8 @@ pub struct RecordingStats {
     pub ring_fill: Vec<(u64, u64)>,
     /// Per BPF program: runs the kernel skipped (recursion protection).
     pub recursion_misses: Vec<(String, u64)>,
+    /// With --stacks, at the end: how the stacks went.
+    pub stacks: Option<sl::StackStats>,
 }
 
 impl RecordingStats {
@@ -387,6 +389,8 @@ impl RecordingStats {
             argv: self.argv.clone(),
             ring_fill: self.ring_fill.clone(),
             recursion_misses: minus(&self.recursion_misses, &base.recursion_misses),
+            // Stacks are written at the end of a whole recording only.
+            stacks: None,
         }
     }
 }
@@ -433,6 +437,7 @@ pub fn epilogue_packets(stats: &RecordingStats) -> Vec<TracePacket> {
             })
             .collect(),
         recursion_misses: counters(&stats.recursion_misses),
+        stacks: stats.stacks.clone(),
     };
     vec![
         packet(stats.end_ts, trace_packet::Data::FtraceStats(ftrace)),

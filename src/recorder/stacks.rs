@@ -1,26 +1,38 @@
-//! The recording's stacks into the trace, at its end: each stack id's frames
-//! are read from the BPF stack map, symbolized with blazesym (kernel frames
-//! through kallsyms, user frames normalized to a file offset in their ELF
-//! file, with its build id, then named from its symbols and DWARF) and
-//! written in Perfetto's own form: per stack kind, one packet sequence whose
-//! first packet holds the TracePacketDefaults (the kind's timebase, see
-//! [`StackKind::tracepoint`]) and the interned mappings, frames, function
-//! names and callstacks, followed by one PerfSample per stack event.
+//! The recording's stacks into the trace. User stacks are normalized while
+//! the recording runs: when a shard's consumer first sees a distinct
+//! (process, user stack id), [`UserStacks`] reads the frames from the BPF
+//! stack map and normalizes them with blazesym against the process's
+//! mappings as they are then (each address to its ELF file, with its build
+//! id, and the file offset in it), keeping only that. A process that exits
+//! before the recording ends, or execs another image, keeps the frames it
+//! had: at the end they are named per file from the file's symbols and DWARF
+//! by file offset, which needs the file, not the process.
+//!
+//! At the end, each stack id's kernel frames are read from the map and named
+//! through kallsyms, and everything is written in Perfetto's own form: per
+//! stack kind, one packet sequence whose first packet holds the
+//! TracePacketDefaults (the kind's timebase, see [`StackKind::tracepoint`])
+//! and the interned mappings, frames, function names and callstacks,
+//! followed by one PerfSample per stack event.
 //!
 //! An off-CPU sample sits at its sched_switch; its weight, how long the task
 //! then stayed off the CPU, is the thread_state that starts there (the
 //! importer's `off_cpu_sample`). A frame that does not resolve keeps its
 //! mapping and offset, without a function name.
 
+use crate::model::event::{Event, Header};
 use crate::model::stack::{StackKind, StackSample};
 use crate::perfetto::proto::{
     Callstack, Frame, InternedData, InternedString, Mapping, PerfSample, PerfSampleDefaults,
     TracePacket, TracePacketDefaults, perf_events, profiling, trace_packet,
 };
 use crate::perfetto::writer::{STACK_SEQUENCE_BASE, TraceWriter};
+use crate::recorder::bpf::{self, StackCounters};
+use crate::recorder::consumer::EventSink;
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use libbpf_rs::MapHandle;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,8 +46,13 @@ const SAMPLES_PER_BATCH: usize = 8192;
 /// file could not be found (their rel_pc is then the absolute address).
 const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 const UNKNOWN_MAPPING: &str = "[unknown]";
+/// Distinct (process, user stack) pairs a shard normalizes while recording,
+/// at most (each up to 127 frames of 16 bytes: at most 32 MiB a shard, and
+/// about 1 KiB for a typical stack of 60 frames). Past it, the rest are
+/// normalized at the end, which names only those of processes still alive.
+const MAX_USER_STACKS_PER_SHARD: usize = 16 * 1024;
 
-/// What the summary says about the stacks.
+/// What the summary and the trace's StackStats say about the stacks.
 #[derive(Debug, Default)]
 pub struct StackSummary {
     /// Stack events by kind ([`StackKind::ALL`] order).
@@ -45,11 +62,198 @@ pub struct StackSummary {
     /// Distinct frames written, and how many of them got a function name.
     pub frames: usize,
     pub frames_named: usize,
-    /// Stacks the BPF stack map could not take (full, or a hash collision).
-    pub misses: u64,
+    /// What BPF counted: stacks it could not take, and reuses.
+    pub counters: StackCounters,
     /// Stack ids whose frames were gone from the map when read.
     pub unreadable: u64,
+    /// Distinct (process, user stack) pairs, and of them those whose
+    /// process was gone when first seen, and those normalized only at the
+    /// end (past [`MAX_USER_STACKS_PER_SHARD`]).
+    pub user_stacks: usize,
+    pub user_stacks_gone: usize,
+    pub user_stacks_late: usize,
+    /// Normalizing user stacks while recording (on the consumer threads).
+    pub normalize_time: Duration,
+    /// Naming the frames at the end.
     pub symbolize_time: Duration,
+}
+
+impl StackSummary {
+    /// Stack halves BPF could not take or store, all reasons.
+    pub fn lost(&self) -> u64 {
+        let c = &self.counters;
+        c.map_full + c.collided + c.no_user + c.dropped + self.unreadable
+    }
+
+    /// The trace's StackStats.
+    pub fn to_proto(&self) -> crate::perfetto::proto::schedlens::StackStats {
+        use crate::perfetto::proto::schedlens::{StackStats, recorder_stats::Counter};
+        StackStats {
+            taken: StackKind::ALL
+                .iter()
+                .zip(self.samples)
+                .map(|(k, n)| Counter {
+                    name: Some(k.name().to_string()),
+                    value: Some(n),
+                })
+                .collect(),
+            lost_map_full: Some(self.counters.map_full),
+            lost_collision: Some(self.counters.collided),
+            lost_no_user_stack: Some(self.counters.no_user),
+            lost_ring_full: Some(self.counters.dropped),
+            unreadable: Some(self.unreadable),
+            reused: Some(self.counters.reused),
+            frames: Some(self.frames as u64),
+            frames_named: Some(self.frames_named as u64),
+            user_stacks: Some(self.user_stacks as u64),
+            user_stacks_gone: Some(self.user_stacks_gone as u64),
+            symbolize_ns: Some(self.symbolize_time.as_nanos() as u64),
+        }
+    }
+}
+
+/// A user address once normalized: the file it lies in (an index in
+/// [`Modules`]) and the offset in that file; [`NO_MODULE`] (in no file, or
+/// its process was gone) keeps the address itself.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct UserFrame {
+    module: u32,
+    offset: u64,
+}
+
+const NO_MODULE: u32 = u32::MAX;
+
+/// The ELF files user frames lie in, each once.
+#[derive(Default)]
+struct Modules {
+    list: Vec<Module>,
+    ids: FxHashMap<Module, u32>,
+}
+
+impl Modules {
+    fn id(&mut self, module: Module) -> u32 {
+        if let Some(&id) = self.ids.get(&module) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(module.clone());
+        self.ids.insert(module, id);
+        id
+    }
+}
+
+/// Normalizes `addrs`, a user stack of process `tgid`, against the process's
+/// mappings as they are now. None when the process (or its memory) is gone.
+fn normalize(
+    normalizer: &Normalizer,
+    modules: &mut Modules,
+    tgid: i32,
+    addrs: &[u64],
+) -> Option<Box<[UserFrame]>> {
+    let pid = u32::try_from(tgid).ok().filter(|&p| p != 0)?;
+    let normalized = normalizer.normalize_user_addrs(pid.into(), addrs).ok()?;
+    // Each file's module id once, not once per frame.
+    let mut module_of: FxHashMap<usize, u32> = FxHashMap::default();
+    let frames = normalized
+        .outputs
+        .iter()
+        .zip(addrs)
+        .map(|(&(offset, meta), &addr)| match normalized.meta.get(meta) {
+            Some(UserMeta::Elf(elf)) => UserFrame {
+                module: *module_of.entry(meta).or_insert_with(|| {
+                    modules.id(Module {
+                        path: elf.path.clone(),
+                        build_id: elf.build_id.as_ref().map(|b| b.to_vec()),
+                    })
+                }),
+                offset,
+            },
+            _ => UserFrame {
+                module: NO_MODULE,
+                offset: addr,
+            },
+        })
+        .collect();
+    Some(frames)
+}
+
+/// One shard's user stacks, normalized when its consumer first sees each
+/// distinct (process, user stack id): while the process most likely still
+/// runs (its stack was taken about a ring poll, 50 ms, ago), and before an
+/// exec can change its image. A process that exits within that time is
+/// counted as gone. Only the first sight of a pair costs anything (a map
+/// lookup and the normalization's reads of /proc/PID/maps); every other
+/// stack event is one hash lookup.
+pub struct UserStacks {
+    map: MapHandle,
+    normalizer: Normalizer,
+    modules: Modules,
+    /// None: the process was gone at first sight (not retried at the end,
+    /// when its pid may be another process's).
+    stacks: FxHashMap<(i32, u32), Option<Box<[UserFrame]>>>,
+    elapsed: Duration,
+}
+
+impl UserStacks {
+    pub fn new(map: MapHandle) -> UserStacks {
+        UserStacks {
+            map,
+            normalizer: new_normalizer(),
+            modules: Modules::default(),
+            stacks: FxHashMap::default(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn see(&mut self, tgid: i32, id: u32) {
+        if self.stacks.contains_key(&(tgid, id)) || self.stacks.len() >= MAX_USER_STACKS_PER_SHARD {
+            return;
+        }
+        let started = Instant::now();
+        let frames = bpf::read_stack(&self.map, id)
+            .and_then(|addrs| normalize(&self.normalizer, &mut self.modules, tgid, &addrs));
+        self.stacks.insert((tgid, id), frames);
+        self.elapsed += started.elapsed();
+    }
+}
+
+/// A shard's event sink that hands each stack event's user stack to its
+/// [`UserStacks`] before the event goes on to `inner`.
+pub struct WithUserStacks<S> {
+    pub inner: S,
+    pub user_stacks: Option<UserStacks>,
+}
+
+impl<S: EventSink> EventSink for WithUserStacks<S> {
+    fn push(&mut self, h: &Header, ev: &Event<'_>) -> anyhow::Result<()> {
+        if let (
+            Some(u),
+            Event::Stack {
+                tgid,
+                user: Some(id),
+                ..
+            },
+        ) = (&mut self.user_stacks, ev)
+        {
+            u.see(*tgid, *id);
+        }
+        self.inner.push(h, ev)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn new_normalizer() -> Normalizer {
+    Normalizer::builder()
+        .enable_build_ids(true)
+        // A file's build id is read once, not at every stack in it.
+        .enable_build_id_caching(true)
+        // 6.11+: the VMAs of the stack's addresses by ioctl instead of
+        // parsing the whole of /proc/PID/maps.
+        .enable_procmap_query(blazesym::helper::is_procmap_query_supported().unwrap_or(false))
+        .build()
 }
 
 /// Where a user address lies, after normalization.
@@ -59,8 +263,8 @@ struct Module {
     build_id: Option<Vec<u8>>,
 }
 
-/// An address to name: `adjusted` when it is a return address, looked up
-/// one byte earlier so a call at a function's end names the caller.
+/// An address to name: `adjusted` when it is a return address
+/// ([`lookup_offset`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Pc {
     addr: u64,
@@ -69,11 +273,7 @@ struct Pc {
 
 impl Pc {
     fn lookup(self) -> u64 {
-        if self.adjusted {
-            self.addr.saturating_sub(1)
-        } else {
-            self.addr
-        }
+        lookup_offset(self.addr, self.adjusted)
     }
 }
 
@@ -107,21 +307,45 @@ struct Resolved {
 }
 
 /// Writes `samples` to `writer` as described above. `read_stack` gives a
-/// stack id's frames, innermost first (None if the id is not in the map).
+/// stack id's frames, innermost first (None if the id is not in the map);
+/// `early` are the shards' user stacks normalized while recording.
 pub fn write(
     writer: &TraceWriter,
     samples: &[StackSample],
-    misses: u64,
+    counters: StackCounters,
+    early: Vec<UserStacks>,
     read_stack: impl Fn(u32) -> Option<Vec<u64>>,
 ) -> anyhow::Result<StackSummary> {
     let started = Instant::now();
     let mut summary = StackSummary {
-        misses,
+        counters,
         ..StackSummary::default()
     };
     for s in samples {
         if let Some(i) = StackKind::ALL.iter().position(|&k| k == s.kind) {
             summary.samples[i] += 1;
+        }
+    }
+    // The shards' normalized stacks, their modules numbered anew in one table.
+    let mut modules = Modules::default();
+    let mut user_stacks: FxHashMap<(i32, u32), Option<Box<[UserFrame]>>> = FxHashMap::default();
+    for shard in early {
+        summary.normalize_time += shard.elapsed;
+        let renumbered: Vec<u32> = shard
+            .modules
+            .list
+            .into_iter()
+            .map(|m| modules.id(m))
+            .collect();
+        // A pair two shards saw: the first normalization that found the process.
+        for (key, frames) in shard.stacks {
+            let slot = user_stacks.entry(key).or_default();
+            if let (None, Some(mut frames)) = (&slot, frames) {
+                for f in frames.iter_mut().filter(|f| f.module != NO_MODULE) {
+                    f.module = renumbered[f.module as usize];
+                }
+                *slot = Some(frames);
+            }
         }
     }
     if samples.is_empty() {
@@ -138,6 +362,24 @@ pub fn write(
             }
         }
     }
+    // A hot stack is in millions of samples: its addresses are gathered once.
+    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
+    // Pairs the shards did not normalize (past their bound): now, which
+    // finds only the processes still alive.
+    let normalizer = new_normalizer();
+    for k in &distinct {
+        let Some(id) = k.user else { continue };
+        if let std::collections::hash_map::Entry::Vacant(slot) = user_stacks.entry((k.tgid, id)) {
+            summary.user_stacks_late += 1;
+            let frames = stacks
+                .get(&id)
+                .and_then(|addrs| normalize(&normalizer, &mut modules, k.tgid, addrs));
+            slot.insert(frames);
+        }
+    }
+    summary.user_stacks = user_stacks.len();
+    summary.user_stacks_gone = user_stacks.values().filter(|f| f.is_none()).count();
+
     // A CPU sample's innermost frame is where the CPU was, not a return
     // address: `leaf_exact` for the stack that holds it.
     let pcs = |key: &StackKey, id: Option<u32>, leaf_exact: bool| -> Vec<Pc> {
@@ -153,28 +395,50 @@ pub fn write(
             })
             .collect()
     };
+    // A user stack's frames, innermost first, with whether each is a return
+    // address: normalized, or (its process gone) bare addresses.
+    let user_frames = |key: &StackKey| -> Vec<(UserFrame, bool)> {
+        let pcs = pcs(key, key.user, key.kernel.is_none());
+        let normalized = key
+            .user
+            .and_then(|id| user_stacks.get(&(key.tgid, id)))
+            .and_then(Option::as_deref);
+        match normalized {
+            Some(frames) => frames
+                .iter()
+                .zip(&pcs)
+                .map(|(&f, pc)| (f, pc.adjusted))
+                .collect(),
+            None => pcs
+                .iter()
+                .map(|pc| {
+                    let f = UserFrame {
+                        module: NO_MODULE,
+                        offset: pc.addr,
+                    };
+                    (f, pc.adjusted)
+                })
+                .collect(),
+        }
+    };
 
-    // A hot stack is in millions of samples: its addresses are gathered once.
-    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
-    // Every distinct address, kernel ones together, user ones per process.
+    // Every distinct kernel address, and every user file offset by file.
     let mut kernel_pcs: FxHashSet<Pc> = FxHashSet::default();
-    let mut user_pcs: FxHashMap<i32, FxHashSet<Pc>> = FxHashMap::default();
+    let mut offsets: FxHashMap<u32, FxHashSet<u64>> = FxHashMap::default();
     for k in &distinct {
         kernel_pcs.extend(pcs(k, k.kernel, true));
-        user_pcs
-            .entry(k.tgid)
-            .or_default()
-            .extend(pcs(k, k.user, k.kernel.is_none()));
+        for (f, adjusted) in user_frames(k) {
+            if f.module != NO_MODULE {
+                offsets
+                    .entry(f.module)
+                    .or_default()
+                    .insert(lookup_offset(f.offset, adjusted));
+            }
+        }
     }
     let symbolizer = Symbolizer::new();
     let kernel = resolve_kernel(&symbolizer, &kernel_pcs);
-    let normalizer = Normalizer::builder().enable_build_ids(true).build();
-    let mut user: FxHashMap<(i32, Pc), Resolved> = FxHashMap::default();
-    for (tgid, set) in &user_pcs {
-        for (pc, r) in resolve_user(&symbolizer, &normalizer, *tgid, set) {
-            user.insert((*tgid, pc), r);
-        }
-    }
+    let user_names = resolve_user(&symbolizer, &modules, offsets);
     summary.symbolize_time = started.elapsed();
 
     let mut interner = Interner::default();
@@ -185,19 +449,24 @@ pub fn write(
             Some(&iid) => iid,
             None => {
                 // Outermost first: the user stack from its root, then the kernel's.
-                let user_frames = pcs(&key, key.user, key.kernel.is_none());
+                let user_frames = user_frames(&key);
                 let mut kernel_frames = pcs(&key, key.kernel, true);
                 if !key.cpu_sample {
                     let ours = recorder_frames(&kernel_frames, &kernel);
                     kernel_frames.drain(..ours);
                 }
                 let mut frame_ids = Vec::with_capacity(user_frames.len() + kernel_frames.len());
-                for pc in user_frames.iter().rev() {
-                    let r = user.get(&(key.tgid, *pc)).cloned().unwrap_or(Resolved {
-                        module: Some(unknown_module()),
-                        rel_pc: pc.addr,
-                        name: None,
-                    });
+                for &(f, adjusted) in user_frames.iter().rev() {
+                    let r = Resolved {
+                        module: Some(match modules.list.get(f.module as usize) {
+                            Some(m) => m.clone(),
+                            None => unknown_module(),
+                        }),
+                        rel_pc: f.offset,
+                        name: user_names
+                            .get(&(f.module, lookup_offset(f.offset, adjusted)))
+                            .cloned(),
+                    };
                     frame_ids.push(interner.frame(&r));
                 }
                 for pc in kernel_frames.iter().rev() {
@@ -363,75 +632,41 @@ fn sym_name(s: &Symbolized<'_>) -> Option<String> {
     }
 }
 
-/// Normalizes a process's addresses (from /proc/TGID/maps: the process must
-/// still exist) to file offsets in their ELF files and names them. Addresses
-/// of a gone process, or outside any file, stay in the unknown mapping.
+/// Where a frame's name is looked up: a return address one byte earlier,
+/// so a call at a function's end names the caller.
+fn lookup_offset(offset: u64, adjusted: bool) -> u64 {
+    if adjusted {
+        offset.saturating_sub(1)
+    } else {
+        offset
+    }
+}
+
+/// Names file offsets, per ELF file, from its symbols and DWARF: (module,
+/// offset) -> name, for those that resolved.
 fn resolve_user(
     symbolizer: &Symbolizer,
-    normalizer: &Normalizer,
-    tgid: i32,
-    pcs: &FxHashSet<Pc>,
-) -> Vec<(Pc, Resolved)> {
-    let mut pcs: Vec<Pc> = pcs.iter().copied().collect();
-    pcs.sort_unstable_by_key(|pc| (pc.addr, pc.adjusted));
-    let Ok(pid) = u32::try_from(tgid) else {
-        return Vec::new();
-    };
-    if pid == 0 || pcs.is_empty() {
-        return Vec::new();
-    }
-    let addrs: Vec<u64> = pcs.iter().map(|pc| pc.addr).collect();
-    let Ok(normalized) = normalizer.normalize_user_addrs(pid.into(), &addrs) else {
-        return Vec::new();
-    };
-    // Per ELF file: the offsets to name, with their place in `pcs`.
-    let mut by_file: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
-    let mut out: Vec<(Pc, Resolved)> = Vec::with_capacity(pcs.len());
-    for (i, (&(offset, meta), pc)) in normalized.outputs.iter().zip(&pcs).enumerate() {
-        let module = match normalized.meta.get(meta) {
-            Some(UserMeta::Elf(elf)) => {
-                by_file.entry(meta).or_default().push(i);
-                Module {
-                    path: elf.path.clone(),
-                    build_id: elf.build_id.as_ref().map(|b| b.to_vec()),
-                }
+    modules: &Modules,
+    offsets: FxHashMap<u32, FxHashSet<u64>>,
+) -> FxHashMap<(u32, u64), String> {
+    let mut names = FxHashMap::default();
+    for (module, set) in offsets {
+        let Some(m) = modules.list.get(module as usize) else {
+            continue;
+        };
+        let mut offsets: Vec<u64> = set.into_iter().collect();
+        offsets.sort_unstable();
+        let src = Source::Elf(Elf::new(&m.path));
+        let Ok(found) = symbolizer.symbolize(&src, Input::FileOffset(&offsets)) else {
+            continue;
+        };
+        for (&offset, sym) in offsets.iter().zip(&found) {
+            if let Some(name) = sym_name(sym) {
+                names.insert((module, offset), name);
             }
-            _ => unknown_module(),
-        };
-        let known = module.path != std::path::Path::new(UNKNOWN_MAPPING);
-        out.push((
-            *pc,
-            Resolved {
-                module: Some(module),
-                rel_pc: if known { offset } else { pc.addr },
-                name: None,
-            },
-        ));
-    }
-    for (meta, idxs) in by_file {
-        let Some(UserMeta::Elf(elf)) = normalized.meta.get(meta) else {
-            continue;
-        };
-        let offsets: Vec<u64> = idxs
-            .iter()
-            .map(|&i| {
-                let (pc, r) = &out[i];
-                if pc.adjusted {
-                    r.rel_pc.saturating_sub(1)
-                } else {
-                    r.rel_pc
-                }
-            })
-            .collect();
-        let src = Source::Elf(Elf::new(&elf.path));
-        let Ok(names) = symbolizer.symbolize(&src, Input::FileOffset(&offsets)) else {
-            continue;
-        };
-        for (&i, name) in idxs.iter().zip(&names) {
-            out[i].1.name = sym_name(name);
         }
     }
-    out
+    names
 }
 
 /// Builds the interned data: each mapping, function name, frame and
@@ -534,5 +769,45 @@ impl Interner {
         });
         self.callstacks.insert(frame_ids, iid);
         iid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_to_find() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// Normalized while the process runs, named later from the file alone.
+    #[test]
+    fn a_normalized_address_is_named_from_its_file() {
+        let addr = a_function_to_find as *const () as u64;
+        let normalizer = new_normalizer();
+        let mut modules = Modules::default();
+        let pid = std::process::id() as i32;
+        let frames = normalize(&normalizer, &mut modules, pid, &[addr, 1]).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(modules.list.len(), 1);
+        assert_eq!(modules.list[0].path, exe);
+        assert_eq!(frames[0].module, 0);
+        // Address 1 is in no file: it keeps its address.
+        assert_eq!((frames[1].module, frames[1].offset), (NO_MODULE, 1));
+        let offsets = FxHashMap::from_iter([(0, FxHashSet::from_iter([frames[0].offset]))]);
+        let names = resolve_user(&Symbolizer::new(), &modules, offsets);
+        let name = &names[&(0, frames[0].offset)];
+        assert!(name.ends_with("a_function_to_find"), "{name}");
+    }
+
+    #[test]
+    fn a_gone_process_normalizes_to_nothing() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        let mut modules = Modules::default();
+        assert!(normalize(&new_normalizer(), &mut modules, pid, &[0x1000]).is_none());
+        assert!(normalize(&new_normalizer(), &mut modules, 0, &[0x1000]).is_none());
     }
 }

@@ -146,6 +146,31 @@ impl TraceInfo {
             let skipped: u64 = r.recursion_misses.iter().map(|c| c.value()).sum();
             stats.add(Stat::recorder_bpf_recursion_misses, skipped as i64);
         }
+        if let Some(st) = &r.stacks {
+            let taken: u64 = st.taken.iter().map(|c| c.value()).sum();
+            for (stat, v) in [
+                (Stat::recorder_stacks_taken, taken),
+                (Stat::recorder_stacks_reused, st.reused()),
+                (Stat::recorder_stacks_lost_map_full, st.lost_map_full()),
+                (Stat::recorder_stacks_lost_collision, st.lost_collision()),
+                (
+                    Stat::recorder_stacks_lost_no_user_stack,
+                    st.lost_no_user_stack(),
+                ),
+                (Stat::recorder_stacks_lost_ring_full, st.lost_ring_full()),
+                (Stat::recorder_stacks_unreadable, st.unreadable()),
+                (Stat::recorder_stack_frames, st.frames()),
+                (Stat::recorder_stack_frames_named, st.frames_named()),
+                (Stat::recorder_user_stacks, st.user_stacks()),
+                (
+                    Stat::recorder_user_stacks_process_gone,
+                    st.user_stacks_gone(),
+                ),
+                (Stat::recorder_stacks_symbolize_ns, st.symbolize_ns()),
+            ] {
+                stats.add(stat, v.min(i64::MAX as u64) as i64);
+            }
+        }
         // The fullest ring, in percent: how close the recording came to
         // dropping events.
         let peak = r
