@@ -52,6 +52,8 @@ const volatile u32 stack_kinds = 0;
  * its previous block's stacks (0: every block walks them). */
 const volatile u32 stack_reuse = 0;
 
+/* The blocked group: sched_blocked_reason at each D block. */
+const volatile bool blocked_reasons = false;
 /* The kernel's scheduler and lock text, [start, end) each (from
  * /proc/kallsyms): the functions the kernel's get_wchan skips
  * (in_sched_functions) to name where a task blocks. 0: unknown, and a D
@@ -544,7 +546,7 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 		emit_off_cpu_stack(ctx, &e, prev, pc);
 	/* After the off-CPU stack: it takes the switch's time, and this the next
 	 * nanosecond. */
-	if (reported_as_d(state))
+	if (blocked_reasons && reported_as_d(state))
 		emit_blocked_reason(ctx, &e, prev);
 	return 0;
 }

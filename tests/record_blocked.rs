@@ -19,7 +19,7 @@ use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use schedlens::analyses::critical_path::critical_path;
 use schedlens::analyses::timespec::trace_bounds;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
@@ -69,13 +69,9 @@ struct Blocked {
     io_wait: bool,
 }
 
-#[test]
-fn d_blocks_name_the_function_the_kernel_reports() {
-    if !root::require_bpf() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("blocked");
+/// Builds the workload in `dir`.
+fn build_workload(dir: &Path) -> PathBuf {
+    let exe = dir.join("blocked");
     let built = Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&exe)
@@ -83,21 +79,38 @@ fn d_blocks_name_the_function_the_kernel_reports() {
         .status()
         .expect("running cc");
     assert!(built.success(), "building {WORKLOAD_SRC}");
-    let trace = dir.path().join("blocked.pftrace");
-    let report_path = dir.path().join("report");
+    exe
+}
+
+/// Records the workload with `args`; returns the trace and the report.
+fn record(dir: &Path, exe: &Path, args: &[&str]) -> (PathBuf, Report) {
+    let trace = dir.join("blocked.pftrace");
+    let report_path = dir.join("report");
     let out = Command::new(BIN)
-        .args(["trace", "-o"])
+        .arg("trace")
+        .args(args)
+        .arg("-o")
         .arg(&trace)
         .arg("--")
-        .arg(&exe)
+        .arg(exe)
         .arg(&report_path)
-        .arg(dir.path())
+        .arg(dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "schedlens trace failed:\n{stderr}");
     assert!(stderr.contains("0 dropped"), "summary: {stderr}");
-    let report = read_report(&report_path);
+    (trace, read_report(&report_path))
+}
+
+#[test]
+fn d_blocks_name_the_function_the_kernel_reports() {
+    if !root::require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_workload(dir.path());
+    let (trace, report) = record(dir.path(), &exe, &[]);
     let vforker = report.tids["sl-vforker"];
     let direct = report.tids["sl-direct"];
     // What the kernel's get_wchan said they sleep in, asked while they did
@@ -253,4 +266,37 @@ fn d_blocks_name_the_function_the_kernel_reports() {
             .map(|s| s.wakes_from.clone())
             .collect::<Vec<_>>()
     );
+}
+
+/// Without the blocked group (`--events` not naming it) the same workload's
+/// D blocks are recorded with no reason: the sched_switch program skips it.
+#[test]
+fn without_the_blocked_group_d_blocks_have_no_reason() {
+    if !root::require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_workload(dir.path());
+    let (trace, report) = record(dir.path(), &exe, &["--events", "irq"]);
+    let decoded = oracle::decode(&trace);
+    let reasons = decoded
+        .packets
+        .iter()
+        .filter(|p| p.has_ftrace_events())
+        .flat_map(|p| &p.ftrace_events().event)
+        .filter(|e| matches!(e.event, Some(Fe::SchedBlockedReason(_))))
+        .count();
+    assert_eq!(reasons, 0);
+    let db = dir.path().join("blocked.db");
+    schedlens::analyzer::db::build_into(&trace, &db).unwrap();
+    let conn = schedlens::analyzer::db::open_readonly(&db).unwrap();
+    let (d, named): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(s.blocked_function) FROM thread_state s JOIN thread t \
+             USING (utid) WHERE t.tid = ?1 AND s.state = 'D'",
+            [report.tids["sl-vforker"]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((d, named), (VFORKS as i64, 0));
 }

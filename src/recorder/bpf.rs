@@ -232,6 +232,7 @@ impl<'obj> Recorder<'obj> {
             .and_then(|btf| preempt_count_from_rq(&btf))
             .unwrap_or(0);
         ro.preempt_count_load = kernel_at_least(6, 17);
+        ro.blocked_reasons = cfg.groups.contains(&catalog::BLOCKED);
         ro.sched_text_start = cfg.sched_text.sched.0;
         ro.sched_text_end = cfg.sched_text.sched.1;
         ro.lock_text_start = cfg.sched_text.lock.0;

@@ -41,6 +41,8 @@ struct Group {
 
 /// The group that is always recorded.
 pub const SCHED: &str = "sched";
+/// Where D blocks wait: a part of sched_switch's program, not one of its own.
+pub const BLOCKED: &str = "blocked";
 
 /// Every group, in the order `schedlens trace` documents them.
 static GROUPS: &[Group] = &[
@@ -50,6 +52,19 @@ static GROUPS: &[Group] = &[
                       renames: every CPU's timeline and each task's waits",
         default: true,
         records: &[],
+        programs: &[],
+    },
+    // Default: sched_switch pays nothing when no task blocks in D, and a
+    // walk of the kernel stack when one does (DEVELOPERS.md, "Where tasks
+    // block in D").
+    Group {
+        name: BLOCKED,
+        description: "where tasks block in uninterruptible sleep (D): the kernel function \
+                      (as /proc/PID/wchan names it) and whether it waits for I/O \
+                      (thread_state.blocked_function, io_wait); costs a kernel stack walk per \
+                      D block, nothing otherwise",
+        default: true,
+        records: &[t::SL_BLOCKED_REASON],
         programs: &[],
     },
     Group {
@@ -306,10 +321,15 @@ mod tests {
         assert!(!program_wanted("handle_irq_entry", &[SCHED]));
         assert!(program_wanted("handle_irq_entry", &[SCHED, "irq"]));
         // Opt-in groups; those with kernel addresses need the symbols, and
-        // so does sched (where D blocks wait).
+        // so does the default blocked group (where D blocks wait).
         assert!(!default_groups().contains(&"ipi"));
         assert!(!default_groups().contains(&"workqueue"));
-        assert!(needs_kernel_symbols(&[SCHED]));
+        assert!(needs_kernel_symbols(&default_groups()));
+        assert!(!needs_kernel_symbols(&[SCHED]));
+        assert_eq!(
+            groups.iter().find(|g| g.name == BLOCKED).unwrap().events,
+            ["sched_blocked_reason"]
+        );
         assert!(needs_kernel_symbols(&[SCHED, "ipi"]));
         assert!(needs_kernel_symbols(&[SCHED, "workqueue"]));
         assert_eq!(
