@@ -17,6 +17,7 @@ mod root;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
 use schedlens::analyses::critical_path::critical_path;
+use schedlens::analyses::task_timeline::{TaskSel, task_timeline};
 use schedlens::analyses::timespec::trace_bounds;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -248,9 +249,19 @@ fn d_blocks_name_the_function_the_kernel_reports() {
         .unwrap();
     assert_eq!(unnamed, 0, "D rows without a blocked reason");
 
+    let window = trace_bounds(&conn).unwrap().whole();
+    // task_timeline shows each of the vforker's D intervals with its function.
+    let tl = task_timeline(&conn, TaskSel::Tid(i64::from(vforker)), window, 2000).unwrap();
+    let d: Vec<Option<String>> = tl.threads[0]
+        .intervals
+        .iter()
+        .filter(|i| i.state == "D")
+        .map(|i| i.blocked_function.clone())
+        .collect();
+    assert_eq!(d, vec![Some(vfork_fn.clone()); VFORKS]);
+
     // The critical path of the vforker: each of its waits is ended by a
     // child's exit, and the step that ends it names where it slept.
-    let window = trace_bounds(&conn).unwrap().whole();
     let path = critical_path(&conn, i64::from(vforker), window, 1000).unwrap();
     let named = format!("D ({vfork_fn})");
     let ends = path
