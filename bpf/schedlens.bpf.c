@@ -495,8 +495,8 @@ REC(rec_blocked_reason, sl_blocked_reason);
  * attach the event to the task's latest blocked thread_state row, which is
  * the D row this switch opens, as long as the event comes after the switch:
  * it is stamped 1 ns after it, since the two go to different streams of a
- * CPU (a compact switch, a full FtraceEvent) whose order on equal
- * timestamps is the order trace_processor happened to create them in.
+ * CPU (a compact switch, a full FtraceEvent), which trace_processor's sorter
+ * interleaves on equal timestamps as its draining of each happens to fall.
  */
 static __attribute__((noinline)) void emit_blocked_reason(void *ctx, struct emitter *e,
 							  struct task_struct *prev)
