@@ -52,6 +52,17 @@ const volatile u32 stack_kinds = 0;
  * its previous block's stacks (0: every block walks them). */
 const volatile u32 stack_reuse = 0;
 
+/* The blocked group: sched_blocked_reason at each D block. */
+const volatile bool blocked_reasons = false;
+/* The kernel's scheduler and lock text, [start, end) each (from
+ * /proc/kallsyms): the functions the kernel's get_wchan skips
+ * (in_sched_functions) to name where a task blocks. 0: unknown, and a D
+ * block's caller is not looked for. */
+const volatile u64 sched_text_start = 0;
+const volatile u64 sched_text_end = 0;
+const volatile u64 lock_text_start = 0;
+const volatile u64 lock_text_end = 0;
+
 /* Where a CPU's preempt count is in the per-CPU area, from its runqueue
  * there (bytes; userspace reads both variables' places from the kernel's
  * BTF); 0: unknown. See context_flags. */
@@ -125,6 +136,20 @@ struct {
 	__type(key, u32);
 	__type(value, struct exec_rec);
 } exec_scratch SEC(".maps");
+
+/* The kernel stack blocked_caller walks (too big for the BPF stack beside
+ * the handler's own frame). sched_switch runs with IRQs off: nothing on this
+ * CPU can take it meanwhile. */
+struct blocked_frames {
+	u64 ip[SL_BLOCKED_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct blocked_frames);
+} blocked_scratch SEC(".maps");
 
 /* Deduplicated stacks; userspace sets max_entries (1 without --stacks) and
  * reads each id's frames at the end. */
@@ -408,6 +433,86 @@ static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task
 static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
 					       struct task_struct *t, struct task_ctx *c);
 
+/* Whether sched_switch reports a task of `state` (__state | exit_state) as
+ * D, as __trace_sched_switch_state does (abi.rs report_state decodes it):
+ * kernel threads idling in TASK_IDLE are I, not blocked, and the kernel's
+ * load average and Perfetto's thread_state agree. */
+static __always_inline bool reported_as_d(u32 state)
+{
+	if (state & (SL_TASK_RTLOCK_WAIT | SL_TASK_FROZEN))
+		return true;
+	return (state & (SL_TASK_UNINTERRUPTIBLE | SL_TASK_NOLOAD | SL_TASK_REPORT_ABOVE_D)) ==
+	       SL_TASK_UNINTERRUPTIBLE;
+}
+
+static __always_inline bool in_sched_functions(u64 ip)
+{
+	return (ip >= sched_text_start && ip < sched_text_end) ||
+	       (ip >= lock_text_start && ip < lock_text_end);
+}
+
+/* The kernel function the current task blocks in, as the kernel's
+ * get_wchan names it: the first frame of its kernel stack past the
+ * scheduler's. The innermost frames are this program's way in (the BPF
+ * program, bpf_trace_run, __traceiter_sched_switch), which are not the
+ * scheduler's; then come __schedule, schedule and the sleeping primitive's
+ * (io_schedule, schedule_timeout, a mutex's or rwsem's slow path), all
+ * __sched; the frame after them is the caller. 0 if the walk finds none. */
+static __attribute__((noinline)) u64 blocked_caller(void *ctx)
+{
+	struct blocked_frames *f;
+	bool in_sched = false;
+	u32 zero = 0;
+	long len;
+
+	if (!sched_text_end)
+		return 0;
+	f = bpf_map_lookup_elem(&blocked_scratch, &zero);
+	if (!f)
+		return 0;
+	len = bpf_get_stack(ctx, f->ip, sizeof(f->ip), 0);
+	for (u32 i = 0; i < SL_BLOCKED_DEPTH && i < len / sizeof(u64); i++) {
+		u64 ip = f->ip[i];
+
+		if (in_sched_functions(ip))
+			in_sched = true;
+		else if (in_sched)
+			return ip;
+	}
+	return 0;
+}
+
+REC(rec_blocked_reason, sl_blocked_reason);
+
+/*
+ * sched_blocked_reason for prev, which blocks in D at this switch: where it
+ * blocks and whether it waits for I/O. Android's kernel event fires when the
+ * task is woken (from the enqueue), reading the sleeping task's stack; here
+ * it is taken at the switch, where the stack is the current task's (a
+ * bpf_get_stack of the running task, not a walk of another CPU's task that
+ * may be waking up meanwhile), the sched_waking hot path pays nothing, and a
+ * block still going on when the recording stops is named too. Importers
+ * attach the event to the task's latest blocked thread_state row, which is
+ * the D row this switch opens, as long as the event comes after the switch:
+ * it is stamped 1 ns after it, since the two go to different streams of a
+ * CPU (a compact switch, a full FtraceEvent), which trace_processor's sorter
+ * interleaves on equal timestamps as its draining of each happens to fall.
+ */
+static __attribute__((noinline)) void emit_blocked_reason(void *ctx, struct emitter *e,
+							  struct task_struct *prev)
+{
+	struct rec_blocked_reason *r;
+
+	e->t0++;
+	r = reserve(e, sizeof(*r), SL_BLOCKED_REASON);
+	if (!r)
+		return;
+	r->b.caller = blocked_caller(ctx);
+	r->b.pid = prev->pid;
+	r->b.io_wait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
+	submit(e, r);
+}
+
 static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, u32 prev_state)
 {
@@ -415,6 +520,7 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 	struct task_ctx *nc = task_ctx_of(next);
 	struct rec_switch *r;
 	struct emitter e;
+	u32 state;
 
 	if (filter_on && !traced(prev, pc) && !traced(next, nc))
 		return 0;
@@ -427,15 +533,21 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 	r->b.next = (u64)next;
 	r->b.prev_pid = prev->pid;
 	r->b.next_pid = next->pid;
-	r->b.prev_state = preempt ? SL_STATE_PREEMPT : (prev_state | (u32)prev->exit_state);
+	state = prev_state | (u32)prev->exit_state;
+	r->b.prev_state = preempt ? SL_STATE_PREEMPT : state;
 	r->b.prev_prio = prev->prio;
 	r->b.next_prio = next->prio;
 	submit(&e, r);
-	/* Blocked (S or D; not preempted, not TASK_IDLE's I): why it waits.
-	 * prev is still the current task here, whose stacks bpf_get_stackid takes. */
-	if ((stack_kinds & SL_STACK_OFF_CPU) && !preempt && (prev_state & 3) &&
-	    !(prev_state & SL_TASK_NOLOAD) && (!filter_on || traced(prev, pc)))
+	if (preempt || (filter_on && !traced(prev, pc)))
+		return 0;
+	/* Blocked (S or D; not TASK_IDLE's I): why it waits. prev is still the
+	 * current task here, whose stacks bpf_get_stackid takes. */
+	if ((stack_kinds & SL_STACK_OFF_CPU) && (prev_state & 3) && !(prev_state & SL_TASK_NOLOAD))
 		emit_off_cpu_stack(ctx, &e, prev, pc);
+	/* After the off-CPU stack: it takes the switch's time, and this the next
+	 * nanosecond. */
+	if (blocked_reasons && reported_as_d(state))
+		emit_blocked_reason(ctx, &e, prev);
 	return 0;
 }
 

@@ -89,6 +89,7 @@ struct task_struct {
 	pid_t tgid;
 	struct task_struct *real_parent;
 	char comm[16];
+	unsigned in_iowait:1;
 } __attribute__((preserve_access_index));
 
 /* Kernels before 5.14 name the state field `state` (a long) and, before 5.16,

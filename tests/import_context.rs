@@ -2,7 +2,8 @@
 //! from hand-made traces in Perfetto's official definitions (the
 //! perfetto_protos crate): the slice and track tables trace_processor makes
 //! of them, with the damaged cases a real trace has (an exit whose entry is
-//! before the trace, a trace cut inside a handler).
+//! before the trace, a trace cut inside a handler), and where D states wait
+//! (sched_blocked_reason).
 
 use perfetto_protos::ftrace_event::FtraceEvent;
 use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
@@ -681,5 +682,77 @@ fn waking_common_flags_become_irq_context() {
             "SELECT tid, irq_context FROM wakeup JOIN thread USING (utid) ORDER BY tid"
         ),
         expected
+    );
+}
+
+/// A sched_blocked_reason of `pid` (caller: an interned kernel symbol's iid).
+fn blocked_reason(ts: u64, pid: i32, caller: u64, io_wait: bool) -> FtraceEvent {
+    let mut b = perfetto_protos::sched::SchedBlockedReasonFtraceEvent::new();
+    b.set_pid(pid);
+    b.set_caller(caller);
+    b.set_io_wait(u32::from(io_wait));
+    let mut e = event(ts, pid as u32);
+    e.set_sched_blocked_reason(b);
+    e
+}
+
+/// sched_blocked_reason fills blocked_function (its caller's interned
+/// symbol) and io_wait of the task's latest blocked row when it comes after
+/// the switch that opened that row, as the recorder writes it (1 ns later).
+/// At the switch's own time it may come first: a compact switch and a full
+/// event are in different streams of their CPU, and the sorter, like
+/// trace_processor's, drains one stream up to the next one's first time,
+/// that time included: here the full events' stream, drained from its IRQ
+/// at 3500, takes the reason at 4000 before the compact switch at 4000. It
+/// then finds the task running, no blocked row, and changes nothing.
+#[test]
+fn a_blocked_reason_after_its_switch_names_the_d_state() {
+    use perfetto_protos::ftrace_event_bundle::ftrace_event_bundle::CompactSched;
+    let mut c = CompactSched::new();
+    c.intern_table = vec!["sleeper".into()];
+    // Task 10 runs at 1000, blocks in D at 2000, runs at 3000, blocks in D
+    // again at 4000 (the idle task between).
+    let mut last = 0;
+    for (ts, state, next) in [(1_000, 0, 10), (2_000, 2, 0), (3_000, 0, 10), (4_000, 2, 0)] {
+        c.switch_timestamp.push(ts - last);
+        last = ts;
+        c.switch_prev_state.push(state);
+        c.switch_next_pid.push(next);
+        c.switch_next_prio.push(120);
+        c.switch_next_comm_index.push(0);
+    }
+    let mut switches = bundle(
+        0,
+        vec![
+            blocked_reason(2_001, 10, 0xf2, true),
+            irq_entry(3_500, 1, "timer"),
+            blocked_reason(4_000, 10, 0xf1, false),
+        ],
+    );
+    switches.mut_ftrace_events().compact_sched = Some(c).into();
+    let dir = tempfile::tempdir().unwrap();
+    let conn = load(
+        dir.path(),
+        vec![
+            kernel_symbols(
+                7,
+                &[(0xf1, "kernel_clone"), (0xf2, "folio_wait_bit_common")],
+            ),
+            on_sequence(7, bundle(0, vec![irq_entry(500, 1, "timer")])),
+            on_sequence(7, switches),
+        ],
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT s.ts, s.state, s.blocked_function, s.io_wait FROM thread_state s JOIN \
+             thread t USING (utid) WHERE t.tid = 10 ORDER BY s.ts"
+        ),
+        // (A CPU's first compact switch only says who runs next: it opens no row.)
+        [
+            "2000 D folio_wait_bit_common 1",
+            "3000 Running NULL NULL",
+            "4000 D NULL NULL",
+        ]
     );
 }

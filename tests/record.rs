@@ -412,6 +412,7 @@ fn check_event_counts(packets: &[TracePacket]) {
             "sched_switch",
             "sched_waking",
             "sched_wakeup_new",
+            "sched_blocked_reason",
             "sched_process_fork",
             "sched_process_exec",
             "sched_process_exit",
@@ -456,6 +457,10 @@ fn check_event_counts(packets: &[TracePacket]) {
     assert_eq!(
         counted("sched_wakeup_new"),
         written(|e| matches!(e, Fe::SchedWakeupNew(_)))
+    );
+    assert_eq!(
+        counted("sched_blocked_reason"),
+        written(|e| matches!(e, Fe::SchedBlockedReason(_)))
     );
     assert_eq!(
         counted("sched_process_exit"),

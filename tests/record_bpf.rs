@@ -154,6 +154,7 @@ fn record(variant: SwitchVariant, shards: usize, workload: impl FnOnce()) -> (Ve
         stack_reuse: 0,
         stack_map_entries: 1,
         online_cpus: Vec::new(),
+        sched_text: schedlens::model::ksyms::SchedText::default(),
     };
     let mut object = MaybeUninit::uninit();
     let mut rec = Recorder::load(&mut object, &cfg).expect("BPF programs load");

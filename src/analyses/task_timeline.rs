@@ -76,7 +76,7 @@ pub struct TaskTimeline {
 pub struct ThreadTimeline {
     #[serde(flatten)]
     pub task: TaskId,
-    /// Consecutive states, merged when state and CPU repeat, clipped to the window.
+    /// Consecutive states, merged when state, CPU (and blocking function) repeat, clipped to the window.
     pub intervals: Vec<StateInterval>,
     /// Total time per state within the window (up to `totals_until` when the
     /// interval cap cut the listing).
@@ -94,6 +94,10 @@ pub struct StateInterval {
     pub state: String,
     /// CPU for Running, else null.
     pub cpu: Option<i64>,
+    /// For D: the kernel function it blocked in, where the trace names it
+    /// (thread_state.blocked_function).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_function: Option<String>,
     /// For R and R+ followed by Running: what held that CPU meanwhile, most time
     /// first, at most 3 (empty: it was idle).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +112,11 @@ pub struct StateTotal {
     pub state: String,
     pub time: Dur,
 }
+
+/// A thread_state row as read: ts, dur, state, cpu, blocked_function.
+type Row = (i64, i64, Option<String>, Option<i64>, Option<String>);
+/// Consecutive rows merged: start, length, then as in [`Row`].
+type Merged = (i64, i64, String, Option<i64>, Option<String>);
 
 /// The state shown for a thread_state row whose state is NULL.
 const UNKNOWN_STATE: &str = "unknown";
@@ -129,8 +138,8 @@ pub fn task_timeline(
     let utids = sel.utids(conn)?;
     let ids = task_ids(conn, &utids)?;
     let mut st = conn.prepare(
-        "SELECT ts, dur, state, cpu FROM thread_state WHERE utid = ?1 AND ts >= ?2 AND ts < ?3
-         ORDER BY ts",
+        "SELECT ts, dur, state, cpu, blocked_function FROM thread_state
+         WHERE utid = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
     )?;
     let mut budget = max_intervals;
     let mut truncated = false;
@@ -140,13 +149,13 @@ pub fn task_timeline(
             continue;
         };
         let from = state_scan_start(conn, utid, lo)?;
-        let mut merged: Vec<(i64, i64, String, Option<i64>)> = Vec::new();
+        let mut merged: Vec<Merged> = Vec::new();
         let mut totals: BTreeMap<String, i64> = BTreeMap::new();
         let mut until = None;
         let mut rows = st.query(params![utid, from, hi])?;
         while let Some(r) = rows.next()? {
-            let (ts, dur, state, cpu): (i64, i64, Option<String>, Option<i64>) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let (ts, dur, state, cpu, blocked_function): Row =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
             let state = state.unwrap_or_else(|| UNKNOWN_STATE.to_string());
             let len = clip(ts, dur, lo, hi, b.end_ts);
             if len == 0 {
@@ -156,6 +165,7 @@ pub fn task_timeline(
             if let Some(last) = merged.last_mut()
                 && last.2 == state
                 && last.3 == cpu
+                && last.4 == blocked_function
                 && last.0 + last.1 == start
             {
                 last.1 += len;
@@ -169,11 +179,11 @@ pub fn task_timeline(
                 break;
             }
             *totals.entry(state.clone()).or_default() += len;
-            merged.push((start, len, state, cpu));
+            merged.push((start, len, state, cpu, blocked_function));
         }
         budget -= merged.len();
         let mut intervals = Vec::with_capacity(merged.len());
-        for (i, (s, d, state, cpu)) in merged.iter().enumerate() {
+        for (i, (s, d, state, cpu, blocked_function)) in merged.iter().enumerate() {
             let next_cpu = merged.get(i + 1).and_then(|n| n.3);
             let (held_by, held_by_irq) = match next_cpu {
                 Some(run_cpu) if is_runnable(state) => (
@@ -187,6 +197,7 @@ pub fn task_timeline(
                 dur: Dur::new(*d),
                 state: state.clone(),
                 cpu: *cpu,
+                blocked_function: blocked_function.clone(),
                 held_by,
                 held_by_irq,
             });
@@ -234,8 +245,8 @@ pub struct TaskTimelineArgs {
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
-    description: "Merged state intervals (Running with CPU, R/R+, S, D, ...) and totals of a \
-                  thread (tid) or process (pid).",
+    description: "Merged state intervals (Running with CPU, R/R+, S, D with its blocking \
+                  function, ...) and totals of a thread (tid) or process (pid).",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;

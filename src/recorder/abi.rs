@@ -61,10 +61,15 @@ impl RecordInfo {
 pub const TASK_INFO: RecordType = c::sl_type::SL_TASK_INFO;
 
 /// Every record type, in the order the summary and the recorder stats list them.
-pub const RECORDS: [RecordInfo; 25] = [
+pub const RECORDS: [RecordInfo; 26] = [
     RecordInfo::own(c::sl_type::SL_SWITCH, Some("sched_switch"), "sched_switch"),
     RecordInfo::own(c::sl_type::SL_WAKING, Some("sched_waking"), "sched_waking"),
     RecordInfo::ftrace(c::sl_type::SL_WAKEUP_NEW, "sched_wakeup_new", &WAKEUP_NEW),
+    RecordInfo::ftrace(
+        c::sl_type::SL_BLOCKED_REASON,
+        "blocked in D",
+        &BLOCKED_REASON,
+    ),
     RecordInfo::own(c::sl_type::SL_FORK, Some("sched_process_fork"), "fork"),
     RecordInfo::own(c::sl_type::SL_EXEC, Some("sched_process_exec"), "exec"),
     RecordInfo::ftrace(c::sl_type::SL_EXIT, "exit", &EXIT),
@@ -224,6 +229,15 @@ sl_waking as SCHED_WAKEUP_NEW, sched_wakeup_new_ftrace_event {
     pid: I32 => PID,
     prio: I32 => PRIO,
     target_cpu: I32 => TARGET_CPU,
+});
+
+/// sched_blocked_reason: the task blocked in D in kernel function `caller`
+/// (bpf/events.h sl_blocked_reason).
+static BLOCKED_REASON: FtraceLayout = ftrace_layout!("sched_blocked_reason":
+sl_blocked_reason as SCHED_BLOCKED_REASON, sched_blocked_reason_ftrace_event {
+    pid: I32 => PID,
+    caller: KernelFunction => CALLER,
+    io_wait: U32 => IO_WAIT,
 });
 
 /// sched_process_exit: the task is exiting.
@@ -411,13 +425,14 @@ fn comm_at(data: &[u8], at: usize) -> Result<&[u8; COMM_LEN], DecodeError> {
 /// (__trace_sched_switch_state) from what BPF recorded: the preempt flag, or
 /// prev's raw `__state | exit_state`.
 pub fn report_state(raw: u32) -> i64 {
+    use c::sl_kernel_flags as k;
     const TASK_REPORT: u32 = 0x7f;
-    const TASK_UNINTERRUPTIBLE: u32 = 0x2;
-    const TASK_IDLE: u32 = 0x402;
+    const TASK_UNINTERRUPTIBLE: u32 = k::SL_TASK_UNINTERRUPTIBLE.0;
+    const TASK_IDLE: u32 = TASK_UNINTERRUPTIBLE | k::SL_TASK_NOLOAD.0;
     const TASK_REPORT_IDLE: u32 = 0x80;
     const TASK_REPORT_MAX: i64 = 0x100;
-    const TASK_RTLOCK_WAIT: u32 = 0x1000;
-    const TASK_FROZEN: u32 = 0x8000;
+    const TASK_RTLOCK_WAIT: u32 = k::SL_TASK_RTLOCK_WAIT.0;
+    const TASK_FROZEN: u32 = k::SL_TASK_FROZEN.0;
     if raw & c::sl_switch_state::SL_STATE_PREEMPT.0 != 0 {
         return TASK_REPORT_MAX;
     }

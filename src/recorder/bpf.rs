@@ -1,6 +1,7 @@
 //! Loading, configuring and attaching the BPF programs, and the shard rings.
 
 use crate::model::MAX_CPUS;
+use crate::model::ksyms::SchedText;
 use crate::model::stack::StackKind;
 use crate::recorder::catalog;
 use crate::recorder::skel::types::sl_cpu_state;
@@ -142,6 +143,9 @@ pub struct Config {
     pub stack_map_entries: u32,
     /// CPUs to sample on (the online ones).
     pub online_cpus: Vec<u32>,
+    /// The scheduler's text, skipped to find where a task blocks in D
+    /// (unknown: sched_blocked_reason names no function).
+    pub sched_text: SchedText,
 }
 
 /// The loaded and (after [`Recorder::attach`]) attached programs.
@@ -235,6 +239,11 @@ impl<'obj> Recorder<'obj> {
             .and_then(|btf| preempt_count_from_rq(&btf))
             .unwrap_or(0);
         ro.preempt_count_load = kernel_at_least(6, 17);
+        ro.blocked_reasons = cfg.groups.contains(&catalog::BLOCKED);
+        ro.sched_text_start = cfg.sched_text.sched.0;
+        ro.sched_text_end = cfg.sched_text.sched.1;
+        ro.lock_text_start = cfg.sched_text.lock.0;
+        ro.lock_text_end = cfg.sched_text.lock.1;
         ro.stack_kinds = cfg.stacks.iter().map(|k| u32::from(k.bit())).sum();
         ro.stack_reuse = u32::from(cfg.stack_reuse);
         let sample_cpus = cfg.stacks.contains(&StackKind::Cpu);

@@ -41,6 +41,8 @@ struct Group {
 
 /// The group that is always recorded.
 pub const SCHED: &str = "sched";
+/// Where D blocks wait: a part of sched_switch's program, not one of its own.
+pub const BLOCKED: &str = "blocked";
 
 /// Every group, in the order `schedlens trace` documents them.
 static GROUPS: &[Group] = &[
@@ -50,6 +52,19 @@ static GROUPS: &[Group] = &[
                       renames: every CPU's timeline and each task's waits",
         default: true,
         records: &[],
+        programs: &[],
+    },
+    // Default: sched_switch pays nothing when no task blocks in D, and a
+    // walk of the kernel stack when one does (DEVELOPERS.md, "Where tasks
+    // block in D").
+    Group {
+        name: BLOCKED,
+        description: "where tasks block in uninterruptible sleep (D): the kernel function \
+                      (as /proc/PID/wchan names it) and whether it waits for I/O \
+                      (thread_state.blocked_function, io_wait); costs a kernel stack walk per \
+                      D block, nothing otherwise",
+        default: true,
+        records: &[t::SL_BLOCKED_REASON],
         programs: &[],
     },
     Group {
@@ -199,17 +214,27 @@ pub fn program_wanted(name: &str, groups: &[&str]) -> bool {
         .is_none_or(|g| groups.contains(&g.name))
 }
 
-/// The tracepoints of `events` this kernel lacks (its BTF has no
-/// `btf_trace_<name>`); the recorder's own records are not tracepoints.
+/// Events written at another tracepoint than their own, which mainline
+/// kernels lack (sched_blocked_reason is an Android patch's): the
+/// tracepoint each is recorded at.
+const RECORDED_AT: &[(&str, &str)] = &[("sched_blocked_reason", "sched_switch")];
+
+/// The tracepoints `events` need that this kernel lacks (its BTF has no
+/// `btf_trace_<name>`); the recorder's own records need none.
 fn missing_tracepoints<'e>(btf: &libbpf_rs::Btf<'_>, events: &[&'e str]) -> Vec<&'e str> {
     events
         .iter()
         .filter(|e| !e.starts_with("schedlens_"))
+        .map(|&e| {
+            RECORDED_AT
+                .iter()
+                .find(|(event, _)| *event == e)
+                .map_or(e, |&(_, tracepoint)| tracepoint)
+        })
         .filter(|e| {
             btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{e}"))
                 .is_none()
         })
-        .copied()
         .collect()
 }
 
@@ -295,10 +320,16 @@ mod tests {
         assert!(program_wanted("handle_switch", &[SCHED]));
         assert!(!program_wanted("handle_irq_entry", &[SCHED]));
         assert!(program_wanted("handle_irq_entry", &[SCHED, "irq"]));
-        // Opt-in groups; only those with kernel addresses need the symbols.
+        // Opt-in groups; those with kernel addresses need the symbols, and
+        // so does the default blocked group (where D blocks wait).
         assert!(!default_groups().contains(&"ipi"));
         assert!(!default_groups().contains(&"workqueue"));
-        assert!(!needs_kernel_symbols(&default_groups()));
+        assert!(needs_kernel_symbols(&default_groups()));
+        assert!(!needs_kernel_symbols(&[SCHED]));
+        assert_eq!(
+            groups.iter().find(|g| g.name == BLOCKED).unwrap().events,
+            ["sched_blocked_reason"]
+        );
         assert!(needs_kernel_symbols(&[SCHED, "ipi"]));
         assert!(needs_kernel_symbols(&[SCHED, "workqueue"]));
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The `schedlens trace` run: checks, load, record, stop, drain, summary.
 
 use crate::model::event::{Event, Header};
-use crate::model::ksyms::KernelSymbols;
+use crate::model::ksyms::{KernelSymbols, SchedText};
 use crate::perfetto::writer::{Compression, EncoderStats, ShardEncoder, TraceWriter};
 use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
@@ -81,9 +81,12 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
     let topology = Topology::read().context("reading the CPU topology from /sys")?;
     let ncpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
-    let cfg = bpf_config(&args, &topology, ncpus)?;
+    let mut cfg = bpf_config(&args, &topology, ncpus)?;
     catalog::check_supported(&cfg.groups)?;
     let ksyms = kernel_symbols(&cfg.groups)?;
+    if let Some(table) = &ksyms {
+        cfg.sched_text = table.sched_text();
+    }
     if let Some(f) = &mut flight {
         f.set_machine(topology.clone(), shard_cpus(&cfg));
     }
@@ -374,6 +377,8 @@ fn bpf_config(args: &TraceArgs, topology: &Topology, ncpus: usize) -> anyhow::Re
             .filter(|c| c.online)
             .map(|c| c.cpu)
             .collect(),
+        // From the kernel's symbols, once read.
+        sched_text: SchedText::default(),
     })
 }
 
