@@ -245,8 +245,8 @@ pub struct TaskTimelineArgs {
 
 pub const TOOL: Tool<TaskTimelineArgs, TaskTimeline> = Tool {
     name: "task_timeline",
-    description: "Merged state intervals (Running with CPU, R/R+, S, D with its blocking \
-                  function, ...) and totals of a thread (tid) or process (pid).",
+    description: "Merged state intervals (Running with CPU, R/R+, S, D, ...) and totals of a \
+                  thread (tid) or process (pid).",
     answer: |trace, a| {
         // About 100 bytes an interval: a default answer under 4 KB.
         let limit = count_arg("limit", a.limit, 25, 2000)?;
