@@ -640,7 +640,10 @@ fn a_window_with_more_states_than_a_call_reads_stops_and_says_where() {
     let runs = (0..ROUNDS)
         .flat_map(|i| {
             let t = T0 + i * 200;
-            [run(0, t, t + 100, VICTIM, 0), run(0, t + 100, t + 200, HOG, 0)]
+            [
+                run(0, t, t + 100, VICTIM, 0),
+                run(0, t + 100, t + 200, HOG, 0),
+            ]
         })
         .collect();
     let m = Model {
