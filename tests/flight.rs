@@ -180,7 +180,7 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
     // Well past the window, so the ring has dropped its oldest chunks; the
     // snapshot's stats begin after `mark` (at most window + 4 s before it).
     std::thread::sleep(Duration::from_secs(3));
-    let mark = boottime_ns();
+    let mark = root::boottime();
     std::thread::sleep(Duration::from_secs(9));
     // SAFETY: kill with a pid we own.
     unsafe { libc::kill(rec.id() as i32, libc::SIGUSR1) };
@@ -278,19 +278,6 @@ fn a_sigusr1_snapshot_is_a_complete_trace_of_the_last_window() {
         String::from_utf8_lossy(&summary.stderr)
     );
     assert!(text.contains("recorded by schedlens"), "{text}");
-}
-
-fn boottime_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
-        0
-    );
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// `flight ring: ... held at most X of Y bytes` from the summary.

@@ -17,6 +17,7 @@ mod oracle;
 mod root;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
+use root::{boottime, pin};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -118,7 +119,7 @@ fn context_workload_entry() {
     // Migrations: pinned to one CPU at a time, the thread moves only when
     // it moves itself.
     // SAFETY: gettid and sched_getcpu have no preconditions.
-    let (tid, here) = unsafe { (libc::gettid(), libc::sched_getcpu()) };
+    let (tid, here) = unsafe { (libc::gettid(), libc::sched_getcpu() as usize) };
     let other = if here == 0 { 1 } else { 0 };
     pin(here);
     let moves_start = boottime();
@@ -139,34 +140,6 @@ fn context_workload_entry() {
         &delta(&softirqs, &kernel_counts("/proc/softirqs")),
     );
     std::fs::write(&report, out).unwrap();
-}
-
-/// Runs the calling thread on `cpu` only.
-fn pin(cpu: i32) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity to CPU {cpu}"
-        );
-    }
-}
-
-/// CLOCK_BOOTTIME in ns: the trace's clock.
-fn boottime() -> i64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec to write.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) },
-        0
-    );
-    t.tv_sec * 1_000_000_000 + t.tv_nsec
 }
 
 /// What the workload reported.

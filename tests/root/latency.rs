@@ -9,19 +9,6 @@ fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
-}
-
 fn set_comm(name: &str) {
     let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
@@ -52,7 +39,7 @@ pub fn delayed_wakeup() -> i32 {
     let (wake_tx, wake_rx) = channel::<()>();
     let victim = std::thread::spawn(move || {
         set_comm("sl-victim");
-        pin_to_cpu0();
+        super::pin(0);
         tid_tx.send(gettid()).unwrap();
         wake_rx.recv().unwrap();
     });
@@ -63,7 +50,7 @@ pub fn delayed_wakeup() -> i32 {
     let (spin_tx, spin_rx) = channel();
     let spinner = std::thread::spawn(move || {
         set_comm("sl-spinner");
-        pin_to_cpu0();
+        super::pin(0);
         let param = libc::sched_param { sched_priority: 50 };
         // SAFETY: param is a valid sched_param.
         let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };

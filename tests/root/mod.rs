@@ -18,3 +18,32 @@ pub fn require_bpf() -> bool {
     );
     false
 }
+
+/// Runs the calling thread on `cpu` only.
+pub fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the call only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity to CPU {cpu}"
+        );
+    }
+}
+
+/// CLOCK_BOOTTIME in ns: the trace's clock.
+#[allow(dead_code)] // not every test binary that gates on root uses it
+pub fn boottime() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) },
+        0
+    );
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
