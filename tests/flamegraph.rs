@@ -11,12 +11,12 @@ use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
-use schedlens::analyses::stacks;
+use schedlens::analyses::{scheduling_latency, stacks, task_timeline};
 use schedlens::model::stack::StackKind;
 use schedlens::perfetto::proto::trace_packet::{Data, OptionalTrustedPacketSequenceId};
 use schedlens::perfetto::proto::{
     Callstack, Frame, InternedData, InternedString, Mapping, PerfSample, PerfSampleDefaults,
-    TracePacket, TracePacketDefaults, perf_events,
+    SchedBlockedReasonFtraceEvent, TracePacket, TracePacketDefaults, ftrace_event, perf_events,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,10 @@ use tracegen::*;
 
 const OFF_CPU_SEQ: u32 = 1;
 const CPU_SEQ: u32 = 2;
+const WAKER_SEQ: u32 = 3;
+const KERNEL_SYMBOLS_SEQ: u32 = 4;
 const S: i64 = 1; // prev_state: interruptible sleep
+const D: i64 = 2; // prev_state: uninterruptible sleep
 
 fn on_seq(seq: u32, mut p: TracePacket) -> TracePacket {
     p.optional_trusted_packet_sequence_id = Some(
@@ -127,10 +130,15 @@ fn sample(seq: u32, ts: u64, pid: u32, tid: u32, callstack: u64) -> TracePacket 
 /// the CPU 3000 + 1000 ns, and a sleeper (102) off it 7000 ns; spin (pid 200,
 /// tid 201) runs in between and is sampled three times, the reader once.
 fn write_trace(dir: &Path) -> PathBuf {
+    write_packets(dir, &trace_packets(S))
+}
+
+/// The trace of [`write_trace`], the sleeper blocking in `sleeper_state`.
+fn trace_packets(sleeper_state: i64) -> Vec<TracePacket> {
     let events = vec![
         switch(1_000, (0, "swapper/0", 0), (101, "reader")),
         switch(2_000, (101, "reader", S), (102, "sleeper")),
-        switch(3_000, (102, "sleeper", S), (201, "spin")),
+        switch(3_000, (102, "sleeper", sleeper_state), (201, "spin")),
         waking(5_000, 201, 101, "reader", 0),
         switch(6_000, (201, "spin", 0), (101, "reader")),
         switch(7_000, (101, "reader", S), (201, "spin")),
@@ -139,7 +147,7 @@ fn write_trace(dir: &Path) -> PathBuf {
         switch(11_000, (201, "spin", 0), (102, "sleeper")),
         switch(12_000, (102, "sleeper", 0), (201, "spin")),
     ];
-    let packets = vec![
+    vec![
         process_tree(
             1_000,
             &[(100, 1, "app"), (200, 1, "spin")],
@@ -159,9 +167,12 @@ fn write_trace(dir: &Path) -> PathBuf {
         sample(CPU_SEQ, 4_000, 200, 201, 3),
         sample(CPU_SEQ, 4_500, 200, 201, 3),
         sample(CPU_SEQ, 6_500, 100, 101, 4),
-    ];
+    ]
+}
+
+fn write_packets(dir: &Path, packets: &[TracePacket]) -> PathBuf {
     let trace = dir.join("stacks.pftrace");
-    write(&trace, &encode(&packets));
+    write(&trace, &encode(packets));
     trace
 }
 
@@ -318,11 +329,17 @@ async fn serve(trace: &Path, cache_home: &Path) -> Client {
 
 /// The stacks tool's answer to `args`, or its error message.
 async fn call_stacks(c: &Client, args: Value) -> Result<Value, String> {
+    call(c, stacks::TOOL.name, args).await
+}
+
+/// Tool `name`'s answer to `args` (checked against its output schema), or
+/// its error message.
+async fn call(c: &Client, name: &'static str, args: Value) -> Result<Value, String> {
     let Value::Object(args) = args else {
         panic!("arguments must be an object")
     };
     let r: CallToolResult = c
-        .call_tool(CallToolRequestParams::new(stacks::TOOL.name).with_arguments(args))
+        .call_tool(CallToolRequestParams::new(name).with_arguments(args))
         .await
         .expect("protocol error");
     if r.is_error == Some(true) {
@@ -333,7 +350,7 @@ async fn call_stacks(c: &Client, args: Value) -> Result<Value, String> {
         return Err(text.unwrap_or_default());
     }
     let answer = r.structured_content.expect("structured content");
-    output_schema::validate(c, stacks::TOOL.name, &answer).await;
+    output_schema::validate(c, name, &answer).await;
     Ok(answer)
 }
 
@@ -439,5 +456,125 @@ async fn the_stacks_tool_lists_the_stacks_put_in() {
         let e = call_stacks(&c, args.clone()).await.unwrap_err();
         assert!(e.contains(says), "{args}: {e:?} lacks {says:?}");
     }
+    c.cancel().await.unwrap();
+}
+
+/// The trace of [`write_trace`] with the sleeper blocked in D in `msleep`
+/// (a sched_blocked_reason after its switch, as the recorder writes it) and
+/// a waker stack where spin woke it: scheduling_latency's worst wakeups say
+/// why each thread slept (state, for how long, the blocking function, the
+/// off-CPU stack where it blocked) and where its waker was, and
+/// task_timeline gives each thread its heaviest off-CPU stack.
+#[tokio::test]
+async fn worst_wakeups_and_timelines_say_where_threads_blocked() {
+    let mut symbols = on_seq(KERNEL_SYMBOLS_SEQ, TracePacket::default());
+    symbols.sequence_flags = Some(1);
+    symbols.interned_data = Some(InternedData {
+        kernel_symbols: vec![InternedString {
+            iid: Some(1),
+            str: Some(b"msleep".to_vec()),
+        }],
+        ..InternedData::default()
+    });
+    let reason = ev(
+        3_001,
+        102,
+        ftrace_event::Event::SchedBlockedReason(SchedBlockedReasonFtraceEvent {
+            pid: Some(102),
+            caller: Some(1),
+            io_wait: Some(0),
+        }),
+    );
+    let mut packets = trace_packets(D);
+    packets.extend([
+        symbols,
+        on_seq(KERNEL_SYMBOLS_SEQ, bundle(0, vec![reason])),
+        session(WAKER_SEQ, StackKind::Waker),
+        sample(WAKER_SEQ, 10_000, 200, 201, 3),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = write_packets(dir.path(), &packets);
+    let c = serve(&trace, &dir.path().join("cache")).await;
+
+    let a = call(&c, scheduling_latency::TOOL.name, json!({}))
+        .await
+        .unwrap();
+    let worst = a["worst"].as_array().unwrap();
+    let case = |w: &Value| {
+        (
+            w["task"]["tid"].as_i64().unwrap(),
+            w["latency"]["ns"].as_i64().unwrap(),
+            w["slept"].clone(),
+            w.get("waker_stack").cloned(),
+        )
+    };
+    assert_eq!(
+        worst.iter().map(case).collect::<Vec<_>>(),
+        [
+            // Woken at 5000 after blocking in read() at 2000; no waker stack there.
+            (
+                101,
+                1000,
+                json!({"state": "S", "dur": {"ns": 3000, "human": "3us"},
+                       "stack": "main;read_pipe;vfs_read;schedule"}),
+                None,
+            ),
+            (
+                102,
+                1000,
+                json!({"state": "D", "dur": {"ns": 7000, "human": "7us"},
+                       "blocked_function": "msleep",
+                       "stack": "main;sleep_loop;do_nanosleep;schedule"}),
+                Some(json!("spin_main;spin")),
+            ),
+        ]
+    );
+
+    let top = |a: &Value| {
+        a["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["tid"].as_i64().unwrap(),
+                    t.get("top_off_cpu_stack").cloned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let stack =
+        |s: &str, weight: i64, pct: f64| Some(json!({"stack": s, "weight": weight, "pct": pct}));
+    let a = call(&c, task_timeline::TOOL.name, json!({"pid": 100}))
+        .await
+        .unwrap();
+    assert_eq!(
+        top(&a),
+        [
+            (100, None),
+            (101, stack("main;read_pipe;vfs_read;schedule", 4000, 100.0)),
+            (
+                102,
+                stack("main;sleep_loop;do_nanosleep;schedule", 7000, 100.0)
+            ),
+        ]
+    );
+    // Only the blocks in the window (from 5 us after the start: the reader's second).
+    let a = call(
+        &c,
+        task_timeline::TOOL.name,
+        json!({"tid": 101, "window": "5us.."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        top(&a),
+        [(101, stack("main;read_pipe;vfs_read;schedule", 1000, 100.0))]
+    );
+    // A thread that never blocked (app's main thread, spin) has none.
+    let a = call(&c, task_timeline::TOOL.name, json!({"tid": 201}))
+        .await
+        .unwrap();
+    assert_eq!(top(&a), [(201, None)]);
     c.cancel().await.unwrap();
 }

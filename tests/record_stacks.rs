@@ -16,7 +16,7 @@ mod root;
 use perfetto_protos::trace_packet::TracePacket;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
-use schedlens::analyses::stacks;
+use schedlens::analyses::{scheduling_latency, stacks, task_timeline};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -463,14 +463,14 @@ async fn stacks_tool_names_the_workloads_functions(trace: &Path, cache: &Path, r
         .spawn()
         .unwrap();
     let c = ().serve(transport).await.unwrap();
-    let call = |args: Value| {
+    let call_tool = |name: &'static str, args: Value| {
         let c = &c;
         async move {
             let Value::Object(args) = args else {
                 unreachable!("arguments are an object")
             };
             let r = c
-                .call_tool(CallToolRequestParams::new(stacks::TOOL.name).with_arguments(args))
+                .call_tool(CallToolRequestParams::new(name).with_arguments(args))
                 .await
                 .expect("protocol error");
             match (r.is_error, r.structured_content) {
@@ -480,12 +480,13 @@ async fn stacks_tool_names_the_workloads_functions(trace: &Path, cache: &Path, r
                     .find_map(|c| c.as_text().map(|t| t.text.clone()))
                     .unwrap_or_default()),
                 (_, Some(answer)) => {
-                    output_schema::validate(c, stacks::TOOL.name, &answer).await;
+                    output_schema::validate(c, name, &answer).await;
                     Ok(answer)
                 }
             }
         }
     };
+    let call = |args: Value| call_tool(stacks::TOOL.name, args);
     // (frames, pct) of the heaviest stack.
     let heaviest = |a: &Value| -> (Vec<String>, f64) {
         let top = &a["stacks"][0];
@@ -512,6 +513,35 @@ async fn stacks_tool_names_the_workloads_functions(trace: &Path, cache: &Path, r
              {frames:?}"
         );
     }
+    // The reader's timeline names its heaviest off-CPU stack, and its worst
+    // wakeups the stack where each of those sleeps began: its pipe read.
+    let reader = report.tids["sl-reader"];
+    let in_read = |stack: &str| {
+        let frames: Vec<&str> = stack.split(';').collect();
+        frames.contains(&"block_in_pipe_read") && frames.iter().any(|f| f.ends_with("pipe_read"))
+    };
+    let a = call_tool(task_timeline::TOOL.name, json!({"tid": reader}))
+        .await
+        .unwrap();
+    let top = &a["threads"][0]["top_off_cpu_stack"];
+    assert!(
+        top["stack"].as_str().is_some_and(in_read) && top["pct"].as_f64() >= Some(50.0),
+        "the reader's top off-CPU stack: {top}"
+    );
+    let a = call_tool(scheduling_latency::TOOL.name, json!({"tid": reader}))
+        .await
+        .unwrap();
+    let worst = a["worst"].as_array().unwrap();
+    let slept_in_read = worst
+        .iter()
+        .filter(|w| w["slept"]["state"] == "S" && w["slept"]["stack"].as_str().is_some_and(in_read))
+        .count();
+    assert!(
+        !worst.is_empty() && slept_in_read * 10 >= worst.len() * 8,
+        "{slept_in_read} of the reader's {} worst wakeups slept in its pipe read: {worst:?}",
+        worst.len()
+    );
+
     let a = call(json!({"kind": "cpu", "pid": report.pid}))
         .await
         .unwrap();

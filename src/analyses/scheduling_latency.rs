@@ -2,7 +2,7 @@
 //! to running), as percentiles and the worst cases.
 
 use anyhow::{Result, bail};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,10 +13,12 @@ use super::percentiles::{
     EXACT_MAX_WAKEUPS, PercentileMethod, histogram, latencies, percentile_in_place,
 };
 use super::search_events;
+use super::stacks;
 use super::tasks::{TaskFilter, TaskId, filter_utids, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
 use crate::analyzer::aggregate::{self, HIST_REL_ERROR, WindowSplit};
+use crate::model::stack::StackKind;
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SchedulingLatency {
@@ -61,6 +63,29 @@ pub struct WakeupCase {
     /// IRQ/softirq time on run_cpu meanwhile, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by_irq: Option<WaitInterrupts>,
+    /// The sleep this wakeup ended, when the thread was in S or D.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slept: Option<Sleep>,
+    /// Where the waker was when it woke the thread (recorded with --stacks
+    /// waker): innermost frames, ';'-joined, outermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waker_stack: Option<String>,
+}
+
+/// Why a woken thread had been off the CPU.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Sleep {
+    /// S or D.
+    pub state: String,
+    /// From blocking to this wakeup.
+    pub dur: Dur,
+    /// For D: the kernel function it blocked in (thread_state.blocked_function).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_function: Option<String>,
+    /// Where it blocked (recorded with --stacks off-cpu): innermost frames,
+    /// ';'-joined, outermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 /// Waking-to-running latency percentiles and the worst cases.
@@ -135,6 +160,11 @@ pub fn scheduling_latency(
             ),
             _ => (Vec::new(), None),
         };
+        let slept = sleep_before(conn, utid, ts)?;
+        let waker_stack = match waker {
+            Some(w) => stacks::stack_at(conn, StackKind::Waker, w, ts)?,
+            None => None,
+        };
         let ids = task_ids(conn, &[utid].into_iter().chain(waker).collect::<Vec<_>>())?;
         let Some(task) = ids.get(&utid).cloned() else {
             continue;
@@ -150,6 +180,8 @@ pub fn scheduling_latency(
             run_cpu,
             held_by,
             held_by_irq,
+            slept,
+            waker_stack,
         });
     }
     Ok(SchedulingLatency {
@@ -168,6 +200,31 @@ pub fn scheduling_latency(
         },
         worst: cases,
     })
+}
+
+/// The sleep of `utid` that its wakeup at `ts` ended: its latest state
+/// before `ts`, when that is S or D, with the function and stack where it
+/// blocked.
+fn sleep_before(conn: &Connection, utid: i64, ts: i64) -> Result<Option<Sleep>> {
+    let mut st = conn.prepare_cached(
+        "SELECT ts, state, blocked_function FROM thread_state
+         WHERE utid = ?1 AND ts = (SELECT max(ts) FROM thread_state WHERE utid = ?1 AND ts < ?2)",
+    )?;
+    let row: Option<(i64, Option<String>, Option<String>)> = st
+        .query_row(params![utid, ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((start, Some(state), blocked_function)) = row else {
+        return Ok(None);
+    };
+    if state != "S" && state != "D" {
+        return Ok(None);
+    }
+    Ok(Some(Sleep {
+        state,
+        dur: Dur::new(ts - start),
+        blocked_function,
+        stack: stacks::stack_at(conn, StackKind::OffCpu, utid, start)?,
+    }))
 }
 
 /// Wakeups with a latency in the window (of `utids` only, if given), and the
@@ -254,8 +311,8 @@ pub struct SchedulingLatencyArgs {
 
 pub const TOOL: Tool<SchedulingLatencyArgs, SchedulingLatency> = Tool {
     name: "scheduling_latency",
-    description: "Waking-to-running latency percentiles; worst cases with when, where, who woke \
-                  them, what held the CPU.",
+    description: "Wakeup-to-run latency percentiles; worst cases with when, where, why they \
+                  slept, who woke them, what held the CPU.",
     answer: |trace, a| {
         let worst = count_arg("worst", a.worst, 5, 100)?;
         let w = resolve_window(trace.conn, a.window.as_ref())?;

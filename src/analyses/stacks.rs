@@ -171,6 +171,80 @@ fn frames(conn: &Connection, callsite: i64) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `frames` (outermost first) cut to the innermost `depth` and joined by ';',
+/// with "..." first when outer frames were cut.
+fn cut_line(frames: &[String], depth: usize) -> String {
+    let inner = &frames[frames.len().saturating_sub(depth)..];
+    let mut line = if inner.len() < frames.len() {
+        "...;".to_string()
+    } else {
+        String::new()
+    };
+    line.push_str(&inner.join(";"));
+    line
+}
+
+/// Innermost frames kept where an answer gives one stack per case (a worst
+/// wakeup, a thread): the blocking kernel path and the user frames that led
+/// to it, in a few hundred bytes.
+pub const CASE_DEPTH: usize = 12;
+
+/// The stack of `kind` taken on `utid` at `ts` exactly, cut to
+/// [`CASE_DEPTH`]: an off-CPU stack at the switch where the thread blocked,
+/// a waker stack at the sched_waking its thread made. None when no such
+/// stack was taken (or the trace has no stacks of that kind).
+pub fn stack_at(conn: &Connection, kind: StackKind, utid: i64, ts: i64) -> Result<Option<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT p.callsite_id FROM perf_sample p
+         JOIN perf_session s ON s.id = p.perf_session_id
+         WHERE p.utid = ?1 AND p.ts = ?2 AND s.stack_kind = ?3 AND p.callsite_id IS NOT NULL
+         LIMIT 1",
+    )?;
+    let callsite: Option<i64> = st
+        .query_row(params![utid, ts, kind.name()], |r| r.get(0))
+        .optional()?;
+    callsite
+        .map(|c| Ok(cut_line(&frames(conn, c)?, CASE_DEPTH)))
+        .transpose()
+}
+
+/// The heaviest distinct off-CPU stack of `utid` among the blocks in
+/// [lo, hi), weighed as the `stacks` tool weighs them, cut to
+/// [`CASE_DEPTH`]; its pct is of all that thread's off-CPU weight there.
+/// None when the thread has no off-CPU stack there.
+pub fn top_off_cpu_stack(
+    conn: &Connection,
+    bounds: &TraceBounds,
+    utid: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<StackWeight>> {
+    let mut st = conn.prepare_cached(
+        "SELECT callsite_id, sum(CASE WHEN dur < 0 THEN max(?4 - ts, 0) ELSE dur END) AS w
+         FROM off_cpu_sample
+         WHERE utid = ?1 AND ts >= ?2 AND ts < ?3 AND callsite_id IS NOT NULL AND dur IS NOT NULL
+         GROUP BY callsite_id",
+    )?;
+    let mut rows = st.query(params![utid, lo, hi, bounds.end_ts])?;
+    let (mut top, mut total) = (None::<(i64, i64)>, 0i64);
+    while let Some(r) = rows.next()? {
+        let (callsite, weight): (i64, i64) = (r.get(0)?, r.get(1)?);
+        total += weight;
+        // Ties go to the lower callsite id, so the answer is stable.
+        if top.is_none_or(|(c, w)| weight > w || (weight == w && callsite < c)) {
+            top = Some((callsite, weight));
+        }
+    }
+    let Some((callsite, weight)) = top.filter(|&(_, w)| w > 0) else {
+        return Ok(None);
+    };
+    Ok(Some(StackWeight {
+        stack: cut_line(&frames(conn, callsite)?, CASE_DEPTH),
+        weight,
+        pct: (weight as f64 * 1000.0 / total as f64).round() / 10.0,
+    }))
+}
+
 // ---------------------------------------------------------------------- tool
 
 /// A stack kind as a tool argument: one of the kinds' names.
@@ -250,14 +324,7 @@ pub fn heaviest_stacks(
     let mut cut: HashMap<String, i64> = HashMap::new();
     let mut total = 0;
     for s in folded_stacks(conn, &bounds, kind, filter, w)? {
-        let inner = &s.frames[s.frames.len().saturating_sub(depth)..];
-        let mut line = if inner.len() < s.frames.len() {
-            "...;".to_string()
-        } else {
-            String::new()
-        };
-        line.push_str(&inner.join(";"));
-        *cut.entry(line).or_default() += s.weight;
+        *cut.entry(cut_line(&s.frames, depth)).or_default() += s.weight;
         total += s.weight;
     }
     let distinct = cut.len();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::cpu_timeline::{HOLDERS, Holder, holders};
 use super::durations::{Dur, clip};
 use super::interference::{WaitInterrupts, interrupts_within};
+use super::stacks::{StackWeight, top_off_cpu_stack};
 use super::tasks::{TaskFilter, TaskId, filter_utids, state_scan_start, task_ids};
 use super::timespec::{RelTime, Window, WindowArg, WindowOut, resolve_window, trace_bounds};
 use super::tool::{Tool, count_arg};
@@ -84,6 +85,11 @@ pub struct ThreadTimeline {
     /// Set when the interval cap was reached: the listing and the totals stop
     /// here, so the cost stays bounded however busy the thread.
     pub totals_until: Option<RelTime>,
+    /// Where it spent most time blocked (recorded with --stacks off-cpu): the
+    /// heaviest off-CPU stack of its blocks in the window (up to
+    /// totals_until), ns off the CPU, and its share of all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_off_cpu_stack: Option<StackWeight>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -175,7 +181,7 @@ pub fn task_timeline(
             if merged.len() >= budget {
                 // Stop reading: a busy thread has millions of states.
                 truncated = true;
-                until = Some(RelTime::new(b.rel(start)));
+                until = Some(start);
                 break;
             }
             *totals.entry(state.clone()).or_default() += len;
@@ -202,6 +208,7 @@ pub fn task_timeline(
                 held_by_irq,
             });
         }
+        let top_off_cpu_stack = top_off_cpu_stack(conn, &b, utid, lo, until.unwrap_or(hi))?;
         threads.push(ThreadTimeline {
             task,
             intervals,
@@ -212,7 +219,8 @@ pub fn task_timeline(
                     time: Dur::new(t),
                 })
                 .collect(),
-            totals_until: until,
+            totals_until: until.map(|t| RelTime::new(b.rel(t))),
+            top_off_cpu_stack,
         });
     }
     Ok(TaskTimeline {

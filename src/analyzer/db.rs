@@ -75,6 +75,7 @@ CREATE INDEX ftrace_event_ts ON ftrace_event(ts);
 CREATE INDEX counter_track_ts ON counter(track_id, ts);
 CREATE INDEX slice_track_ts ON slice(track_id, ts);
 CREATE INDEX migration_utid_ts ON migration(utid, ts);
+CREATE INDEX perf_sample_utid_ts ON perf_sample(utid, ts);
 CREATE INDEX thread_tid ON thread(tid);
 CREATE INDEX thread_upid ON thread(upid);
 CREATE INDEX process_pid ON process(pid);
