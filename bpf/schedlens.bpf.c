@@ -103,7 +103,9 @@ struct task_ctx {
 	u8 verdict; /* enum verdict; only used with filter_on */
 	/* Off-CPU stack reuse: blocks left that may reuse the stacks below. */
 	u8 reuse_left;
-	u8 pad[5];
+	/* Whether block_caller is the caller of the last walked block's site. */
+	u8 block_caller_known;
+	u8 pad[4];
 	/* The last walked block: where the task entered the kernel and how deep
 	 * the kernel stack was, and the stacks walked there. */
 	u64 block_ip;
@@ -113,6 +115,9 @@ struct task_ctx {
 	u64 block_ksp;
 	s32 block_kstack;
 	s32 block_ustack;
+	/* sched_blocked_reason's caller at that site, for a D block that reuses
+	 * its stacks: the same site, so the same function, without a walk. */
+	u64 block_caller;
 };
 
 struct {
@@ -430,7 +435,7 @@ static __always_inline s32 task_cpu(struct task_struct *t)
 
 static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task_struct *t,
 				       u8 kind);
-static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
+static __always_inline bool emit_off_cpu_stack(void *ctx, struct emitter *e,
 					       struct task_struct *t, struct task_ctx *c);
 
 /* Whether sched_switch reports a task of `state` (__state | exit_state) as
@@ -499,7 +504,8 @@ REC(rec_blocked_reason, sl_blocked_reason);
  * interleaves on equal timestamps as its draining of each happens to fall.
  */
 static __attribute__((noinline)) void emit_blocked_reason(void *ctx, struct emitter *e,
-							  struct task_struct *prev)
+							  struct task_struct *prev,
+							  struct task_ctx *c, bool reused)
 {
 	struct rec_blocked_reason *r;
 
@@ -507,7 +513,17 @@ static __attribute__((noinline)) void emit_blocked_reason(void *ctx, struct emit
 	r = reserve(e, sizeof(*r), SL_BLOCKED_REASON);
 	if (!r)
 		return;
-	r->b.caller = blocked_caller(ctx);
+	/* A block whose off-CPU stacks were reused is at the site of the last
+	 * walked one: its caller is that site's, if a D block there found it. */
+	if (reused && c && c->block_caller_known) {
+		r->b.caller = c->block_caller;
+	} else {
+		r->b.caller = blocked_caller(ctx);
+		if (c) {
+			c->block_caller = r->b.caller;
+			c->block_caller_known = 1;
+		}
+	}
 	r->b.pid = prev->pid;
 	r->b.io_wait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
 	submit(e, r);
@@ -520,6 +536,7 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 	struct task_ctx *nc = task_ctx_of(next);
 	struct rec_switch *r;
 	struct emitter e;
+	bool reused = false;
 	u32 state;
 
 	if (filter_on && !traced(prev, pc) && !traced(next, nc))
@@ -543,11 +560,11 @@ static __always_inline int on_switch(void *ctx, u64 t0, bool preempt, struct tas
 	/* Blocked (S or D; not TASK_IDLE's I): why it waits. prev is still the
 	 * current task here, whose stacks bpf_get_stackid takes. */
 	if ((stack_kinds & SL_STACK_OFF_CPU) && (prev_state & 3) && !(prev_state & SL_TASK_NOLOAD))
-		emit_off_cpu_stack(ctx, &e, prev, pc);
+		reused = emit_off_cpu_stack(ctx, &e, prev, pc);
 	/* After the off-CPU stack: it takes the switch's time, and this the next
 	 * nanosecond. */
 	if (blocked_reasons && reported_as_d(state))
-		emit_blocked_reason(ctx, &e, prev);
+		emit_blocked_reason(ctx, &e, prev, pc, reused);
 	return 0;
 }
 
@@ -1221,8 +1238,10 @@ static __always_inline void emit_stack(void *ctx, struct emitter *e, struct task
  * bounded and measured: after stack_reuse reuses in a row the stacks are
  * walked again, and a walk that could have reused counts whether it found
  * the same stacks (stack_checked, stack_stale), which the summary reports.
+ * True when this block reused them (a D block's reason then reuses the
+ * site's caller too).
  */
-static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
+static __always_inline bool emit_off_cpu_stack(void *ctx, struct emitter *e,
 					       struct task_struct *t, struct task_ctx *c)
 {
 	struct pt_regs *regs;
@@ -1232,11 +1251,11 @@ static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
 
 	if (!stack_reuse || !c) {
 		emit_stack(ctx, e, t, SL_STACK_OFF_CPU);
-		return;
+		return false;
 	}
 	r = stack_rec(e, t, SL_STACK_OFF_CPU);
 	if (!r)
-		return;
+		return false;
 	regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	/* Direct loads (a BTF pointer), not probe-read helper calls. */
 	ip = regs->ip;
@@ -1254,7 +1273,7 @@ static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
 		r->b.ustack = c->block_ustack;
 		__sync_fetch_and_add(&e->cs->stack_reused, 1);
 		submit(e, r);
-		return;
+		return true;
 	}
 	walk_stacks(ctx, e, t, r);
 	if (same) {
@@ -1269,12 +1288,14 @@ static __always_inline void emit_off_cpu_stack(void *ctx, struct emitter *e,
 	c->block_ksp = ksp;
 	c->block_kstack = r->b.kstack;
 	c->block_ustack = r->b.ustack;
+	c->block_caller_known = 0;
 	/* A stack the map could not take is not reused: the next block retries. */
 	c->reuse_left = r->b.kstack == SL_NO_STACK ||
 				(r->b.ustack == SL_NO_STACK && !(t->flags & SL_PF_KTHREAD))
 			? 0
 			: stack_reuse;
 	submit(e, r);
+	return false;
 }
 
 /* --stacks cpu: attached to a CPU-clock perf event on every CPU (bpf.rs).
