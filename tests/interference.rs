@@ -536,13 +536,18 @@ fn interference_matches_a_walk_of_the_model() {
     let m = model();
     let dir = tempfile::tempdir().unwrap();
     let conn = load(dir.path(), &m);
-    // The whole trace, then windows that cut handlers, runs and waits.
+    // The whole trace, then windows that cut handlers, runs and waits, and
+    // windows starting at the very nanosecond of a preemption (2000, 4000,
+    // 9500), which the window still holds.
     for (lo, hi) in [
         (T0, END),
         (1_550, 9_000),
         (2_120, 4_150),
         (4_250, 6_400),
         (9_310, 9_650),
+        (2_000, 9_000),
+        (4_000, END),
+        (9_500, 9_501),
     ] {
         let w = Window {
             start: lo - T0,
@@ -675,5 +680,14 @@ fn a_window_with_more_states_than_a_call_reads_stops_and_says_where() {
     assert_eq!(
         first.preemptions.count + rest.preemptions.count,
         ROUNDS as usize
+    );
+    // Resumed at the first nanosecond of the first preemption after the cut,
+    // that preemption is still counted.
+    let at_preemption = ask(cut + 100, end);
+    assert_eq!(
+        at_preemption.preemptions.count,
+        rest.preemptions.count,
+        "from {} ns",
+        cut + 100
     );
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::durations::{Dur, clip};
 use super::percentiles::percentile_in_place;
 use super::task_timeline::TaskSel;
-use super::tasks::{state_scan_start, task_ids};
+use super::tasks::task_ids;
 use super::timespec::{
     RelTime, TraceBounds, Window, WindowArg, WindowOut, resolve_window, trace_bounds,
 };
@@ -345,7 +345,13 @@ fn thread_states(
     lo: i64,
     hi: i64,
 ) -> Result<ThreadStates> {
-    let from = state_scan_start(conn, utid, lo)?;
+    // From the row before the one in force at lo: a wait starting exactly at
+    // lo is a preemption only if the row before it ran, so that row is read.
+    let mut before =
+        conn.prepare_cached("SELECT max(ts) FROM thread_state WHERE utid = ?1 AND ts < ?2")?;
+    let from = before
+        .query_row(params![utid, lo], |r| r.get::<_, Option<i64>>(0))?
+        .unwrap_or(lo);
     let mut st = conn.prepare_cached(
         "SELECT ts, dur, state, cpu FROM thread_state WHERE utid = ?1 AND ts >= ?2 ORDER BY ts",
     )?;
