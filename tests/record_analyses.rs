@@ -1,8 +1,9 @@
 //! The analyses on real recordings of known workloads, checked against what
 //! the file says when decoded with Perfetto's official protos: a chain of
 //! three threads over pipes (A waits on B, B on C, C computes) for
-//! critical_path, and a process spawning children for process_activity.
-//! Needs root; see `require_bpf`.
+//! critical_path, a process spawning children for process_activity, and a
+//! spinner preempted by a SCHED_FIFO thread on its CPU, then moved between
+//! CPUs, for interference. Needs root; see `require_bpf`.
 #![cfg(feature = "record")]
 
 mod oracle;
@@ -161,6 +162,22 @@ fn record(dir: &Path) -> (PathBuf, BTreeMap<String, i32>) {
 
 /// Records the chain role into `dir/name` with B spinning `b_spin_ms` a round.
 fn record_with(dir: &Path, name: &str, b_spin_ms: u64) -> (PathBuf, BTreeMap<String, i32>) {
+    record_role(
+        dir,
+        name,
+        ("chain", "chain_entry"),
+        &[(B_SPIN_ENV, b_spin_ms.to_string())],
+    )
+}
+
+/// Records a workload role (its name and its entry test) into `dir/name`;
+/// returns the trace and the report's "name value" lines.
+fn record_role<V: std::str::FromStr<Err: std::fmt::Debug>>(
+    dir: &Path,
+    name: &str,
+    (role, entry): (&str, &str),
+    env: &[(&str, String)],
+) -> (PathBuf, BTreeMap<String, V>) {
     let trace = dir.join(name);
     let report = dir.join(format!("{name}.report"));
     let _one = RECORDING.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,9 +186,9 @@ fn record_with(dir: &Path, name: &str, b_spin_ms: u64) -> (PathBuf, BTreeMap<Str
         .arg(&trace)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
-        .args(["chain_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, "chain")
-        .env(B_SPIN_ENV, b_spin_ms.to_string())
+        .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(REPORT_ENV, &report)
         .output()
         .unwrap();
@@ -593,4 +610,188 @@ fn compare_finds_the_one_change() {
         .query_row("SELECT count(*) FROM cpu", [], |r| r.get(0))
         .unwrap();
     assert_eq!(cmp.cpus.len() as i64, cpus);
+}
+
+/// Wakeups of the SCHED_FIFO thread on the victim's CPU, each preempting
+/// whatever ran there.
+const PREEMPTS: usize = 100;
+/// Times the victim then moves itself to the other CPU (sched_setaffinity).
+const MOVES: usize = 20;
+
+/// Not a real test: the workload role. A victim, SCHED_FIFO 1 so that no
+/// ordinary task takes its CPU however loaded the machine is, spins on CPU 0
+/// while a SCHED_FIFO 50 thread on CPU 0 sleeps 1 ms and spins 100 us,
+/// PREEMPTS times; then the victim moves itself between CPU 1 and CPU 0
+/// MOVES times.
+#[test]
+fn interference_entry() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if std::env::var(ROLE_ENV).as_deref() != Ok("interference") {
+        return;
+    }
+    let report = std::env::var(REPORT_ENV).expect("report path");
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let victim = std::thread::Builder::new()
+        .name("sl-if-victim".into())
+        .spawn(move || {
+            root::pin(0);
+            root::fifo(1);
+            tx.send(gettid()).unwrap();
+            while !STOP.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            let start = root::boottime();
+            for i in 0..MOVES {
+                root::pin(if i % 2 == 0 { 1 } else { 0 });
+            }
+            (start, root::boottime())
+        })
+        .unwrap();
+    let victim_tid = rx.recv().unwrap();
+    let preempter = std::thread::Builder::new()
+        .name("sl-if-preempt".into())
+        .spawn(|| {
+            root::pin(0);
+            root::fifo(50);
+            let start = root::boottime();
+            for _ in 0..PREEMPTS {
+                std::thread::sleep(Duration::from_millis(1));
+                let t = std::time::Instant::now();
+                while t.elapsed() < Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+            }
+            let end = root::boottime();
+            STOP.store(true, Ordering::Relaxed);
+            (gettid(), start, end)
+        })
+        .unwrap();
+    let (preempter_tid, preempt_start, preempt_end) = preempter.join().unwrap();
+    let (moves_start, moves_end) = victim.join().unwrap();
+    std::fs::write(
+        report,
+        format!(
+            "victim {victim_tid}\npreempter {preempter_tid}\npreempt_start {preempt_start}\n\
+             preempt_end {preempt_end}\nmoves_start {moves_start}\nmoves_end {moves_end}\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn interference_names_the_preempter_and_counts_the_moves() {
+    use schedlens::analyses::interference::interference;
+    use schedlens::analyses::task_timeline::TaskSel;
+    if !root::require_bpf() {
+        return;
+    }
+    let tmp = scratch("interference");
+    let dir = tmp.0.clone();
+    let (trace, r) = record_role::<i64>(
+        &dir,
+        "t.pftrace",
+        ("interference", "interference_entry"),
+        &[],
+    );
+    let (victim, preempter) = (r["victim"] as i32, r["preempter"] as i32);
+    let d = decode(&trace);
+    let loaded = db::load(&trace, &LoadOptions::default()).unwrap();
+    let conn = db::open_readonly(&loaded.db_path).unwrap();
+    let t0 = trace_bounds(&conn).unwrap().start_ts;
+    let window = |lo: i64, hi: i64| Window {
+        start: lo - t0,
+        end: hi - t0,
+    };
+
+    // Preemptions while the preempter ran: the victim's runnable switch-outs
+    // (prev_state R, or R+: 0x100) on CPU 0, each by the thread switched in,
+    // which then held CPU 0 until the victim ran there again (it is pinned).
+    // Only those right after a switch-in of the victim count: when this
+    // kernel hides the switch-in (a PID 1 thread's switch-out is never
+    // reported), the victim was never seen running, and the trace says it
+    // stayed runnable.
+    let (lo, hi) = (r["preempt_start"], r["preempt_end"]);
+    let cpu0 = &d.switches[&0];
+    let mut by: BTreeMap<i32, (usize, i64)> = BTreeMap::new();
+    let mut seen_running = false;
+    for (i, s) in cpu0.iter().enumerate() {
+        let ts = s.0 as i64;
+        let was_running = std::mem::replace(&mut seen_running, s.3 == victim);
+        if s.1 != victim || !was_running || s.2 & !0x100 != 0 || ts < lo || ts >= hi {
+            continue;
+        }
+        let back = cpu0[i + 1..]
+            .iter()
+            .find(|x| x.3 == victim)
+            .map_or(i64::MAX, |x| x.0 as i64)
+            .min(hi);
+        let held: i64 = cpu0
+            .windows(2)
+            .filter(|w| w[0].3 == s.3)
+            .map(|w| (w[1].0 as i64).min(back) - (w[0].0 as i64).max(ts))
+            .filter(|&ns| ns > 0)
+            .sum();
+        let e = by.entry(s.3).or_default();
+        e.0 += 1;
+        e.1 += held;
+    }
+    let got = interference(&conn, TaskSel::Tid(victim.into()), window(lo, hi), 50).unwrap();
+    assert_eq!(
+        got.preemptions.count,
+        by.values().map(|v| v.0).sum::<usize>(),
+        "preemptions of the victim: {by:?}"
+    );
+    for p in &got.preemptions.by {
+        assert_eq!(
+            by.get(&(p.tid as i32)).copied(),
+            Some((p.count, p.ns)),
+            "{p:?}"
+        );
+    }
+    let named = got
+        .preemptions
+        .by
+        .iter()
+        .find(|p| p.tid == preempter as i64)
+        .unwrap_or_else(|| panic!("the preempter is not named: {:?}", got.preemptions));
+    assert_eq!(named.name.as_deref(), Some("sl-if-preempt"));
+    // However busy CPU 0 was, the victim spun through a tenth of the wakeups.
+    assert!(
+        named.count >= PREEMPTS / 10 && named.count <= PREEMPTS,
+        "{named:?}"
+    );
+    let i = &got.interrupts;
+    for split in [&i.stolen, &i.delayed] {
+        assert_eq!(split.total.ns.0, split.irq_ns + split.softirq_ns);
+    }
+    let listed: i64 = i.handlers.iter().map(|h| h.stolen_ns + h.delayed_ns).sum();
+    assert!(listed <= i.stolen.total.ns.0 + i.delayed.total.ns.0);
+
+    // The moves: one migration each, as decoded (with the kind the kernel
+    // said), and the answer's counts the same.
+    let (lo, hi) = (r["moves_start"], r["moves_end"]);
+    let moves: Vec<i32> = oracle::decode(&trace)
+        .packets
+        .iter()
+        .flat_map(|p| p.ftrace_events().event.iter())
+        .filter_map(|e| match &e.event {
+            Some(Fe::SchedMigrateTask(m))
+                if m.pid() == victim && (lo..hi).contains(&(e.timestamp() as i64)) =>
+            {
+                Some(m.running())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moves.len(), MOVES, "{moves:?}");
+    let got = interference(&conn, TaskSel::Tid(victim.into()), window(lo, hi), 3).unwrap();
+    let m = &got.migrations;
+    assert_eq!(m.count, MOVES, "{m:?}");
+    let running = moves.iter().filter(|&&r| r == 1).count();
+    assert_eq!((m.running, m.waking), (running, MOVES - running), "{m:?}");
+    assert!(
+        (1..=MOVES).contains(&m.waits_after.count),
+        "each move's wait: {m:?}"
+    );
 }

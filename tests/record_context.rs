@@ -17,7 +17,7 @@ mod oracle;
 mod root;
 
 use perfetto_protos::ftrace_event::ftrace_event::Event as Fe;
-use root::{boottime, pin};
+use root::{boottime, fifo, pin};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -485,10 +485,7 @@ fn ipi_work_workload_entry() {
     static SPINNER: AtomicI32 = AtomicI32::new(0);
     let spinner = std::thread::spawn(|| {
         pin(1);
-        let param = libc::sched_param { sched_priority: 10 };
-        // SAFETY: param is a valid sched_param.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        assert_eq!(rc, 0, "sched_setscheduler");
+        fifo(10);
         // SAFETY: gettid has no preconditions.
         SPINNER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
         while !STOP.load(Ordering::Relaxed) {

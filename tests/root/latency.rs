@@ -51,10 +51,7 @@ pub fn delayed_wakeup() -> i32 {
     let spinner = std::thread::spawn(move || {
         set_comm("sl-spinner");
         super::pin(0);
-        let param = libc::sched_param { sched_priority: 50 };
-        // SAFETY: param is a valid sched_param.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        assert_eq!(rc, 0, "sched_setscheduler");
+        super::fifo(50);
         spin_tx.send(()).unwrap();
         // 200 ms past the wakeup; at most 900 ms in all, within the RT
         // throttle's 950 ms a second.

@@ -33,6 +33,18 @@ pub fn pin(cpu: usize) {
     }
 }
 
+/// Makes the calling thread SCHED_FIFO at `priority`: only higher RT
+/// priorities (and the RT throttle) take its CPU, whatever else the machine
+/// runs.
+pub fn fifo(priority: i32) {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: param is a valid sched_param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    assert_eq!(rc, 0, "sched_setscheduler SCHED_FIFO {priority}");
+}
+
 /// CLOCK_BOOTTIME in ns: the trace's clock.
 #[allow(dead_code)] // not every test binary that gates on root uses it
 pub fn boottime() -> i64 {
