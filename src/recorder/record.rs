@@ -444,7 +444,11 @@ impl Consumers {
             let watch = watch.clone();
             let ksyms = ksyms.clone();
             // With stacks, each shard normalizes the user stacks it sees.
-            let stack_map = stacks.then(|| recorder.stack_map()).transpose()?;
+            let user_stacks = stacks
+                .then(|| recorder.stack_map())
+                .transpose()?
+                .map(UserStacks::new)
+                .transpose()?;
             let encoder = move || {
                 let e = ShardEncoder::new(w);
                 let e = match ksyms {
@@ -453,7 +457,7 @@ impl Consumers {
                 };
                 WithUserStacks {
                     inner: Watched::new(e, watch),
-                    user_stacks: stack_map.map(UserStacks::new),
+                    user_stacks,
                 }
             };
             threads.push(consumer::spawn(

@@ -1,7 +1,8 @@
 //! The recording's stacks into the trace. User stacks are normalized while
 //! the recording runs: when a shard's consumer first sees a distinct
-//! (process, user stack id), [`UserStacks`] reads the frames from the BPF
-//! stack map and normalizes them with blazesym against the process's
+//! (process, user stack id), [`UserStacks`] has the shard's normalizing
+//! thread read the frames from the BPF stack map and normalize them with
+//! blazesym against the process's
 //! mappings as they are then (each address to its ELF file, with its build
 //! id, and the file offset in it), keeping only that. A process that exits
 //! before the recording ends, or execs another image, keeps the frames it
@@ -72,7 +73,8 @@ pub struct StackSummary {
     pub user_stacks: usize,
     pub user_stacks_gone: usize,
     pub user_stacks_late: usize,
-    /// Normalizing user stacks while recording (on the consumer threads).
+    /// Normalizing user stacks while recording (on the shards' normalizing
+    /// threads).
     pub normalize_time: Duration,
     /// Naming the frames at the end.
     pub symbolize_time: Duration,
@@ -177,43 +179,74 @@ fn normalize(
     Some(frames)
 }
 
-/// One shard's user stacks, normalized when its consumer first sees each
-/// distinct (process, user stack id): while the process most likely still
-/// runs (its stack was taken about a ring poll, 50 ms, ago), and before an
-/// exec can change its image. A process that exits within that time is
-/// counted as gone. Only the first sight of a pair costs anything (a map
-/// lookup and the normalization's reads of /proc/PID/maps); every other
-/// stack event is one hash lookup.
+/// One shard's user stacks, normalized soon after its consumer first sees
+/// each distinct (process, user stack id): while the process most likely
+/// still runs (its stack was taken about a ring poll, 50 ms, ago), and before
+/// an exec can change its image. A process that exits before that is counted
+/// as gone. The consumer only dedupes and queues each new pair; a thread of
+/// the shard's own reads the frames and normalizes them (reads of
+/// /proc/PID/maps and of build ids, up to a millisecond a stack), so a burst
+/// of new processes never stops the ring from being drained. Pairs the queue
+/// has no room for are normalized at the end.
 pub struct UserStacks {
-    map: MapHandle,
-    normalizer: Normalizer,
+    queued: FxHashSet<(i32, u32)>,
+    queue: std::sync::mpsc::SyncSender<(i32, u32)>,
+    worker: std::thread::JoinHandle<NormalizedStacks>,
+}
+
+/// What a shard's normalizing thread found.
+#[derive(Default)]
+struct NormalizedStacks {
     modules: Modules,
-    /// None: the process was gone at first sight (not retried at the end,
-    /// when its pid may be another process's).
+    /// None: the process was gone when its pair came up (not retried at the
+    /// end, when its pid may be another process's).
     stacks: FxHashMap<(i32, u32), Option<Box<[UserFrame]>>>,
     elapsed: Duration,
 }
 
+/// New pairs waiting for the normalizing thread, at most.
+const NORMALIZE_QUEUE: usize = 4096;
+
 impl UserStacks {
-    pub fn new(map: MapHandle) -> UserStacks {
-        UserStacks {
-            map,
-            normalizer: new_normalizer(),
-            modules: Modules::default(),
-            stacks: FxHashMap::default(),
-            elapsed: Duration::ZERO,
-        }
+    pub fn new(map: MapHandle) -> anyhow::Result<UserStacks> {
+        let (queue, pairs) = std::sync::mpsc::sync_channel::<(i32, u32)>(NORMALIZE_QUEUE);
+        let worker = std::thread::Builder::new()
+            .name("schedlens-normalize".into())
+            .spawn(move || {
+                let normalizer = new_normalizer();
+                let mut out = NormalizedStacks::default();
+                for (tgid, id) in pairs {
+                    let started = Instant::now();
+                    let frames = bpf::read_stack(&map, id)
+                        .and_then(|addrs| normalize(&normalizer, &mut out.modules, tgid, &addrs));
+                    out.stacks.insert((tgid, id), frames);
+                    out.elapsed += started.elapsed();
+                }
+                out
+            })
+            .map_err(|e| anyhow::anyhow!("starting a stack-normalizing thread: {e}"))?;
+        Ok(UserStacks {
+            queued: FxHashSet::default(),
+            queue,
+            worker,
+        })
     }
 
     fn see(&mut self, tgid: i32, id: u32) {
-        if self.stacks.contains_key(&(tgid, id)) || self.stacks.len() >= MAX_USER_STACKS_PER_SHARD {
+        if self.queued.len() >= MAX_USER_STACKS_PER_SHARD || self.queued.contains(&(tgid, id)) {
             return;
         }
-        let started = Instant::now();
-        let frames = bpf::read_stack(&self.map, id)
-            .and_then(|addrs| normalize(&self.normalizer, &mut self.modules, tgid, &addrs));
-        self.stacks.insert((tgid, id), frames);
-        self.elapsed += started.elapsed();
+        // Full: left for the end, like pairs past the bound.
+        if self.queue.try_send((tgid, id)).is_ok() {
+            self.queued.insert((tgid, id));
+        }
+    }
+
+    /// Waits for the queued pairs to be normalized. A thread that panicked
+    /// normalized nothing: its pairs are done at the end.
+    fn finish(self) -> NormalizedStacks {
+        drop(self.queue);
+        self.worker.join().unwrap_or_default()
     }
 }
 
@@ -329,7 +362,7 @@ pub fn write(
     // The shards' normalized stacks, their modules numbered anew in one table.
     let mut modules = Modules::default();
     let mut user_stacks: FxHashMap<(i32, u32), Option<Box<[UserFrame]>>> = FxHashMap::default();
-    for shard in early {
+    for shard in early.into_iter().map(UserStacks::finish) {
         summary.normalize_time += shard.elapsed;
         let renumbered: Vec<u32> = shard
             .modules
