@@ -6,7 +6,7 @@ use crate::perfetto::writer::ShardEncoder;
 use crate::recorder::abi::{self, N_TYPES};
 use anyhow::{Context, bail};
 use libbpf_rs::{AsRawLibbpf, MapHandle, RingBufferBuilder, libbpf_sys};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// How long a consumer sleeps when BPF does not wake it: BPF wakes it only
 /// when a ring fills up, so this bounds the latency of a quiet ring.
 const POLL: Duration = Duration::from_millis(50);
+/// Records between looks at a ring's fill while it is drained.
+const FILL_CHECK_EVERY: u64 = 4096;
 /// How often buffered events become a chunk in the file (what a crash loses).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -91,9 +93,26 @@ fn consume<S: EventSink>(
         malformed: 0,
         error: None,
     });
+    // The ring's fill, also looked at every FILL_CHECK_EVERY records while
+    // draining: a sink that stalls mid-drain lets the ring fill behind it,
+    // which a look only at wakeups (when the drain has caught up) misses.
+    let ring_of: Cell<*mut libbpf_sys::ring> = Cell::new(std::ptr::null_mut());
+    let ring_fill = || match ring_of.get() {
+        r if r.is_null() => 0,
+        // SAFETY: rb's ring, set once rb exists; rb outlives every call
+        // (those in its callback run inside rb.consume_raw). Only reads the
+        // ring's positions.
+        r => unsafe { libbpf_sys::ring__avail_data_size(r) as u64 },
+    };
+    let peak = Cell::new(0u64);
+    let mut drained = 0u64;
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&ring, |data: &[u8]| {
+            drained += 1;
+            if drained % FILL_CHECK_EVERY == 0 {
+                peak.set(peak.get().max(ring_fill()));
+            }
             let mut st = state.borrow_mut();
             let st = &mut *st;
             match abi::decode(data) {
@@ -117,14 +136,12 @@ fn consume<S: EventSink>(
     if ring_ptr.is_null() {
         bail!("the ring buffer reader has no ring");
     }
-    // SAFETY: as above; both only read the ring's header and positions.
-    let ring_fill = || unsafe { libbpf_sys::ring__avail_data_size(ring_ptr) } as u64;
-    // SAFETY: as above.
+    // SAFETY: as above; only reads the ring's header.
     counters.ring_bytes.store(
         unsafe { libbpf_sys::ring__size(ring_ptr) } as u64,
         Ordering::Relaxed,
     );
-    let mut peak = 0u64;
+    ring_of.set(ring_ptr);
     let mut last_flush = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -142,7 +159,7 @@ fn consume<S: EventSink>(
                 }
             }
         }
-        peak = peak.max(ring_fill());
+        peak.set(peak.get().max(ring_fill()));
         let ret = rb.consume_raw();
         let mut st = state.borrow_mut();
         if let Some(e) = st.error.take() {
@@ -159,7 +176,9 @@ fn consume<S: EventSink>(
             c.store(n, Ordering::Relaxed);
         }
         counters.malformed.store(st.malformed, Ordering::Relaxed);
-        counters.ring_peak_bytes.store(peak, Ordering::Relaxed);
+        counters
+            .ring_peak_bytes
+            .store(peak.get(), Ordering::Relaxed);
         if stopping {
             st.sink.flush()?;
             break;
