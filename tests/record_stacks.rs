@@ -223,6 +223,19 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
             blocked.len(),
             blocked[0].frames
         );
+        // The thread's start is in the system's libc, named from its symbol
+        // tables although its debug sections are compressed (Debian's are).
+        let from_libc = blocked
+            .iter()
+            .filter(|s| s.frames.first().is_some_and(|f| f == "start_thread"))
+            .count();
+        assert!(
+            from_libc * 10 >= blocked.len() * 9,
+            "{role}: only {from_libc} of {} off-cpu stacks start in libc's start_thread; \
+             first: {:?}",
+            blocked.len(),
+            blocked[0].frames
+        );
         // Outermost first: the user function comes before the kernel's.
         let s = blocked
             .iter()

@@ -689,8 +689,16 @@ fn resolve_user(
         };
         let mut offsets: Vec<u64> = set.into_iter().collect();
         offsets.sort_unstable();
-        let src = Source::Elf(Elf::new(&m.path));
-        let Ok(found) = symbolizer.symbolize(&src, Input::FileOffset(&offsets)) else {
+        // A file whose debug info cannot be read (an unsupported compression,
+        // a corrupt section) still has its symbol tables: names from those.
+        let found = symbolizer
+            .symbolize(&Source::Elf(Elf::new(&m.path)), Input::FileOffset(&offsets))
+            .or_else(|_| {
+                let mut symbols_only = Elf::new(&m.path);
+                symbols_only.debug_syms = false;
+                symbolizer.symbolize(&Source::Elf(symbols_only), Input::FileOffset(&offsets))
+            });
+        let Ok(found) = found else {
             continue;
         };
         for (&offset, sym) in offsets.iter().zip(&found) {
