@@ -75,6 +75,9 @@ struct ThreadAcc {
     on_cpu: SmallVec<[(u32, i64); 1]>,
 }
 
+// The size the comment above promises.
+const _: () = assert!(std::mem::size_of::<ThreadAcc>() == 72);
+
 impl Default for ThreadAcc {
     fn default() -> ThreadAcc {
         ThreadAcc {

@@ -65,6 +65,9 @@ struct Thread {
     flags: u8,
 }
 
+// The size the comment above promises.
+const _: () = assert!(std::mem::size_of::<Thread>() == 40);
+
 impl Thread {
     const EMPTY: Thread = Thread {
         ts: 0,
