@@ -110,8 +110,8 @@ fn memory_per_task_is_a_few_hundred_bytes() {
 }
 
 /// Bytes a task may cost while loading, counted as the allocator sees them
-/// (a Vec's unused capacity included). Measured: 575 between 40 K and 160 K
-/// tasks (785 before the thread-state tracker's row was packed into 40
+/// (a Vec's unused capacity included). Measured: 575-581 between 40 K and
+/// 160 K tasks (785 before the thread-state tracker's row was packed into 40
 /// bytes and the aggregator's bucket into 88), of which ~100-200
 /// (estimated) are the sorter's window (two events a task, ~48 bytes each, all held below 2 M
 /// events: a fixed cost past that); the rest are the per-thread state of
