@@ -110,12 +110,14 @@ fn memory_per_task_is_a_few_hundred_bytes() {
 }
 
 /// Bytes a task may cost while loading, counted as the allocator sees them
-/// (a Vec's unused capacity included). Measured: 813 between 100 K and 400 K
-/// tasks, of which ~100-200 are the sorter's window (two events a task,
-/// ~48 bytes each, all held below 2 M events: a fixed cost past that);
-/// the rest are the per-thread state of the process and thread-state
-/// trackers and the aggregator.
-const BUDGET_PER_TASK: u64 = 1024;
+/// (a Vec's unused capacity included). Measured: 575-581 between 40 K and
+/// 160 K tasks (785 before the thread-state tracker's row was packed into 40
+/// bytes and the aggregator's bucket into 88), of which ~100-200
+/// (estimated) are the sorter's window (two events a task, ~48 bytes each, all held below 2 M
+/// events: a fixed cost past that); the rest are the per-thread state of
+/// the process and thread-state trackers and the aggregator, and the
+/// names.
+const BUDGET_PER_TASK: u64 = 640;
 
 /// The 10 M-task trace through the real `schedlens query`, its peak RSS
 /// (wait4's ru_maxrss) against the same budget per task plus the fixed

@@ -19,6 +19,7 @@ use crate::analyzer::tables::{
     MetadataRow, RUNNABLE_STATES,
 };
 use rusqlite::{Connection, OptionalExtension};
+use smallvec::SmallVec;
 
 /// Most buckets a trace spans; the width doubles to stay below it.
 pub const MAX_BUCKETS: i64 = 1024;
@@ -57,31 +58,55 @@ pub fn bin_range(b: u16) -> (i64, i64) {
     (clamp(lo), clamp(hi))
 }
 
-/// Per (bucket, thread) sums.
-#[derive(Debug, Clone, Default)]
+/// Per (bucket, thread) sums, 72 bytes and no heap for the usual bucket (a
+/// CPU or two, a few wakeups): a trace of many short tasks holds one per
+/// task to the end.
+#[derive(Debug, Clone)]
 struct ThreadAcc {
-    cpu_ns: i64,
     switches: i64,
     runnable_ns: i64,
-    wakeups: i64,
-    latency_max: Option<i64>,
-    /// One bin per wakeup; turned into (bin, count) pairs when written.
-    bins: Vec<u16>,
-    /// cpu_ns per CPU: (cpu, ns), a thread runs on one or two CPUs per bucket.
-    on_cpu: Vec<(u32, i64)>,
+    /// The longest wakeup latency; i64::MIN while there is no wakeup.
+    latency_max: i64,
+    /// One bin per wakeup (so also their count); turned into (bin, count)
+    /// pairs when written.
+    bins: SmallVec<[u16; 8]>,
+    /// cpu_ns per CPU (their sum is cpu_ns): (cpu, ns), a thread runs on one
+    /// or two CPUs per bucket.
+    on_cpu: SmallVec<[(u32, i64); 1]>,
+}
+
+// The size the comment above promises.
+const _: () = assert!(std::mem::size_of::<ThreadAcc>() == 72);
+
+impl Default for ThreadAcc {
+    fn default() -> ThreadAcc {
+        ThreadAcc {
+            switches: 0,
+            runnable_ns: 0,
+            latency_max: i64::MIN,
+            bins: SmallVec::new(),
+            on_cpu: SmallVec::new(),
+        }
+    }
 }
 
 impl ThreadAcc {
     fn merge(&mut self, o: ThreadAcc) {
-        self.cpu_ns += o.cpu_ns;
         self.switches += o.switches;
         self.runnable_ns += o.runnable_ns;
-        self.wakeups += o.wakeups;
         self.latency_max = self.latency_max.max(o.latency_max);
         self.bins.extend(o.bins);
         for (cpu, ns) in o.on_cpu {
             self.ran_on(cpu, ns);
         }
+    }
+
+    fn cpu_ns(&self) -> i64 {
+        self.on_cpu.iter().map(|e| e.1).sum()
+    }
+
+    fn wakeups(&self) -> i64 {
+        self.bins.len() as i64
     }
 
     fn ran_on(&mut self, cpu: u32, ns: i64) {
@@ -108,7 +133,8 @@ impl CpuAcc {
 
 /// Buckets of one thread or CPU, sorted by bucket index. Rows arrive nearly
 /// in time order, so the last entry is almost always the one to update.
-type Series<T> = Vec<(i64, T)>;
+/// Most threads of a trace of many short tasks span one bucket: held inline.
+type Series<T> = SmallVec<[(i64, T); 1]>;
 
 fn slot<T: Default>(s: &mut Series<T>, b: i64) -> &mut T {
     let i = match s.last() {
@@ -121,11 +147,6 @@ fn slot<T: Default>(s: &mut Series<T>, b: i64) -> &mut T {
             }
         },
         _ => {
-            // Most threads of a trace of many short tasks span one bucket:
-            // room for just that one (a Vec's first growth makes room for four).
-            if s.is_empty() {
-                s.reserve_exact(1);
-            }
             s.push((b, T::default()));
             s.len() - 1
         }
@@ -135,7 +156,7 @@ fn slot<T: Default>(s: &mut Series<T>, b: i64) -> &mut T {
 
 /// Halves a series' resolution: bucket b becomes b >> 1.
 fn coarsen<T>(s: &mut Series<T>, merge: impl Fn(&mut T, T)) {
-    let mut out: Series<T> = Vec::with_capacity(s.len());
+    let mut out: Series<T> = SmallVec::with_capacity(s.len());
     for (b, v) in s.drain(..) {
         match out.last_mut() {
             Some(last) if last.0 == b >> 1 => merge(&mut last.1, v),
@@ -143,6 +164,18 @@ fn coarsen<T>(s: &mut Series<T>, merge: impl Fn(&mut T, T)) {
         }
     }
     *s = out;
+}
+
+/// Calls `add(bucket, ns)` for each bucket part of [ts, end), buckets
+/// 2^`shift` ns wide.
+fn split(shift: u32, ts: i64, end: i64, mut add: impl FnMut(i64, i64)) {
+    let (first, last) = (ts >> shift, (end - 1) >> shift);
+    for b in first..=last {
+        let part = end.min((b + 1) << shift) - ts.max(b << shift);
+        if part > 0 {
+            add(b, part);
+        }
+    }
 }
 
 /// Accumulates the aggregates of one load. Utid 0 is the idle thread (as the
@@ -197,17 +230,6 @@ impl Aggregator {
         self.span = Some((lo, hi));
     }
 
-    /// Calls `add(bucket, ns)` for each bucket part of [ts, end).
-    fn split(&self, ts: i64, end: i64, mut add: impl FnMut(i64, i64)) {
-        let (first, last) = (ts >> self.shift, (end - 1) >> self.shift);
-        for b in first..=last {
-            let part = end.min((b + 1) << self.shift) - ts.max(b << self.shift);
-            if part > 0 {
-                add(b, part);
-            }
-        }
-    }
-
     /// A sched_slice row; `dur` -1 means still running at the end.
     pub fn slice(&mut self, cpu: u32, utid: u32, ts: i64, dur: i64) {
         if utid == 0 {
@@ -224,26 +246,19 @@ impl Aggregator {
         self.cover(ts, end);
         let (u, c) = (utid as usize, cpu as usize);
         if self.threads.len() <= u {
-            self.threads.resize_with(u + 1, Vec::new);
+            self.threads.resize_with(u + 1, Series::new);
         }
         if self.cpus.len() <= c {
-            self.cpus.resize_with(c + 1, Vec::new);
+            self.cpus.resize_with(c + 1, Series::new);
         }
         let shift = self.shift;
-        let (mut threads, mut cpus) = (
-            std::mem::take(&mut self.threads[u]),
-            std::mem::take(&mut self.cpus[c]),
-        );
-        slot(&mut threads, ts >> shift).switches += 1;
-        slot(&mut cpus, ts >> shift).switches += 1;
-        self.split(ts, end, |b, ns| {
-            let t = slot(&mut threads, b);
-            t.cpu_ns += ns;
-            t.ran_on(cpu, ns);
-            slot(&mut cpus, b).busy_ns += ns;
+        let (threads, cpus) = (&mut self.threads[u], &mut self.cpus[c]);
+        slot(threads, ts >> shift).switches += 1;
+        slot(cpus, ts >> shift).switches += 1;
+        split(shift, ts, end, |b, ns| {
+            slot(threads, b).ran_on(cpu, ns);
+            slot(cpus, b).busy_ns += ns;
         });
-        self.threads[u] = threads;
-        self.cpus[c] = cpus;
     }
 
     /// A thread_state row: only runnable time is summed.
@@ -262,11 +277,12 @@ impl Aggregator {
         self.cover(ts, end);
         let u = utid as usize;
         if self.threads.len() <= u {
-            self.threads.resize_with(u + 1, Vec::new);
+            self.threads.resize_with(u + 1, Series::new);
         }
-        let mut series = std::mem::take(&mut self.threads[u]);
-        self.split(ts, end, |b, ns| slot(&mut series, b).runnable_ns += ns);
-        self.threads[u] = series;
+        let series = &mut self.threads[u];
+        split(self.shift, ts, end, |b, ns| {
+            slot(series, b).runnable_ns += ns
+        });
     }
 
     /// A wakeup row; `latency` None (never ran, or spurious) is not counted.
@@ -277,11 +293,10 @@ impl Aggregator {
         self.cover(ts, ts + 1);
         let u = utid as usize;
         if self.threads.len() <= u {
-            self.threads.resize_with(u + 1, Vec::new);
+            self.threads.resize_with(u + 1, Series::new);
         }
         let a = slot(&mut self.threads[u], ts >> self.shift);
-        a.wakeups += 1;
-        a.latency_max = a.latency_max.max(Some(latency));
+        a.latency_max = a.latency_max.max(latency);
         a.bins.push(bin(latency));
     }
 
@@ -318,11 +333,11 @@ impl Aggregator {
                     ts: *b << self.shift,
                     dur: width,
                     utid: utid as i64,
-                    cpu_ns: a.cpu_ns,
+                    cpu_ns: a.cpu_ns(),
                     switches: a.switches,
                     runnable_ns: a.runnable_ns,
-                    wakeups: a.wakeups,
-                    latency_max: a.latency_max,
+                    wakeups: a.wakeups(),
+                    latency_max: (a.wakeups() > 0).then_some(a.latency_max),
                     latency_hist: (!blob.is_empty()).then_some(&blob[..]),
                 })?;
             }
@@ -533,15 +548,15 @@ mod tests {
         a.state(1, 5, 5, Some("S"));
         a.wakeup(1, 3, Some(7));
         assert_eq!(a.threads[1].len(), 2);
-        assert_eq!(a.threads[1][0].1.cpu_ns, 10);
-        assert_eq!(a.threads[1][1].1.cpu_ns, 20);
+        assert_eq!(a.threads[1][0].1.cpu_ns(), 10);
+        assert_eq!(a.threads[1][1].1.cpu_ns(), 20);
         assert_eq!(a.threads[1][0].1.runnable_ns, 5);
         // A slice far away forces coarser buckets; the sums survive.
         a.slice(1, 1, w * MAX_BUCKETS * 3, 10);
         assert!(a.shift > FIRST_SHIFT);
-        let total: i64 = a.threads[1].iter().map(|e| e.1.cpu_ns).sum();
+        let total: i64 = a.threads[1].iter().map(|e| e.1.cpu_ns()).sum();
         assert_eq!(total, 40);
         assert_eq!(a.threads[1][0].1.switches, 1);
-        assert_eq!(a.threads[1][0].1.wakeups, 1);
+        assert_eq!(a.threads[1][0].1.wakeups(), 1);
     }
 }

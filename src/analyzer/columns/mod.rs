@@ -42,7 +42,7 @@ mod writer;
 pub use layout::{Layout, Phys, Source};
 pub use store::Store;
 pub use vtab::{MODULE, register};
-pub use writer::{Cell, ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter, TextCell};
+pub use writer::{Cell, ColumnFile, ColumnRow, Finish, Put, StrMap, TableWriter, TextCell, row_id};
 
 use std::path::{Path, PathBuf};
 

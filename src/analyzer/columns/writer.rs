@@ -153,6 +153,20 @@ const UNMAPPED: u32 = u32::MAX;
 /// tables of fewer than u32::MAX rows.
 const MAX_ROW_ID: i64 = u32::MAX as i64 - 2;
 
+/// `id` as the u32 the indexes hold, or the error of a trace with more
+/// rows of `table` than a column file indexes.
+pub fn row_id(table: &Table, id: i64) -> anyhow::Result<u32> {
+    match u32::try_from(id) {
+        Ok(id) if i64::from(id) <= MAX_ROW_ID => Ok(id),
+        _ => anyhow::bail!(
+            "the trace has more {} rows than a column file indexes ({}): record a shorter \
+             trace, or a --flight window",
+            table.name,
+            MAX_ROW_ID + 1
+        ),
+    }
+}
+
 /// Appends values to the block being filled.
 struct BlockPut<'a> {
     cols: &'a mut [Vec<i64>],
@@ -405,14 +419,7 @@ impl<T: ColumnRow> Default for TableWriter<T> {
 impl<T: ColumnRow> TableWriter<T> {
     /// Takes a closed row and appends every row that is now in order.
     pub fn add(&mut self, row: T, file: &mut ColumnFile) -> anyhow::Result<()> {
-        if row.id() > MAX_ROW_ID {
-            anyhow::bail!(
-                "the trace has more {} rows than a column file indexes ({}): record a shorter \
-                 trace, or a --flight window",
-                self.layout.name,
-                MAX_ROW_ID + 1
-            );
-        }
+        row_id(T::TABLE, row.id())?;
         let Ok(at) = usize::try_from(row.id() - self.base) else {
             // Its slot was given up on: patched in at the end.
             self.late.push((row.id(), row));

@@ -14,8 +14,9 @@
 use super::Storage;
 use super::process::Utid;
 use super::sched::Switched;
+use crate::analyzer::columns::row_id;
 use crate::analyzer::stats::Stat;
-use crate::analyzer::strings::{Str, Strings};
+use crate::analyzer::strings::{FastMap, Str, Strings};
 use crate::analyzer::tables::{StateRow, THREAD_STATE, WakeupRow};
 
 /// thread_state's stored columns that sched_blocked_reason amends.
@@ -32,19 +33,77 @@ pub struct Wake {
     pub common_flags: Option<u32>,
 }
 
-#[derive(Default)]
+/// Absent, in a [`Thread`]'s u32 fields: row ids stop below it (the column
+/// file's limit), CPUs below MAX_CPUS, and utids and strings never reach it.
+const NONE: u32 = u32::MAX;
+
+/// [`Thread::flags`] bits: the row's irq_context (known, value), io_wait
+/// (known, value), and whether `blocked_functions` holds its blocked_function.
+const IRQ_KNOWN: u8 = 1;
+const IRQ: u8 = 2;
+const IO_WAIT_KNOWN: u8 = 4;
+const IO_WAIT_SET: u8 = 8;
+const HAS_FUNCTION: u8 = 16;
+
+/// A thread's latest thread_state row (trace_processor's last_row), packed:
+/// a trace of many tasks holds one per task to the end, so it is 40 bytes
+/// (a StateRow and a waiting WakeupRow took 176); what few rows have lives
+/// in the tracker's side tables.
+#[derive(Clone, Copy)]
 struct Thread {
-    /// The latest thread_state row (trace_processor's last_row); dur -1
-    /// while it lasts.
-    last: Option<StateRow>,
+    ts: i64,
+    /// Its row id; NONE until the thread has a row.
+    id: u32,
+    state: u32,
+    cpu: u32,
+    waker_utid: u32,
+    waker_id: u32,
     /// Row id of its latest blocked row, until it runs again.
-    last_blocked: Option<i64>,
-    /// A wakeup waiting for the thread to run.
-    wakeup: Option<WakeupRow>,
+    last_blocked: u32,
+    /// Index in `waiting` of a wakeup waiting for the thread to run.
+    wakeup: u32,
+    flags: u8,
+}
+
+// The size the comment above promises.
+const _: () = assert!(std::mem::size_of::<Thread>() == 40);
+
+impl Thread {
+    const EMPTY: Thread = Thread {
+        ts: 0,
+        id: NONE,
+        state: NONE,
+        cpu: NONE,
+        waker_utid: NONE,
+        waker_id: NONE,
+        last_blocked: NONE,
+        wakeup: NONE,
+        flags: 0,
+    };
+
+    fn has_row(&self) -> bool {
+        self.id != NONE
+    }
+
+    fn state(&self) -> Option<Str> {
+        opt(self.state)
+    }
+}
+
+fn opt(v: u32) -> Option<u32> {
+    (v != NONE).then_some(v)
+}
+
+fn packed(v: Option<u32>) -> u32 {
+    v.unwrap_or(NONE)
 }
 
 pub struct ThreadStateTracker {
     threads: Vec<Thread>,
+    /// Wakeups waiting for their thread to run, in no order.
+    waiting: Vec<WakeupRow>,
+    /// blocked_function of rows still held (sched_blocked_reason), by utid.
+    blocked_functions: FastMap<Utid, Str>,
     next_state_id: i64,
     next_wakeup_id: i64,
     running: Str,
@@ -62,6 +121,8 @@ impl ThreadStateTracker {
     pub fn new(strings: &mut Strings) -> ThreadStateTracker {
         ThreadStateTracker {
             threads: Vec::new(),
+            waiting: Vec::new(),
+            blocked_functions: FastMap::default(),
             next_state_id: 0,
             next_wakeup_id: 0,
             running: strings.intern("Running"),
@@ -72,7 +133,7 @@ impl ThreadStateTracker {
     fn thread(&mut self, utid: Utid) -> &mut Thread {
         let u = utid as usize;
         if self.threads.len() <= u {
-            self.threads.resize_with(u + 1, Thread::default);
+            self.threads.resize(u + 1, Thread::EMPTY);
         }
         &mut self.threads[u]
     }
@@ -80,38 +141,51 @@ impl ThreadStateTracker {
     /// Whether the thread has a thread_state row yet (it was switched,
     /// woken or created).
     pub fn has_state(&self, utid: Utid) -> bool {
-        self.threads
-            .get(utid as usize)
-            .is_some_and(|t| t.last.is_some())
+        self.threads.get(utid as usize).is_some_and(Thread::has_row)
     }
 
     fn is_blocked(&self, state: Option<Str>) -> bool {
         state != Some(self.runnable) && state != Some(self.running)
     }
 
+    /// The thread's waiting wakeup, taken out of `waiting`.
+    fn take_wakeup(&mut self, utid: Utid) -> Option<WakeupRow> {
+        let at = std::mem::replace(&mut self.thread(utid).wakeup, NONE);
+        let at = opt(at)? as usize;
+        let w = self.waiting.swap_remove(at);
+        if let Some(moved) = self.waiting.get(at) {
+            self.threads[moved.utid as usize].wakeup = at as u32;
+        }
+        Some(w)
+    }
+
     /// One sched_switch: prev gets prev_state, next Running (and its
     /// wakeup, if one waits, its run time).
     pub fn switch(&mut self, st: &mut Storage<'_>, ts: i64, sw: Switched) -> anyhow::Result<()> {
         let running = self.running;
-        if let Some(lost) = sw.lost
-            && let Some(l) = &self.thread(lost).last
+        if let Some(lost) = sw.lost {
+            let l = *self.thread(lost);
             // Not if it was seen running elsewhere since.
-            && l.state == Some(running)
-            && l.cpu == Some(sw.cpu)
-        {
-            self.close(ts, lost);
-            self.open(st, ts, lost, None, None, None, None)?;
+            if l.has_row() && l.state == running && l.cpu == sw.cpu {
+                self.open(st, ts, lost, true, None, None, None, None)?;
+            }
         }
-        if let Some(l) = &self.thread(sw.prev).last
-            && l.state != Some(running)
-        {
+        let l = self.thread(sw.prev);
+        if l.has_row() && l.state != running {
             st.stats.add(Stat::thread_state_gap, 1);
         }
-        self.close(ts, sw.prev);
-        self.open(st, ts, sw.prev, sw.prev_state, None, None, None)?;
-        self.close(ts, sw.next);
-        self.open(st, ts, sw.next, Some(running), Some(sw.cpu), None, None)?;
-        if let Some(mut w) = self.thread(sw.next).wakeup.take() {
+        self.open(st, ts, sw.prev, true, sw.prev_state, None, None, None)?;
+        self.open(
+            st,
+            ts,
+            sw.next,
+            true,
+            Some(running),
+            Some(sw.cpu),
+            None,
+            None,
+        )?;
+        if let Some(mut w) = self.take_wakeup(sw.next) {
             w.run_ts = Some(ts);
             w.run_cpu = Some(sw.cpu);
             st.sink.wakeup(w, &st.strings)?;
@@ -138,28 +212,32 @@ impl ThreadStateTracker {
             priority: w.prio,
             irq_context: w.common_flags.map(irq_context),
         };
-        let last_state = self.thread(w.wakee).last.as_ref().map(|l| l.state);
-        match last_state {
-            Some(state) if !self.is_blocked(state) => {
-                // Already runnable or running: nothing to wake (spurious).
-                st.stats.add(Stat::spurious_sched_wakeup, 1);
-                return st.sink.wakeup(row, &st.strings);
-            }
-            Some(_) => self.close(ts, w.wakee),
-            None => {}
+        let t = *self.thread(w.wakee);
+        if t.has_row() && !self.is_blocked(t.state()) {
+            // Already runnable or running: nothing to wake (spurious).
+            st.stats.add(Stat::spurious_sched_wakeup, 1);
+            return st.sink.wakeup(row, &st.strings);
         }
         let runnable = Some(self.runnable);
         self.open(
             st,
             ts,
             w.wakee,
+            true,
             runnable,
             None,
             Some(w.waker),
             w.common_flags,
         )?;
-        if let Some(old) = self.thread(w.wakee).wakeup.replace(row) {
-            st.sink.wakeup(old, &st.strings)?;
+        match opt(t.wakeup) {
+            Some(at) => {
+                let old = std::mem::replace(&mut self.waiting[at as usize], row);
+                st.sink.wakeup(old, &st.strings)?;
+            }
+            None => {
+                self.threads[w.wakee as usize].wakeup = self.waiting.len() as u32;
+                self.waiting.push(row);
+            }
         }
         Ok(())
     }
@@ -173,7 +251,7 @@ impl ThreadStateTracker {
         parent: Utid,
     ) -> anyhow::Result<()> {
         let runnable = Some(self.runnable);
-        self.open(st, ts, utid, runnable, None, Some(parent), Some(0))
+        self.open(st, ts, utid, false, runnable, None, Some(parent), Some(0))
     }
 
     /// sched_blocked_reason: where the task's latest blocked state waits.
@@ -185,17 +263,24 @@ impl ThreadStateTracker {
         caller: Option<Str>,
     ) -> anyhow::Result<()> {
         let t = self.thread(utid);
-        let (Some(last), Some(blocked)) = (t.last.as_mut(), t.last_blocked) else {
+        let Some(blocked) = opt(t.last_blocked).filter(|_| t.has_row()) else {
             return Ok(());
         };
-        if last.id == blocked {
-            last.io_wait = Some(io_wait);
-            if caller.is_some() {
-                last.blocked_function = caller;
+        if t.id == blocked {
+            t.flags |= IO_WAIT_KNOWN;
+            t.flags = if io_wait {
+                t.flags | IO_WAIT_SET
+            } else {
+                t.flags & !IO_WAIT_SET
+            };
+            if let Some(f) = caller {
+                t.flags |= HAS_FUNCTION;
+                self.blocked_functions.insert(utid, f);
             }
             return Ok(());
         }
         // Already handed to the sink: amend it there.
+        let blocked = i64::from(blocked);
         st.sink
             .amend(&THREAD_STATE, blocked, IO_WAIT, Some(io_wait.into()))?;
         match caller {
@@ -206,19 +291,39 @@ impl ThreadStateTracker {
         }
     }
 
-    fn close(&mut self, ts: i64, utid: Utid) {
-        if let Some(l) = &mut self.thread(utid).last {
-            l.dur = ts - l.ts;
+    /// The thread's held row as written; `end` closes it (else it lasts).
+    fn row(&mut self, utid: Utid, end: Option<i64>) -> StateRow {
+        let t = self.threads[utid as usize];
+        let flag = |known: u8, set: u8| (t.flags & known != 0).then_some(t.flags & set != 0);
+        let blocked_function = if t.flags & HAS_FUNCTION != 0 {
+            self.blocked_functions.remove(&utid)
+        } else {
+            None
+        };
+        StateRow {
+            id: i64::from(t.id),
+            ts: t.ts,
+            dur: end.map_or(-1, |end| end - t.ts),
+            cpu: opt(t.cpu),
+            utid,
+            state: t.state(),
+            io_wait: flag(IO_WAIT_KNOWN, IO_WAIT_SET),
+            blocked_function,
+            waker_utid: opt(t.waker_utid),
+            waker_id: opt(t.waker_id).map(i64::from),
+            irq_context: flag(IRQ_KNOWN, IRQ).map(u32::from),
         }
     }
 
-    /// Makes `state` the thread's latest, writing the one it replaces.
+    /// Makes `state` the thread's latest, writing the one it replaces
+    /// (ended now if `close`).
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         st: &mut Storage<'_>,
         ts: i64,
         utid: Utid,
+        close: bool,
         state: Option<Str>,
         cpu: Option<u32>,
         waker: Option<Utid>,
@@ -232,33 +337,36 @@ impl ThreadStateTracker {
         let waker_id = waker.and_then(|w| {
             self.threads
                 .get(w as usize)
-                .and_then(|t| t.last.as_ref())
-                .filter(|l| l.state == Some(running))
-                .map(|l| l.id)
+                .filter(|t| t.has_row() && t.state == running)
+                .map(|t| t.id)
         });
-        let id = self.next_state_id;
+        let id = row_id(&THREAD_STATE, self.next_state_id)?;
         self.next_state_id += 1;
-        let row = StateRow {
-            id,
-            ts,
-            dur: -1,
-            cpu,
-            utid,
-            state,
-            io_wait: None,
-            blocked_function: None,
-            waker_utid: waker,
-            waker_id,
-            irq_context: common_flags.map(irq_context),
-        };
+        let old = self
+            .thread(utid)
+            .has_row()
+            .then(|| self.row(utid, close.then_some(ts)));
         let blocked = self.is_blocked(state);
-        let t = self.thread(utid);
-        let old = t.last.replace(row);
-        if state == Some(running) {
-            t.last_blocked = None;
+        let irq = common_flags.map_or(0, |f| IRQ_KNOWN | if irq_context(f) != 0 { IRQ } else { 0 });
+        let t = &mut self.threads[utid as usize];
+        let last_blocked = if state == Some(running) {
+            NONE
         } else if blocked {
-            t.last_blocked = Some(id);
-        }
+            id
+        } else {
+            t.last_blocked
+        };
+        *t = Thread {
+            ts,
+            id,
+            state: packed(state),
+            cpu: packed(cpu),
+            waker_utid: packed(waker),
+            waker_id: packed(waker_id),
+            last_blocked,
+            wakeup: t.wakeup,
+            flags: irq,
+        };
         match old {
             Some(old) => st.sink.state(old, &st.strings),
             None => Ok(()),
@@ -267,14 +375,21 @@ impl ThreadStateTracker {
 
     /// Writes every row still held (states that last to the end have dur -1).
     pub fn finish(&mut self, st: &mut Storage<'_>) -> anyhow::Result<()> {
-        for t in std::mem::take(&mut self.threads) {
-            if let Some(l) = t.last {
-                st.sink.state(l, &st.strings)?;
+        let mut waiting: Vec<Option<WakeupRow>> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for utid in 0..self.threads.len() as Utid {
+            let t = self.threads[utid as usize];
+            if t.has_row() {
+                let row = self.row(utid, None);
+                st.sink.state(row, &st.strings)?;
             }
-            if let Some(w) = t.wakeup {
+            if let Some(w) = opt(t.wakeup).and_then(|at| waiting[at as usize].take()) {
                 st.sink.wakeup(w, &st.strings)?;
             }
         }
+        self.threads = Vec::new();
         Ok(())
     }
 }
