@@ -23,6 +23,8 @@ use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
+/// Samples per spooled run (`--stack-spool-run`).
+const SPOOL_RUN: usize = 64;
 const WORKLOAD_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/stacks.c");
 
 /// The workload's report: its pid, the tid of each role and the pid of its
@@ -60,6 +62,7 @@ fn read_report(path: &Path) -> Report {
 /// names from the outermost in ("" for a frame without a name).
 struct Sample {
     kind: String,
+    ts: u64,
     pid: u32,
     tid: u32,
     frames: Vec<String>,
@@ -116,6 +119,7 @@ fn samples(packets: &[TracePacket]) -> Vec<Sample> {
             };
             out.push(Sample {
                 kind: seq.kind.clone(),
+                ts: p.timestamp(),
                 pid: s.pid(),
                 tid: s.tid(),
                 frames,
@@ -152,6 +156,8 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
     let status = Command::new(BIN)
         .args(["trace", "--stacks", "off-cpu,cpu", "-d", "3s", "-o"])
         .arg(&trace)
+        // Spooled runs of 64 samples: the trace's samples are merged from many.
+        .args(["--stack-spool-run", &SPOOL_RUN.to_string()])
         .arg("--")
         .arg(&exe)
         .arg(&report_path)
@@ -167,6 +173,23 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
     assert!(stderr.contains("stacks: "), "no stacks summary:\n{stderr}");
 
     let samples = samples(&oracle::decode(&trace).packets);
+    // Each kind's samples in time order, merged from many runs.
+    for kind in ["schedlens off-cpu", "schedlens cpu"] {
+        let ts: Vec<u64> = samples
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.ts)
+            .collect();
+        assert!(
+            ts.len() > 4 * SPOOL_RUN,
+            "{kind}: {} samples, too few for many runs",
+            ts.len()
+        );
+        assert!(
+            ts.windows(2).all(|w| w[0] <= w[1]),
+            "{kind}: samples out of time order"
+        );
+    }
     let of = |kind: &str, role: &str| -> Vec<&Sample> {
         let tid = report.tids[role];
         samples

@@ -27,6 +27,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/schedlens.skel.rs"));
 }
 pub mod snapshot;
+pub mod spool;
 pub mod topology;
 
 /// Ring buffer shards the BPF side can address (SL_MAX_SHARDS: a u64 bitmask
@@ -106,6 +107,11 @@ pub struct TraceArgs {
     /// follows and reported in the summary); 0 walks both stacks at every block, exactly
     #[arg(long, value_name = "N", default_value_t = crate::model::stack::DEFAULT_STACK_REUSE)]
     pub stack_reuse: u8,
+    /// With --stacks: samples each shard sorts in memory before spooling them to disk as
+    /// one run (tests set it small to merge many runs)
+    #[arg(long, hide = true, value_name = "N", default_value_t = spool::DEFAULT_RUN,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub stack_spool_run: usize,
     /// Load the sched_switch program for kernels before 5.18 (tests it on newer ones)
     #[arg(long, hide = true)]
     pub legacy_switch: bool,

@@ -7,6 +7,7 @@ use crate::recorder::abi::{self, N_TYPES};
 use crate::recorder::bpf::{self, Recorder, SwitchVariant};
 use crate::recorder::consumer::{self, ShardCounters};
 use crate::recorder::flight::{self, Flight, Watched};
+use crate::recorder::spool::{Spool, Spooled};
 use crate::recorder::stacks::{UserStacks, WithUserStacks};
 use crate::recorder::topology::Topology;
 use crate::recorder::{TraceArgs, catalog, cli, snapshot, stacks};
@@ -98,7 +99,10 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let start_ts = snapshot::boottime_ns();
     let started = Instant::now();
     let watch = flight.as_ref().and_then(Flight::watch);
-    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch, ksyms)?;
+    // With stacks, each shard spools its samples beside the trace.
+    let spool_dir = (!cfg.stacks.is_empty()).then(|| spool_dir(&output, flight.is_some()));
+    let spool = spool_dir.as_deref().map(|dir| (dir, args.stack_spool_run));
+    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch, ksyms, spool)?;
 
     let mut child = match spawn_command(&args.command, sudo_user) {
         Ok(child) => child,
@@ -161,18 +165,35 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let stacks = if cfg.stacks.is_empty() {
         None
     } else {
-        let mut samples: Vec<_> = encoders
+        let spooled = encoders
             .iter_mut()
-            .flat_map(|e| e.take_stack_samples())
-            .collect();
-        samples.sort_unstable_by_key(|s| s.ts);
-        Some(stacks::write(
-            &writer,
-            &samples,
-            recorder.stack_counters(ncpus),
-            user_stacks,
-            |id| recorder.stack_frames(id),
-        )?)
+            .filter_map(ShardEncoder::take_stack_spool)
+            .map(Spool::finish)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Spooled::join);
+        let written = spooled.and_then(|spooled| {
+            stacks::write(
+                &writer,
+                || spooled.samples(),
+                recorder.stack_counters(ncpus),
+                user_stacks,
+                |id| recorder.stack_frames(id),
+            )
+        });
+        match written {
+            Ok(summary) => Some(summary),
+            // The spool is read whole before any sample is written: the
+            // trace keeps its events, just no stacks.
+            Err(e) => {
+                stats.bytes_written = writer.bytes_written();
+                writer.write_packets(&snapshot::epilogue_packets(&stats))?;
+                writer.finish()?;
+                return Err(e.context(format!(
+                    "{} is complete but without its stacks",
+                    output.display()
+                )));
+            }
+        }
     };
 
     let counts = consumers.counts();
@@ -248,6 +269,7 @@ fn start_consumers(
     cfg: &bpf::Config,
     watch: Option<Arc<flight::LatencyWatch>>,
     ksyms: Option<Arc<KernelSymbols>>,
+    spool: Option<(&Path, usize)>,
 ) -> anyhow::Result<Consumers> {
     // A flight recorder writes them at the start of each snapshot instead.
     if writer.ring_stats().is_none() {
@@ -255,9 +277,19 @@ fn start_consumers(
     }
     // Recording has begun: from here a killed recorder leaves the trace at its name.
     writer.publish()?;
-    let consumers = Consumers::start(recorder, writer, watch, ksyms, !cfg.stacks.is_empty())?;
+    let consumers = Consumers::start(recorder, writer, watch, ksyms, spool)?;
     writer.write_packets(&[snapshot::process_tree_packet()?])?;
     Ok(consumers)
+}
+
+/// Where the stack spools go: the trace's directory (a flight recorder's
+/// output is its directory), so they are on its filesystem.
+fn spool_dir(output: &Path, flight: bool) -> PathBuf {
+    let dir = if flight { Some(output) } else { output.parent() };
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The kernel's symbols, if `groups` write kernel addresses the trace names.
@@ -425,15 +457,16 @@ impl Counts {
 
 impl Consumers {
     /// One thread per ring, each encoding into its own shard of the trace
-    /// (naming kernel addresses from `ksyms`, if given, and normalizing user
-    /// stacks with `stacks`). `watch`, the flight recorder's trigger, sees
+    /// (naming kernel addresses from `ksyms`, if given, and with `spool`,
+    /// a directory and run size, spooling stack samples and normalizing
+    /// their user stacks). `watch`, the flight recorder's trigger, sees
     /// every event.
     fn start(
         recorder: &mut Recorder<'_>,
         writer: &Arc<TraceWriter>,
         watch: Option<Arc<flight::LatencyWatch>>,
         ksyms: Option<Arc<KernelSymbols>>,
-        stacks: bool,
+        spool: Option<(&Path, usize)>,
     ) -> anyhow::Result<Consumers> {
         let rings = recorder.take_rings();
         let stop = Arc::new(AtomicBool::new(false));
@@ -444,15 +477,22 @@ impl Consumers {
             let watch = watch.clone();
             let ksyms = ksyms.clone();
             // With stacks, each shard normalizes the user stacks it sees.
-            let user_stacks = stacks
-                .then(|| recorder.stack_map())
+            let user_stacks = spool
+                .map(|_| recorder.stack_map())
                 .transpose()?
                 .map(UserStacks::new)
+                .transpose()?;
+            let spool = spool
+                .map(|(dir, run)| Spool::create(dir, shard, run))
                 .transpose()?;
             let encoder = move || {
                 let e = ShardEncoder::new(w);
                 let e = match ksyms {
                     Some(table) => e.with_kernel_symbols(shard, table),
+                    None => e,
+                };
+                let e = match spool {
+                    Some(spool) => e.with_stack_spool(spool),
                     None => e,
                 };
                 WithUserStacks {

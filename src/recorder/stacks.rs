@@ -30,6 +30,7 @@ use crate::perfetto::proto::{
 use crate::perfetto::writer::{STACK_SEQUENCE_BASE, TraceWriter};
 use crate::recorder::bpf::{self, StackCounters};
 use crate::recorder::consumer::EventSink;
+use anyhow::Context;
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
@@ -339,26 +340,43 @@ struct Resolved {
     name: Option<String>,
 }
 
-/// Writes `samples` to `writer` as described above. `read_stack` gives a
-/// stack id's frames, innermost first (None if the id is not in the map);
-/// `early` are the shards' user stacks normalized while recording.
-pub fn write(
+/// Writes the samples that each call of `samples` reads (in time order; it
+/// is read twice, so a sample is never held longer than its batch) to
+/// `writer` as described above. `read_stack` gives a stack id's frames,
+/// innermost first (None if the id is not in the map); `early` are the
+/// shards' user stacks normalized while recording. A sample `samples`
+/// fails to read stops the first reading, before anything is written.
+pub fn write<I>(
     writer: &TraceWriter,
-    samples: &[StackSample],
+    samples: impl Fn() -> I,
     counters: StackCounters,
     early: Vec<UserStacks>,
     read_stack: impl Fn(u32) -> Option<Vec<u64>>,
-) -> anyhow::Result<StackSummary> {
+) -> anyhow::Result<StackSummary>
+where
+    I: Iterator<Item = anyhow::Result<StackSample>>,
+{
     let started = Instant::now();
     let mut summary = StackSummary {
         counters,
         ..StackSummary::default()
     };
-    for s in samples {
+    // A hot stack is in millions of samples: its addresses are gathered
+    // once. In order of first sample, so callstacks are numbered as they
+    // appear.
+    let mut distinct: Vec<StackKey> = Vec::new();
+    let mut seen: FxHashSet<StackKey> = FxHashSet::default();
+    for s in samples() {
+        let s = s?;
         if let Some(i) = StackKind::ALL.iter().position(|&k| k == s.kind) {
             summary.samples[i] += 1;
         }
+        let key = StackKey::of(&s);
+        if seen.insert(key) {
+            distinct.push(key);
+        }
     }
+    drop(seen);
     // The shards' normalized stacks, their modules numbered anew in one table.
     let mut modules = Modules::default();
     let mut user_stacks: FxHashMap<(i32, u32), Option<Box<[UserFrame]>>> = FxHashMap::default();
@@ -381,11 +399,11 @@ pub fn write(
             }
         }
     }
-    if samples.is_empty() {
+    if distinct.is_empty() {
         return Ok(summary);
     }
     let mut stacks: FxHashMap<u32, Vec<u64>> = FxHashMap::default();
-    for id in samples.iter().flat_map(|s| [s.kernel, s.user]).flatten() {
+    for id in distinct.iter().flat_map(|k| [k.kernel, k.user]).flatten() {
         if let std::collections::hash_map::Entry::Vacant(slot) = stacks.entry(id) {
             match read_stack(id) {
                 Some(frames) => {
@@ -395,8 +413,6 @@ pub fn write(
             }
         }
     }
-    // A hot stack is in millions of samples: its addresses are gathered once.
-    let distinct: FxHashSet<StackKey> = samples.iter().map(StackKey::of).collect();
     // Pairs the shards did not normalize (past their bound): now, which
     // finds only the processes still alive.
     let normalizer = new_normalizer();
@@ -476,86 +492,89 @@ pub fn write(
 
     let mut interner = Interner::default();
     let mut callstack_of: FxHashMap<StackKey, u64> = FxHashMap::default();
-    let mut sample_stacks = Vec::with_capacity(samples.len());
-    for key in samples.iter().map(StackKey::of) {
-        let iid = match callstack_of.get(&key) {
-            Some(&iid) => iid,
-            None => {
-                // Outermost first: the user stack from its root, then the kernel's.
-                let user_frames = user_frames(&key);
-                let mut kernel_frames = pcs(&key, key.kernel, true);
-                if !key.cpu_sample {
-                    let ours = recorder_frames(&kernel_frames, &kernel);
-                    kernel_frames.drain(..ours);
-                }
-                let mut frame_ids = Vec::with_capacity(user_frames.len() + kernel_frames.len());
-                for &(f, adjusted) in user_frames.iter().rev() {
-                    let r = Resolved {
-                        module: Some(match modules.list.get(f.module as usize) {
-                            Some(m) => m.clone(),
-                            None => unknown_module(),
-                        }),
-                        rel_pc: f.offset,
-                        name: user_names
-                            .get(&(f.module, lookup_offset(f.offset, adjusted)))
-                            .cloned(),
-                    };
-                    frame_ids.push(interner.frame(&r));
-                }
-                for pc in kernel_frames.iter().rev() {
-                    let r = Resolved {
-                        module: None,
-                        rel_pc: pc.addr,
-                        name: kernel.get(pc).cloned().flatten(),
-                    };
-                    frame_ids.push(interner.frame(&r));
-                }
-                let iid = if frame_ids.is_empty() {
-                    0
-                } else {
-                    interner.callstack(frame_ids)
-                };
-                callstack_of.insert(key, iid);
-                iid
-            }
+    for key in distinct {
+        // Outermost first: the user stack from its root, then the kernel's.
+        let user_frames = user_frames(&key);
+        let mut kernel_frames = pcs(&key, key.kernel, true);
+        if !key.cpu_sample {
+            let ours = recorder_frames(&kernel_frames, &kernel);
+            kernel_frames.drain(..ours);
+        }
+        let mut frame_ids = Vec::with_capacity(user_frames.len() + kernel_frames.len());
+        for &(f, adjusted) in user_frames.iter().rev() {
+            let r = Resolved {
+                module: Some(match modules.list.get(f.module as usize) {
+                    Some(m) => m.clone(),
+                    None => unknown_module(),
+                }),
+                rel_pc: f.offset,
+                name: user_names
+                    .get(&(f.module, lookup_offset(f.offset, adjusted)))
+                    .cloned(),
+            };
+            frame_ids.push(interner.frame(&r));
+        }
+        for pc in kernel_frames.iter().rev() {
+            let r = Resolved {
+                module: None,
+                rel_pc: pc.addr,
+                name: kernel.get(pc).cloned().flatten(),
+            };
+            frame_ids.push(interner.frame(&r));
+        }
+        let iid = if frame_ids.is_empty() {
+            0
+        } else {
+            interner.callstack(frame_ids)
         };
-        sample_stacks.push(iid);
+        callstack_of.insert(key, iid);
     }
     summary.callstacks = interner.data.callstacks.len();
     summary.frames = interner.data.frames.len();
     summary.frames_named = interner.named_frames;
 
-    for kind in StackKind::ALL {
-        let sequence = STACK_SEQUENCE_BASE + u32::from(kind.bit());
-        // Sent before the kind's first sample, so a kind without any has no sequence.
-        let mut header = Some(TracePacket {
-            optional_trusted_packet_sequence_id: Some(
-                trace_packet::OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(sequence),
-            ),
-            sequence_flags: Some(SEQ_INCREMENTAL_STATE_CLEARED),
-            first_packet_on_sequence: Some(true),
-            trace_packet_defaults: Some(defaults(kind)),
-            interned_data: Some(interner.data.clone()),
-            ..TracePacket::default()
-        });
-        let mut batch = Vec::with_capacity(SAMPLES_PER_BATCH);
-        let of_kind = samples
-            .iter()
-            .zip(&sample_stacks)
-            .filter(|(s, _)| s.kind == kind);
-        for (s, &iid) in of_kind {
-            if let Some(h) = header.take() {
-                batch.push(h);
-            }
-            batch.push(sample_packet(sequence, s, iid));
-            if batch.len() >= SAMPLES_PER_BATCH {
-                writer.write_packets(&batch)?;
-                batch.clear();
-            }
+    // One sequence per kind; its header goes before its first sample, so a
+    // kind without any has no sequence.
+    let mut kinds: Vec<(u32, Option<TracePacket>, Vec<TracePacket>)> = StackKind::ALL
+        .iter()
+        .map(|&kind| {
+            let sequence = STACK_SEQUENCE_BASE + u32::from(kind.bit());
+            let header = TracePacket {
+                optional_trusted_packet_sequence_id: Some(
+                    trace_packet::OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(
+                        sequence,
+                    ),
+                ),
+                sequence_flags: Some(SEQ_INCREMENTAL_STATE_CLEARED),
+                first_packet_on_sequence: Some(true),
+                trace_packet_defaults: Some(defaults(kind)),
+                interned_data: Some(interner.data.clone()),
+                ..TracePacket::default()
+            };
+            (sequence, Some(header), Vec::new())
+        })
+        .collect();
+    for s in samples() {
+        let s = s?;
+        let Some(i) = StackKind::ALL.iter().position(|&k| k == s.kind) else {
+            continue;
+        };
+        let (sequence, header, batch) = &mut kinds[i];
+        if let Some(h) = header.take() {
+            batch.reserve(SAMPLES_PER_BATCH);
+            batch.push(h);
         }
-        if !batch.is_empty() {
-            writer.write_packets(&batch)?;
+        let iid = callstack_of
+            .get(&StackKey::of(&s))
+            .context("the second reading of the stack samples has one the first did not")?;
+        batch.push(sample_packet(*sequence, &s, *iid));
+        if batch.len() >= SAMPLES_PER_BATCH {
+            writer.write_packets(batch)?;
+            batch.clear();
         }
+    }
+    for (_, _, batch) in kinds.iter().filter(|(_, _, b)| !b.is_empty()) {
+        writer.write_packets(batch)?;
     }
     Ok(summary)
 }

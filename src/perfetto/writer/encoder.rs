@@ -9,6 +9,7 @@ use super::{ChunkScratch, MAX_CHUNK_BYTES, SHARD_SEQUENCE_BASE, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
 use crate::model::ksyms::KernelSymbols;
 use crate::model::stack::StackSample;
+use crate::recorder::spool::Spool;
 use crate::perfetto::proto::fields::{
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
     generic_ftrace_event as generic, interned_data, interned_string,
@@ -307,8 +308,8 @@ pub struct ShardEncoder {
     new_threads_ts: u64,
     scratch: ChunkScratch,
     stats: EncoderStats,
-    /// Stack events, written at the end (`crate::model::stack::StackSample`).
-    stack_samples: Vec<StackSample>,
+    /// Stack events, written at the end (None: not recording stacks).
+    stack_spool: Option<Spool>,
     /// None: kernel addresses are written as they are, unnamed.
     symbols: Option<Symbols>,
     /// Scratch for a cpumask's CPU list.
@@ -329,7 +330,7 @@ impl ShardEncoder {
             new_threads_ts: 0,
             scratch: ChunkScratch::default(),
             stats: EncoderStats::default(),
-            stack_samples: Vec::new(),
+            stack_spool: None,
             symbols: None,
             cpu_list: String::new(),
         }
@@ -349,9 +350,15 @@ impl ShardEncoder {
         self
     }
 
-    /// The stack events pushed so far, in push order (per CPU in time order).
-    pub fn take_stack_samples(&mut self) -> Vec<StackSample> {
-        std::mem::take(&mut self.stack_samples)
+    /// Spools the stack events into `spool`.
+    pub fn with_stack_spool(mut self, spool: Spool) -> ShardEncoder {
+        self.stack_spool = Some(spool);
+        self
+    }
+
+    /// The stack events spooled so far.
+    pub fn take_stack_spool(&mut self) -> Option<Spool> {
+        self.stack_spool.take()
     }
 
     /// Lowers the uncompressed chunk size (clamped to 16 KiB..=512 KiB).
@@ -599,15 +606,19 @@ impl ShardEncoder {
                 kind,
                 kernel,
                 user,
-            } => self.stack_samples.push(StackSample {
-                ts: h.ts,
-                tid: h.pid,
-                tgid,
-                kernel,
-                user,
-                cpu: h.cpu as u16,
-                kind,
-            }),
+            } => {
+                if let Some(spool) = &mut self.stack_spool {
+                    spool.push(StackSample {
+                        ts: h.ts,
+                        tid: h.pid,
+                        tgid,
+                        kernel,
+                        user,
+                        cpu: h.cpu as u16,
+                        kind,
+                    })?;
+                }
+            }
             Event::Ftrace { layout, body } => {
                 self.open(i);
                 self.ftrace_event(i, h, layout, body);
