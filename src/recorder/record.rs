@@ -102,7 +102,8 @@ pub fn record(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // With stacks, each shard spools its samples beside the trace.
     let spool_dir = (!cfg.stacks.is_empty()).then(|| spool_dir(&output, flight.is_some()));
     let spool = spool_dir.as_deref().map(|dir| (dir, args.stack_spool_run));
-    let mut consumers = start_consumers(&mut recorder, &writer, &topology, &cfg, watch, ksyms, spool)?;
+    let mut consumers =
+        start_consumers(&mut recorder, &writer, &topology, &cfg, watch, ksyms, spool)?;
 
     let mut child = match spawn_command(&args.command, sudo_user) {
         Ok(child) => child,
@@ -285,7 +286,11 @@ fn start_consumers(
 /// Where the stack spools go: the trace's directory (a flight recorder's
 /// output is its directory), so they are on its filesystem.
 fn spool_dir(output: &Path, flight: bool) -> PathBuf {
-    let dir = if flight { Some(output) } else { output.parent() };
+    let dir = if flight {
+        Some(output)
+    } else {
+        output.parent()
+    };
     match dir {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -7,8 +7,9 @@
 //! Each shard spools into an unnamed temporary file in the trace's
 //! directory (same filesystem, mode 0600: no more readable than the trace),
 //! as sorted runs: samples gather in a buffer of `run` samples, which is
-//! sorted by time and written as one run of fixed-size records (one write
-//! per run, no allocation per sample). At the end [`Spooled::samples`]
+//! handed to a writer thread that sorts it by time and writes it as one
+//! run of fixed-size records (one write per run, no allocation per
+//! sample). At the end [`Spooled::samples`]
 //! merges every run of every shard by time, reading each run a block at a
 //! time; it can be read as often as needed.
 
@@ -20,6 +21,9 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 /// Samples per run without `--stack-spool-run`: 768 KiB of records.
 pub const DEFAULT_RUN: usize = 32 * 1024;
@@ -36,20 +40,26 @@ const CPU_BITS: u32 = 14;
 const CPU_MASK: u16 = (1 << CPU_BITS) - 1;
 /// Records each run's cursor reads at once while merging (12 KiB).
 const READ_RECORDS: usize = 512;
+/// Runs a shard's writer may be behind by before the consumer waits (each
+/// `run` samples: 20 MiB at the default run size).
+const WRITES_QUEUED: usize = 16;
 /// Names tried for a named spool before giving up.
 const NAME_ATTEMPTS: usize = 8;
 
 /// One shard's spool while recording.
 pub struct Spool {
-    file: SpoolFile,
+    file: Arc<SpoolFile>,
     /// The run being gathered, and its capacity.
     pending: Vec<StackSample>,
     run: usize,
-    /// The encoded run, reused.
-    bytes: Vec<u8>,
     runs: Vec<Run>,
     /// Where the next run starts.
     end: u64,
+    /// To the writer: runs and where they go; from it, the run buffers
+    /// it wrote, for reuse.
+    to_writer: Option<SyncSender<(u64, Vec<StackSample>)>>,
+    written: Receiver<Vec<StackSample>>,
+    writer: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The file and what its errors name.
@@ -79,23 +89,58 @@ struct Run {
 impl Spool {
     /// An empty spool for `shard` in `dir`, sorting `run` samples at a time.
     pub fn create(dir: &Path, shard: usize, run: usize) -> anyhow::Result<Spool> {
-        let run = run.max(1);
         let file = SpoolFile {
             file: create_unnamed(dir)
                 .with_context(|| format!("cannot create a stack spool in {}", dir.display()))?,
             shard,
             dir: dir.to_path_buf(),
         };
+        Spool::on(file, run)
+    }
+
+    /// Runs are sorted and written by a thread of their own, so the
+    /// consumer only hands them over: a write to a busy disk can wait on
+    /// the filesystem long enough for the consumer's ring to fill.
+    fn on(file: SpoolFile, run: usize) -> anyhow::Result<Spool> {
+        let run = run.max(1);
+        let file = Arc::new(file);
+        let (to_writer, runs) =
+            std::sync::mpsc::sync_channel::<(u64, Vec<StackSample>)>(WRITES_QUEUED);
+        let (give_back, written) = std::sync::mpsc::channel();
+        let out = Arc::clone(&file);
+        let writer = std::thread::Builder::new()
+            .name(format!("sl-spool-{}", file.shard))
+            .spawn(move || {
+                let mut bytes = Vec::with_capacity(run * RECORD_BYTES);
+                for (at, mut samples) in runs {
+                    samples.sort_unstable_by_key(|s| s.ts);
+                    bytes.clear();
+                    for s in &samples {
+                        bytes.extend_from_slice(&encode(s));
+                    }
+                    out.file
+                        .write_all_at(&bytes, at)
+                        .with_context(|| format!("cannot write {}", out.describe()))?;
+                    samples.clear();
+                    // The spool may be gone already; the buffer goes with it.
+                    let _ = give_back.send(samples);
+                }
+                Ok(())
+            })
+            .context("cannot start a stack spool's writer thread")?;
         Ok(Spool {
             file,
             pending: Vec::with_capacity(run),
             run,
-            bytes: Vec::with_capacity(run * RECORD_BYTES),
             runs: Vec::new(),
             end: 0,
+            to_writer: Some(to_writer),
+            written,
+            writer: Some(writer),
         })
     }
 
+    /// Adds a sample; an error is a write of an earlier run that failed.
     pub fn push(&mut self, s: StackSample) -> anyhow::Result<()> {
         self.pending.push(s);
         if self.pending.len() >= self.run {
@@ -104,11 +149,13 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes the last run; the spool is then only read.
+    /// Writes the last run and waits for the writes; the spool is then
+    /// only read.
     pub fn finish(mut self) -> anyhow::Result<Spooled> {
         self.write_run()?;
+        self.stop_writer()?;
         Ok(Spooled {
-            shards: vec![(self.file, self.runs)],
+            shards: vec![(Arc::clone(&self.file), std::mem::take(&mut self.runs))],
         })
     }
 
@@ -116,29 +163,51 @@ impl Spool {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.pending.sort_unstable_by_key(|s| s.ts);
-        self.bytes.clear();
-        for s in &self.pending {
-            self.bytes.extend_from_slice(&encode(s));
-        }
-        self.file
-            .file
-            .write_all_at(&self.bytes, self.end)
-            .with_context(|| format!("cannot write {}", self.file.describe()))?;
-        self.runs.push(Run {
+        let next = self
+            .written
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.run));
+        let samples = std::mem::replace(&mut self.pending, next);
+        let run = Run {
             start: self.end,
-            len: self.pending.len() as u64,
-        });
-        self.end += self.bytes.len() as u64;
-        self.pending.clear();
+            len: samples.len() as u64,
+        };
+        let sent = self
+            .to_writer
+            .as_ref()
+            .is_some_and(|w| w.send((run.start, samples)).is_ok());
+        if !sent {
+            // The writer stopped: its error says why.
+            self.stop_writer()?;
+            anyhow::bail!("{} stopped taking writes", self.file.describe());
+        }
+        self.runs.push(run);
+        self.end += run.len * RECORD_BYTES as u64;
         Ok(())
+    }
+
+    /// Lets the writer finish what it was given; its error, if it failed.
+    fn stop_writer(&mut self) -> anyhow::Result<()> {
+        self.to_writer = None;
+        match self.writer.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => anyhow::bail!("the writer of {} panicked", self.file.describe()),
+        }
+    }
+}
+
+impl Drop for Spool {
+    /// A recording that failed: the writer ends with its queue.
+    fn drop(&mut self) {
+        let _ = self.stop_writer();
     }
 }
 
 /// Finished spools, read back merged.
 #[derive(Default)]
 pub struct Spooled {
-    shards: Vec<(SpoolFile, Vec<Run>)>,
+    shards: Vec<(Arc<SpoolFile>, Vec<Run>)>,
 }
 
 impl Spooled {
@@ -404,7 +473,11 @@ mod tests {
             let mut spool = Spool::create(dir.path(), shard, 4).unwrap();
             // Out of order within a run, overlapping across runs and shards.
             for i in 0..23u64 {
-                let s = sample((i * 7919 + shard as u64 * 13) % 101, i as i32, StackKind::Cpu);
+                let s = sample(
+                    (i * 7919 + shard as u64 * 13) % 101,
+                    i as i32,
+                    StackKind::Cpu,
+                );
                 spool.push(s).unwrap();
                 all.push(s);
             }
@@ -430,8 +503,9 @@ mod tests {
         let mut spool = Spool::create(dir.path(), 0, 2).unwrap();
         spool.push(sample(1, 1, StackKind::OffCpu)).unwrap();
         spool.push(sample(2, 2, StackKind::OffCpu)).unwrap();
+        let spooled = spool.finish().unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let meta = spool.file.file.metadata().unwrap();
+        let meta = spooled.shards[0].0.file.metadata().unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(meta.len(), 2 * RECORD_BYTES as u64);
     }
@@ -474,13 +548,22 @@ mod tests {
 
     #[test]
     fn a_full_disk_names_the_spool() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::create(dir.path(), 2, 1).unwrap();
         // /dev/full: every write fails with ENOSPC.
-        spool.file.file = File::options().write(true).open("/dev/full").unwrap();
-        let e = spool.push(sample(1, 1, StackKind::Cpu)).unwrap_err();
+        let file = SpoolFile {
+            file: File::options().write(true).open("/dev/full").unwrap(),
+            shard: 2,
+            dir: PathBuf::from("/somewhere"),
+        };
+        let mut spool = Spool::on(file, 1).unwrap();
+        spool.push(sample(1, 1, StackKind::Cpu)).unwrap();
+        let e = spool.finish().err().expect("a full disk fails the spool");
         let text = format!("{e:#}");
-        assert!(text.contains("cannot write the stack spool of shard 2"), "{text}");
+        assert!(
+            text.contains(
+                "cannot write the stack spool of shard 2 (an unnamed temporary file in /somewhere)"
+            ),
+            "{text}"
+        );
         assert!(
             e.chain().any(|c| c
                 .downcast_ref::<std::io::Error>()

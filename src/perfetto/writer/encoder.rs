@@ -9,7 +9,6 @@ use super::{ChunkScratch, MAX_CHUNK_BYTES, SHARD_SEQUENCE_BASE, TraceWriter};
 use crate::model::event::{COMM_LEN, Event, FieldKind, FtraceLayout, Header, TaskId, comm_str};
 use crate::model::ksyms::KernelSymbols;
 use crate::model::stack::StackSample;
-use crate::recorder::spool::Spool;
 use crate::perfetto::proto::fields::{
     ftrace_event as fe, ftrace_event_bundle as bundle, ftrace_event_bundle::compact_sched as cs,
     generic_ftrace_event as generic, interned_data, interned_string,
@@ -21,6 +20,7 @@ use crate::perfetto::proto::fields::{
 use crate::perfetto::proto::schedlens::{LostEvents, SchedlensPacket, schedlens_packet};
 use crate::perfetto::proto::{ProcessTree, TracePacket, process_tree, trace_packet};
 use crate::perfetto::wire;
+use crate::recorder::spool::Spool;
 use prost::Message as _;
 use rustc_hash::FxHashMap as FastMap;
 use std::sync::Arc;
