@@ -526,7 +526,8 @@ mod tests {
         let e = read(&spooled).unwrap_err().to_string();
         assert!(e.contains("bad record at byte 48"), "{e}");
         assert!(e.contains("stack spool of shard 1"), "{e}");
-        assert_eq!(spooled.samples().filter(Result::is_ok).count(), 2);
+        // The merge reads one sample ahead: the error comes in the second's place.
+        assert_eq!(spooled.samples().filter(Result::is_ok).count(), 1);
     }
 
     #[test]
