@@ -98,9 +98,10 @@ pub const DEFAULT_SAMPLE_HZ: u64 = 99;
 /// every 16th block of a task (schedlens.bpf.c, "Off-CPU stack reuse").
 pub const DEFAULT_STACK_REUSE: u8 = 15;
 
-/// One stack event as the recorder keeps it until the end of the recording,
-/// when its ids' frames are read and symbolized: the samples are written
-/// after the interned callstacks they refer to, which only exist then.
+/// One stack event as the recorder spools it until the end of the recording
+/// (`crate::recorder::spool`), when its ids' frames are read and symbolized:
+/// the samples are written after the interned callstacks they refer to,
+/// which only exist then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackSample {
     pub ts: u64,

@@ -12,6 +12,12 @@
 //! sample). At the end [`Spooled::samples`]
 //! merges every run of every shard by time, reading each run a block at a
 //! time; it can be read as often as needed.
+//!
+//! A failed write (a full disk) stops the recording as a failed trace write
+//! does: the trace keeps its events up to its last complete chunk, without
+//! stacks, and the one-line error names the spool. A spool that cannot be
+//! read back at the end (cut short, a bad record) leaves the trace complete
+//! but without stacks: it is read whole once before any sample is written.
 
 use crate::model::stack::{StackKind, StackSample};
 use anyhow::Context;
