@@ -9,7 +9,8 @@
 //! as sorted runs: samples gather in a buffer of `run` samples, which is
 //! handed to a writer thread that sorts it by time and writes it as one
 //! run of fixed-size records (one write per run, no allocation per
-//! sample). At the end [`Spooled::samples`]
+//! sample); while the disk is slower than the samples come, runs wait in
+//! memory rather than hold up the consumer. At the end [`Spooled::samples`]
 //! merges every run of every shard by time, reading each run a block at a
 //! time; it can be read as often as needed.
 //!
@@ -22,13 +23,13 @@
 use crate::model::stack::{StackKind, StackSample};
 use anyhow::Context;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 /// Samples per run without `--stack-spool-run`: 768 KiB of records.
@@ -46,8 +47,8 @@ const CPU_BITS: u32 = 14;
 const CPU_MASK: u16 = (1 << CPU_BITS) - 1;
 /// Records each run's cursor reads at once while merging (12 KiB).
 const READ_RECORDS: usize = 512;
-/// Runs a shard's writer may be behind by before the consumer waits (each
-/// `run` samples: 20 MiB at the default run size).
+/// Runs queued for a shard's writer (each `run` samples: 20 MiB at the
+/// default run size); past them, runs wait in the spool's backlog.
 const WRITES_QUEUED: usize = 16;
 /// Names tried for a named spool before giving up.
 const NAME_ATTEMPTS: usize = 8;
@@ -64,6 +65,10 @@ pub struct Spool {
     /// To the writer: runs and where they go; from it, the run buffers
     /// it wrote, for reuse.
     to_writer: Option<SyncSender<(u64, Vec<StackSample>)>>,
+    /// Runs the writer's queue had no room for, oldest first. The consumer
+    /// never waits for a slow disk (its ring would fill and drop events):
+    /// while writes lag, runs are held in memory instead.
+    backlog: VecDeque<(u64, Vec<StackSample>)>,
     written: Receiver<Vec<StackSample>>,
     writer: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -141,6 +146,7 @@ impl Spool {
             runs: Vec::new(),
             end: 0,
             to_writer: Some(to_writer),
+            backlog: VecDeque::new(),
             written,
             writer: Some(writer),
         })
@@ -159,6 +165,12 @@ impl Spool {
     /// only read.
     pub fn finish(mut self) -> anyhow::Result<Spooled> {
         self.write_run()?;
+        while let Some(run) = self.backlog.pop_front() {
+            let sent = self.to_writer.as_ref().is_some_and(|w| w.send(run).is_ok());
+            if !sent {
+                return Err(self.writer_stopped());
+            }
+        }
         self.stop_writer()?;
         Ok(Spooled {
             shards: vec![(Arc::clone(&self.file), std::mem::take(&mut self.runs))],
@@ -178,18 +190,31 @@ impl Spool {
             start: self.end,
             len: samples.len() as u64,
         };
-        let sent = self
-            .to_writer
-            .as_ref()
-            .is_some_and(|w| w.send((run.start, samples)).is_ok());
-        if !sent {
-            // The writer stopped: its error says why.
-            self.stop_writer()?;
-            anyhow::bail!("{} stopped taking writes", self.file.describe());
-        }
         self.runs.push(run);
         self.end += run.len * RECORD_BYTES as u64;
+        self.backlog.push_back((run.start, samples));
+        // Oldest first, as many as the queue takes now.
+        while let Some(next) = self.backlog.pop_front() {
+            match self.to_writer.as_ref().map(|w| w.try_send(next)) {
+                Some(Ok(())) => {}
+                Some(Err(TrySendError::Full(next))) => {
+                    self.backlog.push_front(next);
+                    break;
+                }
+                Some(Err(TrySendError::Disconnected(_))) | None => {
+                    return Err(self.writer_stopped());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The writer stopped taking runs: its error says why.
+    fn writer_stopped(&mut self) -> anyhow::Error {
+        match self.stop_writer() {
+            Err(e) => e,
+            Ok(()) => anyhow::anyhow!("{} stopped taking writes", self.file.describe()),
+        }
     }
 
     /// Lets the writer finish what it was given; its error, if it failed.
@@ -501,6 +526,27 @@ mod tests {
         assert_eq!(a, b);
         // A second pass reads the same.
         assert_eq!(read(&spooled).unwrap(), merged);
+    }
+
+    /// Runs come faster than the writer writes them (one sample a run, a
+    /// write each): pushes never wait, the runs past the writer's queue wait
+    /// in the backlog, and every sample comes back in order.
+    #[test]
+    fn a_lagging_writer_never_holds_up_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path(), 0, 1).unwrap();
+        let n = 20_000u64;
+        let mut most_waiting = 0;
+        for i in 0..n {
+            spool
+                .push(sample(n - i, i as i32, StackKind::OffCpu))
+                .unwrap();
+            most_waiting = most_waiting.max(spool.backlog.len());
+        }
+        assert!(most_waiting > 0, "the writer kept up with {n} writes");
+        let merged = read(&spool.finish().unwrap()).unwrap();
+        let times: Vec<u64> = merged.iter().map(|s| s.ts).collect();
+        assert_eq!(times, (1..=n).collect::<Vec<_>>());
     }
 
     #[test]
