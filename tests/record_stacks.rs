@@ -23,8 +23,9 @@ use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_schedlens");
-/// Samples per spooled run (`--stack-spool-run`).
-const SPOOL_RUN: usize = 64;
+/// Samples per spooled run (`--stack-spool-run`): small enough that even
+/// the CPU samples (99 Hz of one spinner for 3 s, ~180 seen) span many.
+const SPOOL_RUN: usize = 16;
 const WORKLOAD_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/stacks.c");
 
 /// The workload's report: its pid, the tid of each role and the pid of its
@@ -156,7 +157,7 @@ fn off_cpu_and_cpu_stacks_name_the_workloads_functions() {
     let status = Command::new(BIN)
         .args(["trace", "--stacks", "off-cpu,cpu", "-d", "3s", "-o"])
         .arg(&trace)
-        // Spooled runs of 64 samples: the trace's samples are merged from many.
+        // Spooled runs of SPOOL_RUN samples: the trace's samples are merged from many.
         .args(["--stack-spool-run", &SPOOL_RUN.to_string()])
         .arg("--")
         .arg(&exe)
